@@ -1,0 +1,1 @@
+"""reaper: reconcile a compute host's real state with the Nova database."""

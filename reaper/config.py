@@ -1,0 +1,37 @@
+"""[DEFAULT] options shared by every part of the agent, and config loading."""
+from __future__ import annotations
+
+import socket
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+CONF = cfg.CONF
+
+default_opts = [
+    cfg.StrOpt("host", default=socket.gethostname(), sample_default="<current_hostname>",
+               help="Name of this compute host exactly as nova-compute's [DEFAULT] host "
+                    "(instances.host, compute_nodes.host)."),
+    cfg.StrOpt("hypervisor_hostname", sample_default="<host>",
+               help="The node name nova-compute reports (compute_nodes.hypervisor_hostname). "
+                    "Defaults to the value of host."),
+    cfg.StrOpt("instances_path", default="/var/lib/nova/instances",
+               help="Where nova-compute keeps instance directories."),
+    cfg.StrOpt("state_path", default="/var/lib/reaper",
+               help="Where the reaper keeps its state DB (observations, journal, approvals)."),
+    cfg.StrOpt("instance_name_template", default="instance-%08x",
+               help="Nova's instance_name_template; a domain named by it counts as Nova's."),
+]
+
+CONF.register_opts(default_opts)
+
+
+def hypervisor_hostname(conf=CONF) -> str:
+    return conf.hypervisor_hostname or conf.host
+
+
+def load(argv: list[str] | None, project: str = "reaper", default_config_files=None) -> cfg.ConfigOpts:
+    """Parse CLI + config files; oslo.config raises a clear error on malformed input."""
+    logging.register_options(CONF)
+    CONF(argv or [], project=project, default_config_files=default_config_files)
+    return CONF

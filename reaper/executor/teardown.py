@@ -1,0 +1,157 @@
+"""Run one instance's teardown as ordered, idempotent, journaled steps.
+
+The executor is the only place that changes anything. Before the first
+destructive step it re-reads the instance's row and asks the planner whether
+the plan is still justified (compare-and-act); every step is journaled before
+and after it runs, so a crash resumes at the step it interrupted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Callable
+
+from oslo_log import log as logging
+
+from reaper import planner
+from reaper.executor import domain as domain_steps
+from reaper.executor import files as file_steps
+from reaper.nova import reclaim as nova_reclaim
+from reaper.nova import view as nova_view
+from reaper.records import Action, TeardownPlan
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Outcome:
+    plan: TeardownPlan
+    result: str                 # done | aborted | failed | backed_off
+    reason: str
+    steps: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    leftovers: dict | None = None
+    journal_id: int | None = None
+
+
+@dataclasses.dataclass
+class Context:
+    conn: object                # libvirt connection (may be None when no domain step runs)
+    engine: object              # SQLAlchemy engine on Nova's DB
+    state: object               # reaper.state.StateDB
+    policy: object              # reaper.policy.Policy
+    clock: Callable[[], datetime.datetime]
+
+
+class Aborted(Exception):
+    """The plan is no longer justified; nothing (more) is done."""
+
+
+def steps_for(plan: TeardownPlan) -> list[str]:
+    """The teardown order of DESIGN.md section 4, for what this plan holds."""
+    if plan.action is Action.SHUTDOWN:
+        return ["power_off"]
+    steps = []
+    if plan.action is Action.RECLAIM:
+        steps.append("claim")
+    if plan.domain_name:
+        steps.append("destroy_domain")
+    if plan.dirs:
+        steps.append("delete_files")
+    if plan.domain_name:
+        steps.append("undefine_domain")
+    if plan.finalize_db:
+        steps.append("finalize_db")
+    return steps
+
+
+def _verify(ctx: Context, plan: TeardownPlan) -> None:
+    row = nova_view.reread_instance(ctx.engine, plan.instance_uuid)
+    migs = nova_view.reread_migrations(ctx.engine, plan.instance_uuid)
+    ok, why = planner.reverify(plan, row, migs, ctx.policy, ctx.clock())
+    if not ok:
+        raise Aborted(why)
+
+
+def _claim(ctx: Context, plan: TeardownPlan, resuming: bool) -> str:
+    now = ctx.clock()
+    if nova_reclaim.claim(ctx.engine, plan.instance_uuid, ctx.policy.host,
+                          ctx.policy.reclaim_instance_interval, now):
+        return "claimed (task_state=deleting)"
+    if resuming:
+        # Our own claim may have committed just before a crash.
+        row = nova_view.reread_instance(ctx.engine, plan.instance_uuid)
+        if row is not None and row.deleted == 0 and row.vm_state == "soft-delete" \
+                and row.task_state == "deleting" and row.host == ctx.policy.host:
+            return "already claimed by our earlier attempt"
+        if row is not None and row.deleted != 0 and row.vm_state == "deleted":
+            return "already finalized"
+    raise Aborted("claim lost: the instance was restored or changed since it was planned")
+
+
+def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool) -> str:
+    uuid = plan.instance_uuid
+    if step == "claim":
+        return _claim(ctx, plan, resuming)
+    if step in ("destroy_domain", "power_off"):
+        return domain_steps.destroy(ctx.conn, uuid)
+    if step == "delete_files":
+        return "; ".join(file_steps.delete_instance_dir(p, ctx.policy.instances_path)
+                         for p in plan.dirs)
+    if step == "undefine_domain":
+        return domain_steps.undefine(ctx.conn, uuid)
+    if step == "finalize_db":
+        res = nova_reclaim.finalize(ctx.engine, uuid, ctx.clock())
+        return f"finalized: {res}"
+    raise ValueError(f"unknown step {step}")
+
+
+def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int | None = None,
+            done_steps: dict[str, str] | None = None) -> Outcome:
+    """Run (or resume) a teardown. Never raises for a step failure: it is reported."""
+    resuming = journal_id is not None
+    done_steps = done_steps or {}
+    out = Outcome(plan, "done", plan.reason)
+    leftovers = None
+    try:
+        # Compare-and-act before anything changes (and again when resuming).
+        _verify(ctx, plan)
+        if plan.action is Action.RECLAIM and "finalize_db" not in (
+                s for s, st in done_steps.items() if st == "done"):
+            leftovers = nova_reclaim.leftovers(ctx.engine, plan.instance_uuid)
+    except Aborted as e:
+        if resuming:
+            ctx.state.finish(journal_id, "aborted", ctx.clock(), str(e))
+        return Outcome(plan, "aborted", str(e), journal_id=journal_id)
+    except Exception as e:      # DB unreachable while re-verifying: act on nothing
+        if resuming:
+            ctx.state.retry(journal_id, ctx.clock(), f"re-verify failed: {e}")
+        return Outcome(plan, "failed", f"could not re-verify: {e}", journal_id=journal_id)
+
+    if journal_id is None:
+        journal_id = ctx.state.begin(plan, pass_id, ctx.clock())
+    out.journal_id = journal_id
+    out.leftovers = leftovers
+    for step in steps_for(plan):
+        if done_steps.get(step) == "done":
+            out.steps.append((step, "done earlier"))
+            continue
+        ctx.state.step(journal_id, step, "started", ctx.clock())
+        try:
+            detail = _run_step(ctx, plan, step, resuming or done_steps.get(step) == "started")
+        except Aborted as e:
+            ctx.state.step(journal_id, step, "failed", ctx.clock(), str(e))
+            ctx.state.finish(journal_id, "aborted", ctx.clock(), str(e))
+            result = "backed_off" if step == "claim" else "aborted"
+            return dataclasses.replace(out, result=result, reason=str(e))
+        except Exception as e:
+            LOG.warning("teardown of %s: step %s failed: %s", plan.instance_uuid, step, e)
+            ctx.state.step(journal_id, step, "failed", ctx.clock(), str(e))
+            ctx.state.retry(journal_id, ctx.clock(), f"{step}: {e}")
+            out.steps.append((step, f"failed: {e}"))
+            if step == "claim":
+                nova_reclaim.release(ctx.engine, plan.instance_uuid)
+            return dataclasses.replace(out, result="failed", reason=f"{step} failed: {e}")
+        ctx.state.step(journal_id, step, "done", ctx.clock(), detail)
+        out.steps.append((step, detail))
+    ctx.state.finish(journal_id, "done", ctx.clock())
+    return out

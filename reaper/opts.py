@@ -1,0 +1,20 @@
+"""Every option the reaper registers, for oslo-config-generator (entry point oslo.config.opts)."""
+from __future__ import annotations
+
+import itertools
+
+
+def list_opts():
+    from reaper import audit, config, policy, reconcile  # noqa: F401
+    from reaper.cmd import agent
+    from reaper.executor import domain
+    from reaper.inventory import libvirt
+    from reaper.nova import db
+
+    return [
+        ("DEFAULT", itertools.chain(config.default_opts, reconcile.default_opts)),
+        ("database", db.database_opts),
+        ("libvirt", libvirt.libvirt_opts),
+        ("reaper", itertools.chain(policy.reaper_opts, audit.audit_opts,
+                                   domain.executor_opts, agent.agent_opts)),
+    ]

@@ -1,0 +1,192 @@
+"""The planner: inventory + Nova view + policy + now -> findings and teardown plans.
+
+Pure: no I/O and no clock. Guards and the executor decide later what of the plan
+actually runs.
+"""
+from __future__ import annotations
+
+import collections
+import datetime
+
+from reaper.planner import rules
+from reaper.policy import Policy
+from reaper.records import (
+    Action, Classification, Finding, Inventory, NovaView, Plan, ResourceKind, TeardownPlan,
+)
+
+DOMAIN_TEARDOWN = {Classification.EVACUATED, Classification.RUNNING_DELETED,
+                   Classification.RECLAIMABLE}
+
+
+def _action(verdict: rules.Verdict, policy: Policy) -> Action:
+    return verdict.fixed_action or policy.action_for(verdict.classification)
+
+
+def build_plan(inv: Inventory, view: NovaView, policy: Policy,
+               now: datetime.datetime) -> Plan:
+    host = policy.host
+    migs = collections.defaultdict(list)
+    for m in view.migrations:
+        migs[m.instance_uuid].append(m)
+    bdm_volumes = collections.defaultdict(set)
+    for b in view.bdms:
+        if b.destination_type == "volume" and b.volume_id:
+            bdm_volumes[b.instance_uuid].add(b.volume_id)
+
+    domains = [d for d in inv.domains.items if d.nova_owned] if inv.domains.ok else []
+    dirs = list(inv.dirs.items) if inv.dirs.ok else []
+    dirs_by_uuid = collections.defaultdict(list)
+    for d in dirs:
+        dirs_by_uuid[d.uuid].append(d)
+    domain_uuids = {d.uuid for d in domains}
+    # Any domain's disk (Nova's or not) pins the directory it lives in.
+    root = policy.instances_path.rstrip("/") + "/"
+    disk_owner = {}     # top-level dir under instances_path -> domain using it
+    for dom in (inv.domains.items if inv.domains.ok else ()):
+        for disk in dom.disks:
+            if disk.source and disk.source.startswith(root):
+                top = disk.source[len(root):].split("/", 1)[0]
+                disk_owner.setdefault(root + top, dom.name)
+    shared, shared_why = rules.storage_shared(policy.instances_path_shared,
+                                              inv.instances_fs_type)
+
+    findings: list[Finding] = []
+    teardowns: list[TeardownPlan] = []
+
+    def add(finding: Finding) -> Finding | None:
+        if finding.action is Action.IGNORE:
+            return None
+        findings.append(finding)
+        return finding
+
+    for dom in domains:
+        row = view.instances.get(dom.uuid)
+        v = rules.classify_instance(
+            dom.uuid, row, migs.get(dom.uuid, []), host,
+            running_deleted_timeout=policy.running_deleted_timeout,
+            reclaim_interval=policy.reclaim_instance_interval, now=now)
+        if v.classification is Classification.LIVE:
+            findings.extend(_drift(dom, bdm_volumes.get(dom.uuid, set())))
+            continue
+        action = _action(v, policy)
+        ev = {**v.evidence, "domain": {"name": dom.name, "state": dom.state}}
+        local_dirs = dirs_by_uuid.get(dom.uuid, [])
+        destroy_disks = True
+        reason = v.reason
+        if v.classification is Classification.EVACUATED:
+            destroy_disks = shared is False
+            ev["storage"] = {"shared": shared, "why": shared_why}
+            if not destroy_disks:
+                reason += ("; keeping instance files: " + shared_why if shared
+                           else "; keeping instance files (unsure whether shared): "
+                           + shared_why)
+        f = add(Finding(ResourceKind.DOMAIN, dom.name, dom.uuid, v.classification,
+                        action, reason, ev))
+        if f is None or v.classification not in DOMAIN_TEARDOWN:
+            continue
+        if action in (Action.REAP, Action.RECLAIM):
+            teardowns.append(TeardownPlan(
+                instance_uuid=dom.uuid, classification=v.classification, action=action,
+                domain_name=dom.name,
+                dirs=tuple(d.path for d in local_dirs) if destroy_disks else (),
+                destroy_disks=destroy_disks,
+                finalize_db=v.classification is Classification.RECLAIMABLE,
+                reason=reason, findings=(f,)))
+        elif action is Action.SHUTDOWN and dom.active:
+            teardowns.append(TeardownPlan(
+                instance_uuid=dom.uuid, classification=v.classification, action=action,
+                domain_name=dom.name, dirs=(), destroy_disks=False, finalize_db=False,
+                reason=reason, findings=(f,)))
+
+    # R7 for instances with no domain left: the dirs and the row, or the row alone.
+    if policy.reclaim_instance_interval > 0:
+        for row in view.instances.values():
+            if row.uuid in domain_uuids or not rules.is_reclaimable(
+                    row, host, policy.reclaim_instance_interval, now):
+                continue
+            local_dirs = dirs_by_uuid.get(row.uuid, [])
+            ev = rules.row_evidence(row)
+            ev["dirs"] = [d.path for d in local_dirs]
+            f = add(Finding(ResourceKind.INSTANCE if not local_dirs else ResourceKind.INSTANCE_DIR,
+                            local_dirs[0].path if local_dirs else row.uuid, row.uuid,
+                            Classification.RECLAIMABLE, Action.RECLAIM,
+                            "soft-deleted longer than reclaim_instance_interval "
+                            f"({policy.reclaim_instance_interval}s); no domain left", ev))
+            teardowns.append(TeardownPlan(
+                instance_uuid=row.uuid, classification=Classification.RECLAIMABLE,
+                action=Action.RECLAIM, domain_name=None,
+                dirs=tuple(d.path for d in local_dirs), destroy_disks=True, finalize_db=True,
+                reason=f.reason, findings=(f,)))
+
+    for d in dirs:
+        row = view.instances.get(d.uuid)
+        if row is not None and rules.is_reclaimable(
+                row, host, policy.reclaim_instance_interval, now):
+            continue    # part of the reclaim above
+        owner = disk_owner.get(root + d.name)
+        v = rules.classify_dir(d, row, migs.get(d.uuid, []), host,
+                               domain_present=d.uuid in domain_uuids, shared=shared,
+                               used_by_domain=owner)
+        if v is None:
+            continue
+        action = _action(v, policy)
+        f = add(Finding(ResourceKind.INSTANCE_DIR, d.path, d.uuid, v.classification,
+                        action, v.reason, v.evidence))
+        if f is not None and action is Action.REAP:
+            teardowns.append(TeardownPlan(
+                instance_uuid=d.uuid, classification=v.classification, action=action,
+                domain_name=None, dirs=(d.path,), destroy_disks=True, finalize_db=False,
+                reason=v.reason, findings=(f,)))
+
+    return Plan(findings=tuple(findings), teardowns=tuple(teardowns))
+
+
+def _drift(dom, volume_ids: set[str]) -> list[Finding]:
+    extra, missing = rules.attachment_drift(dom, volume_ids)
+    out = []
+    for vol in sorted(extra):
+        out.append(Finding(
+            ResourceKind.VOLUME_ATTACHMENT, f"{dom.name}:{vol}", dom.uuid,
+            Classification.ATTACHMENT_DRIFT, Action.LOG,
+            "volume attached in the domain XML has no live block_device_mapping "
+            "(a detach that failed half way?)",
+            {"volume_id": vol, "in_domain_xml": True, "live_bdm": False}))
+    for vol in sorted(missing):
+        out.append(Finding(
+            ResourceKind.VOLUME_ATTACHMENT, f"{dom.name}:{vol}", dom.uuid,
+            Classification.ATTACHMENT_DRIFT, Action.LOG,
+            "live block_device_mapping whose volume is absent from the domain XML",
+            {"volume_id": vol, "in_domain_xml": False, "live_bdm": True}))
+    return out
+
+
+def reverify(plan: TeardownPlan, row, migrations, policy: Policy,
+             now: datetime.datetime) -> tuple[bool, str]:
+    """Compare-and-act: does a freshly read row still justify this teardown?"""
+    if plan.classification is Classification.RECLAIMABLE:
+        # The conditional claim UPDATE is the check for reclaim.
+        return True, "reclaim is guarded by its conditional claim"
+    if plan.domain_name is None:
+        return _reverify_dir(plan, row, migrations, policy)
+    v = rules.classify_instance(
+        plan.instance_uuid, row, list(migrations), policy.host,
+        running_deleted_timeout=policy.running_deleted_timeout,
+        reclaim_interval=policy.reclaim_instance_interval, now=now)
+    if v.classification is plan.classification:
+        return True, v.reason
+    return False, f"now classified {v.classification.value}: {v.reason}"
+
+
+def _reverify_dir(plan, row, migrations, policy) -> tuple[bool, str]:
+    if plan.classification is Classification.INTERRUPTED_DELETE:
+        return True, "an interrupted delete is finished whatever the row says"
+    live = row is not None and row.deleted == 0 and not row.archived
+    if live and row.host == policy.host:
+        return False, "the instance is live on this host again"
+    if live and (rules.in_flight_migrations(migrations, policy.host) or rules.row_in_flight(row)):
+        return False, "a migration touching this host is now in progress"
+    if plan.classification is Classification.STALE_RESIZE and any(
+            m.deleted == 0 and m.source_compute == policy.host
+            and (m.status or "") not in rules.FINAL_MIGRATION_STATUSES for m in migrations):
+        return False, "a resize from this host now awaits confirm/revert"
+    return True, "still no live instance on this host"

@@ -1,0 +1,219 @@
+"""The rule table of DESIGN.md section 3, as pure functions.
+
+Every function here takes records and returns records: no I/O, no clock (``now``
+is an argument), so the whole table is unit-tested without libvirt or a DB.
+Anything that cannot be classified with confidence ends as ``log``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Iterable
+
+from reaper.records import (
+    Action, Classification, DirKind, Domain, InstanceDir, InstanceRow, MigrationRow,
+)
+
+# Nova's evacuation statuses that mean "the instance now lives elsewhere" (R2).
+EVACUATION_STATUSES = frozenset({"accepted", "pre-migrating", "done"})
+# Migration statuses after which nothing more happens on either host.
+FINAL_MIGRATION_STATUSES = frozenset({
+    "completed", "confirmed", "reverted", "error", "failed", "cancelled", "done",
+})
+IN_FLIGHT_TASK_STATES = frozenset({
+    "migrating", "resize_migrating", "resize_migrated", "resize_finish", "resize_reverting",
+    "resize_prep", "resize_confirming",
+})
+SHARED_FS_TYPES = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "glusterfs", "fuse.glusterfs", "ceph", "fuse.ceph",
+    "cephfs", "fuse.cephfs", "lustre", "gpfs", "ocfs2", "gfs2", "beegfs", "fuse.sshfs",
+})
+LOCAL_FS_TYPES = frozenset({
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "zfs", "overlay", "f2fs", "jfs",
+    "reiserfs",
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    classification: Classification
+    reason: str
+    evidence: dict
+    # for classifications whose action comes from policy, None; otherwise fixed.
+    fixed_action: Action | None = None
+
+
+def row_evidence(row: InstanceRow | None) -> dict:
+    if row is None:
+        return {"db_row": None}
+    return {"db_row": {
+        "id": row.id, "host": row.host, "node": row.node, "vm_state": row.vm_state,
+        "task_state": row.task_state, "deleted": row.deleted,
+        "deleted_at": row.deleted_at.isoformat() if row.deleted_at else None,
+        "archived": row.archived,
+    }}
+
+
+def migration_evidence(migs: Iterable[MigrationRow]) -> list[dict]:
+    return [{"id": m.id, "type": m.migration_type, "status": m.status,
+             "source": m.source_compute, "dest": m.dest_compute, "deleted": m.deleted}
+            for m in migs]
+
+
+def old_enough(deleted_at: datetime.datetime | None, seconds: int,
+               now: datetime.datetime) -> bool:
+    """Nova's _deleted_old_enough: a NULL deleted_at counts as old."""
+    return deleted_at is None or deleted_at <= now - datetime.timedelta(seconds=seconds)
+
+
+def in_flight_migrations(migs: Iterable[MigrationRow], host: str) -> list[MigrationRow]:
+    """Non-evacuation moves touching our host that have not reached a final status."""
+    return [m for m in migs
+            if m.deleted == 0
+            and m.migration_type != "evacuation"
+            and (m.status or "") not in FINAL_MIGRATION_STATUSES
+            and host in (m.source_compute, m.dest_compute)]
+
+
+def evacuations_from(migs: Iterable[MigrationRow], host: str) -> list[MigrationRow]:
+    """R2: Nova reads these with read_deleted='yes', so deleted rows count."""
+    return [m for m in migs
+            if m.migration_type == "evacuation"
+            and m.source_compute == host
+            and m.status in EVACUATION_STATUSES]
+
+
+def row_in_flight(row: InstanceRow) -> bool:
+    return row.vm_state == "resized" or (row.task_state or "") in IN_FLIGHT_TASK_STATES
+
+
+def is_reclaimable(row: InstanceRow, host: str, interval: int,
+                   now: datetime.datetime) -> bool:
+    return (interval > 0 and row.deleted == 0 and not row.archived
+            and row.host == host and row.vm_state == "soft-delete"
+            and row.task_state is None
+            and old_enough(row.deleted_at, interval, now))
+
+
+def classify_instance(uuid: str, row: InstanceRow | None, migs: list[MigrationRow],
+                      host: str, *, running_deleted_timeout: int,
+                      reclaim_interval: int, now: datetime.datetime) -> Verdict:
+    """Classify a Nova instance seen on this host as a domain (R1-R7)."""
+    ev = row_evidence(row)
+    if migs:
+        ev["migrations"] = migration_evidence(migs)
+    if row is None:
+        return Verdict(Classification.UNKNOWN,
+                       "no instances row for this uuid in this cell's DB "
+                       "(never existed, archived, or another cell)", ev)
+    if row.archived:
+        return Verdict(Classification.UNKNOWN,
+                       "row only in shadow_instances (archived); cannot tell more", ev)
+    if row.deleted != 0:
+        if row.vm_state == "soft-delete":
+            return Verdict(Classification.RUNNING_DELETED,
+                           "deleted row still in soft-delete state; Nova excludes these",
+                           ev, fixed_action=Action.LOG)
+        if not old_enough(row.deleted_at, running_deleted_timeout, now):
+            return Verdict(Classification.PENDING,
+                           f"row deleted less than running_deleted_timeout "
+                           f"({running_deleted_timeout}s) ago", ev, fixed_action=Action.LOG)
+        return Verdict(Classification.RUNNING_DELETED,
+                       "instance is deleted in Nova but its domain is still on this host", ev)
+    if row.host == host:
+        if is_reclaimable(row, host, reclaim_interval, now):
+            return Verdict(Classification.RECLAIMABLE,
+                           f"soft-deleted longer than reclaim_instance_interval "
+                           f"({reclaim_interval}s)", ev, fixed_action=Action.RECLAIM)
+        return Verdict(Classification.LIVE, "row is live on this host", ev,
+                       fixed_action=Action.NONE)
+    # Live row owned by another host (or no host). Anything in flight wins over
+    # an evacuation record: the domain here may be the target of a move back.
+    flying = in_flight_migrations(migs, host)
+    if flying or row_in_flight(row):
+        return Verdict(Classification.IN_FLIGHT,
+                       "a migration or resize touching this host is in progress",
+                       ev, fixed_action=Action.NONE)
+    evacs = evacuations_from(migs, host)
+    if evacs:
+        ev["evacuation"] = migration_evidence(evacs[-1:])[0]
+        return Verdict(Classification.EVACUATED,
+                       f"evacuated from this host to {evacs[-1].dest_compute}", ev)
+    return Verdict(Classification.FOREIGN,
+                   f"live row belongs to host {row.host!r} and no evacuation from this host "
+                   f"is recorded (hostname change or split brain?)", ev,
+                   fixed_action=Action.LOG)
+
+
+def storage_shared(setting: str, fs_type: str | None) -> tuple[bool | None, str]:
+    """Is instances_path shared with other hosts? None means unsure."""
+    if setting == "true":
+        return True, "instances_path_shared=true"
+    if setting == "false":
+        return False, "instances_path_shared=false"
+    if fs_type in SHARED_FS_TYPES:
+        return True, f"instances_path is on {fs_type}, a shared filesystem"
+    if fs_type in LOCAL_FS_TYPES:
+        return False, f"instances_path is on {fs_type}, a local filesystem"
+    return None, f"cannot tell whether filesystem type {fs_type!r} is shared"
+
+
+def classify_dir(d: InstanceDir, row: InstanceRow | None, migs: list[MigrationRow],
+                 host: str, *, domain_present: bool, shared: bool | None,
+                 used_by_domain: str | None) -> Verdict | None:
+    """Classify an instance directory (R8-R10). None: nothing to report."""
+    ev = row_evidence(row)
+    ev["dir"] = {"path": d.path, "size_bytes": d.size_bytes, "mtime": d.mtime}
+    if migs:
+        ev["migrations"] = migration_evidence(migs)
+    verdict = _classify_dir(d, row, migs, host, domain_present, shared, ev)
+    if verdict is not None and verdict.fixed_action is None and used_by_domain:
+        ev["used_by_domain"] = used_by_domain
+        return dataclasses.replace(
+            verdict, fixed_action=Action.LOG,
+            reason=f"{verdict.reason}; but a disk of domain {used_by_domain!r} lives in it")
+    return verdict
+
+
+def _classify_dir(d, row, migs, host, domain_present, shared, ev) -> Verdict | None:
+    if d.kind is DirKind.DELETING:
+        return Verdict(Classification.INTERRUPTED_DELETE,
+                       "an interrupted delete left this directory; finishing it", ev)
+    if domain_present:
+        return None     # goes with its domain's classification and teardown
+    live = row is not None and row.deleted == 0 and not row.archived
+    flying = in_flight_migrations(migs, host)
+    if live and (flying or row_in_flight(row)):
+        return None
+    if d.kind is DirKind.RESIZE:
+        awaiting = [m for m in migs if m.deleted == 0 and m.source_compute == host
+                    and m.migration_type in ("resize", "migration")
+                    and (m.status or "") not in FINAL_MIGRATION_STATUSES]
+        if awaiting or (live and row.vm_state == "resized"):
+            return None
+        cls, why = Classification.STALE_RESIZE, "no resize from this host awaits confirm/revert"
+    else:
+        if live and row.host == host:
+            return None
+        cls, why = Classification.ORPHAN_DIR, "no live instance on this host and no domain"
+    # On shared (or possibly shared) storage the directory of an instance that is
+    # alive elsewhere, or of a row this cell does not know, is someone else's disk.
+    if shared is not False and (live or row is None or row.archived):
+        return Verdict(cls, f"{why}; but instances_path may be shared and the instance "
+                            f"may be alive on another host, so only logging", ev,
+                       fixed_action=Action.LOG)
+    return Verdict(cls, why, ev)
+
+
+VOLUME_ID_LEN = 36
+
+
+def attachment_drift(domain: Domain, volume_ids: set[str]) -> tuple[set[str], set[str]]:
+    """R13: volumes in the XML with no live BDM, and live BDMs absent from the XML.
+
+    Nova sets a volume disk's <serial> to the Cinder volume id; disks without a
+    uuid-shaped serial are local image disks and are not compared.
+    """
+    in_xml = {disk.serial for disk in domain.disks
+              if disk.serial and len(disk.serial) == VOLUME_ID_LEN}
+    return in_xml - volume_ids, volume_ids - in_xml

@@ -1,0 +1,105 @@
+"""[reaper] options, frozen into a Policy value the pure planner and guards take."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+from oslo_config import cfg
+
+from reaper.records import Action, Classification
+
+CONF = cfg.CONF
+
+_DOMAIN_ACTIONS = ["ignore", "log", "shutdown", "reap"]
+_DIR_ACTIONS = ["ignore", "log", "reap"]
+_LOG_ONLY = ["ignore", "log"]
+
+# classification -> (option name, default, choices)
+ACTION_OPTIONS: dict[Classification, tuple[str, str, list[str]]] = {
+    Classification.EVACUATED: ("evacuated_action", "reap", _DOMAIN_ACTIONS),
+    Classification.RUNNING_DELETED: ("running_deleted_action", "reap", _DOMAIN_ACTIONS),
+    # R4/R6 are the cases that destroyed whole hosts in Nova bug 1471887: never
+    # offer anything beyond logging.
+    Classification.UNKNOWN: ("unknown_domain_action", "log", _LOG_ONLY),
+    Classification.FOREIGN: ("foreign_domain_action", "log", _LOG_ONLY),
+    Classification.ORPHAN_DIR: ("orphan_dir_action", "reap", _DIR_ACTIONS),
+    Classification.STALE_RESIZE: ("stale_resize_action", "reap", _DIR_ACTIONS),
+    Classification.INTERRUPTED_DELETE: ("interrupted_delete_action", "reap", _DIR_ACTIONS),
+}
+
+reaper_opts = [
+    cfg.BoolOpt("dry_run", default=False, mutable=True,
+                help="Turn every action into 'log': report what would be done, change nothing."),
+    *[
+        cfg.StrOpt(name, default=default, choices=choices, mutable=True,
+                   help=f"What to do with a '{cls.value}' finding.")
+        for cls, (name, default, choices) in ACTION_OPTIONS.items()
+    ],
+    cfg.IntOpt("reclaim_instance_interval", default=0, min=0, mutable=True,
+               help="Seconds after a soft delete before the instance is reclaimed "
+                    "(as Nova's option of the same name; 0 disables reclaim)."),
+    cfg.IntOpt("running_deleted_timeout", default=0, min=0, mutable=True,
+               help="Seconds since deleted_at before a running deleted instance is reaped "
+                    "(Nova's running_deleted_instance_timeout)."),
+    cfg.IntOpt("grace_observations", default=2, min=1, mutable=True,
+               help="Consecutive passes a resource must be classified the same way before "
+                    "it is destroyed."),
+    cfg.IntOpt("grace_seconds", default=300, min=0, mutable=True,
+               help="Minimum time those observations must span."),
+    cfg.IntOpt("max_destroy_per_pass", default=10, min=0, mutable=True,
+               help="A pass that would destroy more instances than this destroys none "
+                    "and waits for an operator's approve."),
+    cfg.FloatOpt("max_destroy_fraction", default=0.5, min=0.0, max=1.0, mutable=True,
+                 help="Likewise, as a fraction of the Nova-owned domains on the host."),
+    cfg.StrOpt("instances_path_shared", default="auto", choices=["auto", "true", "false"],
+               mutable=True,
+               help="Whether instances_path is shared with other compute hosts (evacuated "
+                    "instances' files are then kept). 'auto' decides from the filesystem "
+                    "type; an unknown type keeps the files."),
+]
+
+CONF.register_opts(reaper_opts, group="reaper")
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    host: str
+    hypervisor_hostname: str
+    instances_path: str
+    instance_name_template: str = "instance-%08x"
+    actions: Mapping[Classification, Action] = dataclasses.field(default_factory=dict)
+    dry_run: bool = False
+    reclaim_instance_interval: int = 0
+    running_deleted_timeout: int = 0
+    grace_observations: int = 2
+    grace_seconds: int = 300
+    max_destroy_per_pass: int = 10
+    max_destroy_fraction: float = 0.5
+    instances_path_shared: str = "auto"
+
+    def action_for(self, cls: Classification) -> Action:
+        return self.actions.get(cls, Action.LOG)
+
+
+def default_actions() -> dict[Classification, Action]:
+    return {cls: Action(default) for cls, (_, default, _) in ACTION_OPTIONS.items()}
+
+
+def from_conf(conf=CONF) -> Policy:
+    from reaper import config  # noqa: F401  (registers [DEFAULT] options)
+    r = conf.reaper
+    return Policy(
+        host=conf.host,
+        hypervisor_hostname=conf.hypervisor_hostname or conf.host,
+        instances_path=conf.instances_path,
+        instance_name_template=conf.instance_name_template,
+        actions={cls: Action(getattr(r, name)) for cls, (name, _, _) in ACTION_OPTIONS.items()},
+        dry_run=r.dry_run,
+        reclaim_instance_interval=r.reclaim_instance_interval,
+        running_deleted_timeout=r.running_deleted_timeout,
+        grace_observations=r.grace_observations,
+        grace_seconds=r.grace_seconds,
+        max_destroy_per_pass=r.max_destroy_per_pass,
+        max_destroy_fraction=r.max_destroy_fraction,
+        instances_path_shared=r.instances_path_shared,
+    )

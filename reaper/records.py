@@ -1,0 +1,271 @@
+"""Plain immutable records passed between collectors, planner, guards and executor.
+
+Collectors and the Nova view produce these; the planner consumes them and
+produces Findings. Nothing here does I/O.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+from typing import Any, Mapping
+
+
+def _frozen(cls):
+    return dataclasses.dataclass(frozen=True, slots=True)(cls)
+
+
+# --------------------------------------------------------------------------
+# Host facts (collectors)
+# --------------------------------------------------------------------------
+
+@_frozen
+class DomainDisk:
+    target: str                 # e.g. "vda"
+    device: str                 # "disk", "cdrom"
+    source_type: str            # "file", "block", "network", ...
+    source: str | None          # path, device, or "pool/name" for network
+    serial: str | None = None   # Nova puts the Cinder volume id here
+
+
+@_frozen
+class DomainInterface:
+    type: str                   # "bridge", "ethernet", "network", ...
+    mac: str | None
+    target_dev: str | None
+    source_bridge: str | None
+    interface_id: str | None = None  # virtualport interfaceid (OVS)
+
+
+@_frozen
+class Domain:
+    uuid: str
+    name: str
+    state: str                  # "running", "paused", "shutoff", ...
+    nova_owned: bool            # carries Nova's metadata namespace or instance name
+    nova_uuid: str | None       # uuid from Nova's metadata, if any
+    disks: tuple[DomainDisk, ...] = ()
+    interfaces: tuple[DomainInterface, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return self.state not in ("shutoff", "crashed", "nostate")
+
+
+class DirKind(str, enum.Enum):
+    INSTANCE = "instance"      # <uuid>
+    RESIZE = "resize"          # <uuid>_resize
+    DELETING = "del"           # <uuid>_del
+
+
+@_frozen
+class InstanceDir:
+    name: str                   # basename under instances_path
+    uuid: str
+    kind: DirKind
+    path: str
+    size_bytes: int
+    mtime: float
+
+
+@_frozen
+class CollectorResult:
+    """What one collector saw; ``ok=False`` marks its kind unavailable for the pass."""
+    kind: str
+    ok: bool
+    items: tuple = ()
+    error: str | None = None
+
+
+@_frozen
+class Inventory:
+    domains: CollectorResult
+    dirs: CollectorResult
+    instances_fs_type: str | None = None   # filesystem holding instances_path
+
+    def local_uuids(self) -> frozenset[str]:
+        uuids = set()
+        if self.domains.ok:
+            uuids.update(d.uuid for d in self.domains.items if d.nova_owned)
+        if self.dirs.ok:
+            uuids.update(d.uuid for d in self.dirs.items)
+        return frozenset(uuids)
+
+
+# --------------------------------------------------------------------------
+# Nova facts (DB view)
+# --------------------------------------------------------------------------
+
+@_frozen
+class InstanceRow:
+    id: int
+    uuid: str
+    host: str | None
+    node: str | None
+    vm_state: str | None
+    task_state: str | None
+    power_state: int | None
+    deleted: int
+    deleted_at: datetime.datetime | None
+    display_name: str | None = None
+    project_id: str | None = None
+    user_id: str | None = None
+    archived: bool = False      # found only in shadow_instances
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted != 0 or self.archived
+
+    @property
+    def is_soft_deleted(self) -> bool:
+        return self.deleted == 0 and self.vm_state == "soft-delete"
+
+
+@_frozen
+class MigrationRow:
+    id: int
+    uuid: str | None
+    instance_uuid: str
+    source_compute: str | None
+    dest_compute: str | None
+    source_node: str | None
+    dest_node: str | None
+    status: str | None
+    migration_type: str | None
+    deleted: int
+
+
+@_frozen
+class BdmRow:
+    id: int
+    instance_uuid: str
+    volume_id: str | None
+    source_type: str | None
+    destination_type: str | None
+    device_name: str | None
+    delete_on_termination: bool
+    connection_info: str | None
+    attachment_id: str | None
+
+
+@_frozen
+class InfoCacheRow:
+    instance_uuid: str
+    network_info: str | None
+
+
+@_frozen
+class ComputeNodeRow:
+    id: int
+    uuid: str | None
+    host: str | None
+    hypervisor_hostname: str | None
+
+
+@_frozen
+class NovaView:
+    """Everything the planner needs from Nova's DB, fetched in a fixed number of queries.
+
+    ``instances`` holds rows for our host plus every uuid seen locally (deleted
+    rows included); ``migrations`` those touching our host or the local uuids.
+    """
+    ok: bool
+    instances: Mapping[str, InstanceRow] = dataclasses.field(default_factory=dict)
+    migrations: tuple[MigrationRow, ...] = ()
+    bdms: tuple[BdmRow, ...] = ()
+    info_caches: Mapping[str, InfoCacheRow] = dataclasses.field(default_factory=dict)
+    compute_nodes: tuple[ComputeNodeRow, ...] = ()
+    queries: int = 0
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------
+# Planner output
+# --------------------------------------------------------------------------
+
+class Classification(str, enum.Enum):
+    LIVE = "live"
+    EVACUATED = "evacuated"
+    IN_FLIGHT = "in_flight"
+    FOREIGN = "foreign"
+    RUNNING_DELETED = "running_deleted"
+    UNKNOWN = "unknown"
+    RECLAIMABLE = "reclaimable"
+    ORPHAN_DIR = "orphan_dir"
+    STALE_RESIZE = "stale_resize"
+    INTERRUPTED_DELETE = "interrupted_delete"
+    ATTACHMENT_DRIFT = "attachment_drift"
+    # not yet actionable: waiting for a timeout / interval to pass
+    PENDING = "pending"
+
+
+class Action(str, enum.Enum):
+    NONE = "none"
+    IGNORE = "ignore"
+    LOG = "log"
+    SHUTDOWN = "shutdown"
+    REAP = "reap"
+    RECLAIM = "reclaim"
+
+    @property
+    def destructive(self) -> bool:
+        return self in (Action.SHUTDOWN, Action.REAP, Action.RECLAIM)
+
+
+class ResourceKind(str, enum.Enum):
+    DOMAIN = "domain"
+    INSTANCE_DIR = "instance_dir"
+    VIF = "vif"
+    OVS_PORT = "ovs_port"
+    ISCSI_SESSION = "iscsi_session"
+    VOLUME_ATTACHMENT = "volume_attachment"
+    INSTANCE = "instance"       # a reclaim with nothing left on the host but the row
+
+
+@_frozen
+class Finding:
+    kind: ResourceKind
+    resource: str               # domain name, dir path, device name...
+    instance_uuid: str | None
+    classification: Classification
+    action: Action
+    reason: str
+    evidence: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Stable identity used by the observation guard."""
+        return f"{self.kind.value}:{self.resource}"
+
+
+@_frozen
+class TeardownPlan:
+    """The executor's unit of work: one instance's ordered teardown."""
+    instance_uuid: str
+    classification: Classification
+    action: Action
+    domain_name: str | None     # None when no domain is left
+    dirs: tuple[str, ...]       # absolute paths of the instance's dirs to delete
+    destroy_disks: bool
+    finalize_db: bool           # reclaim only
+    reason: str
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def destroys_instance(self) -> bool:
+        return self.domain_name is not None and self.action in (Action.REAP, Action.RECLAIM)
+
+
+@_frozen
+class GuardResult:
+    name: str
+    tripped: bool
+    reason: str
+    scope: str = "pass"          # "pass" blocks everything; otherwise a resource kind
+    evidence: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@_frozen
+class Plan:
+    findings: tuple[Finding, ...]
+    teardowns: tuple[TeardownPlan, ...]

@@ -1,0 +1,94 @@
+"""The pass report: what one pass found, refused and did, its exit code and renderings."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+# Exit codes of one-shot passes, after `nova-manage placement audit`.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_FINDINGS = 3
+EXIT_ACTIONS = 4
+EXIT_GUARD = 5
+
+ERROR_GUARDS = {"view_unavailable", "collector_failed"}
+
+
+@dataclasses.dataclass
+class PassReport:
+    host: str
+    pass_id: str
+    mode: str
+    dry_run: bool
+    started_at: str
+    finished_at: str = ""
+    findings: list[dict] = dataclasses.field(default_factory=list)
+    guards: list[dict] = dataclasses.field(default_factory=list)
+    actions: list[dict] = dataclasses.field(default_factory=list)
+    errors: list[str] = dataclasses.field(default_factory=list)
+    db_queries: int = 0
+
+    @property
+    def summary(self) -> dict:
+        by_cls: dict[str, int] = {}
+        for f in self.findings:
+            by_cls[f["classification"]] = by_cls.get(f["classification"], 0) + 1
+        by_result: dict[str, int] = {}
+        for a in self.actions:
+            by_result[a["result"]] = by_result.get(a["result"], 0) + 1
+        return {"findings": len(self.findings), "by_classification": by_cls,
+                "actions": by_result, "guards_tripped": [g["guard"] for g in self.guards],
+                "errors": len(self.errors), "exit_code": self.exit_code}
+
+    @property
+    def exit_code(self) -> int:
+        if self.errors or any(g["guard"] in ERROR_GUARDS for g in self.guards) \
+                or any(a["result"] == "failed" for a in self.actions):
+            return EXIT_ERROR
+        if self.guards:
+            return EXIT_GUARD
+        if any(a["result"] == "done" for a in self.actions):
+            return EXIT_ACTIONS
+        if any(f["action"] != "none" for f in self.findings):
+            return EXIT_FINDINGS
+        return EXIT_OK
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["summary"] = self.summary
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2, default=str)
+
+    def to_table(self) -> str:
+        lines = [f"host {self.host}  pass {self.pass_id}  mode {self.mode}"
+                 + ("  (dry run)" if self.dry_run else "")]
+        for g in self.guards:
+            lines.append(f"GUARD {g['guard']}: {g['reason']}")
+        for e in self.errors:
+            lines.append(f"ERROR {e}")
+        if self.findings:
+            rows = [("KIND", "RESOURCE", "INSTANCE", "CLASSIFICATION", "ACTION", "RESULT")]
+            rows += [(f["kind"], _short(f["resource"]), f["instance_uuid"] or "-",
+                      f["classification"], f["action"], f["result"]) for f in self.findings]
+            widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+            for r in rows:
+                lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+            lines.append("")
+            for f in self.findings:
+                lines.append(f"- {_short(f['resource'])}: {f['reason']}")
+        else:
+            lines.append("no findings")
+        for a in self.actions:
+            steps = ", ".join(f"{s}: {d}" for s, d in a.get("steps", []))
+            lines.append(f"{a['result'].upper()} {a['classification']} {a['instance_uuid']}"
+                         f" ({a['reason']})" + (f" [{steps}]" if steps else ""))
+        s = self.summary
+        lines.append(f"summary: {s['findings']} findings, actions {s['actions'] or '{}'}, "
+                     f"guards tripped {s['guards_tripped'] or 'none'}, exit {s['exit_code']}")
+        return "\n".join(lines)
+
+
+def _short(resource: str, width: int = 60) -> str:
+    return resource if len(resource) <= width else "..." + resource[-(width - 3):]

@@ -1,0 +1,191 @@
+"""The reaper's local state DB (SQLite under state_path).
+
+Holds what must survive a restart or a crash: observations for the grace guard,
+the teardown journal, and operator approvals for the mass-destruction guard.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import sqlite3
+from typing import Iterable
+
+from reaper.records import Action, Classification, Finding, TeardownPlan
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS observations (
+    key TEXT PRIMARY KEY,
+    classification TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    count INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pass_id TEXT NOT NULL,
+    instance_uuid TEXT,
+    plan TEXT NOT NULL,
+    status TEXT NOT NULL,          -- running | done | aborted
+    attempts INTEGER NOT NULL DEFAULT 1,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_status_idx ON journal (status);
+CREATE TABLE IF NOT EXISTS journal_steps (
+    journal_id INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    status TEXT NOT NULL,          -- started | done | failed
+    detail TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (journal_id, step)
+);
+CREATE TABLE IF NOT EXISTS blocked_passes (
+    pass_id TEXT PRIMARY KEY,
+    teardown_keys TEXT NOT NULL,   -- JSON list: what the blocked plan would destroy
+    created_at TEXT NOT NULL,
+    approved_at TEXT,
+    used_at TEXT
+);
+"""
+
+
+def _ts(now: datetime.datetime) -> str:
+    return now.isoformat()
+
+
+def teardown_key(plan: TeardownPlan) -> str:
+    return f"{plan.action.value}:{plan.instance_uuid}:{plan.domain_name or ''}:" + ",".join(plan.dirs)
+
+
+def plan_to_json(plan: TeardownPlan) -> str:
+    d = dataclasses.asdict(plan)
+    d["findings"] = []
+    d["classification"] = plan.classification.value
+    d["action"] = plan.action.value
+    return json.dumps(d, sort_keys=True)
+
+
+def plan_from_json(text: str) -> TeardownPlan:
+    d = json.loads(text)
+    d["classification"] = Classification(d["classification"])
+    d["action"] = Action(d["action"])
+    d["dirs"] = tuple(d["dirs"])
+    d["findings"] = ()
+    known = {f.name for f in dataclasses.fields(TeardownPlan)}
+    return TeardownPlan(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclasses.dataclass(frozen=True)
+class JournalEntry:
+    id: int
+    pass_id: str
+    plan: TeardownPlan
+    steps: dict[str, str]          # step -> status
+    attempts: int
+
+
+class StateDB:
+    def __init__(self, state_path: str):
+        os.makedirs(state_path, mode=0o700, exist_ok=True)
+        self.path = os.path.join(state_path, "reaper-state.sqlite")
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # Every journal write must be on disk before the step it describes runs.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- observations ---------------------------------------------------------
+
+    def observe(self, findings: Iterable[Finding], now: datetime.datetime) -> dict[str, tuple[int, datetime.datetime]]:
+        """Record this pass's findings; anything not seen again starts over."""
+        seen = {}
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            old = {k: (c, n, datetime.datetime.fromisoformat(f)) for k, c, n, f in
+                   self._db.execute("SELECT key, classification, count, first_seen FROM observations")}
+            self._db.execute("DELETE FROM observations")
+            for f in findings:
+                prev = old.get(f.key)
+                if prev and prev[0] == f.classification.value:
+                    count, first = prev[1] + 1, prev[2]
+                else:
+                    count, first = 1, now
+                if f.key in seen:
+                    continue
+                seen[f.key] = (count, first)
+                self._db.execute(
+                    "INSERT INTO observations VALUES (?, ?, ?, ?, ?)",
+                    (f.key, f.classification.value, _ts(first), _ts(now), count))
+        return seen
+
+    # -- journal -------------------------------------------------------------
+
+    def begin(self, plan: TeardownPlan, pass_id: str, now: datetime.datetime) -> int:
+        cur = self._db.execute(
+            "INSERT INTO journal (pass_id, instance_uuid, plan, status, created_at, updated_at) "
+            "VALUES (?, ?, ?, 'running', ?, ?)",
+            (pass_id, plan.instance_uuid, plan_to_json(plan), _ts(now), _ts(now)))
+        return cur.lastrowid
+
+    def step(self, journal_id: int, step: str, status: str, now: datetime.datetime,
+             detail: str | None = None) -> None:
+        self._db.execute(
+            "INSERT INTO journal_steps VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (journal_id, step) DO UPDATE SET status=excluded.status, "
+            "detail=excluded.detail, updated_at=excluded.updated_at",
+            (journal_id, step, status, detail, _ts(now)))
+
+    def finish(self, journal_id: int, status: str, now: datetime.datetime,
+               error: str | None = None) -> None:
+        self._db.execute("UPDATE journal SET status=?, error=?, updated_at=? WHERE id=?",
+                         (status, error, _ts(now), journal_id))
+
+    def retry(self, journal_id: int, now: datetime.datetime, error: str | None) -> None:
+        self._db.execute(
+            "UPDATE journal SET attempts=attempts+1, error=?, updated_at=? WHERE id=?",
+            (error, _ts(now), journal_id))
+
+    def unfinished(self) -> list[JournalEntry]:
+        rows = self._db.execute(
+            "SELECT id, pass_id, plan, attempts FROM journal WHERE status='running' ORDER BY id"
+        ).fetchall()
+        out = []
+        for jid, pass_id, plan, attempts in rows:
+            steps = dict(self._db.execute(
+                "SELECT step, status FROM journal_steps WHERE journal_id=?", (jid,)))
+            out.append(JournalEntry(jid, pass_id, plan_from_json(plan), steps, attempts))
+        return out
+
+    def backlog(self) -> int:
+        return self._db.execute("SELECT count(*) FROM journal WHERE status='running'").fetchone()[0]
+
+    # -- mass-destruction approvals -----------------------------------------
+
+    def record_blocked(self, pass_id: str, keys: list[str], now: datetime.datetime) -> None:
+        self._db.execute("INSERT OR REPLACE INTO blocked_passes (pass_id, teardown_keys, created_at) "
+                         "VALUES (?, ?, ?)", (pass_id, json.dumps(sorted(keys)), _ts(now)))
+
+    def approve(self, pass_id: str, now: datetime.datetime) -> bool:
+        cur = self._db.execute(
+            "UPDATE blocked_passes SET approved_at=? WHERE pass_id=? AND used_at IS NULL",
+            (_ts(now), pass_id))
+        return cur.rowcount == 1
+
+    def approval_covering(self, keys: list[str]) -> str | None:
+        """An approved, unused blocked pass whose plan covers all of ``keys``."""
+        want = set(keys)
+        for pass_id, blob in self._db.execute(
+                "SELECT pass_id, teardown_keys FROM blocked_passes "
+                "WHERE approved_at IS NOT NULL AND used_at IS NULL ORDER BY approved_at DESC"):
+            if want <= set(json.loads(blob)):
+                return pass_id
+        return None
+
+    def use_approval(self, pass_id: str, now: datetime.datetime) -> None:
+        self._db.execute("UPDATE blocked_passes SET used_at=? WHERE pass_id=?", (_ts(now), pass_id))
