@@ -100,8 +100,10 @@ def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool) -> st
     if step == "undefine_domain":
         return domain_steps.undefine(ctx.conn, uuid)
     if step == "finalize_db":
-        res = nova_reclaim.finalize(ctx.engine, uuid, ctx.clock())
-        return f"finalized: {res}"
+        res = nova_reclaim.finalize(ctx.engine, uuid, ctx.clock(), host=ctx.policy.host)
+        if not (res["finalized"] or res["already_finalized"]):
+            raise Aborted(f"DB not finalized: {res['result']}: {res['reason']}")
+        return f"{res['result']}: {res['counts'] or res['reason']}"
     raise ValueError(f"unknown step {step}")
 
 

@@ -168,8 +168,12 @@ migrations = sa.Table(
     sa.Column("project_id", sa.String(255), nullable=True),
     *_nova_base(),
     sa.Index("migrations_instance_uuid_and_status_idx", "deleted", "instance_uuid", "status"),
+    # Nova indexes the leftmost 100 characters of the host/node columns on MySQL
+    # (the full key would exceed InnoDB's 3072-byte limit).
     sa.Index("migrations_by_host_nodes_and_status_idx", "deleted", "source_compute",
-             "dest_compute", "source_node", "dest_node", "status"),
+             "dest_compute", "source_node", "dest_node", "status",
+             mysql_length={"source_compute": 100, "dest_compute": 100,
+                           "source_node": 100, "dest_node": 100}),
     sa.Index("migrations_by_src_host_nodes_and_status_idx", "deleted", "source_compute",
              "source_node", "status"),
     sa.Index("migrations_by_dest_host_nodes_and_status_idx", "deleted", "dest_compute",

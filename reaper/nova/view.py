@@ -1,0 +1,290 @@
+"""Read side of Nova's DB: the per-pass view, compare-and-act re-reads, compute hosts.
+
+``load_view`` costs the same number of round trips whatever the number of
+instances: 5 statements, plus 1 (``shadow_instances``) only when some locally seen
+uuid has no row in ``instances``. Lists of uuids go in one expanding ``IN`` each;
+only past ``db.max_in_params`` uuids (10,000) is a list split into batches, one
+more statement per batch.
+
+Statements, in order, all in one transaction (one consistent snapshot on InnoDB):
+
+1. migrations: ``instance_uuid IN (local)``, deleted rows included (Nova reads
+   evacuations with ``read_deleted='yes'``), UNION ALL live migrations whose source or
+   destination is our host and whose status is not final (or NULL).
+2. instances: ``host = our host AND deleted = 0`` (instances_host_node_deleted_idx),
+   UNION ALL ``uuid IN (local + uuids of the migrations above)``, any ``deleted``
+   (uniq_instances0uuid). So ``instances`` may hold rows of other hosts: those seen
+   locally and those migrating to or from us; callers must look at ``host``.
+3. shadow_instances (archived rows) for the local uuids still missing; skipped when
+   none is missing or the table does not exist.
+4. live block_device_mapping rows and 5. live instance_info_caches rows of every
+   instance found plus every local uuid.
+6. live compute_nodes of our host.
+
+Timestamps are Nova's naive UTC datetimes, returned as they are.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import sqlalchemy as sa
+from oslo_log import log as logging
+
+from reaper.nova import db as nova_db
+from reaper.nova import schema as s
+from reaper.records import (
+    BdmRow,
+    ComputeNodeRow,
+    InfoCacheRow,
+    InstanceRow,
+    MigrationRow,
+    NovaView,
+)
+
+LOG = logging.getLogger(__name__)
+
+# Statuses after which a migration no longer holds anything on either host. NOT in
+# here: 'done' (an evacuation whose source has not cleaned up yet, DESIGN R2),
+# 'finished' (a resize awaiting confirm/revert) and every running status.
+FINAL_MIGRATION_STATUSES = ("completed", "confirmed", "reverted", "error", "failed",
+                            "cancelled")
+
+_INSTANCE_COLS = ("id", "uuid", "host", "node", "vm_state", "task_state", "power_state",
+                  "deleted", "deleted_at", "display_name", "project_id", "user_id")
+_MIGRATION_COLS = ("id", "uuid", "instance_uuid", "source_compute", "dest_compute",
+                   "source_node", "dest_node", "status", "migration_type", "deleted")
+_BDM_COLS = ("id", "instance_uuid", "volume_id", "source_type", "destination_type",
+             "device_name", "delete_on_termination", "connection_info", "attachment_id")
+
+
+class _Runner:
+    """Executes statements on one connection and counts them."""
+
+    def __init__(self, conn: sa.Connection):
+        self.conn = conn
+        self.queries = 0
+
+    def rows(self, stmt) -> list[sa.Row]:
+        self.queries += 1
+        return list(self.conn.execute(stmt))
+
+
+def _cols(table: sa.Table, names: Sequence[str]) -> list[sa.ColumnElement]:
+    return [table.c[n] for n in names]
+
+
+def _batches(values: Sequence[str], size: int) -> list[list[str]]:
+    """At least one batch (possibly empty), so statement counts do not depend on N."""
+    values = list(values)
+    if not values:
+        return [[]]
+    return [values[i:i + size] for i in range(0, len(values), size)]
+
+
+def _uniq(values: Iterable[str]) -> list[str]:
+    return sorted({v for v in values if v})
+
+
+def _instance(row, archived: bool = False) -> InstanceRow:
+    m = row._mapping
+    return InstanceRow(
+        id=m["id"], uuid=m["uuid"], host=m["host"], node=m["node"],
+        vm_state=m["vm_state"], task_state=m["task_state"], power_state=m["power_state"],
+        deleted=m["deleted"] or 0, deleted_at=m["deleted_at"],
+        display_name=m["display_name"], project_id=m["project_id"], user_id=m["user_id"],
+        archived=archived)
+
+
+def _migration(row) -> MigrationRow:
+    m = row._mapping
+    return MigrationRow(
+        id=m["id"], uuid=m["uuid"], instance_uuid=m["instance_uuid"],
+        source_compute=m["source_compute"], dest_compute=m["dest_compute"],
+        source_node=m["source_node"], dest_node=m["dest_node"], status=m["status"],
+        migration_type=m["migration_type"], deleted=m["deleted"] or 0)
+
+
+def _bdm(row) -> BdmRow:
+    m = row._mapping
+    return BdmRow(
+        id=m["id"], instance_uuid=m["instance_uuid"], volume_id=m["volume_id"],
+        source_type=m["source_type"], destination_type=m["destination_type"],
+        device_name=m["device_name"], delete_on_termination=bool(m["delete_on_termination"]),
+        connection_info=m["connection_info"], attachment_id=m["attachment_id"])
+
+
+def _host_migrations_clause(host: str):
+    m = s.migrations
+    return sa.and_(
+        m.c.deleted == 0,
+        sa.or_(m.c.source_compute == host, m.c.dest_compute == host),
+        sa.or_(m.c.status.is_(None), m.c.status.not_in(FINAL_MIGRATION_STATUSES)),
+    )
+
+
+def _load_migrations(run: _Runner, host: str, local: list[str], size: int) -> list[MigrationRow]:
+    m = s.migrations
+    found: dict[int, MigrationRow] = {}
+    for i, batch in enumerate(_batches(local, size)):
+        parts = []
+        if i == 0:
+            # Two selects rather than one OR so each can use its own index
+            # (deleted+source_compute / deleted+dest_compute, instance_uuid).
+            parts.append(sa.select(*_cols(m, _MIGRATION_COLS)).where(_host_migrations_clause(host)))
+        if batch:
+            parts.append(sa.select(*_cols(m, _MIGRATION_COLS))
+                         .where(m.c.instance_uuid.in_(batch)))
+        stmt = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+        for row in run.rows(stmt):
+            mig = _migration(row)
+            found[mig.id] = mig
+    return sorted(found.values(), key=lambda mg: mg.id)
+
+
+def _load_instances(run: _Runner, host: str, uuids: list[str], size: int) -> dict[str, InstanceRow]:
+    i_ = s.instances
+    found: dict[str, InstanceRow] = {}
+    for n, batch in enumerate(_batches(uuids, size)):
+        parts = []
+        if n == 0:
+            parts.append(sa.select(*_cols(i_, _INSTANCE_COLS))
+                         .where(i_.c.host == host, i_.c.deleted == 0))
+        if batch:
+            parts.append(sa.select(*_cols(i_, _INSTANCE_COLS)).where(i_.c.uuid.in_(batch)))
+        stmt = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+        for row in run.rows(stmt):
+            found[row.uuid] = _instance(row)
+    return found
+
+
+def _load_shadow(run: _Runner, missing: list[str], size: int) -> dict[str, InstanceRow]:
+    sh = s.shadow_instances
+    found: dict[str, InstanceRow] = {}
+    for batch in _batches(missing, size):
+        stmt = (sa.select(*_cols(sh, _INSTANCE_COLS)).where(sh.c.uuid.in_(batch))
+                .order_by(sh.c.id))
+        try:
+            rows = run.rows(stmt)
+        except sa.exc.DBAPIError as exc:
+            if nova_db.is_missing_table(exc):
+                LOG.debug("no shadow_instances table: archived rows cannot be seen")
+                return found
+            raise
+        for row in rows:           # the newest archived row of a uuid wins
+            found[row.uuid] = _instance(row, archived=True)
+    return found
+
+
+def _load_by_instance(run: _Runner, table: sa.Table, cols: Sequence[str], uuids: list[str],
+                      size: int) -> list[sa.Row]:
+    out: list[sa.Row] = []
+    for batch in _batches(uuids, size):
+        stmt = (sa.select(*_cols(table, cols))
+                .where(table.c.instance_uuid.in_(batch), table.c.deleted == 0)
+                .order_by(table.c.id))
+        out.extend(run.rows(stmt))
+    return out
+
+
+def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str]) -> NovaView:
+    """Everything the planner needs from Nova's DB for ``host``. Never raises.
+
+    On any database error the view is ``ok=False`` with a one-line ``error`` that
+    names the database without its password, and the planner must act on nothing.
+    """
+    local = _uniq(local_uuids)
+    size = nova_db.max_in_params(engine)
+    run = None
+    try:
+        with engine.connect() as conn:
+            run = _Runner(conn)
+            migrations = _load_migrations(run, host, local, size)
+            wanted = _uniq([*local, *(mg.instance_uuid for mg in migrations)])
+            instances = _load_instances(run, host, wanted, size)
+            missing = [u for u in local if u not in instances]
+            if missing:
+                instances.update(_load_shadow(run, missing, size))
+            related = _uniq([*instances, *local])
+            bdms = tuple(_bdm(r) for r in _load_by_instance(
+                run, s.block_device_mapping, _BDM_COLS, related, size))
+            caches = {r.instance_uuid: InfoCacheRow(instance_uuid=r.instance_uuid,
+                                                    network_info=r.network_info)
+                      for r in _load_by_instance(run, s.instance_info_caches,
+                                                 ("id", "instance_uuid", "network_info"),
+                                                 related, size)}
+            cn = s.compute_nodes
+            nodes = tuple(
+                ComputeNodeRow(id=r.id, uuid=r.uuid, host=r.host,
+                               hypervisor_hostname=r.hypervisor_hostname)
+                for r in run.rows(sa.select(cn.c.id, cn.c.uuid, cn.c.host,
+                                            cn.c.hypervisor_hostname)
+                                  .where(cn.c.host == host, cn.c.deleted == 0)
+                                  .order_by(cn.c.id)))
+            conn.rollback()     # read only: end the snapshot
+    except Exception as exc:  # noqa: BLE001 - the view reports, never raises
+        msg = nova_db.describe_error(exc, engine)
+        if isinstance(exc, sa.exc.SQLAlchemyError):
+            LOG.warning("Nova DB view for host %s unavailable: %s", host, msg)
+        else:
+            LOG.exception("Nova DB view for host %s failed: %s", host, msg)
+        return NovaView(ok=False, queries=run.queries if run else 0,
+                        error=f"Nova DB unavailable: {msg}")
+    return NovaView(ok=True, instances=instances, migrations=tuple(migrations), bdms=bdms,
+                    info_caches=caches, compute_nodes=nodes, queries=run.queries)
+
+
+# --------------------------------------------------------------------------
+# Compare-and-act re-reads and controller helpers. These raise NovaDBError.
+# --------------------------------------------------------------------------
+
+def reread_instance(engine: sa.Engine, uuid: str) -> InstanceRow | None:
+    """The current row of ``uuid``: from ``instances``, else the newest archived one.
+
+    One statement (``instances`` UNION ALL ``shadow_instances``); when there is no
+    shadow table, a second one on ``instances`` alone. None if there is no row.
+    """
+    i_, sh = s.instances, s.shadow_instances
+    live = sa.select(*_cols(i_, _INSTANCE_COLS), sa.literal(0).label("archived")) \
+        .where(i_.c.uuid == uuid)
+    shadow = sa.select(*_cols(sh, _INSTANCE_COLS), sa.literal(1).label("archived")) \
+        .where(sh.c.uuid == uuid)
+    try:
+        with engine.connect() as conn:
+            try:
+                rows = list(conn.execute(sa.union_all(live, shadow)))
+            except sa.exc.DBAPIError as exc:
+                if not nova_db.is_missing_table(exc):
+                    raise
+                conn.rollback()
+                rows = list(conn.execute(live))
+    except sa.exc.SQLAlchemyError as exc:
+        raise nova_db.NovaDBError(nova_db.describe_error(exc, engine)) from None
+    if not rows:
+        return None
+    # A row in instances wins over archived ones; among archived ones the newest.
+    best = min(rows, key=lambda r: (r._mapping.get("archived", 0), -r.id))
+    return _instance(best, archived=bool(best._mapping.get("archived", 0)))
+
+
+def reread_migrations(engine: sa.Engine, uuid: str) -> tuple[MigrationRow, ...]:
+    """Every migration of ``uuid``, deleted ones included, oldest first. One statement."""
+    m = s.migrations
+    stmt = sa.select(*_cols(m, _MIGRATION_COLS)).where(m.c.instance_uuid == uuid).order_by(m.c.id)
+    try:
+        with engine.connect() as conn:
+            return tuple(_migration(r) for r in conn.execute(stmt))
+    except sa.exc.SQLAlchemyError as exc:
+        raise nova_db.NovaDBError(nova_db.describe_error(exc, engine)) from None
+
+
+def list_compute_hosts(engine: sa.Engine) -> list[str]:
+    """Hosts with a live nova-compute service, sorted. One statement."""
+    sv = s.services
+    stmt = (sa.select(sv.c.host).distinct()
+            .where(sv.c.binary == "nova-compute", sv.c.deleted == 0, sv.c.host.is_not(None))
+            .order_by(sv.c.host))
+    try:
+        with engine.connect() as conn:
+            return [r.host for r in conn.execute(stmt)]
+    except sa.exc.SQLAlchemyError as exc:
+        raise nova_db.NovaDBError(nova_db.describe_error(exc, engine)) from None

@@ -1,0 +1,331 @@
+"""reaper.nova.reclaim (the reaper's only DB writes) against a real SQLite file.
+
+The test functions that take only ``engine`` are also run against MariaDB by
+tests/functional/test_nova_db_mariadb.py; keep them dialect-neutral.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from reaper.nova import db as nova_db
+from reaper.nova import reclaim
+from reaper.nova import schema as s
+from reaper.nova import view as nova_view
+from tests.unit.test_nova_view import (
+    HOST,
+    NOW,
+    OTHER,
+    add_instance,
+    add_migration,
+    add_row,
+    archive,
+    new_uuid,
+    sqlite_engine,
+)
+
+INTERVAL = 3600
+OLD = NOW - datetime.timedelta(seconds=INTERVAL + 60)
+RECENT = NOW - datetime.timedelta(seconds=INTERVAL - 60)
+SECRET = "chap-s3cret-value"
+
+
+@pytest.fixture
+def engine(tmp_path):
+    eng = sqlite_engine(tmp_path / "nova.sqlite")
+    yield eng
+    eng.dispose()
+
+
+def soft_deleted(engine, host=HOST, deleted_at=OLD, **kw):
+    return add_instance(engine, host=host, vm_state="soft-delete", deleted_at=deleted_at, **kw)
+
+
+def instance_row(engine, uuid):
+    with engine.connect() as conn:
+        return conn.execute(sa.select(s.instances).where(s.instances.c.uuid == uuid)).one()
+
+
+def add_dependents(engine, uuid) -> dict[str, int]:
+    """One live row in every dependent table, as Nova would have them."""
+    ids = {}
+    for table, col in s.DEPENDENT_TABLES:
+        vals = {col: uuid}
+        if table is s.instance_info_caches:
+            vals["network_info"] = json.dumps([{"id": "port-" + uuid[:8]}])
+        elif table is s.block_device_mapping:
+            vals.update(uuid=new_uuid(), volume_id="vol-" + uuid[:8], source_type="volume",
+                        destination_type="volume", delete_on_termination=True,
+                        connection_info=json.dumps({"data": {"auth_password": SECRET}}))
+        elif table is s.instance_system_metadata:
+            vals.update(key="image_base", value="x")
+        elif table is s.instance_metadata:
+            vals.update(key="k", value="v")
+        elif table is s.instance_faults:
+            vals.update(code=500, message="boom")
+        elif table is s.virtual_interfaces:
+            vals.update(address="fa:16:3e:" + uuid[:8], uuid=new_uuid())
+        elif table is s.migrations:
+            vals.update(uuid=new_uuid(), source_compute=HOST, dest_compute=OTHER,
+                        status="confirmed", migration_type="resize")
+        elif table is s.security_group_instance_association:
+            vals.update(security_group_id=1)
+        ids[table.name] = add_row(engine, table, **vals)
+    return ids
+
+
+def snapshot(engine) -> dict[str, list[tuple]]:
+    with engine.connect() as conn:
+        return {t.name: [tuple(r) for r in conn.execute(sa.select(t).order_by(t.c.id))]
+                for t in [s.instances, *(t for t, _ in s.DEPENDENT_TABLES)]}
+
+
+# --------------------------------------------------------------------------
+# claim / release
+# --------------------------------------------------------------------------
+
+def test_claim_wins_when_nothing_changed(engine):
+    u, _ = soft_deleted(engine)
+    assert nova_view.load_view(engine, HOST, [u]).instances[u].is_soft_deleted
+    with nova_db.QueryCounter(engine) as qc:
+        assert reclaim.claim(engine, u, HOST, INTERVAL, NOW)
+    assert qc.count == 1
+    row = instance_row(engine, u)
+    assert row.task_state == "deleting" and row.vm_state == "soft-delete" and row.deleted == 0
+    assert row.updated_at == NOW
+    assert not reclaim.claim(engine, u, HOST, INTERVAL, NOW)    # already claimed
+
+
+def test_claim_loses_against_a_concurrent_restore(engine):
+    u, _ = soft_deleted(engine)
+    assert nova_view.load_view(engine, HOST, [u]).instances[u].is_soft_deleted
+    # Between our load and our claim, Nova's restore runs.
+    with engine.begin() as conn:
+        conn.execute(sa.update(s.instances).where(s.instances.c.uuid == u)
+                     .values(vm_state="active", task_state=None, deleted_at=None))
+    before = snapshot(engine)
+    assert not reclaim.claim(engine, u, HOST, INTERVAL, NOW)
+    assert snapshot(engine) == before
+
+
+def test_claim_loses_while_restoring_and_restore_loses_after_claim(engine):
+    restoring, _ = soft_deleted(engine, task_state="restoring")
+    assert not reclaim.claim(engine, restoring, HOST, INTERVAL, NOW)
+    claimed, _ = soft_deleted(engine)
+    assert reclaim.claim(engine, claimed, HOST, INTERVAL, NOW)
+    # Nova's restore: instance.save(expected_task_state=[None]) matches nothing now.
+    with engine.begin() as conn:
+        res = conn.execute(sa.update(s.instances)
+                           .where(s.instances.c.uuid == claimed,
+                                  s.instances.c.task_state.is_(None))
+                           .values(task_state="restoring"))
+    assert res.rowcount == 0
+
+
+def test_claim_respects_the_interval(engine):
+    recent, _ = soft_deleted(engine, deleted_at=RECENT)
+    old, _ = soft_deleted(engine, deleted_at=OLD)
+    never, _ = soft_deleted(engine, deleted_at=None)           # NULL counts as old
+    edge, _ = soft_deleted(engine, deleted_at=NOW - datetime.timedelta(seconds=INTERVAL))
+    assert not reclaim.claim(engine, recent, HOST, INTERVAL, NOW)
+    assert reclaim.claim(engine, old, HOST, INTERVAL, NOW)
+    assert reclaim.claim(engine, never, HOST, INTERVAL, NOW)
+    assert reclaim.claim(engine, edge, HOST, INTERVAL, NOW)
+    assert reclaim.claim(engine, recent, HOST, INTERVAL, NOW + datetime.timedelta(minutes=2))
+
+
+def test_claim_accepts_an_aware_now(engine):
+    u, _ = soft_deleted(engine, deleted_at=RECENT)
+    aware = (NOW + datetime.timedelta(minutes=2)).replace(tzinfo=datetime.timezone.utc)
+    assert reclaim.claim(engine, u, HOST, INTERVAL, aware.astimezone(
+        datetime.timezone(datetime.timedelta(hours=8))))
+    assert instance_row(engine, u).updated_at == NOW + datetime.timedelta(minutes=2)
+
+
+def test_claim_refuses_other_hosts_deleted_and_active_rows(engine):
+    other, _ = soft_deleted(engine, host=OTHER)
+    gone, _ = soft_deleted(engine, deleted=True)
+    active, _ = add_instance(engine)
+    for u in (other, gone, active, new_uuid()):
+        assert not reclaim.claim(engine, u, HOST, INTERVAL, NOW)
+    assert reclaim.claim(engine, other, OTHER, INTERVAL, NOW)
+
+
+def test_release_undoes_only_our_claim(engine):
+    u, _ = soft_deleted(engine)
+    assert not reclaim.release(engine, u)                     # nothing to release
+    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW)
+    assert reclaim.release(engine, u, NOW)
+    assert instance_row(engine, u).task_state is None
+    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW)      # reclaimable again
+    restoring, _ = soft_deleted(engine, task_state="restoring")
+    assert not reclaim.release(engine, restoring)
+    assert instance_row(engine, restoring).task_state == "restoring"
+
+
+# --------------------------------------------------------------------------
+# finalize
+# --------------------------------------------------------------------------
+
+def test_finalize_soft_deletes_the_instance_and_its_dependents(engine):
+    u, iid = soft_deleted(engine)
+    bystander, _ = soft_deleted(engine)
+    mine = add_dependents(engine, u)
+    theirs = add_dependents(engine, bystander)
+    old_fault = add_row(engine, s.instance_faults, deleted=True, instance_uuid=u, code=1)
+    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW)
+    later = NOW + datetime.timedelta(minutes=5)
+    before = snapshot(engine)
+    res = reclaim.finalize(engine, u, later)
+    assert res["result"] == "finalized" and res["finalized"] and not res["already_finalized"]
+    assert res["counts"] == {"instances": 1, **{t.name: 1 for t, _ in s.DEPENDENT_TABLES}}
+
+    row = instance_row(engine, u)
+    assert row.deleted == iid and row.deleted_at == later
+    assert row.vm_state == "deleted" and row.task_state is None and row.power_state == 0
+    assert row.terminated_at == later and row.updated_at == later
+    with engine.connect() as conn:
+        for table, _col in s.DEPENDENT_TABLES:
+            rid = mine[table.name]
+            r = conn.execute(sa.select(table).where(table.c.id == rid)).one()
+            assert r.deleted == rid and r.deleted_at == later, table.name
+            r = conn.execute(sa.select(table).where(table.c.id == theirs[table.name])).one()
+            assert r.deleted == 0 and r.deleted_at is None, table.name
+        r = conn.execute(sa.select(s.instance_faults)
+                         .where(s.instance_faults.c.id == old_fault)).one()
+        assert r.deleted == old_fault and r.deleted_at == NOW     # untouched
+    # Nothing of the bystander changed at all.
+    after = snapshot(engine)
+    for name, rows in before.items():
+        key = "instance_uuid" if name != "instance_id_mappings" else "uuid"
+        if name == "instances":
+            key = "uuid"
+        cols = list(s.metadata.tables[name].columns.keys())
+        idx = cols.index(key)
+        assert [r for r in rows if r[idx] == bystander] == \
+            [r for r in after[name] if r[idx] == bystander], name
+    # The view no longer sees it as live; its live BDMs and caches are gone.
+    view = nova_view.load_view(engine, HOST, [u])
+    assert view.instances[u].is_deleted and u not in view.info_caches
+    assert all(b.instance_uuid != u for b in view.bdms)
+
+
+def test_finalize_is_idempotent(engine):
+    u, _ = soft_deleted(engine)
+    add_dependents(engine, u)
+    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW)
+    assert reclaim.finalize(engine, u, NOW)["finalized"]
+    before = snapshot(engine)
+    res = reclaim.finalize(engine, u, NOW + datetime.timedelta(hours=1))
+    assert res["result"] == "already_finalized" and res["already_finalized"]
+    assert not res["finalized"] and res["counts"] == {}
+    assert snapshot(engine) == before
+    assert not reclaim.claim(engine, u, HOST, INTERVAL, NOW)
+
+
+def test_finalize_after_archive_reports_already_finalized(engine):
+    u, _ = soft_deleted(engine)
+    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW)
+    assert reclaim.finalize(engine, u, NOW)["finalized"]
+    archive(engine, u)
+    assert reclaim.finalize(engine, u, NOW)["result"] == "already_finalized"
+
+
+def test_finalize_without_our_claim_changes_nothing(engine):
+    unclaimed, _ = soft_deleted(engine)
+    add_dependents(engine, unclaimed)
+    claimed_elsewhere, _ = soft_deleted(engine, host=OTHER)
+    assert reclaim.claim(engine, claimed_elsewhere, OTHER, INTERVAL, NOW)
+    before = snapshot(engine)
+    res = reclaim.finalize(engine, unclaimed, NOW)
+    assert res["result"] == "not_claimed" and not res["finalized"]
+    assert "task_state=None" in res["reason"]
+    res = reclaim.finalize(engine, claimed_elsewhere, NOW, host=HOST)
+    assert res["result"] == "not_claimed" and "expected cmp1" in res["reason"]
+    assert reclaim.finalize(engine, new_uuid(), NOW)["result"] == "not_found"
+    assert snapshot(engine) == before
+
+
+def test_finalize_is_one_transaction(engine):
+    u, _ = soft_deleted(engine)
+    add_dependents(engine, u)
+    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW)
+    s.instance_id_mappings.drop(engine)           # the last dependent update fails
+    with pytest.raises(nova_db.NovaDBError):
+        reclaim.finalize(engine, u, NOW)
+    row = instance_row(engine, u)
+    assert row.deleted == 0 and row.vm_state == "soft-delete" and row.task_state == "deleting"
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(s.instance_info_caches.c.deleted)
+                            .where(s.instance_info_caches.c.instance_uuid == u)).scalar() == 0
+
+
+# --------------------------------------------------------------------------
+# leftovers
+# --------------------------------------------------------------------------
+
+def test_leftovers_reports_volumes_ports_and_consumer(engine):
+    u, _ = soft_deleted(engine)
+    add_dependents(engine, u)          # vol-<u>, delete_on_termination, a CHAP secret
+    add_row(engine, s.block_device_mapping, instance_uuid=u, uuid=new_uuid(),
+            volume_id="vol-keep", source_type="volume", destination_type="volume",
+            delete_on_termination=False, attachment_id="att-keep",
+            connection_info=json.dumps({"data": {"auth_password": SECRET}}))
+    add_row(engine, s.block_device_mapping, instance_uuid=u, uuid=new_uuid(),
+            source_type="image", destination_type="local")
+    add_row(engine, s.block_device_mapping, deleted=True, instance_uuid=u, uuid=new_uuid(),
+            volume_id="vol-detached", destination_type="volume", delete_on_termination=True)
+    out = reclaim.leftovers(engine, u)
+    assert out["volumes_delete_on_termination"] == ["vol-" + u[:8]]
+    assert out["volumes_attached"] == ["vol-" + u[:8], "vol-keep"]
+    assert out["attachment_ids"] == ["att-keep"]
+    assert out["ports"] == ["port-" + u[:8]] and out["network_info_unparsable"] is False
+    assert out["allocations"] == {"consumer": u}
+    assert SECRET not in json.dumps(out)
+
+
+@pytest.mark.parametrize("network_info,ports,unparsable", [
+    ("{not json", [], True),
+    ('{"id": "p"}', [], True),
+    ('[{"id": "p1"}, "junk", {"address": "fa:16:3e:00:00:01"}]', ["p1"], True),
+    ("[]", [], False),
+    (None, [], False),
+])
+def test_leftovers_with_odd_network_info(engine, network_info, ports, unparsable):
+    u, _ = soft_deleted(engine)
+    add_row(engine, s.instance_info_caches, instance_uuid=u, network_info=network_info)
+    out = reclaim.leftovers(engine, u)
+    assert out["ports"] == ports and out["network_info_unparsable"] is unparsable
+    assert out["volumes_attached"] == [] and out["allocations"] == {"consumer": u}
+
+
+def test_leftovers_without_info_cache(engine):
+    u, _ = soft_deleted(engine)
+    out = reclaim.leftovers(engine, u)
+    assert out["ports"] == [] and out["network_info_unparsable"] is False
+
+
+def test_writes_on_an_unreachable_db_raise_safely(tmp_path):
+    eng = nova_db.make_engine("mysql+pymysql://nova:s3cr3t-pw@127.0.0.1:1/nova",
+                              connect_timeout=2)
+    u = new_uuid()
+    for call in (lambda: reclaim.claim(eng, u, HOST, INTERVAL, NOW),
+                 lambda: reclaim.release(eng, u),
+                 lambda: reclaim.finalize(eng, u, NOW),
+                 lambda: reclaim.leftovers(eng, u)):
+        with pytest.raises(nova_db.NovaDBError) as exc:
+            call()
+        assert "s3cr3t-pw" not in str(exc.value)
+
+
+def test_evacuation_migration_is_soft_deleted_with_the_instance(engine):
+    u, _ = soft_deleted(engine)
+    mid = add_migration(engine, u, source=OTHER, dest=HOST, status="done",
+                        migration_type="evacuation")
+    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW)
+    assert reclaim.finalize(engine, u, NOW)["counts"]["migrations"] == 1
+    (mig,) = nova_view.reread_migrations(engine, u)
+    assert mig.id == mid and mig.deleted == mid
