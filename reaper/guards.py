@@ -40,11 +40,13 @@ def unready_view(inv: Inventory, view: NovaView, policy: Policy) -> list[GuardRe
     if not view.ok:
         out.append(GuardResult("view_unavailable", True,
                                f"Nova DB unreachable or unreadable: {view.error}"))
-    for res, kind in ((inv.domains, ResourceKind.DOMAIN), (inv.dirs, ResourceKind.INSTANCE_DIR)):
+    for res, kind in ((inv.domains, ResourceKind.DOMAIN.value),
+                      (inv.dirs, ResourceKind.INSTANCE_DIR.value),
+                      *((r, k) for k, r in inv.extra.items())):
         if not res.ok:
             out.append(GuardResult("collector_failed", True,
                                    f"{res.kind} collector failed: {res.error}",
-                                   scope=kind.value))
+                                   scope=kind))
     if view.ok:
         # A host whose every instance was evacuated legitimately has no live row,
         # but the DB still knows it: deleted rows or migrations name it. A view

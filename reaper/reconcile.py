@@ -36,6 +36,10 @@ CONF.register_opts(default_opts)
 
 MODES = ("audit", "reap", "reclaim")
 
+# Collectors of further resource kinds: kind -> fn(reaper) -> CollectorResult.
+# Each must only read, and must return ok=False instead of raising.
+EXTRA_COLLECTORS: dict[str, Callable[["Reaper"], CollectorResult]] = {}
+
 
 def utcnow() -> datetime.datetime:
     """Naive UTC, like Nova's timestamps."""
@@ -55,6 +59,8 @@ class Reaper:
     # Override to share one connection across passes (the in-process test
     # driver keeps its state per connection); None opens one per pass.
     connect: Callable[[], object] | None = None
+    # Handles the executor steps of further resource kinds need (teardown.Context.extras).
+    extras: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_conf(cls, conf=CONF) -> "Reaper":
@@ -86,7 +92,13 @@ class Reaper:
             fs = dir_inv.filesystem_type(self.policy.instances_path)
         except OSError:
             fs = None
-        return Inventory(domains=domains, dirs=dirs, instances_fs_type=fs)
+        extra = {}
+        for kind, collect in EXTRA_COLLECTORS.items():
+            try:
+                extra[kind] = collect(self)
+            except Exception as e:  # noqa: BLE001 - a failed collector marks its kind only
+                extra[kind] = CollectorResult(kind, False, error=str(e))
+        return Inventory(domains=domains, dirs=dirs, instances_fs_type=fs, extra=extra)
 
     def _compute_id(self) -> str | None:
         if not self.compute_id_file:
@@ -146,7 +158,7 @@ class Reaper:
     def _pass(self, conn, rep: PassReport, pol, mode: str, acting: bool,
               only_uuid: str | None) -> None:
         ctx = teardown.Context(conn=conn, engine=self.engine, state=self.state,
-                               policy=pol, clock=self.clock)
+                               policy=pol, clock=self.clock, extras=self.extras)
         inv, view = self._load(conn, pol)
         rep.db_queries += view.queries
         tripped = [g for g in guards.unready_view(inv, view, pol)]
@@ -173,7 +185,9 @@ class Reaper:
         # Which teardowns may run now: guards, then the grace period per resource.
         runnable, waiting = [], {}
         for t in teardowns:
-            kinds = {ResourceKind.DOMAIN.value} if t.domain_name else set()
+            kinds = {f.kind.value for f in t.findings}
+            if t.domain_name:
+                kinds.add(ResourceKind.DOMAIN.value)
             if t.dirs:
                 kinds.add(ResourceKind.INSTANCE_DIR.value)
             if kinds & blocked_kinds:

@@ -82,6 +82,9 @@ class Inventory:
     domains: CollectorResult
     dirs: CollectorResult
     instances_fs_type: str | None = None   # filesystem holding instances_path
+    # Further resource kinds (network devices, OVS ports, iSCSI sessions...), keyed
+    # by CollectorResult.kind; each comes with one collector and planner extension.
+    extra: Mapping[str, CollectorResult] = dataclasses.field(default_factory=dict)
 
     def local_uuids(self) -> frozenset[str]:
         uuids = set()
@@ -250,6 +253,10 @@ class TeardownPlan:
     finalize_db: bool           # reclaim only
     reason: str
     findings: tuple[Finding, ...] = ()
+    # Filled by planner extensions: what the unplug / disconnect steps remove.
+    # Items are JSON-serialisable dicts so the journal can resume them.
+    vifs: tuple[Mapping[str, Any], ...] = ()
+    volumes: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def destroys_instance(self) -> bool:

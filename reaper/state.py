@@ -73,6 +73,8 @@ def plan_from_json(text: str) -> TeardownPlan:
     d["classification"] = Classification(d["classification"])
     d["action"] = Action(d["action"])
     d["dirs"] = tuple(d["dirs"])
+    d["vifs"] = tuple(d.get("vifs", ()))
+    d["volumes"] = tuple(d.get("volumes", ()))
     d["findings"] = ()
     known = {f.name for f in dataclasses.fields(TeardownPlan)}
     return TeardownPlan(**{k: v for k, v in d.items() if k in known})

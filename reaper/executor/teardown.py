@@ -40,10 +40,17 @@ class Context:
     state: object               # reaper.state.StateDB
     policy: object              # reaper.policy.Policy
     clock: Callable[[], datetime.datetime]
+    # Handles of further resource kinds (netns/OVSDB, os-brick connector...).
+    extras: dict = dataclasses.field(default_factory=dict)
 
 
 class Aborted(Exception):
     """The plan is no longer justified; nothing (more) is done."""
+
+
+# Steps contributed by further resource kinds: name -> fn(ctx, plan) -> detail.
+# "unplug_vifs" and "disconnect_volumes" run after destroy_domain, before files.
+STEP_HANDLERS: dict[str, Callable[["Context", TeardownPlan], str]] = {}
 
 
 def steps_for(plan: TeardownPlan) -> list[str]:
@@ -55,6 +62,10 @@ def steps_for(plan: TeardownPlan) -> list[str]:
         steps.append("claim")
     if plan.domain_name:
         steps.append("destroy_domain")
+    if plan.vifs:
+        steps.append("unplug_vifs")
+    if plan.volumes:
+        steps.append("disconnect_volumes")
     if plan.dirs:
         steps.append("delete_files")
     if plan.domain_name:
@@ -99,6 +110,8 @@ def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool) -> st
                          for p in plan.dirs)
     if step == "undefine_domain":
         return domain_steps.undefine(ctx.conn, uuid)
+    if step in STEP_HANDLERS:
+        return STEP_HANDLERS[step](ctx, plan)
     if step == "finalize_db":
         res = nova_reclaim.finalize(ctx.engine, uuid, ctx.clock(), host=ctx.policy.host)
         if not (res["finalized"] or res["already_finalized"]):

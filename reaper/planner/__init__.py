@@ -6,6 +6,7 @@ actually runs.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 
 from reaper.planner import rules
@@ -22,8 +23,9 @@ def _action(verdict: rules.Verdict, policy: Policy) -> Action:
     return verdict.fixed_action or policy.action_for(verdict.classification)
 
 
-def build_plan(inv: Inventory, view: NovaView, policy: Policy,
+def _core_plan(inv: Inventory, view: NovaView, policy: Policy,
                now: datetime.datetime) -> Plan:
+    """Rules R1-R10 and R13 over domains and instance directories."""
     host = policy.host
     migs = collections.defaultdict(list)
     for m in view.migrations:
@@ -139,6 +141,30 @@ def build_plan(inv: Inventory, view: NovaView, policy: Policy,
                 reason=v.reason, findings=(f,)))
 
     return Plan(findings=tuple(findings), teardowns=tuple(teardowns))
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanContext:
+    """What a planner extension sees: the inputs and the plan so far."""
+    inv: Inventory
+    view: NovaView
+    policy: Policy
+    now: datetime.datetime
+    plan: Plan
+
+
+# Planner extensions, one per further resource kind (network, iSCSI, ...): pure
+# functions PlanContext -> Plan that add findings, add teardowns, or enrich the
+# existing teardowns (e.g. with the VIFs to unplug). Applied in order.
+EXTENSIONS: list = []
+
+
+def build_plan(inv: Inventory, view: NovaView, policy: Policy,
+               now: datetime.datetime) -> Plan:
+    plan = _core_plan(inv, view, policy, now)
+    for ext in EXTENSIONS:
+        plan = ext(PlanContext(inv, view, policy, now, plan))
+    return plan
 
 
 def _drift(dom, volume_ids: set[str]) -> list[Finding]:

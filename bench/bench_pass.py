@@ -1,0 +1,185 @@
+"""Benchmark one reconciliation pass against the bare enumeration it cannot avoid.
+
+For each N: a host of N domains (libvirt's in-process test driver, each with a
+disk in its instance directory) and a Nova DB of N local rows plus 100*N rows of
+other hosts. Prints the audit-pass wall time, the bare enumeration time (listing
+the domains with their XML, the instance directories and the same DB rows) on the
+same run, their ratio, the pass's DB round trips and the process's peak RSS.
+
+    .venv/bin/python bench/bench_pass.py                 # SQLite, N = 100 1000 5000
+    .venv/bin/python bench/bench_pass.py --db mysql+pymysql://reaper:reaper@127.0.0.1/
+    .venv/bin/python bench/bench_pass.py --n 1000 --repeat 5
+
+Each N runs in a fresh process so peak RSS is per N.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid as uuidlib
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+HOST = "bench-cmp-0001"
+
+
+def build(root: str, n: int, db_base: str | None):
+    import libvirt
+    import sqlalchemy as sa
+
+    from reaper import demo
+    from reaper.nova import schema
+
+    inst = os.path.join(root, "instances")
+    os.makedirs(inst)
+    if db_base:
+        name = f"reaper_bench_{os.getpid()}"
+        admin = sa.create_engine(db_base)
+        with admin.begin() as c:
+            c.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+            c.execute(sa.text(f"CREATE DATABASE {name}"))
+        admin.dispose()
+        url = db_base.rstrip("/") + "/" + name
+    else:
+        name = None
+        url = f"sqlite:///{os.path.join(root, 'nova.sqlite')}"
+    engine = sa.create_engine(url)
+    schema.create_all(engine)
+    rng = random.Random(n)
+    local = [str(uuidlib.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
+    now = datetime.datetime.utcnow().replace(microsecond=0)
+    with engine.begin() as c:
+        c.execute(schema.compute_nodes.insert(), [dict(
+            host=HOST, hypervisor_hostname=HOST, uuid=str(uuidlib.uuid4()), vcpus=64,
+            memory_mb=1, local_gb=1, vcpus_used=0, memory_mb_used=0, local_gb_used=0,
+            hypervisor_type="QEMU", hypervisor_version=1, cpu_info="{}", deleted=0)])
+        c.execute(schema.instances.insert(), [dict(
+            id=i + 1, uuid=u, host=HOST, node=HOST, vm_state="active", power_state=1,
+            deleted=0, created_at=now, display_name=f"vm{i}") for i, u in enumerate(local)])
+        batch = []
+        for j in range(100 * n):
+            batch.append(dict(id=n + j + 1, uuid=str(uuidlib.UUID(int=rng.getrandbits(128),
+                                                                    version=4)),
+                              host=f"other-{j % 997:04d}", node="x", vm_state="active",
+                              power_state=1, deleted=0, created_at=now))
+            if len(batch) == 20000:
+                c.execute(schema.instances.insert(), batch)
+                batch = []
+        if batch:
+            c.execute(schema.instances.insert(), batch)
+    doms = []
+    for i, u in enumerate(local):
+        d = os.path.join(inst, u)
+        os.mkdir(d)
+        with open(os.path.join(d, "disk"), "wb") as f:
+            f.write(b"\0" * 512)
+        doms.append(demo.domain_xml(u, f"instance-{i + 1:08x}",
+                                    disks=[os.path.join(d, "disk")]))
+    node = os.path.join(root, "node.xml")
+    with open(node, "w") as f:
+        f.write(demo.node_xml(doms))
+    conn = libvirt.open(f"test://{node}")
+    return engine, conn, inst, url, name
+
+
+def bare(conn, engine, inst, host, uuids):
+    """What any reconciler must do at least: list + XML, list dirs, read the rows."""
+    import sqlalchemy as sa
+
+    from reaper.nova import schema
+    xml = [d.XMLDesc(0) for d in conn.listAllDomains(0)]
+    names = [e.name for e in os.scandir(inst)]
+    t = schema.instances
+    cols = [t.c.id, t.c.uuid, t.c.host, t.c.node, t.c.vm_state, t.c.task_state,
+            t.c.power_state, t.c.deleted, t.c.deleted_at]
+    with engine.connect() as c:
+        rows = c.execute(sa.select(*cols).where(sa.or_(
+            sa.and_(t.c.host == host, t.c.deleted == 0),
+            t.c.uuid.in_(sa.bindparam("u", expanding=True)))), {"u": list(uuids)}).fetchall()
+    return len(xml), len(names), len(rows)
+
+
+def one(n: int, db_base: str | None, repeat: int) -> dict:
+    from reaper import audit as audit_mod
+    from reaper import policy as policy_mod
+    from reaper import reconcile
+    from reaper import state as state_mod
+    from reaper.nova import db as nova_db
+
+    root = tempfile.mkdtemp(prefix=f"reaper-bench-{n}-")
+    t0 = time.perf_counter()
+    engine, conn, inst, url, dbname = build(root, n, db_base)
+    build_s = time.perf_counter() - t0
+    pol = policy_mod.Policy(host=HOST, hypervisor_hostname=HOST, instances_path=inst,
+                            actions=policy_mod.default_actions(),
+                            max_destroy_per_pass=10, instances_path_shared="false")
+    eng = nova_db.make_engine(url)
+    reaper = reconcile.Reaper(policy=pol, libvirt_uri="test:///bench", engine=eng,
+                              state=state_mod.StateDB(os.path.join(root, "state")),
+                              audit=audit_mod.AuditLog(None, HOST), connect=lambda: conn)
+    uuids = [d.UUIDString() for d in conn.listAllDomains(0)]
+    passes, bares, queries = [], [], set()
+    for _ in range(repeat):
+        t = time.perf_counter()
+        bare(conn, eng, inst, HOST, uuids)
+        bares.append(time.perf_counter() - t)
+        counter = nova_db.QueryCounter(eng)
+        with counter:
+            t = time.perf_counter()
+            rep = reaper.run_pass("audit")
+            passes.append(time.perf_counter() - t)
+        queries.add(counter.count)
+        assert rep.exit_code in (0, 3), rep.to_table()
+    reaper.close()
+    conn.close()
+    if dbname:
+        import sqlalchemy as sa
+        admin = sa.create_engine(db_base)
+        with admin.begin() as c:
+            c.execute(sa.text(f"DROP DATABASE IF EXISTS {dbname}"))
+    import shutil
+    shutil.rmtree(root, ignore_errors=True)
+    p, b = min(passes), min(bares)
+    return {"n": n, "db": "mariadb" if db_base else "sqlite", "build_s": round(build_s, 1),
+            "pass_s": round(p, 4), "bare_s": round(b, 4), "ratio": round(p / b, 2),
+            "db_round_trips": sorted(queries),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, nargs="*", default=[100, 1000, 5000])
+    ap.add_argument("--db", help="server URL without database (MariaDB); default SQLite")
+    ap.add_argument("--repeat", type=int, default=3, help="passes per N (best is printed)")
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(one(a.child, a.db, a.repeat)))
+        return 0
+    print(f"{'db':<8}{'N':>6}{'pass s':>10}{'bare s':>10}{'ratio':>7}{'DB trips':>10}"
+          f"{'peak RSS MB':>13}{'build s':>9}")
+    for n in a.n:
+        cmd = [sys.executable, __file__, "--child", str(n), "--repeat", str(a.repeat)]
+        if a.db:
+            cmd += ["--db", a.db]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode:
+            print(out.stderr, file=sys.stderr)
+            return 1
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{r['db']:<8}{r['n']:>6}{r['pass_s']:>10.3f}{r['bare_s']:>10.3f}{r['ratio']:>7}"
+              f"{','.join(map(str, r['db_round_trips'])):>10}{r['peak_rss_mb']:>13}"
+              f"{r['build_s']:>9}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
