@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import enum
 import json
 import logging as std_logging
 import os
@@ -66,7 +67,8 @@ class AuditLog:
                "host": self.host, "pass_id": pass_id, "event": event}
         for key in ("kind", "resource", "instance_uuid", "classification", "action",
                     "result", "reason"):
-            rec[key] = fields.pop(key, None)
+            value = fields.pop(key, None)
+            rec[key] = value.value if isinstance(value, enum.Enum) else value
         rec["evidence"] = scrub(fields.pop("evidence", {}) or {})
         rec.update(scrub(fields))
         line = json.dumps(rec, default=_default, sort_keys=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import logging as std_logging
 import os
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ from reaper import audit as audit_mod
 from reaper import policy as policy_mod
 from reaper import reconcile
 from reaper import state as state_mod
+from reaper.inventory import libvirt as libvirt_inv
 from reaper.nova import schema
 from reaper.records import Action, Classification
 
@@ -79,8 +81,6 @@ def _row(uuid: str, inst_id: int, host: str | None, **kw) -> dict:
 
 def build(root: str) -> tuple[reconcile.Reaper, dict, list[DemoInstance]]:
     """Lay the demo host out under ``root``; return a Reaper wired to it."""
-    import libvirt
-
     inst_path = os.path.join(root, "instances")
     os.makedirs(inst_path)
     url = f"sqlite:///{os.path.join(root, 'nova.sqlite')}"
@@ -166,7 +166,8 @@ def build(root: str) -> tuple[reconcile.Reaper, dict, list[DemoInstance]]:
                  connection_info=json.dumps({"driver_volume_type": "iscsi", "data": {}})),
             dict(instance_uuid=u["soft_old"], volume_id=str(uuidlib.uuid4()),
                  source_type="volume", destination_type="volume", device_name="/dev/vdb",
-                 delete_on_termination=True, deleted=0, uuid=str(uuidlib.uuid4())),
+                 delete_on_termination=True, deleted=0, uuid=str(uuidlib.uuid4()),
+                 connection_info=None),
         ])
         c.execute(schema.instance_info_caches.insert(), [
             dict(instance_uuid=u["soft_old"], deleted=0, network_info=json.dumps(
@@ -200,7 +201,7 @@ def build(root: str) -> tuple[reconcile.Reaper, dict, list[DemoInstance]]:
         actions=policy_mod.default_actions(), reclaim_instance_interval=3600,
         running_deleted_timeout=600, grace_observations=1, grace_seconds=0,
         max_destroy_per_pass=10, max_destroy_fraction=1.0, instances_path_shared="false")
-    conn = libvirt.open(f"test://{node}")
+    conn = libvirt_inv.open_connection(f"test://{node}")
     state_dir = os.path.join(root, "state")
     reaper = reconcile.Reaper(
         policy=pol, libvirt_uri=f"test://{node}", engine=engine,
@@ -212,6 +213,8 @@ def build(root: str) -> tuple[reconcile.Reaper, dict, list[DemoInstance]]:
 
 
 def run(keep: bool = False, fmt: str = "table") -> int:
+    # The audit records are in the audit log; keep the terminal for the report.
+    std_logging.getLogger("reaper").setLevel(std_logging.ERROR)
     root = tempfile.mkdtemp(prefix="reaper-demo-")
     try:
         reaper, handles, cast = build(root)

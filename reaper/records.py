@@ -257,6 +257,9 @@ class TeardownPlan:
     # Items are JSON-serialisable dicts so the journal can resume them.
     vifs: tuple[Mapping[str, Any], ...] = ()
     volumes: tuple[Mapping[str, Any], ...] = ()
+    # Whether instances_path looked shared when planned (None: unsure); the
+    # compare-and-act re-check of a directory teardown needs it.
+    shared_storage: bool | None = None
 
     @property
     def destroys_instance(self) -> bool:

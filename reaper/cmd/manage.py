@@ -92,8 +92,6 @@ def main(argv: list[str] | None = None) -> int:
         LOG.debug("failed", exc_info=True)
         print(f"reaper-manage {name}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
-    finally:
-        CONF.unregister_opt(command_opt)
 
 
 if __name__ == "__main__":

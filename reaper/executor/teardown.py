@@ -116,7 +116,8 @@ def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool) -> st
         res = nova_reclaim.finalize(ctx.engine, uuid, ctx.clock(), host=ctx.policy.host)
         if not (res["finalized"] or res["already_finalized"]):
             raise Aborted(f"DB not finalized: {res['result']}: {res['reason']}")
-        return f"{res['result']}: {res['counts'] or res['reason']}"
+        counts = {k: v for k, v in (res["counts"] or {}).items() if v}
+        return f"{res['result']}: {counts or res['reason']}"
     raise ValueError(f"unknown step {step}")
 
 

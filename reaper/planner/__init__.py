@@ -12,7 +12,8 @@ import datetime
 from reaper.planner import rules
 from reaper.policy import Policy
 from reaper.records import (
-    Action, Classification, Finding, Inventory, NovaView, Plan, ResourceKind, TeardownPlan,
+    Action, Classification, DirKind, Finding, InstanceDir, Inventory, NovaView, Plan,
+    ResourceKind, TeardownPlan,
 )
 
 DOMAIN_TEARDOWN = {Classification.EVACUATED, Classification.RUNNING_DELETED,
@@ -138,7 +139,7 @@ def _core_plan(inv: Inventory, view: NovaView, policy: Policy,
             teardowns.append(TeardownPlan(
                 instance_uuid=d.uuid, classification=v.classification, action=action,
                 domain_name=None, dirs=(d.path,), destroy_disks=True, finalize_db=False,
-                reason=v.reason, findings=(f,)))
+                reason=v.reason, findings=(f,), shared_storage=shared))
 
     return Plan(findings=tuple(findings), teardowns=tuple(teardowns))
 
@@ -204,15 +205,19 @@ def reverify(plan: TeardownPlan, row, migrations, policy: Policy,
 
 
 def _reverify_dir(plan, row, migrations, policy) -> tuple[bool, str]:
-    if plan.classification is Classification.INTERRUPTED_DELETE:
-        return True, "an interrupted delete is finished whatever the row says"
-    live = row is not None and row.deleted == 0 and not row.archived
-    if live and row.host == policy.host:
-        return False, "the instance is live on this host again"
-    if live and (rules.in_flight_migrations(migrations, policy.host) or rules.row_in_flight(row)):
-        return False, "a migration touching this host is now in progress"
-    if plan.classification is Classification.STALE_RESIZE and any(
-            m.deleted == 0 and m.source_compute == policy.host
-            and (m.status or "") not in rules.FINAL_MIGRATION_STATUSES for m in migrations):
-        return False, "a resize from this host now awaits confirm/revert"
-    return True, "still no live instance on this host"
+    """Classify the directory again on the fresh row, as the planner did."""
+    path = plan.dirs[0]
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    kind = (DirKind.DELETING if name.endswith("_del") else
+            DirKind.RESIZE if name.endswith("_resize") else DirKind.INSTANCE)
+    d = InstanceDir(name=name, uuid=plan.instance_uuid, kind=kind, path=path,
+                    size_bytes=0, mtime=0.0)
+    v = rules.classify_dir(d, row, list(migrations), policy.host, domain_present=False,
+                           shared=plan.shared_storage, used_by_domain=None)
+    if v is None:
+        return False, "the directory is in use again (live instance or move in flight)"
+    if v.classification is not plan.classification:
+        return False, f"now classified {v.classification.value}: {v.reason}"
+    if v.fixed_action is not None:
+        return False, v.reason
+    return True, v.reason
