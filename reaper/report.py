@@ -74,7 +74,7 @@ class PassReport:
                       f["classification"], f["action"], f["result"]) for f in self.findings]
             widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
             for r in rows:
-                lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+                lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
             lines.append("")
             for f in self.findings:
                 lines.append(f"- {_short(f['resource'])}: {f['reason']}")

@@ -41,7 +41,9 @@ def _core_plan(inv: Inventory, view: NovaView, policy: Policy,
     dirs_by_uuid = collections.defaultdict(list)
     for d in dirs:
         dirs_by_uuid[d.uuid].append(d)
-    domain_uuids = {d.uuid for d in domains}
+    # Any domain with an instance's uuid (even one whose XML could not be read,
+    # so not known to be Nova's) pins that instance's directories.
+    domain_uuids = {d.uuid for d in inv.domains.items} if inv.domains.ok else set()
     # Any domain's disk (Nova's or not) pins the directory it lives in.
     root = policy.instances_path.rstrip("/") + "/"
     disk_owner = {}     # top-level dir under instances_path -> domain using it

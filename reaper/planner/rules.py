@@ -10,6 +10,7 @@ import dataclasses
 import datetime
 from typing import Iterable
 
+from reaper.inventory.dirs import LOCAL_FS_TYPES, SHARED_FS_TYPES
 from reaper.records import (
     Action, Classification, DirKind, Domain, InstanceDir, InstanceRow, MigrationRow,
 )
@@ -23,14 +24,6 @@ FINAL_MIGRATION_STATUSES = frozenset({
 IN_FLIGHT_TASK_STATES = frozenset({
     "migrating", "resize_migrating", "resize_migrated", "resize_finish", "resize_reverting",
     "resize_prep", "resize_confirming",
-})
-SHARED_FS_TYPES = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "glusterfs", "fuse.glusterfs", "ceph", "fuse.ceph",
-    "cephfs", "fuse.cephfs", "lustre", "gpfs", "ocfs2", "gfs2", "beegfs", "fuse.sshfs",
-})
-LOCAL_FS_TYPES = frozenset({
-    "ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "zfs", "overlay", "f2fs", "jfs",
-    "reiserfs",
 })
 
 

@@ -1,0 +1,229 @@
+"""Collector of libvirt domains: what exists on this host, whoever defined it.
+
+Read-only. Ownership is decided here only as a fact ("carries Nova's metadata or
+Nova's name"); what to do about a domain is the planner's business.
+
+Cost per pass: one ``getAllDomainStats(STATE)`` (list and run state of every
+domain in a single, atomic call) plus one ``XMLDesc(0)`` per domain. Per-domain
+``state()`` calls are only made on drivers without the bulk stats API.
+"""
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+import libvirt
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from reaper.records import CollectorResult, Domain, DomainDisk, DomainInterface
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+libvirt_opts = [
+    cfg.StrOpt("connection_uri", default="qemu:///system",
+               help="libvirt URI of this host's hypervisor, as nova-compute's "
+                    "[libvirt] connection_uri."),
+]
+CONF.register_opts(libvirt_opts, group="libvirt")
+
+NOVA_NS_PREFIX = "http://openstack.org/xmlns/libvirt/nova/"
+UUID_RE = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+# Recorded for a domain whose XML could not be read or understood; such a domain
+# is never Nova's for the planner, and Domain.active treats it as in use.
+UNKNOWN_STATE = "unknown"
+
+# Errors after which the connection itself is unusable: the whole view is then
+# incomplete, so the collector fails rather than report a partial host.
+_CONNECTION_ERRORS = frozenset({
+    libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN, libvirt.VIR_ERR_RPC,
+    libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_AUTH_FAILED,
+})
+
+
+def open_connection(uri: str) -> libvirt.virConnect:
+    """Open ``uri``; libvirt's default handler would print every error to stderr,
+    including the expected ones (a domain vanished), so it is silenced first."""
+    libvirt.registerErrorHandler(_ignore_error, None)
+    return libvirt.open(uri)
+
+
+def _ignore_error(_ctx, _err) -> None:
+    pass
+
+
+# --------------------------------------------------------------------------
+# instance_name_template -> regex
+# --------------------------------------------------------------------------
+
+_SPEC_RE = re.compile(r"%(?:\((?P<key>[^)]*)\))?(?P<flags>[#0\- +]*)(?P<width>\d*)"
+                      r"(?P<prec>\.\d*)?(?P<conv>[a-zA-Z%])")
+
+
+def _int_regex(m: re.Match) -> str | None:
+    conv, flags, prec = m.group("conv"), m.group("flags"), m.group("prec")
+    w = int(m.group("width") or 0)
+    digits = {"d": "0-9", "i": "0-9", "u": "0-9", "s": "0-9",
+              "x": "0-9a-f", "X": "0-9A-F", "o": "0-7"}.get(conv)
+    if digits is None or prec or flags.replace("0", "") \
+            or (w > 1 and ("0" not in flags or conv == "s")):
+        return None         # signs, precision, space padding: not worth guessing
+    if w > 1:
+        # exactly w digits (zero padded), or more, then without a leading zero
+        return f"(?:[{digits}]{{{w}}}|[{digits.replace('0', '1', 1)}][{digits}]{{{w},}})"
+    return f"(?:0|[{digits.replace('0', '1', 1)}][{digits}]*)"
+
+
+def template_regex(template: str) -> re.Pattern | None:
+    """The names Nova's ``instance_name_template`` can produce, or None if it
+    cannot be turned into a regex without matching names Nova never makes.
+
+    Nova formats the template with the instance id (``instance-%08x``) or, when
+    that fails, with a dict of instance fields (``%(uuid)s``); only ``id`` and
+    ``uuid`` identify an instance, so other keys make the template unusable.
+    """
+    parts, pos, keyed, positional = [], 0, False, 0
+    for m in _SPEC_RE.finditer(template):
+        if "%" in template[pos:m.start()]:
+            return None
+        parts.append(re.escape(template[pos:m.start()]))
+        pos = m.end()
+        key, conv = m.group("key"), m.group("conv")
+        if conv == "%" and key is None:
+            parts.append("%")
+            continue
+        if key is None:
+            positional += 1
+            part = _int_regex(m)
+        else:
+            keyed = True
+            if key == "uuid" and m.group(0) == "%(uuid)s":
+                part = UUID_RE
+            elif key == "id":
+                part = _int_regex(m)
+            else:
+                part = None
+        if part is None:
+            return None
+        parts.append(part)
+    if "%" in template[pos:] or (keyed and positional) or positional > 1 \
+            or not (keyed or positional):
+        return None
+    parts.append(re.escape(template[pos:]))
+    return re.compile("".join(parts))
+
+
+# --------------------------------------------------------------------------
+# XML
+# --------------------------------------------------------------------------
+
+def _nova_metadata(root: ET.Element) -> bool:
+    meta = root.find("metadata")
+    return meta is not None and any(
+        child.tag.startswith("{" + NOVA_NS_PREFIX) for child in meta)
+
+
+def _disk_source(disk: ET.Element) -> str | None:
+    src = disk.find("source")
+    if src is None:
+        return None
+    if disk.get("type") == "network":
+        proto, name = src.get("protocol"), src.get("name")
+        return f"{proto}:{name}" if proto and name else (name or None)
+    if disk.get("type") == "volume" and src.get("volume"):
+        return f"{src.get('pool')}/{src.get('volume')}"
+    for attr in ("file", "dev", "dir", "name"):
+        if src.get(attr):
+            return src.get(attr)
+    return None
+
+
+def _attr(el: ET.Element, path: str, attr: str) -> str | None:
+    found = el.find(path)
+    return found.get(attr) if found is not None else None
+
+
+def parse_domain_xml(xml: str, state: str, name_re: re.Pattern | None) -> Domain:
+    """Raises ValueError for XML without a valid uuid, ET.ParseError for non-XML."""
+    root = ET.fromstring(xml)
+    uuid = (root.findtext("uuid") or "").strip().lower()
+    if not re.fullmatch(UUID_RE, uuid):
+        raise ValueError(f"no valid <uuid> in domain XML ({uuid!r})")
+    name = (root.findtext("name") or "").strip()
+    nova = _nova_metadata(root) or bool(name_re and name_re.fullmatch(name))
+    disks = tuple(
+        DomainDisk(target=_attr(d, "target", "dev") or "",
+                   device=d.get("device", "disk"), source_type=d.get("type", "file"),
+                   source=_disk_source(d), serial=(d.findtext("serial") or "").strip() or None)
+        for d in root.iterfind("devices/disk"))
+    ifaces = tuple(
+        DomainInterface(type=i.get("type", ""), mac=_attr(i, "mac", "address"),
+                        target_dev=_attr(i, "target", "dev"),
+                        source_bridge=_attr(i, "source", "bridge"),
+                        interface_id=_attr(i, "virtualport/parameters", "interfaceid"))
+        for i in root.iterfind("devices/interface"))
+    return Domain(uuid=uuid, name=name, state=state, nova_owned=nova,
+                  nova_uuid=uuid if nova else None, disks=disks, interfaces=ifaces)
+
+
+# --------------------------------------------------------------------------
+# The collector
+# --------------------------------------------------------------------------
+
+def _list_with_states(conn) -> list[tuple[libvirt.virDomain, int | None]]:
+    try:
+        return [(dom, stats.get("state.state"))
+                for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)]
+    except libvirt.libvirtError as e:
+        if e.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+            raise
+    return [(dom, None) for dom in conn.listAllDomains(0)]
+
+
+def _placeholder(dom, why: object) -> Domain:
+    """Keeps an unreadable domain visible (its uuid is known locally, no RPC), so
+    nothing of it looks absent, while the planner leaves it alone."""
+    LOG.warning("domain %s (%s) kept as unknown: %s", dom.name(), dom.UUIDString(), why)
+    return Domain(uuid=dom.UUIDString().lower(), name=dom.name(), state=UNKNOWN_STATE,
+                  nova_owned=False, nova_uuid=None)
+
+
+def collect_domains(conn, instance_name_template: str) -> CollectorResult:
+    """Every domain on ``conn``, running or defined; never raises libvirtError."""
+    name_re = template_regex(instance_name_template)
+    try:
+        listed = _list_with_states(conn)
+    except libvirt.libvirtError as e:
+        return CollectorResult(kind="domain", ok=False, error=f"cannot list domains: {e}")
+    items = []
+    for dom, code in listed:
+        try:
+            if code is None:
+                code = dom.state()[0]
+            xml = dom.XMLDesc(0)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                continue        # gone since the listing: nothing left to see
+            if e.get_error_code() in _CONNECTION_ERRORS \
+                    or e.get_error_domain() == libvirt.VIR_FROM_RPC:
+                return CollectorResult(kind="domain", ok=False,
+                                       error=f"libvirt connection failed: {e}")
+            items.append(_placeholder(dom, e))
+            continue
+        try:
+            items.append(parse_domain_xml(xml, STATE_NAMES.get(code, UNKNOWN_STATE), name_re))
+        except (ValueError, ET.ParseError) as e:
+            items.append(_placeholder(dom, e))
+    return CollectorResult(kind="domain", ok=True, items=tuple(items))
