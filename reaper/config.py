@@ -30,8 +30,28 @@ def hypervisor_hostname(conf=CONF) -> str:
     return conf.hypervisor_hostname or conf.host
 
 
-def load(argv: list[str] | None, project: str = "reaper", default_config_files=None) -> cfg.ConfigOpts:
-    """Parse CLI + config files; oslo.config raises a clear error on malformed input."""
+def load(argv: list[str] | None, project: str = "reaper", default_config_files=None,
+         quiet_audit: bool = False) -> cfg.ConfigOpts:
+    """Parse CLI + config files; oslo.config raises a clear error on malformed input.
+
+    Logs go to stderr so stdout carries only reports (``--format json`` stays
+    parseable). ``quiet_audit`` keeps per-finding audit lines out of an
+    interactive command's log (they are in the audit log file).
+    """
     logging.register_options(CONF)
+    CONF.set_default("use_stderr", True)
+    if quiet_audit:
+        logging.set_defaults(default_log_levels=logging.get_default_log_levels()
+                             + ["reaper.audit=WARN"])
     CONF(argv or [], project=project, default_config_files=default_config_files)
+    validate(CONF)
     return CONF
+
+
+def validate(conf) -> None:
+    """Read every option once so a bad value fails at start-up, not mid-pass."""
+    from reaper import opts
+    for group, group_opts in opts.list_opts():
+        section = conf if group == "DEFAULT" else getattr(conf, group)
+        for opt in group_opts:
+            getattr(section, opt.dest)

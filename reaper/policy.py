@@ -10,9 +10,13 @@ from reaper.records import Action, Classification
 
 CONF = cfg.CONF
 
-_DOMAIN_ACTIONS = ["ignore", "log", "shutdown", "reap"]
-_DIR_ACTIONS = ["ignore", "log", "reap"]
-_LOG_ONLY = ["ignore", "log"]
+_IGNORE = ("ignore", "do nothing and do not report it")
+_LOG = ("log", "report it in the audit log, change nothing")
+_SHUTDOWN = ("shutdown", "power the domain off, keep everything else")
+_REAP = ("reap", "tear it down (domain, plumbing, volumes, files) in Nova's order")
+_DOMAIN_ACTIONS = [_IGNORE, _LOG, _SHUTDOWN, _REAP]
+_DIR_ACTIONS = [_IGNORE, _LOG, ("reap", "remove the directory (rename to _del, then delete)")]
+_LOG_ONLY = [_IGNORE, _LOG]
 
 # classification -> (option name, default, choices)
 ACTION_OPTIONS: dict[Classification, tuple[str, str, list[str]]] = {

@@ -75,7 +75,7 @@ def _approve() -> int:
 def main(argv: list[str] | None = None) -> int:
     CONF.register_cli_opt(command_opt)
     try:
-        config.load(sys.argv[1:] if argv is None else argv)
+        config.load(sys.argv[1:] if argv is None else argv, quiet_audit=True)
         logging.setup(CONF, "reaper")
     except (cfg.Error, ValueError) as e:
         print(f"reaper-manage: configuration error: {e}", file=sys.stderr)

@@ -304,3 +304,12 @@ def test_reverify_orphan_dir_refuses_when_instance_is_back():
                      False, "x")
     assert planner.reverify(t, row(), [], policy(), NOW)[0] is False
     assert planner.reverify(t, row(deleted=7, vm_state="deleted"), [], policy(), NOW)[0] is True
+
+
+def test_unreadable_domain_still_pins_its_directory():
+    # A domain whose XML could not be parsed is kept as not-Nova's with state
+    # "unknown"; its instance directory must not look orphaned.
+    unreadable = Domain(uuid=U, name="instance-00000007", state="unknown", nova_owned=False,
+                        nova_uuid=None)
+    plan = run([unreadable], [idir()], [row(deleted=7, vm_state="deleted", deleted_at=OLD)])
+    assert plan.findings == () and plan.teardowns == ()
