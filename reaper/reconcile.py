@@ -176,7 +176,8 @@ class Reaper:
                 rep.db_queries += view.queries
 
         plan = planner.build_plan(inv, view, pol, self.clock())
-        findings = [f for f in plan.findings if only_uuid in (None, f.instance_uuid)]
+        findings = [_with_dir_size(f) for f in plan.findings
+                    if only_uuid in (None, f.instance_uuid)]
         teardowns = [t for t in plan.teardowns if only_uuid in (None, t.instance_uuid)]
         if mode == "reclaim":
             teardowns = [t for t in teardowns if t.action is Action.RECLAIM]
@@ -261,6 +262,15 @@ class Reaper:
             **extra)
         rec["steps"] = out.steps
         return rec
+
+
+def _with_dir_size(f):
+    """Measure the directories that made it into a finding (the collector does not)."""
+    d = f.evidence.get("dir") if f.kind is ResourceKind.INSTANCE_DIR else None
+    if not d or d.get("size_bytes") is not None:
+        return f
+    return dataclasses.replace(f, evidence={**f.evidence, "dir": {
+        **d, "size_bytes": dir_inv.tree_size(d["path"])}})
 
 
 def build_from_conf(conf=CONF) -> Reaper:

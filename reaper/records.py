@@ -198,6 +198,7 @@ class Classification(str, enum.Enum):
     STALE_RESIZE = "stale_resize"
     INTERRUPTED_DELETE = "interrupted_delete"
     ATTACHMENT_DRIFT = "attachment_drift"
+    LEAKED_ISCSI = "leaked_iscsi"
     # not yet actionable: waiting for a timeout / interval to pass
     PENDING = "pending"
 
@@ -279,3 +280,63 @@ class GuardResult:
 class Plan:
     findings: tuple[Finding, ...]
     teardowns: tuple[TeardownPlan, ...]
+
+
+# --------------------------------------------------------------------------
+# iSCSI (reaper.inventory.iscsi): CollectorResult("iscsi_session").items holds
+# IscsiSession, IscsiNode and DmMap records.
+# --------------------------------------------------------------------------
+
+@_frozen
+class ScsiDevice:
+    """One LUN of an iSCSI session, as sysfs shows it."""
+    name: str                   # block device, "sdb"
+    hctl: str                   # "3:0:0:1"
+    lun: int
+    state: str | None = None    # sysfs device/state: "running", "offline", ...
+    wwid: str | None = None     # sysfs device/wwid
+    dev: str | None = None      # "major:minor"
+    paths: tuple[str, ...] = ()     # every /dev path leading to it (by-path, by-id...)
+    holders: tuple[str, ...] = ()   # device-mapper maps built on it ("dm-0")
+    open_pids: tuple[int, ...] = ()  # processes holding it open
+    mounted: bool = False
+
+
+@_frozen
+class DmMap:
+    """A device-mapper map holding iSCSI devices (multipath, dm-crypt...)."""
+    name: str                   # "dm-0"
+    dm_name: str | None         # /dev/mapper/<dm_name>
+    uuid: str | None            # "mpath-<wwid>" for multipath maps
+    slaves: tuple[str, ...] = ()
+    holders: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    open_pids: tuple[int, ...] = ()
+    mounted: bool = False
+
+    @property
+    def multipath(self) -> bool:
+        return (self.uuid or "").startswith("mpath-")
+
+    @property
+    def in_use(self) -> bool:
+        return bool(self.holders or self.open_pids or self.mounted)
+
+
+@_frozen
+class IscsiSession:
+    transport: str              # "tcp", "iser"
+    sid: str
+    portal: str                 # "ip:port" as iscsiadm prints it ("[v6]:port")
+    tpgt: str
+    iqn: str
+    host_no: int | None = None
+    devices: tuple[ScsiDevice, ...] = ()
+
+
+@_frozen
+class IscsiNode:
+    """A node record (``iscsiadm -m node``): what iscsid logs into at start-up."""
+    portal: str
+    tpgt: str
+    iqn: str

@@ -35,12 +35,16 @@ LOCAL_FS_TYPES = frozenset({
 })
 
 
-def collect_instance_dirs(instances_path: str) -> CollectorResult:
+def collect_instance_dirs(instances_path: str, sizes: bool = False) -> CollectorResult:
     """Nova's directories directly under ``instances_path``; never raises OSError.
 
     A missing or unreadable ``instances_path`` fails the collector instead of
     reporting "no directories": an unmounted shared filesystem looks exactly
     like an empty host, and must not turn every instance into an orphan.
+
+    Walking every tree for its size costs more than the rest of the pass, and
+    only the directories that end up in a finding need it: ``sizes=False``
+    leaves ``size_bytes`` None, and the pass measures those with ``tree_size``.
     """
     try:
         with os.scandir(instances_path) as it:
@@ -63,9 +67,19 @@ def collect_instance_dirs(instances_path: str) -> CollectorResult:
             continue        # gone since the listing (renamed to _del, removed)
         items.append(InstanceDir(
             name=entry.name, uuid=m.group("uuid"), kind=_KINDS[m.group("suffix")],
-            path=entry.path, size_bytes=_tree_size(entry.path, st.st_dev),
+            path=entry.path,
+            size_bytes=_tree_size(entry.path, st.st_dev) if sizes else None,
             mtime=st.st_mtime))
     return CollectorResult(kind="instance_dir", ok=True, items=tuple(items))
+
+
+def tree_size(path: str) -> int | None:
+    """Size of one instance directory (see _tree_size); None if it is gone."""
+    try:
+        dev = os.lstat(path).st_dev
+    except OSError:
+        return None
+    return _tree_size(path, dev)
 
 
 def _tree_size(top: str, dev: int) -> int:

@@ -153,7 +153,8 @@ def _load_instances(run: _Runner, host: str, uuids: list[str], size: int) -> dic
             parts.append(sa.select(*_cols(i_, _INSTANCE_COLS)).where(i_.c.uuid.in_(batch)))
         stmt = parts[0] if len(parts) == 1 else sa.union_all(*parts)
         for row in run.rows(stmt):
-            found[row.uuid] = _instance(row)
+            if row.uuid not in found:       # a local row on our host comes twice
+                found[row.uuid] = _instance(row)
     return found
 
 

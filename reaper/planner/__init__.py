@@ -103,8 +103,9 @@ def _core_plan(inv: Inventory, view: NovaView, policy: Policy,
                 domain_name=dom.name, dirs=(), destroy_disks=False, finalize_db=False,
                 reason=reason, findings=(f,)))
 
-    # R7 for instances with no domain left: the dirs and the row, or the row alone.
-    if policy.reclaim_instance_interval > 0:
+    # R7 for instances with no domain left: the dirs and the row, or the row alone
+    # (only known when the domain list could be read).
+    if policy.reclaim_instance_interval > 0 and inv.domains.ok:
         for row in view.instances.values():
             if row.uuid in domain_uuids or not rules.is_reclaimable(
                     row, host, policy.reclaim_instance_interval, now):
@@ -134,6 +135,10 @@ def _core_plan(inv: Inventory, view: NovaView, policy: Policy,
                                used_by_domain=owner)
         if v is None:
             continue
+        if not inv.domains.ok and v.fixed_action is None:
+            # Without the domain list a running guest's disk could be in here.
+            v = dataclasses.replace(v, fixed_action=Action.LOG, reason=v.reason
+                                    + "; but the domain list is unavailable, so only logging")
         action = _action(v, policy)
         f = add(Finding(ResourceKind.INSTANCE_DIR, d.path, d.uuid, v.classification,
                         action, v.reason, v.evidence))

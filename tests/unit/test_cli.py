@@ -82,6 +82,10 @@ def _host(tmp_path):
     u = str(uuidlib.uuid4())
     novadb.add_instance(eng, u, host=HOST, deleted=True,
                         deleted_at=novadb.utcnow().replace(year=2020))
+    orphan = tmp_path / "instances" / str(uuidlib.uuid4())
+    orphan.mkdir()
+    (orphan / "disk").write_bytes(b"abc")
+    novadb.add_instance(eng, orphan.name, host=HOST, deleted=True)
     node = tmp_path / "node.xml"
     node.write_text(demo.node_xml([demo.domain_xml(u, "instance-00000001")]))
     return url, f"test://{node}", u
@@ -95,17 +99,20 @@ def test_audit_and_reap_json_and_exit_codes(tmp_path):
     rep = json.loads(r.stdout)
     assert rep["host"] == HOST and rep["pass_id"].startswith("req-")
     assert [(f["classification"], f["result"]) for f in rep["findings"]] == [
-        ("running_deleted", "audit_only")]
+        ("running_deleted", "audit_only"), ("orphan_dir", "audit_only")]
     assert rep["summary"]["exit_code"] == 3 and rep["guards"] == []
     r = manage("reap", "--dry-run", conf=conf)
     assert r.returncode == 3 and "dry_run" in r.stdout and "(dry run)" in r.stdout
     # the test driver's state lives per connection, so a reap acts on a fresh copy
     r = manage("reap", "--format", "json", conf=conf)
     assert r.returncode == 4, r.stderr
-    (action,) = json.loads(r.stdout)["actions"]
-    assert action["instance_uuid"] == u and action["result"] == "done"
+    actions = json.loads(r.stdout)["actions"]
+    assert [(a["instance_uuid"], a["result"]) for a in actions][0] == (u, "done")
+    assert [a["classification"] for a in actions] == ["running_deleted", "orphan_dir"]
     records = [json.loads(x) for x in (tmp_path / "audit.log").read_text().splitlines()]
     assert {x["event"] for x in records} >= {"finding", "action", "pass_summary"}
+    orphan = [x for x in records if x["classification"] == "orphan_dir"]
+    assert orphan and orphan[0]["evidence"]["dir"]["size_bytes"] == 3
     for x in records:
         assert {"ts", "host", "pass_id", "event", "kind", "resource", "instance_uuid",
                 "classification", "action", "result", "reason", "evidence"} <= set(x)

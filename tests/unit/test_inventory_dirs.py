@@ -23,7 +23,7 @@ def dir_size(path) -> int:
 
 
 def collect(ip):
-    res = dir_inv.collect_instance_dirs(str(ip))
+    res = dir_inv.collect_instance_dirs(str(ip), sizes=True)
     assert res.kind == "instance_dir"
     return res
 
@@ -82,7 +82,7 @@ def test_missing_instances_path_is_not_ok(tmp_path):
 def test_instances_path_not_a_directory(tmp_path):
     f = tmp_path / "file"
     f.write_text("")
-    res = dir_inv.collect_instance_dirs(str(f))
+    res = dir_inv.collect_instance_dirs(str(f), sizes=True)
     assert res.ok is False and "cannot list" in res.error
 
 
@@ -236,3 +236,11 @@ def test_fs_type_sets():
     assert {"ext4", "xfs", "btrfs", "tmpfs", "zfs", "overlay"} <= dir_inv.LOCAL_FS_TYPES
     for unsure in ("virtiofs", "9p", "fuseblk", "autofs"):
         assert unsure not in dir_inv.SHARED_FS_TYPES | dir_inv.LOCAL_FS_TYPES
+
+
+def test_sizes_are_measured_only_on_request(instances_path):
+    d1 = instances_path.instance(U1)
+    (item,) = dir_inv.collect_instance_dirs(str(instances_path)).items
+    assert item.size_bytes is None
+    assert dir_inv.tree_size(str(d1)) == dir_size(d1)
+    assert dir_inv.tree_size(str(instances_path / "gone")) is None

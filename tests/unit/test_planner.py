@@ -275,9 +275,11 @@ def test_unavailable_collector_yields_nothing_for_its_kind():
                     CollectorResult("instance_dir", True, (idir(),)), "ext4")
     view = NovaView(ok=True, instances={U: row(deleted=7, vm_state="deleted", deleted_at=OLD)})
     plan = planner.build_plan(inv, view, policy(), NOW)
-    # Without the domain list, the dir cannot be known to belong to a domain: the
-    # guard layer blocks it (tested in test_guards); the planner still lists it.
-    assert [f.kind for f in plan.findings] == [ResourceKind.INSTANCE_DIR]
+    # Without the domain list the dir cannot be known to be free of a running
+    # guest's disk: it is listed, but only logged.
+    (f,) = plan.findings
+    assert f.kind is ResourceKind.INSTANCE_DIR and f.action is Action.LOG
+    assert "domain list is unavailable" in f.reason and plan.teardowns == ()
 
 
 REVERIFY = [
@@ -313,3 +315,11 @@ def test_unreadable_domain_still_pins_its_directory():
                         nova_uuid=None)
     plan = run([unreadable], [idir()], [row(deleted=7, vm_state="deleted", deleted_at=OLD)])
     assert plan.findings == () and plan.teardowns == ()
+
+
+def test_row_only_reclaim_waits_for_the_domain_list():
+    inv = Inventory(CollectorResult("domain", False, error="libvirt down"),
+                    CollectorResult("instance_dir", True, (idir(),)), "ext4")
+    view = NovaView(ok=True, instances={U: row(vm_state="soft-delete", deleted_at=OLD)})
+    plan = planner.build_plan(inv, view, policy(), NOW)
+    assert plan.teardowns == ()
