@@ -61,6 +61,8 @@ class Reaper:
     connect: Callable[[], object] | None = None
     # Handles the executor steps of further resource kinds need (teardown.Context.extras).
     extras: dict = dataclasses.field(default_factory=dict)
+    _parse_cache: libvirt_inv.ParseCache = dataclasses.field(
+        default_factory=libvirt_inv.ParseCache, repr=False)
 
     @classmethod
     def from_conf(cls, conf=CONF) -> "Reaper":
@@ -86,7 +88,8 @@ class Reaper:
             domains = CollectorResult("domain", False, error=f"cannot connect to libvirt at "
                                                              f"{self.libvirt_uri}")
         else:
-            domains = libvirt_inv.collect_domains(conn, self.policy.instance_name_template)
+            domains = libvirt_inv.collect_domains(conn, self.policy.instance_name_template,
+                                                  self._parse_cache)
         dirs = dir_inv.collect_instance_dirs(self.policy.instances_path)
         try:
             fs = dir_inv.filesystem_type(self.policy.instances_path)

@@ -9,6 +9,8 @@ domain in a single, atomic call) plus one ``XMLDesc(0)`` per domain. Per-domain
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import re
 import xml.etree.ElementTree as ET
 
@@ -129,12 +131,6 @@ def template_regex(template: str) -> re.Pattern | None:
 # XML
 # --------------------------------------------------------------------------
 
-def _nova_metadata(root: ET.Element) -> bool:
-    meta = root.find("metadata")
-    return meta is not None and any(
-        child.tag.startswith("{" + NOVA_NS_PREFIX) for child in meta)
-
-
 def _disk_source(disk: ET.Element) -> str | None:
     src = disk.find("source")
     if src is None:
@@ -150,32 +146,67 @@ def _disk_source(disk: ET.Element) -> str | None:
     return None
 
 
-def _attr(el: ET.Element, path: str, attr: str) -> str | None:
-    found = el.find(path)
-    return found.get(attr) if found is not None else None
-
-
 def parse_domain_xml(xml: str, state: str, name_re: re.Pattern | None) -> Domain:
-    """Raises ValueError for XML without a valid uuid, ET.ParseError for non-XML."""
+    """Raises ValueError for XML without a valid uuid, ET.ParseError for non-XML.
+
+    One walk over the top-level elements and <devices>: this runs for every
+    domain on every pass.
+    """
     root = ET.fromstring(xml)
-    uuid = (root.findtext("uuid") or "").strip().lower()
-    if not re.fullmatch(UUID_RE, uuid):
+    uuid = name = ""
+    nova_meta = False
+    disks, ifaces = [], []
+    for el in root:
+        tag = el.tag
+        if tag == "uuid":
+            uuid = (el.text or "").strip().lower()
+        elif tag == "name":
+            name = (el.text or "").strip()
+        elif tag == "metadata":
+            nova_meta = any(child.tag.startswith(_NOVA_TAG) for child in el)
+        elif tag == "devices":
+            for dev in el:
+                if dev.tag == "disk":
+                    disks.append(_disk(dev))
+                elif dev.tag == "interface":
+                    ifaces.append(_interface(dev))
+    if not _UUID_FULL.fullmatch(uuid):
         raise ValueError(f"no valid <uuid> in domain XML ({uuid!r})")
-    name = (root.findtext("name") or "").strip()
-    nova = _nova_metadata(root) or bool(name_re and name_re.fullmatch(name))
-    disks = tuple(
-        DomainDisk(target=_attr(d, "target", "dev") or "",
-                   device=d.get("device", "disk"), source_type=d.get("type", "file"),
-                   source=_disk_source(d), serial=(d.findtext("serial") or "").strip() or None)
-        for d in root.iterfind("devices/disk"))
-    ifaces = tuple(
-        DomainInterface(type=i.get("type", ""), mac=_attr(i, "mac", "address"),
-                        target_dev=_attr(i, "target", "dev"),
-                        source_bridge=_attr(i, "source", "bridge"),
-                        interface_id=_attr(i, "virtualport/parameters", "interfaceid"))
-        for i in root.iterfind("devices/interface"))
+    nova = nova_meta or bool(name_re and name_re.fullmatch(name))
     return Domain(uuid=uuid, name=name, state=state, nova_owned=nova,
-                  nova_uuid=uuid if nova else None, disks=disks, interfaces=ifaces)
+                  nova_uuid=uuid if nova else None, disks=tuple(disks), interfaces=tuple(ifaces))
+
+
+_NOVA_TAG = "{" + NOVA_NS_PREFIX
+_UUID_FULL = re.compile(UUID_RE)
+
+
+def _disk(d: ET.Element) -> DomainDisk:
+    target = serial = None
+    for child in d:
+        if child.tag == "target":
+            target = child.get("dev")
+        elif child.tag == "serial":
+            serial = (child.text or "").strip() or None
+    return DomainDisk(target=target or "", device=d.get("device", "disk"),
+                      source_type=d.get("type", "file"), source=_disk_source(d), serial=serial)
+
+
+def _interface(i: ET.Element) -> DomainInterface:
+    mac = target = bridge = iface_id = None
+    for child in i:
+        tag = child.tag
+        if tag == "mac":
+            mac = child.get("address")
+        elif tag == "target":
+            target = child.get("dev")
+        elif tag == "source":
+            bridge = child.get("bridge")
+        elif tag == "virtualport":
+            params = child.find("parameters")
+            iface_id = params.get("interfaceid") if params is not None else None
+    return DomainInterface(type=i.get("type", ""), mac=mac, target_dev=target,
+                           source_bridge=bridge, interface_id=iface_id)
 
 
 # --------------------------------------------------------------------------
@@ -200,9 +231,37 @@ def _placeholder(dom, why: object) -> Domain:
                   nova_owned=False, nova_uuid=None)
 
 
-def collect_domains(conn, instance_name_template: str) -> CollectorResult:
+class ParseCache:
+    """Parsed domains keyed by a digest of their XML, kept for one pass to the next.
+
+    Parsing is a pure function of the XML text, and a host's domain XML rarely
+    changes between two passes, so the long-running agent parses each version
+    once. Entries not seen in a pass are dropped.
+    """
+
+    def __init__(self):
+        self._entries: dict[bytes, Domain] = {}
+        self._next: dict[bytes, Domain] = {}
+
+    def parse(self, xml: str, state: str, name_re: re.Pattern | None) -> Domain:
+        key = hashlib.blake2b(xml.encode(), digest_size=16).digest()
+        dom = self._entries.get(key)
+        if dom is None:
+            dom = parse_domain_xml(xml, state, name_re)
+        elif dom.state != state:
+            dom = dataclasses.replace(dom, state=state)
+        self._next[key] = dom
+        return dom
+
+    def rotate(self) -> None:
+        self._entries, self._next = self._next, {}
+
+
+def collect_domains(conn, instance_name_template: str,
+                    cache: ParseCache | None = None) -> CollectorResult:
     """Every domain on ``conn``, running or defined; never raises libvirtError."""
     name_re = template_regex(instance_name_template)
+    parse = cache.parse if cache is not None else parse_domain_xml
     try:
         listed = _list_with_states(conn)
     except libvirt.libvirtError as e:
@@ -223,7 +282,9 @@ def collect_domains(conn, instance_name_template: str) -> CollectorResult:
             items.append(_placeholder(dom, e))
             continue
         try:
-            items.append(parse_domain_xml(xml, STATE_NAMES.get(code, UNKNOWN_STATE), name_re))
+            items.append(parse(xml, STATE_NAMES.get(code, UNKNOWN_STATE), name_re))
         except (ValueError, ET.ParseError) as e:
             items.append(_placeholder(dom, e))
+    if cache is not None:
+        cache.rotate()
     return CollectorResult(kind="domain", ok=True, items=tuple(items))

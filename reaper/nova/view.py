@@ -18,7 +18,8 @@ Statements, in order, all in one transaction (one consistent snapshot on InnoDB)
 3. shadow_instances (archived rows) for the local uuids still missing; skipped when
    none is missing or the table does not exist.
 4. live block_device_mapping rows and 5. live instance_info_caches rows of every
-   instance found plus every local uuid.
+   instance found plus every local uuid: our host's live instances through a
+   subquery, the few others by uuid.
 6. live compute_nodes of our host.
 
 Timestamps are Nova's naive UTC datetimes, returned as they are.
@@ -113,6 +114,10 @@ def _bdm(row) -> BdmRow:
         connection_info=m["connection_info"], attachment_id=m["attachment_id"])
 
 
+def _live_here(row: InstanceRow | None, host: str) -> bool:
+    return row is not None and not row.archived and row.deleted == 0 and row.host == host
+
+
 def _host_migrations_clause(host: str):
     m = s.migrations
     return sa.and_(
@@ -150,7 +155,9 @@ def _load_instances(run: _Runner, host: str, uuids: list[str], size: int) -> dic
             parts.append(sa.select(*_cols(i_, _INSTANCE_COLS))
                          .where(i_.c.host == host, i_.c.deleted == 0))
         if batch:
-            parts.append(sa.select(*_cols(i_, _INSTANCE_COLS)).where(i_.c.uuid.in_(batch)))
+            # Rows the first select already returns are not sent twice.
+            parts.append(sa.select(*_cols(i_, _INSTANCE_COLS)).where(
+                i_.c.uuid.in_(batch), sa.not_(sa.and_(i_.c.host == host, i_.c.deleted == 0))))
         stmt = parts[0] if len(parts) == 1 else sa.union_all(*parts)
         for row in run.rows(stmt):
             if row.uuid not in found:       # a local row on our host comes twice
@@ -176,12 +183,19 @@ def _load_shadow(run: _Runner, missing: list[str], size: int) -> dict[str, Insta
     return found
 
 
-def _load_by_instance(run: _Runner, table: sa.Table, cols: Sequence[str], uuids: list[str],
-                      size: int) -> list[sa.Row]:
+def _load_by_instance(run: _Runner, table: sa.Table, cols: Sequence[str], host: str,
+                      others: list[str], size: int) -> list[sa.Row]:
+    """Live rows of ``table`` for our host's live instances (a subquery, so no uuid
+    list travels for them) and for ``others``, the other instances of the view."""
+    i_ = s.instances
+    ours = sa.select(i_.c.uuid).where(i_.c.host == host, i_.c.deleted == 0)
     out: list[sa.Row] = []
-    for batch in _batches(uuids, size):
+    for n, batch in enumerate(_batches(others, size)):
+        match = [table.c.instance_uuid.in_(batch)] if batch else []
+        if n == 0:
+            match.append(table.c.instance_uuid.in_(ours))
         stmt = (sa.select(*_cols(table, cols))
-                .where(table.c.instance_uuid.in_(batch), table.c.deleted == 0)
+                .where(sa.or_(*match), table.c.deleted == 0)
                 .order_by(table.c.id))
         out.extend(run.rows(stmt))
     return out
@@ -205,14 +219,15 @@ def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str]) -> NovaV
             missing = [u for u in local if u not in instances]
             if missing:
                 instances.update(_load_shadow(run, missing, size))
-            related = _uniq([*instances, *local])
+            others = _uniq(u for u in [*instances, *local]
+                           if not _live_here(instances.get(u), host))
             bdms = tuple(_bdm(r) for r in _load_by_instance(
-                run, s.block_device_mapping, _BDM_COLS, related, size))
+                run, s.block_device_mapping, _BDM_COLS, host, others, size))
             caches = {r.instance_uuid: InfoCacheRow(instance_uuid=r.instance_uuid,
                                                     network_info=r.network_info)
                       for r in _load_by_instance(run, s.instance_info_caches,
                                                  ("id", "instance_uuid", "network_info"),
-                                                 related, size)}
+                                                 host, others, size)}
             cn = s.compute_nodes
             nodes = tuple(
                 ComputeNodeRow(id=r.id, uuid=r.uuid, host=r.host,

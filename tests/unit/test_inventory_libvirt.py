@@ -372,3 +372,19 @@ def test_open_connection_silences_libvirt_errors(capfd):
 def test_connection_uri_option():
     assert libvirt_inv.CONF.libvirt.connection_uri == "qemu:///system"
     assert [o.name for o in libvirt_inv.libvirt_opts] == ["connection_uri"]
+
+
+def test_parse_cache_reuses_parsed_domains_and_forgets_vanished_ones():
+    from reaper.inventory.libvirt import ParseCache, parse_domain_xml
+    xml = ("<domain type='kvm'><name>instance-00000001</name>"
+           "<uuid>11111111-2222-3333-4444-555555555555</uuid><devices/></domain>")
+    cache = ParseCache()
+    a = cache.parse(xml, "running", None)
+    cache.rotate()
+    b = cache.parse(xml, "running", None)
+    assert b is a and b == parse_domain_xml(xml, "running", None)
+    c = cache.parse(xml, "paused", None)
+    assert c.state == "paused" and c.uuid == a.uuid
+    cache.rotate()
+    cache.rotate()          # a pass without that domain
+    assert cache.parse(xml, "running", None) is not a
