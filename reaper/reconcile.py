@@ -234,7 +234,13 @@ class Reaper:
 
         if not acting or pass_blocked:
             return
+        # A teardown still in the journal (it failed this pass and retries next
+        # pass) is not started a second time under a new entry.
+        pending = {e.plan.instance_uuid for e in self.state.unfinished()}
         for t in runnable:
+            if t.instance_uuid in pending:
+                LOG.info("teardown of %s waits for its journaled attempt", t.instance_uuid)
+                continue
             out = teardown.execute(ctx, t, rep.pass_id)
             rep.actions.append(self._record_outcome(rep.pass_id, out))
 

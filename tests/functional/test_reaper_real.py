@@ -360,3 +360,33 @@ def test_sigkill_during_evacuated_teardown_resumes(
     resumed = manage(conf, "reap", "--format", "json")
     assert resumed.returncode == 4, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert not exists(libvirt_conn, u) and os.listdir(instances_path.path) == []
+
+
+@pytest.mark.parametrize("nova_db", ["sqlite"], indirect=True)
+def test_mount_inside_an_orphan_dir_stops_its_removal_and_retries(
+        tmp_path, nova_db, host, kvm_domain_factory, libvirt_conn, instances_path):
+    """kubelet's guard: never remove across a mount; the step fails, is journaled,
+    retried once per pass, and finishes once the mount is gone."""
+    novadb.add_compute_node(nova_db.engine, host)
+    u = novadb.add_instance(nova_db.engine, host=host, deleted=True,
+                            deleted_at=ago(OLD))["uuid"]
+    d = instances_path.instance(u)
+    mnt = d / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        (mnt / "precious").write_text("on another filesystem")
+        r = make_reaper(tmp_path, nova_db, host, instances_path)
+        for _ in range(2):
+            rep = r.run_pass("reap")
+            assert [(a["classification"], a["result"]) for a in rep.actions] == [
+                ("orphan_dir", "failed")], rep.to_table()
+            assert "mount" in rep.actions[0]["reason"]
+            assert (mnt / "precious").read_text() == "on another filesystem"
+        assert len(r.state.unfinished()) == 1
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+    rep = r.run_pass("reap")
+    assert [(a["classification"], a["result"]) for a in rep.actions] == [
+        ("orphan_dir", "done")], rep.to_table()
+    assert not d.exists() and r.state.unfinished() == []
