@@ -1,0 +1,295 @@
+"""Executor step "disconnect_volumes" (DESIGN section 4, step 3), also the whole of a
+leaked-iSCSI cleanup, through os-brick.
+
+Each volume item of a TeardownPlan (see reaper.planner.volumes) is handled in one
+critical section under os-brick's external ``connect_volume`` lock in
+``[os_brick] lock_path``, the lock nova-compute's os-brick takes around every
+``connect_volume`` and ``disconnect_volume``. Inside it, compare-and-act:
+
+1. the host is read again (iSCSI collector), so are the domains (libvirt) and the
+   live BDMs of this host's and in-flight instances (Nova DB);
+2. each device is checked to still be the same LUN of the same session (device
+   names are reused) and not in use: not open, not mounted, not held by a
+   non-multipath map, not in any other domain's XML, not named by a live BDM
+   (multi-attach). A device in use is kept: a leak item is then ``Aborted`` (it is
+   no longer a leak), an instance's item is reported as kept;
+3. when no other LUN of the target is in use or named anywhere, os-brick's own
+   ``ISCSIConnector.disconnect_volume`` runs (flush, remove the SCSI devices, log
+   out and delete the node record of sessions left without devices); otherwise
+   only os-brick's ``LinuxSCSI.remove_connection`` removes this volume's devices and
+   the session stays logged in.
+
+``disconnect_volume`` is called unwrapped (``inspect.unwrap``) because we already
+hold its lock and oslo's lock is not re-entrant: same code, same lock, one critical
+section covering both the re-check and the disconnect.
+
+Errors: on an instance teardown that destroys disks they are recorded in the step's
+detail and the teardown goes on (Nova's "Ignoring Volume Error ... during delete");
+otherwise (evacuated instance on shared storage, leak cleanup) the step fails and
+the journal retries it next pass. Connection properties never carry CHAP secrets:
+the planner never copies them, and os-brick needs none to disconnect.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+from typing import Callable
+
+import sqlalchemy as sa
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from reaper.executor import teardown
+from reaper.nova import schema as s
+from reaper.planner import rules
+from reaper.planner import volumes as vol
+from reaper.records import Classification, CollectorResult, TeardownPlan
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+LOCK_NAME = "connect_volume"        # os-brick's ISCSIConnector connect/disconnect lock
+
+
+class VolumeError(Exception):
+    pass
+
+
+@dataclasses.dataclass
+class Handles:
+    """What the step needs besides teardown.Context: put in ``Context.extras["iscsi"]``."""
+    collect: Callable[[], CollectorResult]
+    list_domains: Callable[[object], CollectorResult]
+    connector: Callable[[], object]             # -> os_brick ISCSIConnector
+    linuxscsi: Callable[[], object]             # -> os_brick LinuxSCSI
+    lock_path: Callable[[], str | None]
+
+
+def default_handles(collect: Callable[[], CollectorResult],
+                    list_domains: Callable[[object], CollectorResult]) -> Handles:
+    def connector():
+        from os_brick.initiator.connectors.iscsi import ISCSIConnector
+        return ISCSIConnector(root_helper="", use_multipath=False)
+
+    def linuxscsi():
+        from os_brick.initiator import linuxscsi as ls
+        return ls.LinuxSCSI(root_helper="")
+
+    def lock_path():
+        return CONF.os_brick.lock_path or CONF.oslo_concurrency.lock_path
+
+    return Handles(collect, list_domains, connector, linuxscsi, lock_path)
+
+
+# --------------------------------------------------------------------------
+# the step
+# --------------------------------------------------------------------------
+
+def disconnect_volumes(ctx: teardown.Context, plan: TeardownPlan) -> str:
+    """teardown.STEP_HANDLERS["disconnect_volumes"]."""
+    h: Handles | None = ctx.extras.get("iscsi")
+    if h is None:
+        raise VolumeError("iSCSI support is not enabled (reaper.volume_wiring.enable)")
+    leak = plan.classification is Classification.LEAKED_ISCSI
+    details = []
+    for item in plan.volumes:
+        label = _label(item)
+        try:
+            details.append(f"{label}: {_disconnect(ctx, h, plan, item)}")
+        except teardown.Aborted:
+            raise
+        except Exception as e:  # noqa: BLE001 - recorded or re-raised as the policy says
+            if leak or not plan.destroy_disks:
+                raise VolumeError(f"{label}: {e}") from e
+            LOG.warning("teardown of %s: ignoring volume error on %s during delete: %s",
+                        plan.instance_uuid, label, e)
+            details.append(f"{label}: FAILED, ignored as on a delete with disks: {e}")
+    return "; ".join(details) or "no volumes"
+
+
+def _label(item: dict) -> str:
+    if item.get("volume_id"):
+        return f"volume {item['volume_id']}"
+    if item.get("resources"):
+        return ", ".join(item["resources"])
+    tg = item["targets"][0] if item.get("targets") else {}
+    return f"{tg.get('session_portal')} {tg.get('session_iqn')} lun {tg.get('lun')}"
+
+
+def _disconnect(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
+    if item.get("keep"):
+        return f"kept: {item['keep']}"
+    lock_path = h.lock_path()
+    if not lock_path:
+        raise VolumeError("[os_brick] lock_path (or [oslo_concurrency] lock_path) is not set: "
+                          "set it to nova-compute's, so both serialise on os-brick's lock")
+    from os_brick.initiator.connectors import base
+    run = base.synchronized(LOCK_NAME, external=True, lock_path=lock_path)(_critical)
+    return run(ctx, h, plan, item)
+
+
+def _critical(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
+    leak = plan.classification is Classification.LEAKED_ISCSI
+    fresh = h.collect()
+    if not fresh.ok:
+        raise VolumeError(f"cannot re-read the iSCSI state: {fresh.error}")
+    host = vol.Host.from_items(fresh.items)
+    refs = vol.Refs()
+    if ctx.conn is None:
+        raise VolumeError("no libvirt connection to re-check the domains")
+    doms = h.list_domains(ctx.conn)
+    if not doms.ok:
+        raise VolumeError(f"cannot re-read the domains: {doms.error}")
+    for dom in doms.items:
+        if dom.uuid != plan.instance_uuid:
+            refs.add_domain(host, dom)
+    unsure = []
+    for bdm_id, uuid, volume_id, text in reread_bdms(ctx.engine, ctx.policy.host):
+        if uuid == plan.instance_uuid:
+            continue
+        c = vol.parse_connection_info(text)
+        if c.error or c.empty:
+            unsure.append(f"bdm {bdm_id} of {uuid}: " + (c.error or "no connection_info yet"))
+        elif c.iscsi:
+            for ref in c.refs:
+                refs.add(ref, f"bdm {bdm_id} (instance {uuid}, volume {volume_id})")
+    if leak and unsure:
+        raise teardown.Aborted("not disconnecting a leak while " + "; ".join(unsure[:3]))
+
+    removing: dict[str, object] = {}
+    sessions = {}
+    busy = []
+    for tg in item["targets"]:
+        sess = vol._session_of(host, tg["portal"], tg["iqn"])
+        if sess is not None:
+            sessions[(tg["portal"], tg["iqn"])] = sess
+        dev = None
+        if tg.get("device"):
+            cur = host.devices.get(tg["device"])
+            if cur is not None:
+                csess, cdev = cur
+                if (vol.norm_portal(csess.portal), vol.norm_iqn(csess.iqn)) == \
+                        (tg["portal"], tg["iqn"]) and cdev.lun == tg["lun"] \
+                        and (tg.get("wwid") is None or cdev.wwid == tg["wwid"]):
+                    dev = cdev
+        users = sorted(refs.users(tg["portal"], tg["iqn"], dev, tg["lun"]))
+        if tg["lun"] is None:
+            users += sorted(refs.on_target(tg["portal"], tg["iqn"]))
+            if sess is not None and sess.devices:
+                users.append("the session has LUNs again: "
+                             + ", ".join(d.name for d in sess.devices))
+        if dev is not None:
+            users += vol.device_use(host, dev)
+            removing[dev.name] = dev
+        if users:
+            busy.append(f"{tg['session_portal']} {tg['session_iqn']} lun {tg['lun']}: "
+                        + vol._listed(users))
+    if busy:
+        if leak:
+            raise teardown.Aborted("no longer leaked: " + "; ".join(busy))
+        return "kept, in use: " + "; ".join(busy)
+
+    logout, why = True, []
+    for tg in item["targets"]:
+        sess = sessions.get((tg["portal"], tg["iqn"]))
+        if sess is None:
+            continue
+        ok, reason = vol._logout_ok(host, sess, set(removing), refs)
+        if not (ok and tg.get("logout", False)):
+            logout = False
+            why.append(f"{sess.portal} {sess.iqn}: "
+                       + (reason if not ok else "the plan keeps this session"))
+    if not removing and not logout:
+        return "nothing to remove; session kept (" + "; ".join(why) + ")"
+
+    props = _props(item)
+    if logout:
+        connector = h.connector()
+        disconnect = inspect.unwrap(type(connector).disconnect_volume)
+        device_info = {"path": item["device_path"]} if item.get("device_path") else None
+        disconnect(connector, props, device_info)
+        done = "disconnected through os-brick"
+    else:
+        h.linuxscsi().remove_connection(sorted(removing), force=False, exc=None,
+                                        path_used=item.get("device_path"),
+                                        was_multipath=bool(item.get("multipath")))
+        done = "devices removed, session kept (" + "; ".join(why) + ")"
+    return _verify_after(h, item, sorted(removing), logout, done)
+
+
+def _props(item: dict) -> dict:
+    """os-brick connection properties: the session's own portal/iqn strings, no secrets."""
+    tgs = item["targets"]
+    lun = [tg["lun"] if tg["lun"] is not None else -1 for tg in tgs]
+    props = {"target_portal": tgs[0]["session_portal"], "target_iqn": tgs[0]["session_iqn"],
+             "target_lun": lun[0]}
+    if len(tgs) > 1:
+        props.update(target_portals=[tg["session_portal"] for tg in tgs],
+                     target_iqns=[tg["session_iqn"] for tg in tgs], target_luns=lun)
+    if item.get("device_path"):
+        props["device_path"] = item["device_path"]
+    return props
+
+
+def _verify_after(h: Handles, item: dict, removed: list[str], logout: bool, done: str) -> str:
+    after = h.collect()
+    if not after.ok:
+        return f"{done}; could not re-read the host afterwards: {after.error}"
+    host = vol.Host.from_items(after.items)
+    left = [n for n in removed if n in host.devices]
+    if left:
+        raise VolumeError(f"{done}, but devices remain: {', '.join(left)}")
+    parts = [done]
+    if removed:
+        parts.append("removed " + ", ".join(removed))
+    if logout:
+        gone = []
+        for tg in item["targets"]:
+            sess = vol._session_of(host, tg["portal"], tg["iqn"])
+            node = any(vol.norm_portal(n.portal) == tg["portal"]
+                       and vol.norm_iqn(n.iqn) == tg["iqn"] for n in host.nodes)
+            if sess is None and not node:
+                gone.append(f"{tg['session_portal']} {tg['session_iqn']}")
+            elif sess is not None and not sess.devices:
+                raise VolumeError(f"{done}, but session {sess.sid} is still logged in")
+        if gone:
+            parts.append("logged out of and deleted the node record of " + ", ".join(
+                sorted(set(gone))))
+    return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------
+# Nova DB re-read
+# --------------------------------------------------------------------------
+
+def reread_bdms(engine, host: str) -> list[tuple[int, str, str | None, str | None]]:
+    """Live volume BDMs of live instances on ``host`` or in a migration touching it."""
+    b, i, m = s.block_device_mapping, s.instances, s.migrations
+    flying = sa.select(m.c.instance_uuid).where(
+        m.c.deleted == 0,
+        sa.or_(m.c.migration_type.is_(None), m.c.migration_type != "evacuation"),
+        sa.or_(m.c.source_compute == host, m.c.dest_compute == host),
+        sa.or_(m.c.status.is_(None), m.c.status.not_in(sorted(rules.FINAL_MIGRATION_STATUSES))))
+    stmt = (sa.select(b.c.id, b.c.instance_uuid, b.c.volume_id, b.c.connection_info)
+            .select_from(b.join(i, i.c.uuid == b.c.instance_uuid))
+            .where(b.c.deleted == 0, b.c.destination_type == "volume", i.c.deleted == 0,
+                   sa.or_(i.c.host == host, i.c.uuid.in_(flying)))
+            .order_by(b.c.id))
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(stmt)]
+
+
+def register() -> None:
+    teardown.STEP_HANDLERS["disconnect_volumes"] = disconnect_volumes
+
+
+def privileged_in_process() -> None:
+    """The agent runs as root: os-brick's privileged calls (privsep entrypoints such as
+    the /dev/disk/by-id link removal) run in-process instead of via a privsep daemon
+    started through sudo/rootwrap."""
+    if os.geteuid() != 0:
+        return
+    from os_brick import privileged
+    privileged.default.set_client_mode(False)
+    privileged.brick_privsep_hide_output.set_client_mode(False)

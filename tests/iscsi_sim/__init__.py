@@ -1,0 +1,23 @@
+"""Simulated iSCSI initiator for the tests (this kernel has no iscsi_tcp): see sim.py."""
+from __future__ import annotations
+
+import os
+
+from tests.iscsi_sim.sim import SimError, SimHost, join_portal, split_portal  # noqa: F401
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BIN = os.path.join(HERE, "bin")
+
+
+def env(root: str, base: dict | None = None) -> dict:
+    """An environment whose PATH finds the simulator's iscsiadm, tee and blockdev first."""
+    e = dict(os.environ if base is None else base)
+    e["PATH"] = BIN + os.pathsep + e.get("PATH", "")
+    e["ISCSI_SIM_ROOT"] = os.path.abspath(root)
+    return e
+
+
+def ns_argv(root: str, cmd: list[str]) -> list[str]:
+    """``cmd`` run in a private mount namespace whose /sys, /dev, /etc/iscsi are ``root``'s."""
+    return ["unshare", "--mount", "--propagation", "private", "/usr/bin/python3", "-S",
+            os.path.join(HERE, "nsexec.py"), os.path.abspath(root), "--", *cmd]

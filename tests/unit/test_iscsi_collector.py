@@ -1,0 +1,161 @@
+"""The iSCSI collector against the simulated initiator (tests/iscsi_sim).
+
+The initiator is simulated because this kernel has no iscsi_tcp: no session can log
+in here. The collector is pointed at the simulator through its options' values
+(sysfs_root, dev_root) and PATH (the simulator's iscsiadm); nothing is patched.
+Its parsing is checked against os-brick's own parsing of the same output.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from reaper.inventory import iscsi
+from reaper.records import DmMap, IscsiNode, IscsiSession
+from tests import iscsi_sim
+
+P1, P2 = "10.0.0.1:3260", "10.0.0.2:3260"
+IQN = "iqn.2010-10.org.openstack:volume-1"
+SECRET = "sysfs-visible-chap-secret"
+
+
+@pytest.fixture
+def sim(tmp_path):
+    return iscsi_sim.SimHost(str(tmp_path / "host")).init()
+
+
+def collect(sim, **kw):
+    return iscsi.collect(sim.sys, sim.dev, env=iscsi_sim.env(sim.root), **kw)
+
+
+def kinds(res):
+    return ([i for i in res.items if isinstance(i, IscsiSession)],
+            [i for i in res.items if isinstance(i, IscsiNode)],
+            [i for i in res.items if isinstance(i, DmMap)])
+
+
+def test_empty_host(sim):
+    res = collect(sim)
+    assert res.ok and res.items == ()
+
+
+def test_sessions_devices_nodes(sim):
+    sim.add_target(IQN, [P1], [0, 1])
+    sid = sim.connect(P1, IQN, username="u", password=SECRET)
+    sim.node_new(P2, "iqn.x:orphan")
+    res = collect(sim)
+    sessions, nodes, dms = kinds(res)
+    (s,) = sessions
+    assert (s.transport, s.sid, s.portal, s.tpgt, s.iqn, s.node_type) == \
+        ("tcp", str(sid), P1, "1", IQN, "non-flash")
+    assert [(d.lun, d.name, d.hctl, d.state) for d in s.devices] == [
+        (0, "sda", f"{s.host_no}:0:0:0", "running"), (1, "sdb", f"{s.host_no}:0:0:1", "running")]
+    d0 = s.devices[0]
+    assert d0.paths[0] == "/dev/sda"
+    assert f"/dev/disk/by-path/ip-{P1}-iscsi-{IQN}-lun-0" in d0.paths
+    assert any(p.startswith("/dev/disk/by-id/scsi-3600140") for p in d0.paths)
+    assert d0.wwid.startswith("naa.") and d0.dev == "8:0"
+    assert d0.open_pids == () and not d0.mounted and d0.holders == ()
+    assert sorted((n.portal, n.iqn) for n in nodes) == [(P1, IQN), (P2, "iqn.x:orphan")]
+    assert dms == []
+    assert SECRET not in repr(res)
+
+
+def test_open_device_and_multipath_holder(sim):
+    sim.add_target(IQN, [P1, P2], [0])
+    s1, s2 = sim.connect(P1, IQN), sim.connect(P2, IQN)
+    a, b = sim.devices(s1)[0], sim.devices(s2)[0]
+    dm = sim.add_dm([a, b], "mpatha", "mpath-36001405abc")
+    fd = os.open(os.path.join(sim.dev, a), os.O_RDONLY)
+    try:
+        sessions, _, dms = kinds(collect(sim))
+    finally:
+        os.close(fd)
+    devs = {d.name: d for s in sessions for d in s.devices}
+    assert devs[a].open_pids == (os.getpid(),) and devs[b].open_pids == ()
+    assert devs[a].holders == (dm,) == devs[b].holders
+    (m,) = dms
+    assert (m.name, m.dm_name, m.uuid, m.slaves, m.multipath) == \
+        (dm, "mpatha", "mpath-36001405abc", tuple(sorted([a, b])), True)
+    assert "/dev/mapper/mpatha" in m.paths and not m.in_use
+
+
+def test_no_iscsiadm_and_no_sessions_is_an_empty_host(sim):
+    res = iscsi.collect(sim.sys, sim.dev, iscsiadm="iscsiadm-not-installed",
+                        env=iscsi_sim.env(sim.root))
+    assert res.ok and res.items == ()
+
+
+def test_no_iscsiadm_with_sessions_fails(sim):
+    sim.add_target(IQN, [P1], [0])
+    sim.connect(P1, IQN)
+    res = iscsi.collect(sim.sys, sim.dev, iscsiadm="iscsiadm-not-installed",
+                        env=iscsi_sim.env(sim.root))
+    assert not res.ok and "not installed" in res.error
+
+
+def test_iscsiadm_error_fails_the_kind(sim, tmp_path):
+    bad = tmp_path / "bin"
+    bad.mkdir()
+    (bad / "iscsiadm").write_text("#!/bin/sh\necho 'iscsiadm: database failure' >&2\nexit 6\n")
+    (bad / "iscsiadm").chmod(0o755)
+    env = dict(iscsi_sim.env(sim.root), PATH=f"{bad}:{os.environ['PATH']}")
+    res = iscsi.collect(sim.sys, sim.dev, env=env)
+    assert not res.ok and "exited 6" in res.error and "database failure" in res.error
+
+
+def test_collect_from_conf_uses_the_options(sim, monkeypatch):
+    from oslo_config import cfg
+    conf = cfg.ConfigOpts()
+    conf.register_opts(iscsi.iscsi_opts, group="iscsi")
+    conf([])
+    conf.set_override("sysfs_root", sim.sys, "iscsi")
+    conf.set_override("dev_root", sim.dev, "iscsi")
+    sim.add_target(IQN, [P1], [3])
+    sim.connect(P1, IQN)
+    res = iscsi.collect_from_conf(conf, env=iscsi_sim.env(sim.root))
+    (s,) = kinds(res)[0]
+    assert [d.lun for d in s.devices] == [3]
+
+
+# --------------------------------------------------------------------------
+# parsing: ours against os-brick's, on the same output
+# --------------------------------------------------------------------------
+
+SESSION_OUT = (
+    f"tcp: [1] {P1},1 {IQN} (non-flash)\n"
+    "tcp: [12] [fe80::1]:3260,2 iqn.x:v6 (non-flash)\n"
+    "iser: [3] 10.0.0.3:3260,1 iqn.x:iser (non-flash)\n"
+    "be2iscsi: [4] 10.0.0.4:3260,1 iqn.x:boot (flash)\n")
+NODE_OUT = f"{P1},1 {IQN}\n10.0.0.9:3260,4294967295 iqn.x:static\n[fe80::1]:3260,2 iqn.x:v6\n"
+
+
+def _brick(out):
+    from os_brick.initiator.connectors.iscsi import ISCSIConnector
+    return ISCSIConnector(root_helper="", execute=lambda *a, **k: (out, ""))
+
+
+def test_session_parsing_matches_os_brick():
+    ours = [(t + ":", sid, portal, tpgt, iqn)
+            for t, sid, portal, tpgt, iqn, _ in iscsi.parse_sessions(SESSION_OUT)]
+    assert ours == _brick(SESSION_OUT)._get_iscsi_sessions_full()
+    assert [nt for *_, nt in iscsi.parse_sessions(SESSION_OUT)] == \
+        ["non-flash", "non-flash", "non-flash", "flash"]
+
+
+def test_node_parsing_matches_os_brick():
+    ours = [(portal, iqn) for portal, _, iqn in iscsi.parse_nodes(NODE_OUT)]
+    assert ours == _brick(NODE_OUT)._get_iscsi_nodes()
+
+
+def test_parsing_skips_noise():
+    assert iscsi.parse_sessions("iscsiadm: debug noise\n\n" + SESSION_OUT)[0][1] == "1"
+    assert iscsi.parse_nodes("# BEGIN RECORD\n") == []
+
+
+def test_bare_walk(sim):
+    sim.add_target(IQN, [P1], [0, 1])
+    sid = sim.connect(P1, IQN)
+    walk = iscsi.bare_walk(sim.sys, env=iscsi_sim.env(sim.root))
+    assert list(walk) == [str(sid)] and sorted(walk[str(sid)]) == ["sda", "sdb"]

@@ -1,0 +1,283 @@
+"""The disconnect step's compare-and-act, on the simulated initiator with os-brick faked.
+
+The initiator is simulated (this kernel has no iscsi_tcp); here os-brick's connector
+and LinuxSCSI are small fakes acting on the simulator, so the step's decisions can be
+checked one by one. The real os-brick runs against the simulator in
+tests/functional/test_iscsi_reaper.py.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from reaper.executor import teardown
+from reaper.executor import volumes as vx
+from reaper.inventory import iscsi
+from reaper.nova import schema
+from reaper.planner import volumes as vp
+from reaper.policy import Policy, default_actions
+from reaper.records import (
+    Action, Classification, CollectorResult, Domain, DomainDisk, TeardownPlan,
+)
+from tests import iscsi_sim
+from tests.fixtures import novadb
+
+HOST = "cmp-1"
+P1 = "10.0.0.1:3260"
+IQN = "iqn.2010-10.org.openstack:volume-1"
+IQN2 = "iqn.2010-10.org.openstack:volume-2"
+NOW = datetime.datetime(2026, 11, 23, 12, 0, 0)
+
+
+class FakeConnector:
+    """os-brick's ISCSIConnector.disconnect_volume, acted out on the simulator."""
+
+    def __init__(self, sim, calls, fail=None):
+        self.sim, self.calls, self.fail = sim, calls, fail
+
+    def disconnect_volume(self, props, device_info, force=False, ignore_errors=False):
+        self.calls.append(("disconnect_volume", props, device_info))
+        if self.fail:
+            raise RuntimeError(self.fail)
+        targets = list(zip(props.get("target_portals", [props["target_portal"]]),
+                           props.get("target_iqns", [props["target_iqn"]]),
+                           props.get("target_luns", [props["target_lun"]]), strict=True))
+        for portal, iqn, lun in targets:
+            for s in self.sim.sessions():
+                if (f"{s['address']}:{s['port']}", s["iqn"]) == (portal, iqn):
+                    devs = self.sim.devices(s["sid"])
+                    if lun in devs:
+                        self.sim.delete_device(devs[lun])
+                    if not self.sim.devices(s["sid"]):
+                        self.sim.logout(s["sid"])
+            for path, rec in self.sim.node_records():
+                if rec["node.name"] == iqn and not any(s["iqn"] == iqn
+                                                       for s in self.sim.sessions()):
+                    self.sim.node_delete(path)
+
+
+class FakeLinuxSCSI:
+    def __init__(self, sim, calls):
+        self.sim, self.calls = sim, calls
+
+    def remove_connection(self, names, force=False, exc=None, path_used=None,
+                          was_multipath=False):
+        self.calls.append(("remove_connection", list(names), path_used))
+        for n in names:
+            self.sim.delete_device(n)
+
+
+@pytest.fixture
+def sim(tmp_path):
+    s = iscsi_sim.SimHost(str(tmp_path / "host")).init()
+    s.add_target(IQN, [P1], [0, 1])
+    s.add_target(IQN2, [P1], [0])
+    return s
+
+
+@pytest.fixture
+def engine(tmp_path):
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'nova.sqlite'}")
+    schema.create_all(eng)
+    yield eng
+    eng.dispose()
+
+
+class World:
+    def __init__(self, sim, engine, tmp_path):
+        self.sim, self.engine = sim, engine
+        self.calls: list = []
+        self.domains: list[Domain] = []
+        self.fail = None
+        self.lock_path = str(tmp_path / "locks")
+        env = iscsi_sim.env(sim.root)
+        self.handles = vx.Handles(
+            collect=lambda: iscsi.collect(sim.sys, sim.dev, env=env),
+            list_domains=lambda conn: CollectorResult("domain", True, tuple(self.domains)),
+            connector=lambda: FakeConnector(sim, self.calls, self.fail),
+            linuxscsi=lambda: FakeLinuxSCSI(sim, self.calls),
+            lock_path=lambda: self.lock_path)
+
+    def ctx(self):
+        pol = Policy(host=HOST, hypervisor_hostname=HOST, instances_path="/x",
+                     actions=default_actions())
+        return teardown.Context(conn=object(), engine=self.engine, state=None, policy=pol,
+                                clock=lambda: NOW, extras={"iscsi": self.handles})
+
+    def plan(self):
+        """What the planner makes of the simulated host right now (leaks reaped)."""
+        res = iscsi.collect(self.sim.sys, self.sim.dev, env=iscsi_sim.env(self.sim.root))
+        from reaper import planner
+        from reaper.records import Inventory, NovaView
+        inv = Inventory(CollectorResult("domain", True, tuple(self.domains)),
+                        CollectorResult("instance_dir", True, ()),
+                        extra={"iscsi_session": res})
+        pol = Policy(host=HOST, hypervisor_hostname=HOST, instances_path="/x",
+                     actions=default_actions() | {Classification.LEAKED_ISCSI: Action.REAP})
+        view = NovaView(ok=True)
+        ctx = planner.PlanContext(inv, view, pol, NOW, planner.Plan((), ()))
+        return vp.extend(ctx)
+
+
+@pytest.fixture
+def world(sim, engine, tmp_path):
+    return World(sim, engine, tmp_path)
+
+
+def leak_plan(world, resource_part: str) -> TeardownPlan:
+    (t,) = [t for t in world.plan().teardowns if resource_part in t.instance_uuid]
+    return t
+
+
+def test_leak_is_disconnected_through_os_brick_without_secrets(world, sim):
+    sim.connect(P1, IQN2, username="u", password="sysfs-secret")
+    t = leak_plan(world, IQN2)
+    detail = vx.disconnect_volumes(world.ctx(), t)
+    assert "disconnected through os-brick" in detail and "logged out" in detail
+    ((_, props, info),) = world.calls
+    assert props == {"target_portal": P1, "target_iqn": IQN2, "target_lun": 0,
+                     "device_path": "/dev/sda"}
+    assert info == {"path": "/dev/sda"}
+    assert sim.sessions() == [] and sim.node_records() == []
+
+
+def test_leak_now_in_a_domain_is_aborted(world, sim):
+    sim.connect(P1, IQN2)
+    t = leak_plan(world, IQN2)
+    world.domains.append(Domain("u1", "instance-1", "running", True, "u1",
+                                disks=(DomainDisk("vdb", "disk", "block", "/dev/sda"),)))
+    with pytest.raises(teardown.Aborted, match="no longer leaked: .*domain instance-1"):
+        vx.disconnect_volumes(world.ctx(), t)
+    assert world.calls == [] and sim.devices(1) == {0: "sda"}
+
+
+def test_leak_now_open_is_aborted(world, sim):
+    import os
+    sim.connect(P1, IQN2)
+    t = leak_plan(world, IQN2)
+    fd = os.open(os.path.join(sim.dev, "sda"), os.O_RDONLY)
+    try:
+        with pytest.raises(teardown.Aborted, match="open by pid"):
+            vx.disconnect_volumes(world.ctx(), t)
+    finally:
+        os.close(fd)
+    assert world.calls == []
+
+
+def test_leak_is_not_touched_while_an_attach_may_be_in_progress(world, sim, engine):
+    sim.connect(P1, IQN2)
+    t = leak_plan(world, IQN2)
+    u = novadb.add_instance(engine, host=HOST)["uuid"]
+    novadb.add_bdm(engine, u, connection_info=None)
+    with pytest.raises(teardown.Aborted, match="no connection_info yet"):
+        vx.disconnect_volumes(world.ctx(), t)
+    assert world.calls == []
+
+
+def test_leak_named_by_a_new_bdm_is_aborted(world, sim, engine):
+    sim.connect(P1, IQN2)
+    t = leak_plan(world, IQN2)
+    u = novadb.add_instance(engine, host=HOST)["uuid"]
+    novadb.add_bdm(engine, u, connection_info=novadb.iscsi_connection_info(
+        "v", target_portal=P1, target_iqn=IQN2, target_lun=0))
+    with pytest.raises(teardown.Aborted, match="bdm"):
+        vx.disconnect_volumes(world.ctx(), t)
+
+
+def test_other_lun_named_by_a_bdm_without_device_keeps_the_session(world, sim, engine):
+    sid = sim.connect(P1, IQN, luns=[0])     # LUN 1 has no device here
+    t = leak_plan(world, IQN)
+    u = novadb.add_instance(engine, host=HOST)["uuid"]
+    novadb.add_bdm(engine, u, connection_info=novadb.iscsi_connection_info(
+        "v", target_portal=P1, target_iqn=IQN, target_lun=1))
+    detail = vx.disconnect_volumes(world.ctx(), t)
+    assert "session kept" in detail
+    assert [c[0] for c in world.calls] == ["remove_connection"]
+    assert sim.devices(sid) == {} and len(sim.sessions()) == 1
+
+
+def test_reused_device_name_is_not_removed(world, sim):
+    sid = sim.connect(P1, IQN2)
+    t = leak_plan(world, IQN2)
+    sim.delete_device("sda")                 # gone meanwhile; the name is reused:
+    sid2 = sim.connect(P1, IQN, luns=[0])
+    assert sim.devices(sid2) == {0: "sda"}
+    u_dom = Domain("u1", "instance-1", "running", True, "u1",
+                   disks=(DomainDisk("vdb", "disk", "block", "/dev/sda"),))
+    world.domains.append(u_dom)
+    detail = vx.disconnect_volumes(world.ctx(), t)
+    assert "removed" not in detail and "logged out" in detail
+    assert sim.devices(sid2) == {0: "sda"}
+    assert all(s["sid"] != sid for s in sim.sessions())     # the empty session went
+
+
+def test_teardown_item_in_use_by_another_domain_is_kept(world, sim):
+    sim.connect(P1, IQN2)
+    item = {"volume_id": "v1", "origin": "domain_xml", "device_path": "/dev/sda",
+            "multipath": False, "dm": None, "keep": None,
+            "targets": [{"portal": P1, "iqn": IQN2, "session_portal": P1, "session_iqn": IQN2,
+                         "sid": "1", "lun": 0, "device": "sda", "hctl": "2:0:0:0",
+                         "wwid": None, "logout": True}]}
+    t = TeardownPlan("c1", Classification.EVACUATED, Action.REAP, "instance-c", (), True,
+                     False, "evacuated", volumes=(item,))
+    world.domains.append(Domain("u1", "instance-1", "running", True, "u1",
+                                disks=(DomainDisk("vdb", "disk", "block", "/dev/sda"),)))
+    world.domains.append(Domain("c1", "instance-c", "shutoff", True, "c1",
+                                disks=(DomainDisk("vdb", "disk", "block", "/dev/sda"),)))
+    detail = vx.disconnect_volumes(world.ctx(), t)
+    assert detail == "volume v1: kept, in use: " \
+                     f"{P1} {IQN2} lun 0: domain instance-1"
+    assert world.calls == []
+
+
+def test_errors_are_recorded_on_a_delete_with_disks_and_raised_otherwise(world, sim):
+    sim.connect(P1, IQN2)
+    world.fail = "iscsiadm exploded"
+    item = leak_plan(world, IQN2).volumes[0] | {"volume_id": "v1"}
+    with_disks = TeardownPlan("c1", Classification.RUNNING_DELETED, Action.REAP, "i-c", (),
+                              True, False, "deleted", volumes=(item,))
+    detail = vx.disconnect_volumes(world.ctx(), with_disks)
+    assert detail == "volume v1: FAILED, ignored as on a delete with disks: iscsiadm exploded"
+    shared = TeardownPlan("c1", Classification.EVACUATED, Action.REAP, "i-c", (),
+                          False, False, "evacuated, shared storage", volumes=(item,))
+    with pytest.raises(vx.VolumeError, match="iscsiadm exploded"):
+        vx.disconnect_volumes(world.ctx(), shared)
+    leak = leak_plan(world, IQN2)
+    with pytest.raises(vx.VolumeError, match="iscsiadm exploded"):
+        vx.disconnect_volumes(world.ctx(), leak)
+
+
+def test_shared_item_is_kept_without_touching_anything(world, sim):
+    item = {"volume_id": "v1", "keep": "shared: still used by domain instance-1 (multi-attach)",
+            "targets": []}
+    t = TeardownPlan("c1", Classification.EVACUATED, Action.REAP, "i-c", (), True, False,
+                     "x", volumes=(item,))
+    assert vx.disconnect_volumes(world.ctx(), t) == \
+        "volume v1: kept: shared: still used by domain instance-1 (multi-attach)"
+
+
+def test_no_lock_path_is_an_error(world, sim):
+    sim.connect(P1, IQN2)
+    world.lock_path = None
+    with pytest.raises(vx.VolumeError, match="lock_path"):
+        vx.disconnect_volumes(world.ctx(), leak_plan(world, IQN2))
+
+
+def test_reread_bdms(engine):
+    mine = novadb.add_instance(engine, host=HOST)["uuid"]
+    coming = novadb.add_instance(engine, host="cmp-9")["uuid"]
+    novadb.add_migration(engine, coming, "cmp-9", HOST, "running", "live-migration")
+    elsewhere = novadb.add_instance(engine, host="cmp-9")["uuid"]
+    gone = novadb.add_instance(engine, host=HOST, deleted=True)["uuid"]
+    keep = [novadb.add_bdm(engine, mine)["id"], novadb.add_bdm(engine, coming)["id"]]
+    novadb.add_bdm(engine, mine, deleted=True)
+    novadb.add_bdm(engine, mine, source_type="image", destination_type="local",
+                   device_name="/dev/vda")
+    novadb.add_bdm(engine, elsewhere)
+    novadb.add_bdm(engine, gone)
+    rows = vx.reread_bdms(engine, HOST)
+    assert [r[0] for r in rows] == keep
+    assert json.loads(rows[0][3])["driver_volume_type"] == "iscsi"

@@ -1,0 +1,146 @@
+"""volume_wiring.enable plugs iSCSI into a Reaper; one in-process audit pass shows it.
+
+The initiator is simulated (tests/iscsi_sim: this kernel has no iscsi_tcp); the pass
+reads it through the [iscsi] options and PATH. Audit only: nothing is disconnected
+(disconnects run against the real os-brick in tests/functional/test_iscsi_reaper.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import sqlalchemy as sa
+from oslo_config import cfg
+
+from reaper import audit as audit_mod
+from reaper import planner, reconcile, volume_wiring
+from reaper import policy as policy_mod
+from reaper import state as state_mod
+from reaper.executor import teardown
+from reaper.nova import schema
+from reaper.records import Action, Classification, ResourceKind
+from tests import iscsi_sim
+from tests.fixtures import novadb
+
+CONF = cfg.CONF
+HOST = "wiring-host"
+P1 = "10.0.0.1:3260"
+
+
+@pytest.fixture
+def registries(monkeypatch):
+    monkeypatch.setattr(reconcile, "EXTRA_COLLECTORS", {})
+    monkeypatch.setattr(reconcile, "LEAK_KINDS", {})
+    monkeypatch.setattr(planner, "EXTENSIONS", [])
+    monkeypatch.setattr(planner, "REVERIFIERS", {})
+    monkeypatch.setattr(teardown, "STEP_HANDLERS", {})
+
+
+@pytest.fixture
+def sim(tmp_path, monkeypatch):
+    s = iscsi_sim.SimHost(str(tmp_path / "iscsi")).init()
+    for k, v in iscsi_sim.env(s.root).items():
+        if k in ("PATH", "ISCSI_SIM_ROOT"):
+            monkeypatch.setenv(k, v)
+    CONF.set_override("sysfs_root", s.sys, "iscsi")
+    CONF.set_override("dev_root", s.dev, "iscsi")
+    yield s
+    CONF.clear_override("sysfs_root", "iscsi")
+    CONF.clear_override("dev_root", "iscsi")
+
+
+def make_reaper(tmp_path, url, conn) -> reconcile.Reaper:
+    pol = policy_mod.Policy(host=HOST, hypervisor_hostname=HOST,
+                            instances_path=str(tmp_path / "instances"),
+                            actions=policy_mod.default_actions(), grace_observations=1,
+                            grace_seconds=0, instances_path_shared="false")
+    (tmp_path / "instances").mkdir(exist_ok=True)
+    return reconcile.Reaper(policy=pol, libvirt_uri="test:///default",
+                            engine=sa.create_engine(url),
+                            state=state_mod.StateDB(str(tmp_path / "state")),
+                            audit=audit_mod.AuditLog(str(tmp_path / "audit.log"), HOST),
+                            connect=lambda: conn)
+
+
+def test_options_and_defaults():
+    assert policy_mod.default_actions()[Classification.LEAKED_ISCSI] is Action.LOG
+    assert CONF.reaper.leaked_iscsi_action == "log"
+    groups = dict(volume_wiring.list_opts())
+    assert [o.dest for o in groups["iscsi"]] == ["sysfs_root", "dev_root", "iscsiadm",
+                                                 "iscsiadm_timeout"]
+    assert "lock_path" in [o.dest for o in groups["os_brick"]]
+    from reaper import opts
+    assert {g for g, _ in opts.list_opts()} >= {"iscsi", "os_brick", "reaper"}
+
+
+def test_enable_registers_every_part(registries, tmp_path):
+    r = make_reaper(tmp_path, f"sqlite:///{tmp_path / 'n.sqlite'}", None)
+    r.policy = dataclasses.replace(r.policy, actions={})
+    CONF.set_override("leaked_iscsi_action", "reap", "reaper")
+    try:
+        volume_wiring.enable(r)
+    finally:
+        CONF.clear_override("leaked_iscsi_action", "reaper")
+    assert "iscsi_session" in reconcile.EXTRA_COLLECTORS
+    assert reconcile.LEAK_KINDS == {Classification.LEAKED_ISCSI: ResourceKind.ISCSI_SESSION}
+    assert len(planner.EXTENSIONS) == 1 and Classification.LEAKED_ISCSI in planner.REVERIFIERS
+    assert "disconnect_volumes" in teardown.STEP_HANDLERS
+    assert "iscsi" in r.extras
+    assert r.policy.actions[Classification.LEAKED_ISCSI] is Action.REAP
+    volume_wiring.enable(r)                 # idempotent
+    assert len(planner.EXTENSIONS) == 1
+    r.close()
+
+
+def test_audit_pass_reports_leaks_and_keeps_used_sessions(registries, tmp_path, sim):
+    import libvirt
+    url = f"sqlite:///{tmp_path / 'nova.sqlite'}"
+    eng = sa.create_engine(url)
+    schema.create_all(eng)
+    novadb.add_compute_node(eng, HOST)
+    live = novadb.add_instance(eng, host=HOST)["uuid"]
+    used, leaked = "iqn.2010-10.org.openstack:volume-used", "iqn.2010-10.org.openstack:volume-gone"
+    sim.add_target(used, [P1], [1])
+    sim.add_target(leaked, [P1], [0])
+    sim.connect(P1, used)
+    sim.connect(P1, leaked)
+    novadb.add_bdm(eng, live, connection_info=novadb.iscsi_connection_info(
+        "v", target_portal=P1, target_iqn=used, target_lun=1))
+    conn = libvirt.open("test:///default")
+    r = volume_wiring.enable(make_reaper(tmp_path, url, conn))
+    try:
+        rep = r.run_pass("audit")
+    finally:
+        r.close()
+        conn.close()
+        eng.dispose()
+    found = [f for f in rep.findings if f["classification"] == "leaked_iscsi"]
+    assert [(f["kind"], f["resource"], f["action"], f["result"]) for f in found] == [
+        ("iscsi_session", f"{P1} {leaked} lun 0 (sdb)", "log", "logged")]
+    assert rep.exit_code == 3 and rep.actions == []
+    assert len(sim.sessions()) == 2
+    assert not [c for c in sim.commands("iscsiadm") if "--logout" in c["argv"]]
+
+
+def test_observation_guard_holds_a_leak_back(registries, tmp_path, sim):
+    import libvirt
+    url = f"sqlite:///{tmp_path / 'nova.sqlite'}"
+    eng = sa.create_engine(url)
+    schema.create_all(eng)
+    novadb.add_compute_node(eng, HOST)
+    novadb.add_instance(eng, host=HOST)
+    sim.add_target("iqn.x:gone", [P1], [0])
+    sim.connect(P1, "iqn.x:gone")
+    conn = libvirt.open("test:///default")
+    r = volume_wiring.enable(make_reaper(tmp_path, url, conn))
+    r.policy = dataclasses.replace(r.policy, grace_observations=2, grace_seconds=0, actions={
+        **r.policy.actions, Classification.LEAKED_ISCSI: Action.REAP})
+    try:
+        rep = r.run_pass("reap")
+    finally:
+        r.close()
+        conn.close()
+        eng.dispose()
+    (f,) = [f for f in rep.findings if f["classification"] == "leaked_iscsi"]
+    assert f["action"] == "reap" and f["result"] == "waiting_grace"
+    assert rep.actions == [] and len(sim.sessions()) == 1
