@@ -5,7 +5,8 @@ import itertools
 
 
 def list_opts():
-    from reaper import audit, config, policy, reconcile  # noqa: F401
+    from reaper import audit, config, policy, reconcile, volume_wiring  # noqa: F401
+    from reaper import network_wiring
     from reaper.cmd import agent
     from reaper.executor import domain
     from reaper.inventory import libvirt
@@ -16,5 +17,8 @@ def list_opts():
         ("database", db.database_opts),
         ("libvirt", libvirt.libvirt_opts),
         ("reaper", itertools.chain(policy.reaper_opts, audit.audit_opts,
-                                   domain.executor_opts, agent.agent_opts)),
+                                   domain.executor_opts, agent.agent_opts,
+                                   volume_wiring.reaper_opts, network_wiring.reaper_opts)),
+        *volume_wiring.list_opts(),
+        *network_wiring.list_opts(),
     ]

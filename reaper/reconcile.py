@@ -20,7 +20,7 @@ from reaper.inventory import dirs as dir_inv
 from reaper.inventory import libvirt as libvirt_inv
 from reaper.nova import db as nova_db
 from reaper.nova import view as nova_view
-from reaper.records import Action, CollectorResult, Inventory, ResourceKind
+from reaper.records import Action, Classification, CollectorResult, Inventory, ResourceKind
 from reaper.report import PassReport
 
 LOG = logging.getLogger(__name__)
@@ -39,6 +39,9 @@ MODES = ("audit", "reap", "reclaim")
 # Collectors of further resource kinds: kind -> fn(reaper) -> CollectorResult.
 # Each must only read, and must return ok=False instead of raising.
 EXTRA_COLLECTORS: dict[str, Callable[["Reaper"], CollectorResult]] = {}
+# Teardowns that clean a leak belonging to no instance (their instance_uuid is the
+# leaked resource's name): classification -> the audit kind of their action records.
+LEAK_KINDS: dict[Classification, ResourceKind] = {}
 
 
 def utcnow() -> datetime.datetime:
@@ -76,6 +79,13 @@ class Reaper:
     def close(self) -> None:
         self.state.close()
         self.audit.close()
+        for handle in self.extras.values():     # netlink socket, OVSDB session...
+            close = getattr(handle, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:   # noqa: BLE001 - best effort on shutdown
+                    LOG.debug("closing %r failed", handle, exc_info=True)
         try:
             self.engine.dispose()
         except Exception:   # noqa: BLE001 - best effort on shutdown
@@ -261,8 +271,10 @@ class Reaper:
         kind = ResourceKind.DOMAIN if p.domain_name else (
             ResourceKind.INSTANCE_DIR if p.dirs else ResourceKind.INSTANCE)
         resource = p.domain_name or (p.dirs[0] if p.dirs else p.instance_uuid)
+        uuid = None if p.classification in LEAK_KINDS else p.instance_uuid
+        kind = LEAK_KINDS.get(p.classification, kind)
         rec = self.audit.record(
-            "action", pass_id, kind=kind, resource=resource, instance_uuid=p.instance_uuid,
+            "action", pass_id, kind=kind, resource=resource, instance_uuid=uuid,
             classification=p.classification, action=p.action, result=out.result,
             reason=out.reason,
             evidence={"steps": out.steps, "destroy_disks": p.destroy_disks,
@@ -285,4 +297,6 @@ def _with_dir_size(f):
 def build_from_conf(conf=CONF) -> Reaper:
     config.CONF  # noqa: B018 - [DEFAULT] options registered on import
     os.makedirs(conf.state_path, exist_ok=True)
-    return Reaper.from_conf(conf)
+    from reaper import volume_wiring  # iSCSI volumes: collector, R12/R13, disconnect step
+    from reaper import network_wiring  # VIFs: collectors, R11, unplug step
+    return network_wiring.enable(volume_wiring.enable(Reaper.from_conf(conf), conf), conf)

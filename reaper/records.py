@@ -199,6 +199,7 @@ class Classification(str, enum.Enum):
     INTERRUPTED_DELETE = "interrupted_delete"
     ATTACHMENT_DRIFT = "attachment_drift"
     LEAKED_ISCSI = "leaked_iscsi"
+    LEAKED_VIF = "leaked_vif"
     # not yet actionable: waiting for a timeout / interval to pass
     PENDING = "pending"
 
@@ -332,6 +333,7 @@ class IscsiSession:
     iqn: str
     host_no: int | None = None
     devices: tuple[ScsiDevice, ...] = ()
+    node_type: str = "non-flash"    # "flash": a firmware/boot session, never ours
 
 
 @_frozen
@@ -340,3 +342,43 @@ class IscsiNode:
     portal: str
     tpgt: str
     iqn: str
+
+
+# --------------------------------------------------------------------------
+# Network plumbing (reaper.inventory.network / reaper.inventory.ovs):
+# CollectorResult("vif").items holds NetDevice, CollectorResult("ovs_port") OvsPort.
+# --------------------------------------------------------------------------
+
+@_frozen
+class NetDevice:
+    """A Linux device named like a Nova VIF (tap/qbr/qvb/qvo + 11 characters of the
+    Neutron port id), as one netlink dump shows it."""
+    name: str
+    ifindex: int
+    role: str                   # "tap", "qbr", "qvb", "qvo": the name's prefix
+    port_prefix: str            # the 11 characters of the port id the name encodes
+    kind: str | None            # IFLA_INFO_KIND: "bridge", "veth", "tun", ...
+    mac: str | None = None
+    operstate: str | None = None    # "up", "down", "unknown", ...
+    carrier: bool | None = None     # a tap with carrier is held open by a process
+    master: str | None = None       # the bridge (or datapath) it is a port of
+    peer: str | None = None         # a veth's peer, when in the same namespace
+    peer_netnsid: int | None = None  # set when the veth's peer is in another namespace
+    ports: tuple[str, ...] = ()     # a bridge's ports
+
+
+@_frozen
+class OvsPort:
+    """A port on the integration bridge, with its (first) interface, from one OVSDB read."""
+    name: str
+    bridge: str
+    uuid: str                   # the Port row's uuid
+    iface_type: str             # Interface.type: "" (system), "internal", "patch", ...
+    iface_id: str | None        # external_ids:iface-id (the Neutron port id)
+    attached_mac: str | None
+    vm_uuid: str | None         # external_ids:vm-uuid (os-vif) or vm-id (libvirt)
+    error: str | None = None    # Interface.error
+    ofport: int | None = None
+    n_interfaces: int = 1
+    skip: bool = False          # external_ids:reaper-skip=true on the port or interface
+    external_ids: Mapping[str, str] = dataclasses.field(default_factory=dict)

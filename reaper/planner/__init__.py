@@ -165,6 +165,10 @@ class PlanContext:
 # functions PlanContext -> Plan that add findings, add teardowns, or enrich the
 # existing teardowns (e.g. with the VIFs to unplug). Applied in order.
 EXTENSIONS: list = []
+# Compare-and-act for the teardowns of those extensions that clean a leak owned by no
+# instance (no domain, no directory): classification -> fn(plan, row, migrations,
+# policy, now) -> (ok, why). The extension's executor step re-checks the resource itself.
+REVERIFIERS: dict = {}
 
 
 def build_plan(inv: Inventory, view: NovaView, policy: Policy,
@@ -200,6 +204,8 @@ def reverify(plan: TeardownPlan, row, migrations, policy: Policy,
     if plan.classification is Classification.RECLAIMABLE:
         # The conditional claim UPDATE is the check for reclaim.
         return True, "reclaim is guarded by its conditional claim"
+    if plan.classification in REVERIFIERS:
+        return REVERIFIERS[plan.classification](plan, row, migrations, policy, now)
     if plan.domain_name is None:
         return _reverify_dir(plan, row, migrations, policy)
     v = rules.classify_instance(

@@ -301,7 +301,7 @@ def write_conf(tmp_path, db, host, instances_path, **reaper_opts) -> str:
         f"[DEFAULT]\nhost = {host}\ninstances_path = {instances_path}\n"
         f"state_path = {tmp_path / 'state'}\nuse_stderr = true\n"
         f"[database]\nconnection = {db.url}\n"
-        f"[libvirt]\nconnection_uri = qemu:///system\n[reaper]\n"
+        f"[libvirt]\nconnection_uri = qemu:///system\n[network]\nenabled = false\n[reaper]\n"
         + "".join(f"{k} = {v}\n" for k, v in opts.items()))
     return str(conf)
 

@@ -1,0 +1,347 @@
+"""Benchmark the network collectors against the bare dumps they cannot avoid.
+
+Builds a host of --n hybrid-plugged VIFs (default 1,000): in a network namespace of
+its own, each VIF's qbr bridge, qvb/qvo veth pair and tap (4 devices per VIF), and
+--n ports with iface-id/vm-uuid on an integration bridge (by default on a private
+ovsdb-server started for the run; --ovsdb system uses the test host's server).
+Then, on the same run, best and median of --repeat rounds:
+
+* bare netlink dump: pyroute2 ``IPRoute.get_links()`` with pyroute2's own decoder
+  (the dump the collector is built on), and the raw floor: the same RTM_GETLINK
+  dump on a plain rtnetlink socket, bytes received and split, nothing decoded;
+* bare OVSDB dump: one ``transact`` selecting the columns the collector reads
+  (Bridge, Port, Interface) through python-ovs' JSON-RPC (what ovsdbapp speaks),
+  and the raw floor: the same request on a plain socket, parsed by stdlib json;
+* the same get_links() with the collector's decoder (only the attributes it reads,
+  straight from the buffer), without building records;
+* network collection, warm: what every pass of the agent does (long-lived netlink
+  socket and OVSDB session): ``network.collect`` + ``ovs.collect``;
+* network collection, cold: the same with new handles (socket opened, ovsdbapp IDL
+  connected and its initial monitor dump received), i.e. the agent's first pass;
+* R11 planning over the collected records (pure): every VIF owned by a live
+  instance, and every VIF leaked.
+
+    .venv/bin/python bench/bench_network.py            # 1,000 VIFs, private ovsdb-server
+    .venv/bin/python bench/bench_network.py --n 200 --repeat 3 --ovsdb system
+
+Needs root (namespaces, ovsdb-server). Everything it creates is removed at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid as uuidlib
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+HOST = "bench-cmp-0001"
+OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+SYSTEM_OVSDB = "unix:/var/run/openvswitch/db.sock"
+
+
+def sh(*cmd, check=True, **kw):
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])}... failed: {r.stderr.strip()[:500]}")
+    return r
+
+
+def port_id(i: int) -> str:
+    return f"{0xbe000000 + i:08x}-{i % 256:02x}{i % 97:02x}-4000-8000-{i:012x}"
+
+
+def vm_uuid(i: int) -> str:
+    return f"{i:08x}-aaaa-4bbb-8ccc-{i:012x}"
+
+
+# --------------------------------------------------------------------------
+# the host
+# --------------------------------------------------------------------------
+
+class Host:
+    def __init__(self, n: int, ovsdb: str, workdir: str):
+        self.n = n
+        self.ns = f"reaper-bench-{uuidlib.uuid4().hex[:6]}"
+        self.bridge = f"br-bench-{uuidlib.uuid4().hex[:4]}"
+        self.workdir = workdir
+        self.private = ovsdb == "private"
+        self.remote = SYSTEM_OVSDB
+        self.pidfile = os.path.join(workdir, "ovsdb-server.pid")
+
+    def build(self) -> None:
+        t = time.perf_counter()
+        sh("ip", "netns", "add", self.ns)
+        batch = os.path.join(self.workdir, "links.batch")
+        with open(batch, "w") as f:
+            for i in range(self.n):
+                p = port_id(i)[:11]
+                f.write(f"link add qbr{p} type bridge\n"
+                        f"link add qvb{p} type veth peer name qvo{p}\n"
+                        f"link set qvb{p} master qbr{p}\n"
+                        f"tuntap add tap{p} mode tap\n"
+                        f"link set tap{p} master qbr{p}\n")
+        sh("ip", "-n", self.ns, "-batch", batch)
+        if self.private:
+            db = os.path.join(self.workdir, "conf.db")
+            sock = os.path.join(self.workdir, "db.sock")
+            sh("ovsdb-tool", "create", db, OVS_SCHEMA)
+            sh("ovsdb-server", db, f"--remote=punix:{sock}", f"--pidfile={self.pidfile}",
+               f"--unixctl={os.path.join(self.workdir, 'ovsdb.ctl')}", "--detach",
+               "--no-chdir", "-vconsole:off",
+               f"--log-file={os.path.join(self.workdir, 'ovsdb.log')}")
+            self.remote = f"unix:{sock}"
+            for _ in range(200):
+                if sh("ovs-vsctl", f"--db={self.remote}", "--no-wait", "init",
+                      check=False).returncode == 0:
+                    break
+                time.sleep(0.05)
+        args = ["ovs-vsctl", f"--db={self.remote}", "--no-wait", "--", "add-br", self.bridge,
+                "--", "set", "bridge", self.bridge, "datapath_type=netdev"]
+        for i in range(self.n):
+            name = "qvo" + port_id(i)[:11]
+            args += ["--", "add-port", self.bridge, name, "--", "set", "Interface", name,
+                     f"external_ids:iface-id={port_id(i)}", "external_ids:iface-status=active",
+                     "external_ids:attached-mac=fa:16:3e:00:00:01",
+                     f"external_ids:vm-uuid={vm_uuid(i)}"]
+        sh(*args)
+        self.build_s = time.perf_counter() - t
+
+    def destroy(self) -> None:
+        sh("ip", "netns", "del", self.ns, check=False)
+        if self.private:
+            try:
+                with open(self.pidfile) as f:
+                    os.kill(int(f.read().strip()), signal.SIGTERM)
+            except (OSError, ValueError):
+                pass
+        else:
+            sh("ovs-vsctl", f"--db={self.remote}", "--if-exists", "del-br", self.bridge,
+               check=False)
+            sh("ip", "link", "del", self.bridge, check=False)
+
+    @property
+    def unix_path(self) -> str:
+        return self.remote.split(":", 1)[1]
+
+
+# --------------------------------------------------------------------------
+# bare dumps
+# --------------------------------------------------------------------------
+
+def raw_netlink_dump(sock: socket.socket) -> int:
+    """RTM_GETLINK dump (statistics skipped, as the collector asks): messages counted."""
+    body = struct.pack("=BxHiII", 0, 0, 0, 0, 0) + struct.pack("=HHI", 8, 29, 1 << 3)
+    sock.send(struct.pack("=IHHII", 16 + len(body), 18, 0x301, 1, 0) + body)
+    buf, n = bytearray(1 << 20), 0
+    while True:
+        size = sock.recv_into(buf)
+        off = 0
+        while off < size:
+            length, typ = struct.unpack_from("=IH", buf, off)
+            if typ == 3:                    # NLMSG_DONE
+                return n
+            n += 1
+            off += (length + 3) & ~3
+
+
+def select_request(bridge: str) -> list:
+    return ["Open_vSwitch",
+            {"op": "select", "table": "Bridge", "where": [["name", "==", bridge]],
+             "columns": ["name", "ports", "datapath_type"]},
+            {"op": "select", "table": "Port", "where": [],
+             "columns": ["_uuid", "name", "interfaces", "external_ids"]},
+            {"op": "select", "table": "Interface", "where": [],
+             "columns": ["_uuid", "name", "type", "external_ids", "error", "ofport"]}]
+
+
+def raw_ovsdb_dump(path: str, bridge: str) -> int:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    try:
+        s.sendall(json.dumps({"id": 1, "method": "transact",
+                              "params": select_request(bridge)}).encode())
+        chunks, dec = [], json.JSONDecoder()
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                raise RuntimeError("OVSDB closed the connection")
+            chunks.append(chunk)
+            if chunk.rstrip().endswith(b"}"):
+                try:
+                    obj, _ = dec.raw_decode(b"".join(chunks).decode())
+                    return len(obj["result"][2]["rows"])
+                except ValueError:
+                    continue
+    finally:
+        s.close()
+
+
+def pyovs_dump(remote: str, bridge: str) -> int:
+    import ovs.jsonrpc
+
+    from reaper.inventory import ovs as ovs_inv
+    res = ovs_inv.transact(remote, ovs.jsonrpc.Message.create_request(
+        "transact", select_request(bridge)), 30)
+    return len(res[2]["rows"])
+
+
+# --------------------------------------------------------------------------
+
+
+def timed(fn, repeat: int) -> tuple[float, float, object]:
+    times, out = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), statistics.median(times), out
+
+
+def plan_inputs(devices, ports, n: int, owned: bool):
+    from reaper.records import (
+        CollectorResult, InfoCacheRow, InstanceRow, Inventory, NovaView,
+    )
+    inv = Inventory(CollectorResult("domain", True, ()), CollectorResult("instance_dir", True, ()),
+                    extra={"vif": devices, "ovs_port": ports})
+    rows, caches = {}, {}
+    if owned:
+        for i in range(n):
+            u = vm_uuid(i)
+            rows[u] = InstanceRow(id=i + 1, uuid=u, host=HOST, node=HOST, vm_state="active",
+                                  task_state=None, power_state=1, deleted=0, deleted_at=None)
+            caches[u] = InfoCacheRow(u, json.dumps([{
+                "id": port_id(i), "address": "fa:16:3e:00:00:01", "type": "ovs",
+                "devname": "tap" + port_id(i)[:11], "ovs_interfaceid": port_id(i),
+                "details": {"ovs_hybrid_plug": True}, "network": {"bridge": "br-int"}}]))
+    return inv, NovaView(ok=True, instances=rows, info_caches=caches)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=1000, help="hybrid VIFs (4 devices each)")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--ovsdb", choices=["private", "system"], default="private")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (network namespaces, ovsdb-server)", file=sys.stderr)
+        return 2
+    for tool in ("ip", "ovs-vsctl", "ovsdb-server", "ovsdb-tool"):
+        if shutil.which(tool) is None:
+            print(f"{tool} not found", file=sys.stderr)
+            return 2
+
+    from pyroute2 import IPRoute
+    from pyroute2 import netns as pnetns
+
+    from reaper import planner
+    from reaper.inventory import network as net_inv
+    from reaper.inventory import ovs as ovs_inv
+    from reaper.planner import network as net_plan
+    from reaper.policy import Policy, default_actions
+    from reaper.records import Action, Classification
+
+    workdir = tempfile.mkdtemp(prefix="reaper-bench-net-")
+    host = Host(args.n, args.ovsdb, workdir)
+    try:
+        host.build()
+        R = args.repeat
+        # bare dumps
+        stock = IPRoute(netns=host.ns, flags=0)
+        b_nl = timed(lambda: len(stock.get_links()), R)
+        stock.close()
+        raw = pnetns.create_socket(host.ns, socket.AF_NETLINK, socket.SOCK_RAW, 0)
+        raw.bind((0, 0))
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        r_nl = timed(lambda: raw_netlink_dump(raw), R)
+        raw.close()
+        b_ovs = timed(lambda: pyovs_dump(host.remote, host.bridge), R)
+        r_ovs = timed(lambda: raw_ovsdb_dump(host.unix_path, host.bridge), R)
+
+        # the collectors, warm
+        nl = net_inv.Netlink(host.ns)
+        oh = ovs_inv.OvsHandle(host.remote, host.bridge, 30)
+        first_dev, first_ovs = net_inv.collect(nl), ovs_inv.collect(oh)
+        assert first_dev.ok and first_ovs.ok, (first_dev.error, first_ovs.error)
+        t_nl = timed(lambda: len(nl.dump()), R)
+        w_dev = timed(lambda: net_inv.collect(nl), R)
+        w_ovs = timed(lambda: ovs_inv.collect(oh), R)
+        w_all = timed(lambda: (net_inv.collect(nl), ovs_inv.collect(oh)), R)
+        devices, ports = w_dev[2], w_ovs[2]
+        assert len(devices.items) == 4 * args.n, len(devices.items)
+        assert len(ports.items) == args.n + 1, len(ports.items)   # + the bridge's own
+        nl.close()
+        oh.close()
+
+        # cold: new handles each round
+        def cold():
+            n2, o2 = net_inv.Netlink(host.ns), ovs_inv.OvsHandle(host.remote, host.bridge, 30)
+            try:
+                return net_inv.collect(n2), ovs_inv.collect(o2)
+            finally:
+                n2.close()
+                o2.close()
+        c_all = timed(cold, max(1, min(R, 3)))
+
+        # planning
+        pol = Policy(host=HOST, hypervisor_hostname=HOST, instances_path="/nonexistent",
+                     actions={**default_actions(), Classification.LEAKED_VIF: Action.REAP})
+        now = datetime.datetime(2026, 1, 1)
+        saved = list(planner.EXTENSIONS)
+        planner.EXTENSIONS[:] = [net_plan.extend]
+        try:
+            inv, view = plan_inputs(devices, ports, args.n, owned=True)
+            p_owned = timed(lambda: planner.build_plan(inv, view, pol, now), R)
+            assert p_owned[2].findings == () and p_owned[2].teardowns == ()
+            inv, view = plan_inputs(devices, ports, args.n, owned=False)
+            p_leak = timed(lambda: planner.build_plan(inv, view, pol, now), R)
+            assert len(p_leak[2].teardowns) == args.n
+        finally:
+            planner.EXTENSIONS[:] = saved
+
+        bare, floor = b_nl[0] + b_ovs[0], r_nl[0] + r_ovs[0]
+        rows = [
+            ("bare netlink dump: pyroute2 get_links(), stock decoder", b_nl),
+            ("bare netlink dump: raw socket, bytes only (floor)", r_nl),
+            ("bare OVSDB dump: one transact via python-ovs", b_ovs),
+            ("bare OVSDB dump: raw socket + stdlib json (floor)", r_ovs),
+            ("netlink dump: pyroute2 get_links(), the collector's decoder", t_nl),
+            ("collection, warm: devices (netlink dump -> NetDevice)", w_dev),
+            ("collection, warm: OVS ports (IDL replica -> OvsPort)", w_ovs),
+            ("network collection, warm (agent steady state)", w_all),
+            ("network collection, cold (new socket, IDL connect + dump)", c_all),
+            (f"R11 planning, {args.n} VIFs all owned by live instances", p_owned),
+            (f"R11 planning, {args.n} VIFs all leaked", p_leak),
+        ]
+        print(f"host: {args.n} hybrid VIFs = {len(devices.items)} devices in netns {host.ns}, "
+              f"{len(ports.items) - 1} VIF ports (+1 internal) on {host.bridge} "
+              f"({'private' if host.private else 'system'} ovsdb-server); "
+              f"built in {host.build_s:.1f}s; best/median of {R}")
+        w = max(len(r[0]) for r in rows)
+        print(f"{'':{w}}  {'best':>8}  {'median':>8}")
+        for label, (best, med, _) in rows:
+            print(f"{label:{w}}  {best:8.3f}s {med:8.3f}s")
+        print(f"ratio warm collection / bare dumps (pyroute2 + python-ovs): "
+              f"{w_all[0] / bare:.2f}x  (target <= 1.5x)")
+        print(f"ratio warm collection / raw floor (no decoding):            "
+              f"{w_all[0] / floor:.2f}x")
+        print(f"ratio cold collection / bare dumps:                         "
+              f"{c_all[0] / bare:.2f}x")
+        return 0
+    finally:
+        host.destroy()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

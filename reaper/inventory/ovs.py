@@ -1,0 +1,360 @@
+"""Collector of the OVS side of Nova's VIFs: the ports of the integration bridge.
+
+Read-only here; the unplug step uses the same handle for its one write
+(``DelVifPortCommand``). Through ovsdbapp's native IDL: one long-lived
+connection monitors only the columns the reaper reads (Bridge, Port, Interface),
+so a pass reads its in-memory replica once, under the connection's lock, instead
+of querying ovsdb-server port by port. The replica is only trusted while the
+session is connected: a server that is down (or never answered) makes the
+collector return ``ok=False`` and every OVS write fail, so the guards block the
+kind and the unplug step is retried on a later pass.
+
+ovsdbapp keeps a backend's connection in a class attribute; each handle uses a
+class of its own, so several handles (tests, a reconnect) never share one by
+accident. Writes use ovsdbapp's plain transaction (``ovs-vsctl --no-wait``):
+removing a port never waits for ovs-vswitchd.
+"""
+from __future__ import annotations
+
+import errno
+import threading
+
+import ovs.jsonrpc
+import ovs.poller
+import ovs.stream
+import ovs.timeval
+from oslo_config import cfg
+from oslo_log import log as logging
+from ovsdbapp.backend.ovs_idl import command as ovs_command
+from ovsdbapp.backend.ovs_idl import connection as ovs_connection
+from ovsdbapp.backend.ovs_idl import idlutils
+from ovsdbapp.backend.ovs_idl import transaction as ovs_transaction
+from ovsdbapp.schema.open_vswitch import impl_idl
+
+from reaper.records import CollectorResult, OvsPort
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+KIND = "ovs_port"
+SCHEMA = "Open_vSwitch"
+
+ovs_opts = [
+    cfg.StrOpt("connection", default="tcp:127.0.0.1:6640",
+               help="OVSDB server of this host's Open vSwitch, as os-vif's "
+                    "ovsdb_connection: tcp:IP:PORT or unix:PATH "
+                    "(e.g. unix:/var/run/openvswitch/db.sock)."),
+    cfg.StrOpt("integration_bridge", default="br-int",
+               help="The integration bridge Nova's VIFs are plugged into (Nova's "
+                    "[neutron] ovs_bridge). Only its ports are ever looked at."),
+    cfg.IntOpt("timeout", default=10, min=1,
+               help="Seconds to wait for the OVSDB server to connect, answer or commit "
+                    "before the collector (or the unplug step) counts it as down."),
+]
+CONF.register_opts(ovs_opts, group="ovs")
+
+# What the collector and the unplug step read; nothing else is monitored.
+COLUMNS = {
+    "Bridge": ["name", "ports", "datapath_type"],
+    "Port": ["name", "interfaces", "external_ids"],
+    "Interface": ["name", "type", "external_ids", "error", "ofport"],
+}
+SKIP_KEY = "reaper-skip"
+
+
+class OvsUnavailable(Exception):
+    pass
+
+
+def transact(remote: str, request: ovs.jsonrpc.Message, timeout: float):
+    """One JSON-RPC request/reply on a fresh session, bounded by ``timeout`` seconds
+    (python-ovs' own blocking helpers wait forever on a server that hangs)."""
+    deadline = ovs.timeval.msec() + timeout * 1000
+    err, strm = ovs.stream.Stream.open_block(ovs.stream.Stream.open(remote),
+                                              int(timeout * 1000))
+    if err:
+        raise OvsUnavailable(f"OVSDB {remote}: cannot connect ({_strerror(err)})")
+    rpc = ovs.jsonrpc.Connection(strm)
+    try:
+        err = rpc.send(request)
+        while not err:
+            err, msg = rpc.recv()
+            if err == errno.EAGAIN:
+                if ovs.timeval.msec() > deadline:
+                    raise OvsUnavailable(f"OVSDB {remote} did not answer within {timeout}s")
+                rpc.run()
+                poller = ovs.poller.Poller()
+                rpc.wait(poller)
+                rpc.recv_wait(poller)
+                poller.timer_wait_until(deadline)
+                poller.block()
+                err = 0
+                continue
+            if err:
+                break
+            if msg.type in (ovs.jsonrpc.Message.T_REPLY, ovs.jsonrpc.Message.T_ERROR) \
+                    and msg.id == request.id:
+                if msg.error:
+                    raise OvsUnavailable(f"OVSDB {remote}: {msg.error}")
+                return msg.result
+        raise OvsUnavailable(f"OVSDB {remote}: {_strerror(err)}")
+    finally:
+        rpc.close()
+
+
+def _strerror(err) -> str:
+    return errno.errorcode.get(err, str(err)) if isinstance(err, int) else str(err)
+
+
+class _Api(impl_idl.OvsdbIdl):
+    """ovsdbapp's Open_vSwitch API, without ovs-vsctl's wait for ovs-vswitchd."""
+
+    def create_transaction(self, check_error=False, log_errors=True, **kwargs):
+        return ovs_transaction.Transaction(self, self.ovsdb_connection,
+                                           self.ovsdb_connection.timeout,
+                                           check_error, log_errors)
+
+
+class OvsHandle:
+    """One OVSDB connection (ovsdbapp native IDL) for collection and unplugging."""
+
+    def __init__(self, remote: str, bridge: str, timeout: float = 10):
+        self.remote = remote
+        self.bridge = bridge
+        self.timeout = timeout
+        self._api = None
+        self._lock = threading.Lock()
+
+    def _connect(self):
+        schema = transact(self.remote, ovs.jsonrpc.Message.create_request(
+            "get_schema", [SCHEMA]), self.timeout)
+        helper = idlutils.create_schema_helper(schema)
+        for table, cols in COLUMNS.items():
+            helper.register_columns(table, cols)
+        idl = ovs_connection.OvsdbIdl(self.remote, helper)
+        conn = ovs_connection.Connection(idl, timeout=self.timeout)
+        api_cls = type("ReaperOvsApi", (_Api,), {"_ovsdb_connection": None})
+        try:
+            return api_cls(conn, start=True)
+        except Exception as e:  # noqa: BLE001 - ovsdbapp raises several kinds
+            try:
+                conn.stop(timeout=1)
+            except Exception:  # noqa: BLE001
+                pass
+            raise OvsUnavailable(f"cannot start an OVSDB session with {self.remote}: "
+                                 f"{e}") from None
+
+    def api(self):
+        """The connected API; raises OvsUnavailable when the server is not there."""
+        with self._lock:
+            if self._api is None:
+                self._api = self._connect()
+            api = self._api
+        if not _synced(api.idl):
+            raise OvsUnavailable(f"OVSDB session with {self.remote} is disconnected "
+                                 f"(reconnecting)")
+        return api
+
+    def ping(self) -> None:
+        """A round trip on a fresh session: raises OvsUnavailable unless the server
+        answers now (the long-lived session may not have noticed it is gone)."""
+        transact(self.remote, ovs.jsonrpc.Message.create_request("echo", []), self.timeout)
+        self.api()
+
+    def close(self) -> None:
+        with self._lock:
+            api, self._api = self._api, None
+        if api is not None:
+            try:
+                api.ovsdb_connection.stop(timeout=self.timeout)
+            except Exception:  # noqa: BLE001 - best effort on shutdown
+                pass
+
+    def read_ports(self) -> tuple[bool, tuple[OvsPort, ...]]:
+        """(bridge exists, its ports), read from the replica in one go."""
+        api = self.api()
+        with api.ovsdb_connection.lock:
+            if not _synced(api.idl):
+                raise OvsUnavailable(f"OVSDB session with {self.remote} is disconnected")
+            bridge = _bridge_row(api.idl, self.bridge)
+            if bridge is None:
+                return False, ()
+            try:
+                return True, _fast_ports(api.idl, self.bridge, bridge)
+            except (AttributeError, KeyError, TypeError) as e:   # another python-ovs
+                LOG.debug("replica fast path unavailable (%s), using row attributes", e)
+                return True, tuple(_port_record(self.bridge, p) for p in bridge.ports)
+
+
+def _synced(idl) -> bool:
+    """Connected and monitoring: the replica follows the server."""
+    session = getattr(idl, "_session", None)
+    return bool(session is not None and session.is_connected()
+                and idl.state == idl.IDL_S_MONITORING)
+
+
+def _bridge_row(idl, name: str):
+    try:
+        return idlutils.row_by_value(idl, "Bridge", "name", name)
+    except idlutils.RowNotFound:
+        return None
+
+
+def _fast_ports(idl, bridge_name: str, bridge) -> tuple[OvsPort, ...]:
+    """The bridge's ports read from the replica's committed data.
+
+    python-ovs' Row attribute access rebuilds the datum of every set-valued column
+    on each read (~20 us); outside a transaction a row's committed data
+    (``Row._data``, column -> Datum) is its value, so it is read directly here.
+    Same result as ``_port_record`` (the fallback); the unit of work is one pass
+    over the bridge's ports under the connection lock.
+    """
+    ports_tbl, ifaces_tbl = idl.tables["Port"].rows, idl.tables["Interface"].rows
+    out = []
+    for key in bridge._data["ports"].values:
+        port = ports_tbl.get(key.value)
+        if port is None:
+            continue
+        pd = port._data
+        ifaces = [ifaces_tbl[k.value] for k in pd["interfaces"].values
+                  if k.value in ifaces_tbl]
+        pext = {k.value: v.value for k, v in pd["external_ids"].values.items()}
+        if ifaces:
+            idd = ifaces[0]._data
+            ext = {k.value: v.value for k, v in idd["external_ids"].values.items()}
+            itype = next(iter(idd["type"].values)).value if idd["type"].values else ""
+            err = [k.value for k in idd["error"].values]
+            ofp = [k.value for k in idd["ofport"].values]
+        else:
+            ext, itype, err, ofp = {}, "", [], []
+        skip = any(str(d.get(SKIP_KEY, "")).lower() == "true" for d in (ext, pext))
+        out.append(OvsPort(
+            name=next(iter(pd["name"].values)).value, bridge=bridge_name, uuid=str(port.uuid),
+            iface_type=itype, iface_id=ext.get("iface-id") or None,
+            attached_mac=ext.get("attached-mac") or None,
+            vm_uuid=ext.get("vm-uuid") or ext.get("vm-id") or None,
+            error=err[0] if err else None, ofport=ofp[0] if ofp else None,
+            n_interfaces=len(ifaces), skip=skip, external_ids=ext))
+    return tuple(out)
+
+
+def _port_record(bridge: str, port) -> OvsPort:
+    ifaces = list(port.interfaces)
+    iface = ifaces[0] if ifaces else None
+    ext = dict(iface.external_ids) if iface is not None else {}
+    pext = dict(port.external_ids)
+    skip = any(str(d.get(SKIP_KEY, "")).lower() == "true" for d in (ext, pext))
+    ofport = iface.ofport[0] if iface is not None and iface.ofport else None
+    error = iface.error[0] if iface is not None and iface.error else None
+    return OvsPort(
+        name=port.name, bridge=bridge, uuid=str(port.uuid),
+        iface_type=iface.type if iface is not None else "",
+        iface_id=ext.get("iface-id") or None, attached_mac=ext.get("attached-mac") or None,
+        vm_uuid=(ext.get("vm-uuid") or ext.get("vm-id") or None),
+        error=error, ofport=ofport, n_interfaces=len(ifaces), skip=skip,
+        external_ids=ext)
+
+
+def collect(handle: OvsHandle | None) -> CollectorResult:
+    """The integration bridge's ports (none when it does not exist); ``ok=False``
+    (never an exception) when OVSDB cannot be read."""
+    if handle is None:
+        return CollectorResult(KIND, False, error="no OVSDB handle")
+    try:
+        exists, ports = handle.read_ports()
+    except OvsUnavailable as e:
+        return CollectorResult(KIND, False, error=str(e))
+    except Exception as e:  # noqa: BLE001 - ovsdbapp/python-ovs errors of any kind
+        LOG.warning("OVSDB read failed: %s", e)
+        return CollectorResult(KIND, False, error=f"OVSDB read failed: {e}")
+    if not exists:
+        # Nothing can be plugged into a bridge that does not exist: no port is
+        # unknown, so this is an empty result, not a failure.
+        LOG.debug("integration bridge %s not in OVSDB %s", handle.bridge, handle.remote)
+    return CollectorResult(KIND, True, ports)
+
+
+# --------------------------------------------------------------------------
+# The one write: remove a VIF's port, re-checked inside the transaction.
+# --------------------------------------------------------------------------
+
+VIF_PORT_TYPES = frozenset({"", "system", "tap"})
+
+
+class DelVifPortCommand(ovs_command.BaseCommand):
+    """Delete port ``name`` from ``bridge`` only if it still is the VIF we planned.
+
+    Re-checked on the replica inside the transaction, and ``verify``-ed so that
+    ovsdb-server refuses the commit if the rows changed meanwhile (ovsdbapp then
+    re-runs the command on the fresh replica): the port is on ``bridge``, has one
+    interface of a VIF type, its ``iface-id`` starts with ``prefix`` (equals
+    ``iface_id`` when given), its ``vm-uuid``/``vm-id`` is one of ``vm_uuids``
+    (None: absent), and nobody marked it ``reaper-skip``. ``result`` says what
+    happened: "deleted", "absent", or "kept: <why>".
+    """
+
+    def __init__(self, api, bridge: str, name: str, prefix: str,
+                 iface_id: str | None = None, vm_uuids=(None,)):
+        super().__init__(api)
+        self.bridge, self.name, self.prefix = bridge, name, prefix
+        self.iface_id, self.vm_uuids = iface_id, set(vm_uuids)
+
+    def run_idl(self, txn):
+        idl = self.api.idl
+        if self.name == self.bridge:
+            self.result = "kept: it is the bridge's own port"
+            return
+        try:
+            port = idlutils.row_by_value(idl, "Port", "name", self.name)
+        except idlutils.RowNotFound:
+            self.result = "absent"
+            return
+        br = _bridge_row(idl, self.bridge)
+        if br is None or port not in br.ports:
+            self.result = f"kept: not on {self.bridge}"
+            return
+        ifaces = list(port.interfaces)
+        why = self._refuse(port, ifaces)
+        if why:
+            self.result = "kept: " + why
+            return
+        iface = ifaces[0]
+        for row, col in ((br, "ports"), (port, "interfaces"), (port, "external_ids"),
+                         (iface, "external_ids"), (iface, "type")):
+            row.verify(col)
+        br.delvalue("ports", port)
+        iface.delete()
+        port.delete()
+        self.result = "deleted"
+
+    def _refuse(self, port, ifaces) -> str | None:
+        if len(ifaces) != 1:
+            return f"{len(ifaces)} interfaces"
+        iface = ifaces[0]
+        ext, pext = dict(iface.external_ids), dict(port.external_ids)
+        if any(str(d.get(SKIP_KEY, "")).lower() == "true" for d in (ext, pext)):
+            return f"marked {SKIP_KEY}=true"
+        if iface.type not in VIF_PORT_TYPES:
+            return f"interface type {iface.type!r}"
+        iid = ext.get("iface-id") or ""
+        if not iid.startswith(self.prefix) or (self.iface_id and iid != self.iface_id):
+            return f"iface-id is now {iid or None!r}"
+        vm = ext.get("vm-uuid") or ext.get("vm-id") or None
+        if vm not in self.vm_uuids:
+            return f"vm-uuid is now {vm!r}"
+        return None
+
+
+def delete_vif_port(handle: OvsHandle, bridge: str, name: str, prefix: str,
+                    iface_id: str | None, vm_uuids) -> str:
+    """Run DelVifPortCommand in its own transaction; raises when OVSDB is down."""
+    api = handle.api()
+    cmd = DelVifPortCommand(api, bridge, name, prefix, iface_id, vm_uuids)
+    try:
+        with api.transaction(check_error=True) as txn:
+            txn.add(cmd)
+    except OvsUnavailable:
+        raise
+    except Exception as e:  # noqa: BLE001 - TimeoutException, RuntimeError...
+        raise OvsUnavailable(f"deleting OVS port {name} on {bridge} failed: {e}") from None
+    return cmd.result

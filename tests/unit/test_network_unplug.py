@@ -1,0 +1,275 @@
+"""The unplug step's decisions with fake netlink/OVS handles and a real SQLite Nova DB:
+os-vif's order, re-checks before acting, idempotency, and what is never removed.
+(tests/functional/test_network_*.py run the same step on real devices and OVS.)"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+import pytest
+import sqlalchemy as sa
+
+from reaper.executor import network as net_exec
+from reaper.executor import teardown
+from reaper.inventory import ovs as ovs_inv
+from reaper.nova import schema
+from reaper.policy import Policy
+from reaper.records import (
+    Action, Classification, CollectorResult, Domain, DomainInterface, TeardownPlan,
+)
+from tests.fixtures import novadb
+
+HOST, OTHER = "cmp-1", "cmp-2"
+P = "feed0001-aa"
+PORT = P + "bb-cccc-dddd-eeeeeeeeeeee"
+U = "11111111-2222-3333-4444-555555555555"
+
+
+class FakeNetlink:
+    """Links by name; deleting one end of a veth deletes its peer, a bridge frees its ports."""
+
+    def __init__(self, links: list[dict]):
+        self.links = {ln["ifname"]: dict(ln) for ln in links}
+        self.calls: list[tuple[str, str]] = []
+
+    def _by_index(self, ifindex):
+        return next((ln for ln in self.links.values() if ln["index"] == ifindex), None)
+
+    def dump(self):
+        return [dict(ln) for ln in self.links.values()]
+
+    def set_down(self, ifindex):
+        ln = self._by_index(ifindex)
+        self.calls.append(("down", ln["ifname"] if ln else ifindex))
+        return ln is not None
+
+    def delete(self, ifindex):
+        ln = self._by_index(ifindex)
+        if ln is None:
+            return False
+        self.calls.append(("del", ln["ifname"]))
+        del self.links[ln["ifname"]]
+        if ln.get("kind") == "veth" and ln.get("link"):
+            peer = self._by_index(ln["link"])
+            if peer is not None:
+                del self.links[peer["ifname"]]
+        for other in self.links.values():
+            if other.get("master") == ifindex:
+                other.pop("master")
+        return True
+
+    def close(self):
+        pass
+
+
+class FakeOvs:
+    bridge = "br-int"
+
+    def __init__(self, ports=(), up=True):
+        self.ports = {p: True for p in ports}
+        self.up = up
+
+    def ping(self):
+        if not self.up:
+            raise ovs_inv.OvsUnavailable("OVSDB unix:/x: cannot connect (ENOENT)")
+
+    def close(self):
+        pass
+
+
+def hybrid_links(prefix=P, tap=True, carrier=0):
+    links = [{"index": 10, "ifname": "qbr" + prefix, "kind": "bridge"},
+             {"index": 11, "ifname": "qvb" + prefix, "kind": "veth", "link": 12, "master": 10},
+             {"index": 12, "ifname": "qvo" + prefix, "kind": "veth", "link": 11}]
+    if tap:
+        links.append({"index": 13, "ifname": "tap" + prefix, "kind": "tun", "master": 10,
+                      "carrier": carrier})
+    return links
+
+
+def item(links, ovs_ports=("qvo" + P,), vm_uuids=(U,)):
+    order = {"qbr": 0, "qvb": 1, "qvo": 2, "tap": 3}
+    devs = sorted(({"name": ln["ifname"], "role": ln["ifname"][:3], "kind": ln["kind"],
+                    "ifindex": ln["index"]} for ln in links), key=lambda d: order[d["role"]])
+    return {"prefix": P, "port_id": PORT, "hybrid": True, "vm_uuids": list(vm_uuids),
+            "devices": devs,
+            "ovs_ports": [{"bridge": "br-int", "name": n, "iface_id": PORT, "uuid": None}
+                          for n in ovs_ports], "derived": False}
+
+
+@pytest.fixture
+def engine(tmp_path):
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'nova.sqlite'}")
+    schema.create_all(eng)
+    return eng
+
+
+@pytest.fixture
+def fake_ovs_delete(monkeypatch):
+    deleted = []
+
+    def delete(handle, bridge, name, prefix, iface_id, vm_uuids):
+        if name not in handle.ports:
+            return "absent"
+        deleted.append((bridge, name, frozenset(vm_uuids)))
+        del handle.ports[name]
+        return "deleted"
+    monkeypatch.setattr(ovs_inv, "delete_vif_port", delete)
+    return deleted
+
+
+def ctx_for(engine, nl, ovs, domains=()):
+    handles = net_exec.NetworkHandles(netlink=nl, ovs=ovs, domains=lambda conn: CollectorResult(
+        "domain", True, tuple(domains)))
+    pol = Policy(host=HOST, hypervisor_hostname=HOST, instances_path="/nonexistent")
+    return teardown.Context(conn=object(), engine=engine, state=None, policy=pol,
+                            clock=lambda: datetime.datetime(2026, 1, 1),
+                            extras={"network": handles})
+
+
+def leak_plan(items) -> TeardownPlan:
+    return TeardownPlan(instance_uuid="vif:" + P, classification=Classification.LEAKED_VIF,
+                        action=Action.REAP, domain_name=None, dirs=(), destroy_disks=False,
+                        finalize_db=False, reason="leaked", vifs=tuple(items))
+
+
+def domain_plan(items, uuid=U) -> TeardownPlan:
+    return TeardownPlan(instance_uuid=uuid, classification=Classification.RUNNING_DELETED,
+                        action=Action.REAP, domain_name="instance-00000007", dirs=(),
+                        destroy_disks=True, finalize_db=False, reason="deleted",
+                        vifs=tuple(items))
+
+
+def test_hybrid_unplug_in_os_vif_order_and_idempotent(engine, fake_ovs_delete):
+    links = hybrid_links()
+    nl, ovs = FakeNetlink(links), FakeOvs(["qvo" + P])
+    ctx = ctx_for(engine, nl, ovs)
+    out = net_exec.unplug_vifs(ctx, leak_plan([item(links)]))
+    assert nl.calls == [("down", "qbr" + P), ("del", "qbr" + P), ("del", "qvo" + P),
+                        ("del", "tap" + P)]
+    assert fake_ovs_delete == [("br-int", "qvo" + P, frozenset({U, None}))]
+    assert nl.links == {} and ovs.ports == {}
+    assert "removed qbr" in out and "ovs br-int:qvo" in out and "(and qvb" in out
+    # a second run (a resumed journal) finds everything gone and succeeds
+    again = net_exec.unplug_vifs(ctx, leak_plan([item(links)]))
+    assert again == f"{P}: already gone"
+
+
+def test_ovs_down_fails_before_anything_is_removed(engine, fake_ovs_delete):
+    links = hybrid_links()
+    nl = FakeNetlink(links)
+    ctx = ctx_for(engine, nl, FakeOvs(["qvo" + P], up=False))
+    with pytest.raises(ovs_inv.OvsUnavailable):
+        net_exec.unplug_vifs(ctx, leak_plan([item(links)]))
+    assert nl.calls == [] and len(nl.links) == 4
+
+
+@pytest.mark.parametrize("change,kept", [
+    (lambda ls: ls[0].update(index=99), "recreated since planned"),
+    (lambda ls: ls.append({"index": 20, "ifname": "eth9", "kind": "veth", "master": 10}),
+     "has ports ['eth9']"),
+    (lambda ls: ls[3].update(carrier=1), "held open"),
+    (lambda ls: ls[2].update(link=30) or ls.append(
+        {"index": 30, "ifname": "vethX", "kind": "veth", "link": 12}), "its peer is vethX"),
+    (lambda ls: ls[2].update(netnsid=4), "another namespace"),
+    (lambda ls: ls[0].update(kind="veth"), "kind veth"),
+])
+def test_what_changed_since_planning_is_kept(engine, fake_ovs_delete, change, kept):
+    planned = hybrid_links()
+    now = [dict(ln) for ln in planned]
+    change(now)
+    nl = FakeNetlink(now)
+    out = net_exec.unplug_vifs(ctx_for(engine, nl, FakeOvs(["qvo" + P])),
+                               leak_plan([item(planned)]))
+    assert kept in out
+
+
+def test_a_port_claimed_in_the_db_since_planning_is_kept(engine, fake_ovs_delete):
+    v = novadb.add_instance(engine, host=HOST)["uuid"]
+    novadb.add_info_cache(engine, v, [novadb.vif(PORT)])
+    links = hybrid_links()
+    nl = FakeNetlink(links)
+    out = net_exec.unplug_vifs(ctx_for(engine, nl, FakeOvs(["qvo" + P])),
+                               leak_plan([item(links)]))
+    assert out == f"{P}: kept (now claimed by instance(s) {v})"
+    assert nl.calls == [] and fake_ovs_delete == []
+
+
+def test_a_leak_whose_vm_uuid_is_live_again_is_kept(engine, fake_ovs_delete):
+    novadb.add_instance(engine, U, host=HOST)
+    links = hybrid_links()
+    out = net_exec.unplug_vifs(ctx_for(engine, FakeNetlink(links), FakeOvs()),
+                               leak_plan([item(links)]))
+    assert out == f"{P}: kept (its vm-uuid {U} is live on this host)"
+
+
+def test_another_domain_using_it_keeps_it(engine, fake_ovs_delete):
+    links = hybrid_links()
+    dom = Domain(uuid="99999999-0000-0000-0000-000000000000", name="build-box", state="running",
+                 nova_owned=False, nova_uuid=None,
+                 interfaces=(DomainInterface("bridge", None, "vnet0", "qbr" + P),))
+    out = net_exec.unplug_vifs(ctx_for(engine, FakeNetlink(links), FakeOvs(), [dom]),
+                               leak_plan([item(links)]))
+    assert out == f"{P}: kept (now used by domain(s) build-box)"
+
+
+def test_the_torn_down_domain_itself_does_not_keep_its_vifs(engine, fake_ovs_delete):
+    links = hybrid_links(tap=False)           # libvirt removed the tap with the domain
+    own = Domain(uuid=U, name="instance-00000007", state="shutoff", nova_owned=True,
+                 nova_uuid=U, interfaces=(DomainInterface("bridge", None, "tap" + P, "qbr" + P),))
+    nl = FakeNetlink(links)
+    out = net_exec.unplug_vifs(ctx_for(engine, nl, FakeOvs(["qvo" + P]), [own]),
+                               domain_plan([item(hybrid_links())]))
+    assert nl.links == {} and "removed" in out
+
+
+def test_an_unreadable_domain_aborts_a_leak_teardown(engine, fake_ovs_delete):
+    links = hybrid_links()
+    dom = Domain(uuid="99999999-0000-0000-0000-000000000000", name="mystery", state="unknown",
+                 nova_owned=False, nova_uuid=None)
+    with pytest.raises(teardown.Aborted, match="mystery"):
+        net_exec.unplug_vifs(ctx_for(engine, FakeNetlink(links), FakeOvs(), [dom]),
+                             leak_plan([item(links)]))
+
+
+def test_no_network_handles_is_an_error():
+    ctx = dataclasses.replace(ctx_for(None, FakeNetlink([]), FakeOvs()), extras={})
+    with pytest.raises(RuntimeError, match="not enabled"):
+        net_exec.unplug_vifs(ctx, leak_plan([]))
+
+
+def test_derived_names_are_removed_only_if_they_are_this_ports(engine, fake_ovs_delete):
+    links = hybrid_links()
+    it = item(links)
+    it["devices"] = [dict(d, ifindex=None, kind=None) for d in it["devices"]]
+    it["ovs_ports"] = [{"bridge": None, "name": n + P, "iface_id": None, "uuid": None}
+                       for n in ("tap", "qvo")]
+    nl, ovs = FakeNetlink(links), FakeOvs(["qvo" + P])
+    net_exec.unplug_vifs(ctx_for(engine, nl, ovs), domain_plan([it]))
+    assert nl.links == {} and fake_ovs_delete == [("br-int", "qvo" + P, frozenset({U, None}))]
+
+
+# --------------------------------------------------------------------------
+# db_claims
+# --------------------------------------------------------------------------
+
+def test_db_claims(engine):
+    here = novadb.add_instance(engine, host=HOST)["uuid"]
+    novadb.add_info_cache(engine, here, [novadb.vif(PORT)])
+    elsewhere = novadb.add_instance(engine, host=OTHER)["uuid"]
+    q = "feed0002-bb" + "cc-dddd-eeee-ffffffffffff"
+    novadb.add_info_cache(engine, elsewhere, [novadb.vif(q)])
+    flying = novadb.add_instance(engine, host=OTHER)["uuid"]
+    r = "feed0003-cc" + "cc-dddd-eeee-ffffffffffff"
+    novadb.add_info_cache(engine, flying, [novadb.vif(r)])
+    novadb.add_migration(engine, flying, OTHER, HOST, "running", "live-migration")
+    gone = novadb.add_instance(engine, host=HOST, deleted=True)["uuid"]
+    s = "feed0004-dd" + "cc-dddd-eeee-ffffffffffff"
+    novadb.add_info_cache(engine, gone, [novadb.vif(s)])
+    broken = novadb.add_instance(engine, host=HOST)["uuid"]
+    t = "feed0005-ee"
+    novadb.add_info_cache(engine, broken, '[{"id": "' + t + 'xx", "addr')
+    got = net_exec.db_claims(engine, HOST, [PORT[:11], q[:11], r[:11], s[:11], t])
+    assert got == {PORT[:11]: [here], r[:11]: [flying], t: [broken]}
+    assert net_exec.db_claims(engine, HOST, [PORT[:11]], exclude=here) == {}
+    assert net_exec.db_claims(engine, HOST, []) == {}
