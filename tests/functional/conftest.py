@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from reaper.nova import schema
 from tests.conftest import service_unavailable
+from tests.fixtures.domains import domain_exists
 
 LIBVIRT_URI = os.environ.get("REAPER_TEST_LIBVIRT_URI", "qemu:///system")
 MARIADB_URL = os.environ.get("REAPER_TEST_MYSQL_URL", "mysql+pymysql://reaper:reaper@127.0.0.1/")
@@ -178,21 +179,11 @@ class KvmDomainFactory:
                                       | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
                                       | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
             except libvirt.libvirtError as exc:
-                if _exists(conn, uuid):        # gone meanwhile is fine
+                if domain_exists(conn, uuid):        # gone meanwhile is fine
                     errors.append(f"{name} ({uuid}): {exc}")
         if conn is not self.conn:
             conn.close()
         return errors
-
-
-def _exists(conn, uuid: str) -> bool:
-    import libvirt
-
-    try:
-        conn.lookupByUUIDString(uuid)
-        return True
-    except libvirt.libvirtError:
-        return False
 
 
 @pytest.fixture

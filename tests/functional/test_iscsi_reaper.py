@@ -24,7 +24,6 @@ import uuid as uuidlib
 import pytest
 
 from tests import iscsi_sim
-from tests.conftest import service_unavailable
 from tests.fixtures import novadb
 
 pytestmark = pytest.mark.functional
@@ -46,11 +45,7 @@ def host():
 
 @pytest.fixture
 def sim(tmp_path):
-    try:
-        subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
-                       check=True, capture_output=True, timeout=30)
-    except (OSError, subprocess.CalledProcessError) as e:
-        service_unavailable("mount namespaces (unshare --mount, needs root)", e)
+    iscsi_sim.require_mount_namespaces()
     return iscsi_sim.SimHost(str(tmp_path / "iscsi")).init()
 
 

@@ -35,11 +35,7 @@ IscsidLines = ("iSCSI Connection State:", "Internal iscsid Session State:")
 
 @pytest.fixture
 def sim(tmp_path):
-    try:
-        subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
-                       check=True, capture_output=True, timeout=30)
-    except (OSError, subprocess.CalledProcessError) as e:
-        service_unavailable("mount namespaces (unshare --mount, needs root)", e)
+    iscsi_sim.require_mount_namespaces()
     s = iscsi_sim.SimHost(str(tmp_path / "host")).init()
     s.add_target(IQN1, [P1, P2], [0, 1])
     s.add_target(IQN2, [P1], [3])

@@ -13,24 +13,16 @@ from __future__ import annotations
 import datetime
 import uuid as uuidlib
 
-import libvirt
 import pytest
 
 from reaper import policy as policy_mod
 from reaper.records import Action, Classification
 from tests.fixtures import netplumb as npl
 from tests.fixtures import novadb
+from tests.fixtures.domains import domain_exists
 from tests.fixtures.netplumb import ovs_bridge  # noqa: F401
 
 pytestmark = pytest.mark.functional
-
-
-def _exists(conn, uuid) -> bool:
-    try:
-        conn.lookupByUUIDString(uuid)
-        return True
-    except libvirt.libvirtError:
-        return False
 
 
 def test_reaping_a_running_deleted_kvm_guest_unplugs_its_hybrid_vif(
@@ -76,7 +68,7 @@ def test_reaping_a_running_deleted_kvm_guest_unplugs_its_hybrid_vif(
         steps = dict(act["steps"])
         assert list(steps) == ["destroy_domain", "unplug_vifs", "undefine_domain"]
         assert n["qbr"] in steps["unplug_vifs"] and n["qvo"] in steps["unplug_vifs"]
-        assert not _exists(libvirt_conn, u)
+        assert not domain_exists(libvirt_conn, u)
         left = set(n.values()) & npl.links(None)
         assert not left, f"plumbing left behind: {left}"
         assert n["qvo"] not in npl.ovs_ports(ovs_bridge)

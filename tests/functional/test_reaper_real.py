@@ -25,6 +25,7 @@ from reaper import state as state_mod
 from reaper.executor import teardown
 from reaper.nova import schema
 from tests.fixtures import novadb
+from tests.fixtures.domains import domain_exists
 
 pytestmark = pytest.mark.functional
 
@@ -55,15 +56,6 @@ def domain_with_dir(factory, instances_path, uuid, **kw):
     return dom, d
 
 
-def exists(conn, uuid) -> bool:
-    import libvirt
-    try:
-        conn.lookupByUUIDString(uuid)
-        return True
-    except libvirt.libvirtError:
-        return False
-
-
 def row(engine, uuid) -> dict:
     return novadb.get_instance(engine, uuid)
 
@@ -82,10 +74,10 @@ def test_evacuated_instance_is_destroyed_and_its_files_removed(
     assert dom.isActive()
     r = make_reaper(tmp_path, nova_db, host, instances_path)
     audit = r.run_pass("audit")
-    assert audit.exit_code == 3 and exists(libvirt_conn, u) and d.exists()
+    assert audit.exit_code == 3 and domain_exists(libvirt_conn, u) and d.exists()
     rep = r.run_pass("reap")
     assert rep.exit_code == 4, rep.to_table()
-    assert not exists(libvirt_conn, u)
+    assert not domain_exists(libvirt_conn, u)
     assert not d.exists() and os.listdir(instances_path.path) == []
     # idempotent: a second pass finds nothing more to do
     again = r.run_pass("reap")
@@ -106,7 +98,7 @@ def test_evacuated_instance_keeps_files_on_shared_storage(
     r = make_reaper(tmp_path, nova_db, host, instances_path, instances_path_shared="true")
     rep = r.run_pass("reap")
     assert rep.exit_code == 4, rep.to_table()
-    assert not exists(libvirt_conn, u)
+    assert not domain_exists(libvirt_conn, u)
     assert (d / "disk").exists(), "the destination's disk on shared storage must survive"
 
 
@@ -120,14 +112,14 @@ def test_running_deleted_is_reaped_only_after_the_timeout(
     r = make_reaper(tmp_path, nova_db, host, instances_path, running_deleted_timeout=3600)
     rep = r.run_pass("reap")
     assert [f["classification"] for f in rep.findings] == ["pending"]
-    assert rep.actions == [] and exists(libvirt_conn, u) and d.exists()
+    assert rep.actions == [] and domain_exists(libvirt_conn, u) and d.exists()
     with nova_db.engine.begin() as c:
         c.execute(sa.update(schema.instances).where(schema.instances.c.uuid == u)
                   .values(deleted_at=ago(OLD)))
     rep = r.run_pass("reap")
     assert [(a["classification"], a["result"]) for a in rep.actions] == [
         ("running_deleted", "done")], rep.to_table()
-    assert not exists(libvirt_conn, u) and not d.exists()
+    assert not domain_exists(libvirt_conn, u) and not d.exists()
 
 
 def test_foreign_unknown_and_in_flight_domains_are_left_alone(
@@ -149,7 +141,7 @@ def test_foreign_unknown_and_in_flight_domains_are_left_alone(
     assert got == {foreign: "foreign", flying: "in_flight", unknown: "unknown"}
     assert rep.actions == []
     for u in (live, foreign, flying, unknown, notnova):
-        assert exists(libvirt_conn, u)
+        assert domain_exists(libvirt_conn, u)
         assert libvirt_conn.lookupByUUIDString(u).isActive()
     assert len(os.listdir(instances_path.path)) == 4
 
@@ -173,7 +165,7 @@ def test_reclaim_tears_down_and_soft_deletes_rows(
     rep = r.run_pass("reap")
     assert [(a["instance_uuid"], a["result"]) for a in rep.actions] == [(u, "done")], \
         rep.to_table()
-    assert not exists(libvirt_conn, u) and not d.exists()
+    assert not domain_exists(libvirt_conn, u) and not d.exists()
     got = row(nova_db.engine, u)
     assert got["deleted"] == got["id"] and got["vm_state"] == "deleted"
     assert got["task_state"] is None and got["power_state"] == 0
@@ -189,7 +181,7 @@ def test_reclaim_tears_down_and_soft_deletes_rows(
     leftovers = rep.actions[0]["evidence"]["controller_leftovers"]
     assert leftovers["allocations"] == {"consumer": u}
     # the not-yet-expired one is untouched and still restorable
-    assert exists(libvirt_conn, keep) and dk.exists()
+    assert domain_exists(libvirt_conn, keep) and dk.exists()
     assert row(nova_db.engine, keep)["vm_state"] == "soft-delete"
 
 
@@ -212,7 +204,7 @@ def test_a_restore_that_lands_first_wins(
     monkeypatch.setattr(teardown, "_verify", restore_then_verify)
     rep = r.run_pass("reap")
     assert [(a["instance_uuid"], a["result"]) for a in rep.actions] == [(u, "backed_off")]
-    assert exists(libvirt_conn, u) and libvirt_conn.lookupByUUIDString(u).isActive()
+    assert domain_exists(libvirt_conn, u) and libvirt_conn.lookupByUUIDString(u).isActive()
     assert (d / "disk").exists()
     got = row(nova_db.engine, u)
     assert got["vm_state"] == "active" and got["deleted"] == 0 and got["task_state"] is None
@@ -228,7 +220,7 @@ def test_unreachable_db_destroys_nothing(tmp_path, host, kvm_domain_factory, lib
     assert rep.exit_code == 1 and rep.actions == []
     assert "view_unavailable" in [g["guard"] for g in rep.guards]
     assert "secret" not in json.dumps(rep.as_dict())
-    assert exists(libvirt_conn, u) and d.exists()
+    assert domain_exists(libvirt_conn, u) and d.exists()
 
 
 def test_db_with_zero_instances_for_our_host_destroys_nothing(
@@ -241,7 +233,7 @@ def test_db_with_zero_instances_for_our_host_destroys_nothing(
     rep = r.run_pass("reap")
     assert rep.exit_code == 5 and rep.actions == []
     assert [g["guard"] for g in rep.guards] == ["empty_view"]
-    assert exists(libvirt_conn, u) and d.exists() and orphan.exists()
+    assert domain_exists(libvirt_conn, u) and d.exists() and orphan.exists()
 
 
 def test_unknown_host_identity_refuses_everything(
@@ -251,7 +243,7 @@ def test_unknown_host_identity_refuses_everything(
     domain_with_dir(kvm_domain_factory, instances_path, u)
     rep = make_reaper(tmp_path, nova_db, host, instances_path).run_pass("reap")
     assert [g["guard"] for g in rep.guards] == ["host_identity"] and rep.exit_code == 5
-    assert exists(libvirt_conn, u)
+    assert domain_exists(libvirt_conn, u)
 
 
 def test_mass_destruction_guard_trips_until_approved(
@@ -264,13 +256,13 @@ def test_mass_destruction_guard_trips_until_approved(
     r = make_reaper(tmp_path, nova_db, host, instances_path, max_destroy_per_pass=2)
     rep = r.run_pass("reap")
     assert rep.exit_code == 5 and [g["guard"] for g in rep.guards] == ["mass_destruction"]
-    assert all(exists(libvirt_conn, u) for u in doomed)
+    assert all(domain_exists(libvirt_conn, u) for u in doomed)
     assert {f["result"] for f in rep.findings} == {"blocked"}
     assert r.state.approve(rep.pass_id, novadb.utcnow())
     rep2 = r.run_pass("reap")
     assert sorted(a["instance_uuid"] for a in rep2.actions if a["result"] == "done") == \
         sorted(doomed), rep2.to_table()
-    assert not any(exists(libvirt_conn, u) for u in doomed)
+    assert not any(domain_exists(libvirt_conn, u) for u in doomed)
 
 
 # ---------------------------------------------------------------------------
@@ -336,7 +328,7 @@ def test_sigkill_between_reclaim_steps_resumes_to_the_same_end(
     assert resumed.returncode in (0, 4), resumed.stdout[-3000:] + resumed.stderr[-3000:]
     report = json.loads(resumed.stdout)
     assert [(a["instance_uuid"], a["result"]) for a in report["actions"]] == [(u, "done")]
-    assert not exists(libvirt_conn, u)
+    assert not domain_exists(libvirt_conn, u)
     assert os.listdir(instances_path.path) == []
     got = row(nova_db.engine, u)
     assert got["deleted"] == got["id"] and got["vm_state"] == "deleted"
@@ -359,7 +351,7 @@ def test_sigkill_during_evacuated_teardown_resumes(
     assert manage(conf, "reap", kill_after=kill_after).returncode == -signal.SIGKILL
     resumed = manage(conf, "reap", "--format", "json")
     assert resumed.returncode == 4, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert not exists(libvirt_conn, u) and os.listdir(instances_path.path) == []
+    assert not domain_exists(libvirt_conn, u) and os.listdir(instances_path.path) == []
 
 
 @pytest.mark.parametrize("nova_db", ["sqlite"], indirect=True)
