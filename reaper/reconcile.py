@@ -183,7 +183,7 @@ class Reaper:
 
         # Finish what an earlier, interrupted pass started (re-verified inside).
         if acting and not pass_blocked and mode == "reap":
-            resumed = self._resume(ctx, rep)
+            resumed = self._resume(ctx, rep, blocked_kinds)
             if resumed:
                 inv, view = self._load(conn, pol)
                 rep.db_queries += view.queries
@@ -199,12 +199,7 @@ class Reaper:
         # Which teardowns may run now: guards, then the grace period per resource.
         runnable, waiting = [], {}
         for t in teardowns:
-            kinds = {f.kind.value for f in t.findings}
-            if t.domain_name:
-                kinds.add(ResourceKind.DOMAIN.value)
-            if t.dirs:
-                kinds.add(ResourceKind.INSTANCE_DIR.value)
-            if kinds & blocked_kinds:
+            if _teardown_kinds(t) & blocked_kinds:
                 waiting[id(t)] = "blocked"
                 continue
             ok = all(guards.ripe(f.key, observations, pol, self.clock())[0] for f in t.findings)
@@ -254,9 +249,12 @@ class Reaper:
             out = teardown.execute(ctx, t, rep.pass_id)
             rep.actions.append(self._record_outcome(rep.pass_id, out))
 
-    def _resume(self, ctx, rep: PassReport) -> int:
+    def _resume(self, ctx, rep: PassReport, blocked_kinds: set[str]) -> int:
         n = 0
         for entry in self.state.unfinished():
+            if _teardown_kinds(entry.plan) & blocked_kinds:
+                LOG.info("journaled teardown %s waits: a collector it needs failed", entry.id)
+                continue
             LOG.info("resuming journaled teardown %s of %s (steps so far: %s)",
                      entry.id, entry.plan.instance_uuid, entry.steps)
             out = teardown.execute(ctx, entry.plan, rep.pass_id, journal_id=entry.id,
@@ -283,6 +281,20 @@ class Reaper:
             **extra)
         rec["steps"] = out.steps
         return rec
+
+
+def _teardown_kinds(t) -> set[str]:
+    """The resource kinds a teardown touches: a failed collector of any of them holds it."""
+    kinds = {f.kind.value for f in t.findings}
+    if t.domain_name:
+        kinds.add(ResourceKind.DOMAIN.value)
+    if t.dirs:
+        kinds.add(ResourceKind.INSTANCE_DIR.value)
+    if t.vifs:
+        kinds.update((ResourceKind.VIF.value, ResourceKind.OVS_PORT.value))
+    if t.volumes:
+        kinds.add(ResourceKind.ISCSI_SESSION.value)
+    return kinds
 
 
 def _with_dir_size(f):

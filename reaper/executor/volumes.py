@@ -141,10 +141,12 @@ def _critical(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
     doms = h.list_domains(ctx.conn)
     if not doms.ok:
         raise VolumeError(f"cannot re-read the domains: {doms.error}")
+    unsure = []
     for dom in doms.items:
         if dom.uuid != plan.instance_uuid:
             refs.add_domain(host, dom)
-    unsure = []
+            if dom.state == vol.UNREADABLE_DOMAIN_STATE:
+                unsure.append(f"the XML of domain {dom.name} could not be read")
     for bdm_id, uuid, volume_id, text in reread_bdms(ctx.engine, ctx.policy.host):
         if uuid == plan.instance_uuid:
             continue

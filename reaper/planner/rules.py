@@ -63,12 +63,16 @@ def old_enough(deleted_at: datetime.datetime | None, seconds: int,
 
 
 def in_flight_migrations(migs: Iterable[MigrationRow], host: str) -> list[MigrationRow]:
-    """Non-evacuation moves touching our host that have not reached a final status."""
+    """Moves touching our host that have not reached a final status.
+
+    An evacuation counts only when it comes to us (we are rebuilding the
+    instance here); one leaving us is R2's business.
+    """
     return [m for m in migs
             if m.deleted == 0
-            and m.migration_type != "evacuation"
             and (m.status or "") not in FINAL_MIGRATION_STATUSES
-            and host in (m.source_compute, m.dest_compute)]
+            and (host == m.dest_compute if m.migration_type == "evacuation"
+                 else host in (m.source_compute, m.dest_compute))]
 
 
 def evacuations_from(migs: Iterable[MigrationRow], host: str) -> list[MigrationRow]:

@@ -62,6 +62,9 @@ BDM_TEARDOWNS = frozenset({Classification.RECLAIMABLE, Classification.RUNNING_DE
 _BY_PATH_RE = re.compile(r"(?:^|/|-)ip-(?P<portal>.+?)-iscsi-(?P<iqn>.+)-lun-(?P<lun>\d+)$")
 _MAX_LISTED = 50
 
+# reaper.inventory.libvirt.UNKNOWN_STATE: a domain whose XML could not be read.
+UNREADABLE_DOMAIN_STATE = "unknown"
+
 
 # --------------------------------------------------------------------------
 # connection_info and names
@@ -395,6 +398,9 @@ def extend(ctx) -> Plan:
         if dom.uuid in torn_down:
             continue
         protected_refs.add_domain(host, dom)
+        if dom.state == UNREADABLE_DOMAIN_STATE:
+            unsure.append(f"the XML of domain {dom.name} could not be read: it may use "
+                          f"any session")
     if not ctx.inv.domains.ok:
         unsure.append("the domain list is unavailable: a domain may use any session")
     flying = rules.in_flight_migrations(ctx.view.migrations, ctx.policy.host)

@@ -323,3 +323,16 @@ def test_row_only_reclaim_waits_for_the_domain_list():
     view = NovaView(ok=True, instances={U: row(vm_state="soft-delete", deleted_at=OLD)})
     plan = planner.build_plan(inv, view, policy(), NOW)
     assert plan.teardowns == ()
+
+
+def test_incoming_evacuation_is_in_flight_for_domains_and_dirs():
+    incoming = mig(source=OTHER, dest=HOST, status="pre-migrating")
+    plan = run([domain()], [], [row(host=OTHER, task_state="rebuild_spawning")], [incoming])
+    assert [(f.classification, f.action) for f in plan.findings] == [
+        (Classification.IN_FLIGHT, Action.NONE)]
+    # the rebuild's directory, before the domain is defined, is not an orphan
+    plan = run([], [idir()], [row(host=OTHER, task_state="rebuild_spawning")], [incoming])
+    assert plan.findings == () and plan.teardowns == ()
+    # an evacuation leaving us is still R2, not in flight
+    plan = run([domain()], [], [row(host=OTHER)], [mig(status="pre-migrating")])
+    assert plan.findings[0].classification is Classification.EVACUATED

@@ -473,3 +473,12 @@ def test_teardown_with_file_disks_goes_on_while_iscsi_state_is_unknown():
     plan = run(items=[], iscsi_ok=False, domains=[domain(C, [f"{ROOT}/{C}/disk"])],
                rows=[row(C, host=OTHER)], migs=[mig(C)])
     assert _teardown(plan, C).volumes == ()
+
+
+def test_a_domain_whose_xml_could_not_be_read_makes_every_leak_log_only():
+    # It may use any session: its disks are unknown (review finding, PR-level).
+    unreadable = Domain(uuid="99999999-0000-0000-0000-000000000001", name="appliance",
+                        state="unknown", nova_owned=False, nova_uuid=None)
+    plan = run(items=[S_ONE], domains=[unreadable], rows=[row()], action="reap")
+    assert leaks(plan) and {f.action for f in leaks(plan)} == {Action.LOG}
+    assert leak_plans(plan) == []
