@@ -75,12 +75,22 @@ def steps_for(plan: TeardownPlan) -> list[str]:
     return steps
 
 
-def _verify(ctx: Context, plan: TeardownPlan) -> None:
+def _verify(ctx: Context, plan: TeardownPlan, claimed: bool = False) -> None:
     row = nova_view.reread_instance(ctx.engine, plan.instance_uuid)
     migs = nova_view.reread_migrations(ctx.engine, plan.instance_uuid)
     ok, why = planner.reverify(plan, row, migs, ctx.policy, ctx.clock())
     if not ok:
         raise Aborted(why)
+    if claimed:
+        # Resuming a reclaim whose claim is done: the row must still be ours
+        # (an operator's reset-state, for one, ends the reclaim).
+        ours = (row is not None and row.deleted == 0 and row.vm_state == "soft-delete"
+                and row.task_state == "deleting" and row.host == ctx.policy.host)
+        finalized = row is not None and (row.archived or (
+            row.deleted != 0 and row.vm_state == "deleted"))
+        if not (ours or finalized):
+            raise Aborted("the reclaim's claim is gone: the row is no longer soft-deleted "
+                          "and claimed by this host")
 
 
 def _claim(ctx: Context, plan: TeardownPlan, resuming: bool) -> str:
@@ -130,7 +140,8 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
     leftovers = None
     try:
         # Compare-and-act before anything changes (and again when resuming).
-        _verify(ctx, plan)
+        _verify(ctx, plan, claimed=plan.action is Action.RECLAIM
+                and done_steps.get("claim") == "done")
         if plan.action is Action.RECLAIM and "finalize_db" not in (
                 s for s, st in done_steps.items() if st == "done"):
             leftovers = nova_reclaim.leftovers(ctx.engine, plan.instance_uuid)

@@ -157,7 +157,8 @@ def _load_instances(run: _Runner, host: str, uuids: list[str], size: int) -> dic
         if batch:
             # Rows the first select already returns are not sent twice.
             parts.append(sa.select(*_cols(i_, _INSTANCE_COLS)).where(
-                i_.c.uuid.in_(batch), sa.not_(sa.and_(i_.c.host == host, i_.c.deleted == 0))))
+                i_.c.uuid.in_(batch),
+                sa.or_(i_.c.host.is_(None), i_.c.host != host, i_.c.deleted != 0)))
         stmt = parts[0] if len(parts) == 1 else sa.union_all(*parts)
         for row in run.rows(stmt):
             if row.uuid not in found:       # a local row on our host comes twice

@@ -202,8 +202,14 @@ def reverify(plan: TeardownPlan, row, migrations, policy: Policy,
              now: datetime.datetime) -> tuple[bool, str]:
     """Compare-and-act: does a freshly read row still justify this teardown?"""
     if plan.classification is Classification.RECLAIMABLE:
-        # The conditional claim UPDATE is the check for reclaim.
+        if policy.reclaim_instance_interval <= 0:
+            return False, "reclaim is now disabled (reclaim_instance_interval = 0)"
+        # The conditional claim UPDATE is the check for reclaim; a resumed reclaim
+        # re-checks its own claim in the executor.
         return True, "reclaim is guarded by its conditional claim"
+    if policy.action_for(plan.classification) is not plan.action:
+        return False, (f"the configured action for {plan.classification.value} is now "
+                       f"{policy.action_for(plan.classification).value}")
     if plan.classification in REVERIFIERS:
         return REVERIFIERS[plan.classification](plan, row, migrations, policy, now)
     if plan.domain_name is None:

@@ -139,6 +139,17 @@ def classify_instance(uuid: str, row: InstanceRow | None, migs: list[MigrationRo
                        ev, fixed_action=Action.NONE)
     evacs = evacuations_from(migs, host)
     if evacs:
+        newest = max(evacs, key=lambda m: m.id)
+        later = [m for m in migs if m.id > newest.id
+                 and host in (m.source_compute, m.dest_compute)]
+        if later:
+            # The instance came back towards us after that evacuation (even if
+            # that move failed): the domain here may be its only copy.
+            ev["later_migrations"] = migration_evidence(later)
+            return Verdict(Classification.FOREIGN,
+                           "evacuated from this host earlier, but a later migration "
+                           "touches this host again: not treating it as evacuated", ev,
+                           fixed_action=Action.LOG)
         ev["evacuation"] = migration_evidence(evacs[-1:])[0]
         return Verdict(Classification.EVACUATED,
                        f"evacuated from this host to {evacs[-1].dest_compute}", ev)

@@ -336,3 +336,24 @@ def test_incoming_evacuation_is_in_flight_for_domains_and_dirs():
     # an evacuation leaving us is still R2, not in flight
     plan = run([domain()], [], [row(host=OTHER)], [mig(status="pre-migrating")])
     assert plan.findings[0].classification is Classification.EVACUATED
+
+
+def test_an_evacuation_followed_by_a_move_back_is_not_evacuated():
+    back = MigrationRow(id=2, uuid="m2", instance_uuid=U, source_compute=OTHER,
+                        dest_compute=HOST, source_node=OTHER, dest_node=HOST,
+                        status="failed", migration_type="evacuation", deleted=0)
+    plan = run([domain()], [idir()], [row(host=OTHER, vm_state="error")], [mig(), back])
+    assert [(f.classification, f.action) for f in plan.findings] == [
+        (Classification.FOREIGN, Action.LOG)]
+    assert plan.teardowns == ()
+
+
+def test_reverify_refuses_when_the_configured_action_changed():
+    from reaper.records import TeardownPlan
+    t = TeardownPlan(U, Classification.EVACUATED, Action.REAP, "instance-00000007", (), True,
+                     False, "x")
+    acts = default_actions() | {Classification.EVACUATED: Action.LOG}
+    ok, why = planner.reverify(t, row(host=OTHER), [mig()], policy(actions=acts), NOW)
+    assert not ok and "now log" in why
+    r = TeardownPlan(U, Classification.RECLAIMABLE, Action.RECLAIM, None, (), True, True, "x")
+    assert not planner.reverify(r, row(), [], policy(reclaim_instance_interval=0), NOW)[0]
