@@ -193,13 +193,13 @@ def test_a_restore_that_lands_first_wins(
     r = make_reaper(tmp_path, nova_db, host, instances_path, reclaim_instance_interval=3600)
     original = teardown._verify
 
-    def restore_then_verify(ctx, plan):
+    def restore_then_verify(ctx, plan, **kw):
         # nova-api's restore: vm_state back to active, only while task_state is NULL
         with nova_db.engine.begin() as c:
             c.execute(sa.update(schema.instances).where(
                 schema.instances.c.uuid == u, schema.instances.c.task_state.is_(None))
                 .values(vm_state="active", deleted_at=None))
-        return original(ctx, plan)
+        return original(ctx, plan, **kw)
 
     monkeypatch.setattr(teardown, "_verify", restore_then_verify)
     rep = r.run_pass("reap")
