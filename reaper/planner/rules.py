@@ -53,9 +53,6 @@ def migration_evidence(migs: Iterable[MigrationRow]) -> list[dict]:
             for m in migs]
 
 
-_LIVE = None  # set below, once Verdict exists
-
-
 def old_enough(deleted_at: datetime.datetime | None, seconds: int,
                now: datetime.datetime) -> bool:
     """Nova's _deleted_old_enough: a NULL deleted_at counts as old."""
