@@ -53,6 +53,9 @@ class AuditLog:
         self.host = host
         self._lock = threading.Lock()
         self._f = None
+        # Called with every record after it is written (notifications, metrics).
+        # A listener that raises is logged and ignored: the audit never fails a pass.
+        self._listeners: list = []
         if path:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self._f = open(path, "a", buffering=1, encoding="utf-8")
@@ -61,6 +64,10 @@ class AuditLog:
         if self._f:
             self._f.close()
             self._f = None
+
+    def subscribe(self, listener) -> None:
+        """Call ``listener(record)`` for every record from now on."""
+        self._listeners.append(listener)
 
     def record(self, event: str, pass_id: str, **fields) -> dict:
         rec = {"ts": datetime.datetime.now(datetime.timezone.utc).isoformat(),
@@ -76,6 +83,11 @@ class AuditLog:
             if self._f:
                 self._f.write(line + "\n")
         LOG.log(_LEVELS.get(event, std_logging.INFO), "%s", line)
+        for listener in list(self._listeners):
+            try:
+                listener(rec)
+            except Exception:   # noqa: BLE001 - see subscribe()
+                LOG.exception("audit listener %r failed", listener)
         return rec
 
     def finding(self, pass_id: str, f: Finding, result: str, **extra) -> dict:
