@@ -7,7 +7,7 @@ import itertools
 def list_opts():
     from reaper import audit, config, policy, reconcile, volume_wiring  # noqa: F401
     from reaper import network_wiring
-    from reaper.cmd import agent
+    from reaper.agent import service
     from reaper.executor import domain
     from reaper.inventory import libvirt
     from reaper.nova import db
@@ -17,7 +17,7 @@ def list_opts():
         ("database", db.database_opts),
         ("libvirt", libvirt.libvirt_opts),
         ("reaper", itertools.chain(policy.reaper_opts, audit.audit_opts,
-                                   domain.executor_opts, agent.agent_opts,
+                                   domain.executor_opts, service.agent_opts,
                                    volume_wiring.reaper_opts, network_wiring.reaper_opts)),
         *volume_wiring.list_opts(),
         *network_wiring.list_opts(),

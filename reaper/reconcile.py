@@ -20,7 +20,8 @@ from reaper.inventory import dirs as dir_inv
 from reaper.inventory import libvirt as libvirt_inv
 from reaper.nova import db as nova_db
 from reaper.nova import view as nova_view
-from reaper.records import Action, Classification, CollectorResult, Inventory, ResourceKind
+from reaper.records import (Action, Classification, CollectorResult, GuardResult, Inventory,
+                            ResourceKind)
 from reaper.report import PassReport
 
 LOG = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ class Reaper:
     connect: Callable[[], object] | None = None
     # Handles the executor steps of further resource kinds need (teardown.Context.extras).
     extras: dict = dataclasses.field(default_factory=dict)
+    # Set by the agent: SIGTERM (checked between teardown steps and between
+    # teardowns) and the watchdog ping (called between phases and steps).
+    should_stop: Callable[[], bool] = lambda: False
+    heartbeat: Callable[[], None] = lambda: None
     _parse_cache: libvirt_inv.ParseCache = dataclasses.field(
         default_factory=libvirt_inv.ParseCache, repr=False)
 
@@ -133,9 +138,20 @@ class Reaper:
 
     # -- the pass ---------------------------------------------------------------
 
+    def check_identity(self) -> tuple[bool, GuardResult]:
+        """DESIGN 5's host identity, on its own (the agent checks it before its first
+        pass). Returns (whether the DB could be read, the guard's verdict)."""
+        empty = Inventory(domains=CollectorResult("domain", True),
+                          dirs=CollectorResult("instance_dir", True))
+        view = nova_view.load_view(self.engine, self.policy.host, empty.local_uuids())
+        return view.ok, guards.host_identity(view, self.policy, self._compute_id())
+
     def run_pass(self, mode: str = "audit", dry_run: bool | None = None,
                  only_uuid: str | None = None,
-                 policy: policy_mod.Policy | None = None) -> PassReport:
+                 policy: policy_mod.Policy | None = None,
+                 on_planned: Callable[[PassReport], None] | None = None) -> PassReport:
+        """One pass. ``on_planned`` is called once the plan is made and audited,
+        before anything is executed (the agent's READY=1)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         pol = policy or self.policy
@@ -147,7 +163,7 @@ class Reaper:
                          started_at=now.isoformat())
         conn = self._open_libvirt()
         try:
-            self._pass(conn, rep, pol, mode, acting, only_uuid)
+            self._pass(conn, rep, pol, mode, acting, only_uuid, on_planned)
         except Exception as e:  # noqa: BLE001 - a pass reports, it never crashes the agent
             LOG.exception("pass %s failed", pass_id)
             rep.errors.append(f"pass failed: {e}")
@@ -169,10 +185,12 @@ class Reaper:
         return inv, view
 
     def _pass(self, conn, rep: PassReport, pol, mode: str, acting: bool,
-              only_uuid: str | None) -> None:
+              only_uuid: str | None, on_planned=None) -> None:
         ctx = teardown.Context(conn=conn, engine=self.engine, state=self.state,
-                               policy=pol, clock=self.clock, extras=self.extras)
+                               policy=pol, clock=self.clock, extras=self.extras,
+                               should_stop=self.should_stop, heartbeat=self.heartbeat)
         inv, view = self._load(conn, pol)
+        self.heartbeat()
         rep.db_queries += view.queries
         tripped = [g for g in guards.unready_view(inv, view, pol)]
         ident = guards.host_identity(view, pol, self._compute_id())
@@ -236,13 +254,20 @@ class Reaper:
             result = result_of.get(f.key, "logged" if f.action is not Action.NONE else "none")
             rec = self.audit.finding(rep.pass_id, f, result, **({"grace": why} if why else {}))
             rep.findings.append(rec)
+        self.heartbeat()
+        if on_planned is not None:
+            on_planned(rep)
 
         if not acting or pass_blocked:
             return
         # A teardown still in the journal (it failed this pass and retries next
         # pass) is not started a second time under a new entry.
         pending = {e.plan.instance_uuid for e in self.state.unfinished()}
-        for t in runnable:
+        # Like nova-compute's init_host, evacuated instances go first.
+        for t in sorted(runnable, key=lambda t: t.classification is not Classification.EVACUATED):
+            if self.should_stop():
+                LOG.info("stopping: the remaining teardowns wait for the next pass")
+                break
             if t.instance_uuid in pending:
                 LOG.info("teardown of %s waits for its journaled attempt", t.instance_uuid)
                 continue
@@ -252,6 +277,8 @@ class Reaper:
     def _resume(self, ctx, rep: PassReport, blocked_kinds: set[str]) -> int:
         n = 0
         for entry in self.state.unfinished():
+            if self.should_stop():
+                break
             if _teardown_kinds(entry.plan) & blocked_kinds:
                 LOG.info("journaled teardown %s waits: a collector it needs failed", entry.id)
                 continue

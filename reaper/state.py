@@ -9,7 +9,9 @@ import dataclasses
 import datetime
 import json
 import os
+import functools
 import sqlite3
+import threading
 from typing import Iterable
 
 from reaper.records import Action, Classification, Finding, TeardownPlan
@@ -41,6 +43,11 @@ CREATE TABLE IF NOT EXISTS journal_steps (
     detail TEXT,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (journal_id, step)
+);
+CREATE TABLE IF NOT EXISTS flags (
+    name TEXT PRIMARY KEY,         -- e.g. 'paused' (survives a restart)
+    value TEXT NOT NULL,
+    updated_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS blocked_passes (
     pass_id TEXT PRIMARY KEY,
@@ -89,21 +96,34 @@ class JournalEntry:
     attempts: int
 
 
+def _locked(method):
+    """The agent's RPC threads read status while a pass writes: one statement group at a time."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 class StateDB:
     def __init__(self, state_path: str):
         os.makedirs(state_path, mode=0o700, exist_ok=True)
         self.path = os.path.join(state_path, "reaper-state.sqlite")
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         # Every journal write must be on disk before the step it describes runs.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 
+    @_locked
     def close(self) -> None:
         self._db.close()
 
     # -- observations ---------------------------------------------------------
 
+    @_locked
     def observe(self, findings: Iterable[Finding], now: datetime.datetime) -> dict[str, tuple[int, datetime.datetime]]:
         """Record this pass's findings; anything not seen again starts over."""
         seen = {}
@@ -128,6 +148,7 @@ class StateDB:
 
     # -- journal -------------------------------------------------------------
 
+    @_locked
     def begin(self, plan: TeardownPlan, pass_id: str, now: datetime.datetime) -> int:
         cur = self._db.execute(
             "INSERT INTO journal (pass_id, instance_uuid, plan, status, created_at, updated_at) "
@@ -135,6 +156,7 @@ class StateDB:
             (pass_id, plan.instance_uuid, plan_to_json(plan), _ts(now), _ts(now)))
         return cur.lastrowid
 
+    @_locked
     def step(self, journal_id: int, step: str, status: str, now: datetime.datetime,
              detail: str | None = None) -> None:
         self._db.execute(
@@ -143,16 +165,19 @@ class StateDB:
             "detail=excluded.detail, updated_at=excluded.updated_at",
             (journal_id, step, status, detail, _ts(now)))
 
+    @_locked
     def finish(self, journal_id: int, status: str, now: datetime.datetime,
                error: str | None = None) -> None:
         self._db.execute("UPDATE journal SET status=?, error=?, updated_at=? WHERE id=?",
                          (status, error, _ts(now), journal_id))
 
+    @_locked
     def retry(self, journal_id: int, now: datetime.datetime, error: str | None) -> None:
         self._db.execute(
             "UPDATE journal SET attempts=attempts+1, error=?, updated_at=? WHERE id=?",
             (error, _ts(now), journal_id))
 
+    @_locked
     def unfinished(self) -> list[JournalEntry]:
         rows = self._db.execute(
             "SELECT id, pass_id, plan, attempts FROM journal WHERE status='running' ORDER BY id"
@@ -164,21 +189,25 @@ class StateDB:
             out.append(JournalEntry(jid, pass_id, plan_from_json(plan), steps, attempts))
         return out
 
+    @_locked
     def backlog(self) -> int:
         return self._db.execute("SELECT count(*) FROM journal WHERE status='running'").fetchone()[0]
 
     # -- mass-destruction approvals -----------------------------------------
 
+    @_locked
     def record_blocked(self, pass_id: str, keys: list[str], now: datetime.datetime) -> None:
         self._db.execute("INSERT OR REPLACE INTO blocked_passes (pass_id, teardown_keys, created_at) "
                          "VALUES (?, ?, ?)", (pass_id, json.dumps(sorted(keys)), _ts(now)))
 
+    @_locked
     def approve(self, pass_id: str, now: datetime.datetime) -> bool:
         cur = self._db.execute(
             "UPDATE blocked_passes SET approved_at=? WHERE pass_id=? AND used_at IS NULL",
             (_ts(now), pass_id))
         return cur.rowcount == 1
 
+    @_locked
     def approval_covering(self, keys: list[str]) -> str | None:
         """An approved, unused blocked pass whose plan covers all of ``keys``."""
         want = set(keys)
@@ -189,5 +218,27 @@ class StateDB:
                 return pass_id
         return None
 
+    @_locked
+    def blocked_unapproved(self, limit: int = 20) -> list[dict]:
+        """Passes the mass-destruction guard blocked that nobody approved yet, newest first."""
+        return [{"pass_id": p, "created_at": c, "teardowns": len(json.loads(k))}
+                for p, c, k in self._db.execute(
+                    "SELECT pass_id, created_at, teardown_keys FROM blocked_passes "
+                    "WHERE approved_at IS NULL ORDER BY created_at DESC LIMIT ?", (limit,))]
+
+    @_locked
+    def get_flag(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM flags WHERE name=?", (name,)).fetchone()
+        return row[0] if row else None
+
+    @_locked
+    def set_flag(self, name: str, value: str | None, now: datetime.datetime) -> None:
+        if value is None:
+            self._db.execute("DELETE FROM flags WHERE name=?", (name,))
+        else:
+            self._db.execute("INSERT OR REPLACE INTO flags VALUES (?, ?, ?)",
+                             (name, value, _ts(now)))
+
+    @_locked
     def use_approval(self, pass_id: str, now: datetime.datetime) -> None:
         self._db.execute("UPDATE blocked_passes SET used_at=? WHERE pass_id=?", (_ts(now), pass_id))

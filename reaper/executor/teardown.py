@@ -26,7 +26,7 @@ LOG = logging.getLogger(__name__)
 @dataclasses.dataclass
 class Outcome:
     plan: TeardownPlan
-    result: str                 # done | aborted | failed | backed_off
+    result: str                 # done | aborted | failed | backed_off | interrupted
     reason: str
     steps: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     leftovers: dict | None = None
@@ -42,6 +42,10 @@ class Context:
     clock: Callable[[], datetime.datetime]
     # Handles of further resource kinds (netns/OVSDB, os-brick connector...).
     extras: dict = dataclasses.field(default_factory=dict)
+    # The agent's SIGTERM: checked between steps, never inside one.
+    should_stop: Callable[[], bool] = lambda: False
+    # The agent's liveness ping (sd_notify WATCHDOG), called before each step.
+    heartbeat: Callable[[], None] = lambda: None
 
 
 class Aborted(Exception):
@@ -154,6 +158,9 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
             ctx.state.retry(journal_id, ctx.clock(), f"re-verify failed: {e}")
         return Outcome(plan, "failed", f"could not re-verify: {e}", journal_id=journal_id)
 
+    if ctx.should_stop():
+        return Outcome(plan, "interrupted", "the agent is stopping: not started",
+                       journal_id=journal_id)
     if journal_id is None:
         journal_id = ctx.state.begin(plan, pass_id, ctx.clock())
     out.journal_id = journal_id
@@ -162,6 +169,12 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
         if done_steps.get(step) == "done":
             out.steps.append((step, "done earlier"))
             continue
+        if ctx.should_stop():
+            # The journal entry stays 'running': the next start resumes here.
+            return dataclasses.replace(
+                out, result="interrupted",
+                reason=f"the agent is stopping: resumes at step {step} on the next pass")
+        ctx.heartbeat()
         ctx.state.step(journal_id, step, "started", ctx.clock())
         try:
             detail = _run_step(ctx, plan, step, resuming or done_steps.get(step) == "started")

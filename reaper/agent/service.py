@@ -1,0 +1,311 @@
+"""The agent: the host's one pass lock, pause/approve, and the periodic main loop.
+
+Every pass on this host goes through ``Agent.run_pass`` (timers, init_host, RPC
+calls), so there is one pass at a time. The main loop runs the timers, pings the
+systemd watchdog, reloads mutable options on SIGHUP between passes, and on
+SIGTERM lets the current teardown finish the step it is in, then exits; the
+journal holds the rest for the next start.
+"""
+from __future__ import annotations
+
+import datetime
+import random
+import signal
+import threading
+import time
+from typing import Callable
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from reaper import config, reconcile
+from reaper import policy as policy_mod
+from reaper.agent import schedule
+from reaper.agent.sdnotify import SdNotify
+from reaper.report import PassReport
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+agent_opts = [
+    cfg.IntOpt("reconcile_interval", default=600, mutable=True,
+               help="Seconds between reconcile (reap) passes after the init_host pass; "
+                    "negative disables them."),
+    cfg.IntOpt("reclaim_poll_interval", default=300, mutable=True,
+               help="Seconds between reclaim passes (expired soft-deleted instances); "
+                    "negative disables them. Reclaim also happens in reconcile passes."),
+    cfg.FloatOpt("interval_jitter", default=0.1, min=0.0, max=1.0, mutable=True,
+                 help="Each periodic pass starts up to this fraction of its interval late, "
+                      "at random, so a fleet of hosts does not query the Nova DB in "
+                      "lockstep."),
+]
+CONF.register_opts(agent_opts, group="reaper")
+
+# sysexits' EX_CONFIG: a bad configuration or a host identity that does not match
+# the DB. The unit's RestartPreventExitStatus keeps systemd from looping on it.
+EXIT_CONFIG = 78
+
+
+class Busy(Exception):
+    """Another pass holds this host's pass lock for longer than the caller would wait."""
+
+
+class Paused(Exception):
+    """The agent is paused: no destructive pass runs (audits and dry runs still do)."""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+class Agent:
+    def __init__(self, reaper: reconcile.Reaper, conf=CONF, notify: SdNotify | None = None,
+                 rng: random.Random | None = None,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.reaper = reaper
+        self.conf = conf
+        self.host = reaper.policy.host
+        self.sd = notify if notify is not None else SdNotify()
+        self.stop_event = threading.Event()
+        self._wake = threading.Event()
+        self._reload = threading.Event()
+        self._pass_lock = threading.Lock()
+        self._running: dict | None = None
+        self._last: PassReport | None = None
+        self._ready = False
+        self._rng = rng or random.Random()
+        self._mono = monotonic
+        # Read once here and on a good reload only: a broken edit never reaches the loop.
+        self._iv = self._read_intervals()
+        # Called as fn(agent, report) after every pass (metrics, tests).
+        self.pass_listeners: list[Callable[["Agent", PassReport], None]] = []
+        reaper.should_stop = self.stop_event.is_set
+        reaper.heartbeat = self.sd.watchdog
+
+    # -- what RPC and the loop share ---------------------------------------------
+
+    @property
+    def paused(self) -> str | None:
+        """The reason given to pause, or None when not paused (survives restarts)."""
+        return self.reaper.state.get_flag("paused")
+
+    def run_pass(self, mode: str, dry_run: bool | None = None, only_uuid: str | None = None,
+                 *, source: str = "timer", wait: float | None = None) -> PassReport:
+        if mode not in reconcile.MODES:
+            raise ValueError(f"mode must be one of {', '.join(reconcile.MODES)}")
+        self._refuse_if_paused(mode, dry_run)
+        deadline = None if wait is None else self._mono() + wait
+        while not self._pass_lock.acquire(timeout=1.0):
+            self.sd.watchdog()
+            if deadline is not None and self._mono() >= deadline:
+                r = self._running or {}
+                raise Busy(f"a {r.get('mode', '?')} pass ({r.get('source', '?')}) has held "
+                           f"this host since {r.get('since', '?')}; try again later")
+        try:
+            if self.stop_event.is_set() and mode != "audit":
+                raise Busy("the agent is stopping")
+            self._refuse_if_paused(mode, dry_run)
+            self._running = {"mode": mode, "source": source, "since": _now(),
+                             "instance_uuid": only_uuid}
+            rep = self.reaper.run_pass(mode, dry_run=dry_run, only_uuid=only_uuid,
+                                       on_planned=self._planned)
+            self._last = rep
+        finally:
+            self._running = None
+            self._pass_lock.release()
+        self.sd.status(self.status_line())
+        for listener in list(self.pass_listeners):
+            try:
+                listener(self, rep)
+            except Exception:  # noqa: BLE001 - metrics never stop the agent
+                LOG.exception("pass listener %r failed", listener)
+        return rep
+
+    def _refuse_if_paused(self, mode: str, dry_run: bool | None) -> None:
+        dry = self.reaper.policy.dry_run if dry_run is None else dry_run
+        reason = self.paused
+        if mode != "audit" and not dry and reason is not None:
+            raise Paused(f"host {self.host} is paused ({reason}): only audits and dry runs "
+                         f"run until it is resumed")
+
+    def _planned(self, rep: PassReport) -> None:
+        if not self._ready:
+            self._ready = True
+            self.sd.ready(f"first pass planned: {rep.summary['findings']} findings; "
+                          f"executing")
+
+    def status(self) -> dict:
+        last = self._last
+        return {
+            "host": self.host,
+            "paused": self.paused is not None,
+            "paused_reason": self.paused,
+            "running": dict(self._running) if self._running else None,
+            "last_pass": None if last is None else {
+                "pass_id": last.pass_id, "mode": last.mode, "dry_run": last.dry_run,
+                "started_at": last.started_at, "finished_at": last.finished_at,
+                "summary": last.summary},
+            "journal_backlog": self.reaper.state.backlog(),
+            "guards_tripped": [] if last is None else [g["guard"] for g in last.guards],
+            "blocked_passes": self.reaper.state.blocked_unapproved(),
+            "dry_run": self.reaper.policy.dry_run,
+        }
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS= (``systemctl status``)."""
+        last = self._last
+        head = "PAUSED; " if self.paused is not None else ""
+        if last is None:
+            return head + "no pass yet"
+        s = last.summary
+        acts = ", ".join(f"{k} {v}" for k, v in sorted(s["actions"].items())) or "none"
+        guards = ", ".join(s["guards_tripped"]) or "none"
+        return (f"{head}last {last.mode} pass at {last.finished_at[:19]}: "
+                f"{s['findings']} findings, actions {acts}, guards {guards}, "
+                f"exit {s['exit_code']}")
+
+    def pause(self, reason: str = "") -> dict:
+        reason = reason.strip() or "paused by an operator"
+        self.reaper.state.set_flag("paused", reason, reconcile.utcnow())
+        self.reaper.audit.record("agent_state", "-", result="paused", reason=reason)
+        self.sd.status(self.status_line())
+        return self.status()
+
+    def resume(self) -> dict:
+        self.reaper.state.set_flag("paused", None, reconcile.utcnow())
+        self.reaper.audit.record("agent_state", "-", result="resumed", reason="resumed")
+        self.sd.status(self.status_line())
+        return self.status()
+
+    def approve(self, pass_id: str) -> bool:
+        return self.reaper.state.approve(pass_id, reconcile.utcnow())
+
+    # -- signals and reload --------------------------------------------------------
+
+    def request_stop(self, *_args) -> None:
+        self.stop_event.set()
+        self._wake.set()
+
+    def request_reload(self, *_args) -> None:
+        self._reload.set()
+        self._wake.set()
+
+    def reload(self) -> bool:
+        """SIGHUP: re-read the config files; mutable options (actions, intervals,
+        dry_run, guards) apply from the next pass. A broken file keeps the old ones."""
+        try:
+            self.conf.mutate_config_files()
+            config.validate(self.conf)
+            pol = policy_mod.from_conf(self.conf)
+            intervals = self._read_intervals()
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - a bad edit must not stop the agent
+            LOG.error("reload failed, keeping the running configuration: %s", e)
+            self.reaper.audit.record("agent_state", "-", result="reload_failed", reason=str(e))
+            return False
+        changed = {k: v for k, v in _policy_diff(self.reaper.policy, pol).items()}
+        self.reaper.policy = pol
+        if intervals != self._iv:
+            changed["intervals"] = [self._iv, intervals]
+        self._iv = intervals
+        self.reaper.audit.record("agent_state", "-", result="reloaded",
+                                 reason="configuration reloaded (SIGHUP)",
+                                 evidence={"changed": changed})
+        LOG.info("configuration reloaded; policy changes: %s", changed or "none")
+        return True
+
+    # -- the service ----------------------------------------------------------------
+
+    def _read_intervals(self) -> dict:
+        r = self.conf.reaper
+        return {"reap": r.reconcile_interval, "reclaim": r.reclaim_poll_interval,
+                "jitter": r.interval_jitter}
+
+    def _periodic(self, mode: str, source: str) -> PassReport | None:
+        if self.paused is not None and not self.reaper.policy.dry_run:
+            mode, source = "audit", source + " (paused: audit only)"
+        try:
+            return self.run_pass(mode, source=source)
+        except (Paused, Busy) as e:
+            LOG.info("%s pass skipped: %s", mode, e)
+            return None
+
+    def serve(self) -> int:
+        """Run until SIGTERM: identity check, init_host pass, then the timers."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
+        try:
+            db_ok, ident = self.reaper.check_identity()
+        except Exception as e:  # noqa: BLE001
+            db_ok, ident = False, None
+            LOG.warning("cannot check host identity at start: %s", e)
+        if db_ok and ident is not None and ident.tripped:
+            LOG.error("refusing to start: %s", ident.reason)
+            self.reaper.audit.guard("-", ident)
+            self.sd.stopping(f"refusing to start: {ident.reason}")
+            return EXIT_CONFIG
+        if not db_ok:
+            LOG.warning("Nova DB unreachable at start: passes report it and change nothing "
+                        "until it answers")
+        self.reaper.audit.record("agent_state", "-", result="started",
+                                 reason="reaper-agent started",
+                                 evidence={"intervals": self._iv,
+                                           "dry_run": self.reaper.policy.dry_run})
+
+        # init_host: what nova-compute does at start-up, evacuated instances first.
+        self._periodic("reap", "init_host")
+        if not self._ready:          # the pass failed before planning: still up
+            self._ready = True
+            self.sd.ready(self.status_line())
+
+        frac = self._iv["jitter"]
+        now = self._mono()
+        timers = [schedule.Timer(m, self._iv[m], schedule.first_due(now, self._iv[m], frac,
+                                                                      self._rng))
+                  for m in ("reap", "reclaim")]
+        while not self.stop_event.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                if self.reload():
+                    frac = self._iv["jitter"]
+                    now = self._mono()
+                    timers = [schedule.reschedule(t, now, self._iv[t.mode], frac, self._rng)
+                              for t in timers]
+            self.sd.watchdog()
+            now = self._mono()
+            t = schedule.pick(timers, now)
+            if t is not None:
+                started = self._mono()
+                self._periodic(t.mode, "timer")
+                finished = self._mono()
+                t.due, overran = schedule.next_due(started, finished, t.interval, frac,
+                                                   self._rng)
+                if overran:
+                    LOG.warning("the %s pass took %.0fs, longer than its interval %ss: the "
+                                "next one waits a whole interval after it", t.mode,
+                                finished - started, t.interval)
+                continue
+            cap = self.sd.watchdog_interval or 5.0
+            self._wake.wait(schedule.sleep_for(timers, now, cap))
+            self._wake.clear()
+
+        self.sd.stopping("stopping: the current step finishes, the journal keeps the rest")
+        with self._pass_lock:        # an RPC-started pass stops at its next step too
+            pass
+        self.reaper.audit.record("agent_state", "-", result="stopped",
+                                 reason="SIGTERM: stopped between steps",
+                                 evidence={"journal_backlog": self.reaper.state.backlog()})
+        return 0
+
+
+def _policy_diff(old: policy_mod.Policy, new: policy_mod.Policy) -> dict:
+    out = {}
+    for field in ("dry_run", "reclaim_instance_interval", "running_deleted_timeout",
+                  "grace_observations", "grace_seconds", "max_destroy_per_pass",
+                  "max_destroy_fraction", "instances_path_shared"):
+        if getattr(old, field) != getattr(new, field):
+            out[field] = [getattr(old, field), getattr(new, field)]
+    for cls, act in new.actions.items():
+        if old.actions.get(cls) != act:
+            out[f"{cls.value}_action"] = [getattr(old.actions.get(cls), "value", None), act.value]
+    return out
