@@ -45,8 +45,8 @@ def next_due(started: float, finished: float, interval: float, fraction: float,
     if interval < 0:
         return None, False
     planned = started + interval
-    overran = finished > planned
-    base = finished + interval if overran else planned
+    overran = interval > 0 and finished > planned
+    base = finished + interval if overran else max(planned, finished)
     return base + jitter(interval, fraction, rng), overran
 
 
