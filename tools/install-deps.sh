@@ -22,7 +22,8 @@ done
 PKGS=(libvirt-dev pkg-config gcc python3-venv python3-dev)
 if ((SERVICES)); then
     PKGS+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
-           mariadb-server openvswitch-switch rabbitmq-server open-iscsi tgt iproute2)
+           mariadb-server openvswitch-switch rabbitmq-server open-iscsi tgt iproute2
+           systemd)   # systemd-analyze checks the unit file; not run as init here
 fi
 
 missing=()
