@@ -55,6 +55,9 @@ reaper_opts = [
                     "and waits for an operator's approve."),
     cfg.FloatOpt("max_destroy_fraction", default=0.5, min=0.0, max=1.0, mutable=True,
                  help="Likewise, as a fraction of the Nova-owned domains on the host."),
+    cfg.IntOpt("approval_ttl", default=3600, min=60, mutable=True,
+               help="Seconds an operator's approve of a blocked pass stays valid; a plan "
+                    "approved and not run within this time must be approved again."),
     cfg.StrOpt("instances_path_shared", default="auto", choices=["auto", "true", "false"],
                mutable=True,
                help="Whether instances_path is shared with other compute hosts (evacuated "
@@ -80,6 +83,7 @@ class Policy:
     max_destroy_per_pass: int = 10
     max_destroy_fraction: float = 0.5
     instances_path_shared: str = "auto"
+    approval_ttl: int = 3600
 
     def action_for(self, cls: Classification) -> Action:
         return self.actions.get(cls, Action.LOG)
@@ -106,4 +110,5 @@ def from_conf(conf=CONF) -> Policy:
         max_destroy_per_pass=r.max_destroy_per_pass,
         max_destroy_fraction=r.max_destroy_fraction,
         instances_path_shared=r.instances_path_shared,
+        approval_ttl=r.approval_ttl,
     )

@@ -227,7 +227,9 @@ class Reaper:
                 waiting[id(t)] = "waiting_grace"
         if runnable and not pass_blocked:
             keys = [state_mod.teardown_key(t) for t in runnable]
-            approval = self.state.approval_covering(keys) if acting else None
+            ttl = datetime.timedelta(seconds=pol.approval_ttl)
+            approval = (self.state.approval_covering(keys, not_before=self.clock() - ttl)
+                        if acting else None)
             mass = guards.mass_destruction(runnable, inv, pol, approved=approval is not None)
             if mass.tripped:
                 tripped.append(mass)

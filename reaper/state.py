@@ -64,7 +64,8 @@ def _ts(now: datetime.datetime) -> str:
 
 
 def teardown_key(plan: TeardownPlan) -> str:
-    return f"{plan.action.value}:{plan.instance_uuid}:{plan.domain_name or ''}:" + ",".join(plan.dirs)
+    """What an operator approves: the same action, for the same reason, on the same things."""
+    return f"{plan.action.value}:{plan.classification.value}:{plan.instance_uuid}:{plan.domain_name or ''}:" + ",".join(plan.dirs)
 
 
 def plan_to_json(plan: TeardownPlan) -> str:
@@ -208,12 +209,16 @@ class StateDB:
         return cur.rowcount == 1
 
     @_locked
-    def approval_covering(self, keys: list[str]) -> str | None:
-        """An approved, unused blocked pass whose plan covers all of ``keys``."""
+    def approval_covering(self, keys: list[str],
+                          not_before: datetime.datetime | None = None) -> str | None:
+        """An approved, unused blocked pass whose plan covers all of ``keys`` (approved
+        at or after ``not_before``: approvals expire)."""
         want = set(keys)
+        since = _ts(not_before) if not_before is not None else ""
         for pass_id, blob in self._db.execute(
                 "SELECT pass_id, teardown_keys FROM blocked_passes "
-                "WHERE approved_at IS NOT NULL AND used_at IS NULL ORDER BY approved_at DESC"):
+                "WHERE approved_at IS NOT NULL AND used_at IS NULL AND approved_at >= ? "
+                "ORDER BY approved_at DESC", (since,)):
             if want <= set(json.loads(blob)):
                 return pass_id
         return None

@@ -80,8 +80,7 @@ def steps_for(plan: TeardownPlan) -> list[str]:
 
 
 def _verify(ctx: Context, plan: TeardownPlan, claimed: bool = False) -> None:
-    row = nova_view.reread_instance(ctx.engine, plan.instance_uuid)
-    migs = nova_view.reread_migrations(ctx.engine, plan.instance_uuid)
+    row, migs = nova_view.reread(ctx.engine, plan.instance_uuid)
     ok, why = planner.reverify(plan, row, migs, ctx.policy, ctx.clock())
     if not ok:
         raise Aborted(why)

@@ -255,27 +255,46 @@ def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str]) -> NovaV
 # --------------------------------------------------------------------------
 
 def reread_instance(engine: sa.Engine, uuid: str) -> InstanceRow | None:
-    """The current row of ``uuid``: from ``instances``, else the newest archived one.
+    """The current row of ``uuid``: from ``instances``, else the newest archived one."""
+    return _reread(engine, lambda conn: _instance_in(conn, uuid))
 
-    One statement (``instances`` UNION ALL ``shadow_instances``); when there is no
-    shadow table, a second one on ``instances`` alone. None if there is no row.
-    """
+
+def reread_migrations(engine: sa.Engine, uuid: str) -> tuple[MigrationRow, ...]:
+    """Every migration of ``uuid``, deleted ones included, oldest first. One statement."""
+    return _reread(engine, lambda conn: _migrations_in(conn, uuid))
+
+
+def reread(engine: sa.Engine, uuid: str) -> tuple[InstanceRow | None, tuple[MigrationRow, ...]]:
+    """The row and the migrations of ``uuid`` read in one transaction, so on MariaDB/MySQL
+    (InnoDB's REPEATABLE READ) the executor's compare-and-act judges one snapshot, never
+    a row from before a move and migrations from after it. (pysqlite starts no
+    transaction for SELECTs, so on SQLite these are two reads.)"""
+    return _reread(engine, lambda conn: (_instance_in(conn, uuid), _migrations_in(conn, uuid)))
+
+
+def _reread(engine: sa.Engine, read):
+    try:
+        with engine.connect() as conn:       # one autobegun transaction, rolled back
+            return read(conn)
+    except sa.exc.SQLAlchemyError as exc:
+        raise nova_db.NovaDBError(nova_db.describe_error(exc, engine)) from None
+
+
+def _instance_in(conn, uuid: str) -> InstanceRow | None:
+    """``instances`` UNION ALL ``shadow_instances`` in one statement; without a shadow
+    table, ``instances`` alone."""
     i_, sh = s.instances, s.shadow_instances
     live = sa.select(*_cols(i_, _INSTANCE_COLS), sa.literal(0).label("archived")) \
         .where(i_.c.uuid == uuid)
     shadow = sa.select(*_cols(sh, _INSTANCE_COLS), sa.literal(1).label("archived")) \
         .where(sh.c.uuid == uuid)
     try:
-        with engine.connect() as conn:
-            try:
-                rows = list(conn.execute(sa.union_all(live, shadow)))
-            except sa.exc.DBAPIError as exc:
-                if not nova_db.is_missing_table(exc):
-                    raise
-                conn.rollback()
-                rows = list(conn.execute(live))
-    except sa.exc.SQLAlchemyError as exc:
-        raise nova_db.NovaDBError(nova_db.describe_error(exc, engine)) from None
+        rows = list(conn.execute(sa.union_all(live, shadow)))
+    except sa.exc.DBAPIError as exc:
+        if not nova_db.is_missing_table(exc):
+            raise
+        conn.rollback()
+        rows = list(conn.execute(live))
     if not rows:
         return None
     # A row in instances wins over archived ones; among archived ones the newest.
@@ -283,15 +302,10 @@ def reread_instance(engine: sa.Engine, uuid: str) -> InstanceRow | None:
     return _instance(best, archived=bool(best._mapping.get("archived", 0)))
 
 
-def reread_migrations(engine: sa.Engine, uuid: str) -> tuple[MigrationRow, ...]:
-    """Every migration of ``uuid``, deleted ones included, oldest first. One statement."""
+def _migrations_in(conn, uuid: str) -> tuple[MigrationRow, ...]:
     m = s.migrations
     stmt = sa.select(*_cols(m, _MIGRATION_COLS)).where(m.c.instance_uuid == uuid).order_by(m.c.id)
-    try:
-        with engine.connect() as conn:
-            return tuple(_migration(r) for r in conn.execute(stmt))
-    except sa.exc.SQLAlchemyError as exc:
-        raise nova_db.NovaDBError(nova_db.describe_error(exc, engine)) from None
+    return tuple(_migration(r) for r in conn.execute(stmt))
 
 
 def list_compute_hosts(engine: sa.Engine) -> list[str]:

@@ -162,3 +162,26 @@ def test_dependent_rows_keep_foreign_keys_valid(engine):
             "SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS "
             "WHERE CONSTRAINT_SCHEMA = DATABASE()")).scalar()
     assert fks >= 5
+
+
+def test_reread_sees_the_row_and_migrations_from_one_snapshot(engine):
+    """A migration committed between the executor's two re-reads is not half seen:
+    the row and the migrations come from the same REPEATABLE READ snapshot."""
+    from tests.fixtures import novadb
+    uuid = novadb.add_instance(engine, host="cmp-a")["uuid"]
+    other = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)
+    fired = []
+
+    def after_first_read(conn, cursor, statement, *args):
+        if not fired and "FROM instances" in statement:
+            fired.append(1)             # a move lands between the two statements
+            novadb.add_migration(other, uuid, "cmp-a", "cmp-b", "accepted", "evacuation")
+    sa.event.listen(engine, "after_cursor_execute", after_first_read)
+    try:
+        row, migs = nova_view.reread(engine, uuid)
+    finally:
+        sa.event.remove(engine, "after_cursor_execute", after_first_read)
+        other.dispose()
+    assert fired and row.host == "cmp-a" and migs == ()
+    # a fresh read sees it
+    assert [m.status for m in nova_view.reread(engine, uuid)[1]] == ["accepted"]

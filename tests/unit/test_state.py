@@ -1,6 +1,7 @@
 """The local state DB: observations, journal, approvals survive a reopen."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
 
 from reaper import state as state_mod
@@ -56,3 +57,20 @@ def test_approval_covers_only_what_was_blocked(tmp_path):
     assert st.approval_covering(["a"]) is None           # once only
     assert not st.approve("req-1", T0)
     assert not st.approve("req-unknown", T0)
+
+
+def test_approvals_expire(tmp_path):
+    st = state_mod.StateDB(str(tmp_path))
+    st.record_blocked("req-1", ["a"], T0)
+    assert st.approve("req-1", T0)
+    hour = datetime.timedelta(hours=1)
+    assert st.approval_covering(["a"], not_before=T0 - hour) == "req-1"
+    assert st.approval_covering(["a"], not_before=T0 + hour) is None    # approved too long ago
+
+
+def test_an_approval_names_the_classification_it_was_shown():
+    plan = TeardownPlan(instance_uuid="u1", classification=Classification.EVACUATED,
+                        action=Action.REAP, domain_name="instance-1", dirs=(),
+                        destroy_disks=True, finalize_db=False, reason="r")
+    other = dataclasses.replace(plan, classification=Classification.RUNNING_DELETED)
+    assert state_mod.teardown_key(plan) != state_mod.teardown_key(other)
