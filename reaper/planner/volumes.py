@@ -43,6 +43,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import ipaddress
 import json
 import re
 from typing import Any, Iterable
@@ -83,8 +84,21 @@ def norm_portal(portal: str) -> str:
     if p.count(":") == 1:
         addr, port = p.split(":")
         return f"{addr}:{port or DEFAULT_PORT}"
-    addr, _, port = p.rpartition(":")      # bare IPv6 with a port
-    return f"[{addr}]:{port}" if port.isdigit() else f"[{p}]:{DEFAULT_PORT}"
+    # Bare IPv6, as some Cinder drivers write "%s:%s" % (ip, port): the last group is
+    # a port only if what precedes it is an address by itself ("fe80::1:3260");
+    # "fe80::1" is an address with no port.
+    addr, _, port = p.rpartition(":")
+    if port.isdigit() and _is_ipv6(addr):
+        return f"[{addr}]:{port}"
+    return f"[{p}]:{DEFAULT_PORT}"
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+        return True
+    except ValueError:
+        return False
 
 
 def norm_iqn(iqn: str) -> str:

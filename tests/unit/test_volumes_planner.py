@@ -482,3 +482,17 @@ def test_a_domain_whose_xml_could_not_be_read_makes_every_leak_log_only():
     plan = run(items=[S_ONE], domains=[unreadable], rows=[row()], action="reap")
     assert leaks(plan) and {f.action for f in leaks(plan)} == {Action.LOG}
     assert leak_plans(plan) == []
+
+
+@pytest.mark.parametrize("portal, want", [
+    ("10.0.0.1", "10.0.0.1:3260"),
+    ("10.0.0.1:3261,1", "10.0.0.1:3261"),
+    ("[FE80::1]:3260", "[fe80::1]:3260"),
+    ("[fe80::1]", "[fe80::1]:3260"),
+    ("fe80::1:3260", "[fe80::1]:3260"),         # "%s:%s" % (ipv6, port)
+    ("fe80::1", "[fe80::1]:3260"),              # bare address, no port
+    ("2001:db8::5", "[2001:db8::5]:3260"),
+    ("2001:db8::5:3261", "[2001:db8::5]:3261"),
+])
+def test_norm_portal(portal, want):
+    assert volumes.norm_portal(portal) == want
