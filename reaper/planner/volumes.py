@@ -376,6 +376,9 @@ def extend(ctx) -> Plan:
     protected_refs = Refs()
     bdm_refs: dict[str, list[tuple[Any, Conn]]] = collections.defaultdict(list)
     unsure: list[str] = []
+    # volume id -> a kept instance whose BDM of it has no usable connection_info yet
+    # (a multi-attach in progress): its LUN may be about to be theirs too.
+    pending_attach: dict[str, str] = {}
     checked_bdms = 0
     for b in ctx.view.bdms:
         if b.destination_type != "volume":
@@ -395,6 +398,8 @@ def extend(ctx) -> Plan:
                  "protected_instance": b.instance_uuid in protected}))
         if b.instance_uuid not in protected:
             continue
+        if (c.error or c.empty) and b.volume_id:
+            pending_attach.setdefault(b.volume_id, b.instance_uuid)
         if c.error:
             unsure.append(f"block_device_mapping {b.id} of instance {b.instance_uuid} has "
                           f"unusable connection_info")
@@ -442,7 +447,8 @@ def extend(ctx) -> Plan:
             held.update({f.key: why for f in t.findings})
             continue
         items = _teardown_volumes(t, host, dom_by_uuid.get(t.instance_uuid),
-                                  bdm_refs.get(t.instance_uuid, []), protected_refs)
+                                  bdm_refs.get(t.instance_uuid, []), protected_refs,
+                                  pending_attach)
         for it in items:
             for tg in it["targets"]:
                 if tg["device"]:
@@ -504,7 +510,8 @@ def _listed(items: Iterable[str]) -> str:
 
 
 def _teardown_volumes(t: TeardownPlan, host: Host, dom: Domain | None,
-                      bdms: list[tuple[Any, Conn]], refs: Refs) -> list[dict]:
+                      bdms: list[tuple[Any, Conn]], refs: Refs,
+                      pending_attach: dict[str, str] | None = None) -> list[dict]:
     """The iSCSI volumes this instance's teardown disconnects, and how."""
     groups: list[tuple[str | None, str | None, set[str], list[TargetRef]]] = []
     seen: set[str] = set()
@@ -552,14 +559,18 @@ def _teardown_volumes(t: TeardownPlan, host: Host, dom: Domain | None,
             targets.append(_target_entry(sess, None, ref.lun, ok))
         dms = {h for n in names for h in host.devices[n][1].holders
                if h in host.dms and host.dms[h].multipath}
+        keep = f"shared: still used by {_listed(shared)} (multi-attach)" if shared else None
+        other = (pending_attach or {}).get(volume_id or "")
+        if other and other != t.instance_uuid and keep is None:
+            keep = (f"shared: volume {volume_id} is being attached to instance {other} "
+                    f"(its BDM has no usable connection_info yet)")
         items.append({
             "volume_id": volume_id, "origin": "domain_xml" if source else "bdm",
             "device_path": source or (f"/dev/{next(iter(dms))}" if len(dms) == 1 else
                                       f"/dev/{sorted(names)[0]}" if names else None),
             "multipath": bool(dms), "dm": sorted(dms)[0] if dms else None,
             "targets": targets,
-            "keep": (f"shared: still used by {_listed(shared)} (multi-attach)"
-                     if shared else None),
+            "keep": keep,
         })
     return items
 

@@ -414,6 +414,23 @@ def test_multi_attached_volume_is_kept_by_the_teardown():
     assert item["keep"].startswith("shared: still used by") and f"instance-{B[:8]}" in item["keep"]
 
 
+@pytest.mark.parametrize("pending_conn", ["", "null", "{not json"])
+def test_volume_being_attached_to_a_kept_instance_is_not_disconnected(pending_conn):
+    """Multi-attach in progress: B's BDM of VOL1 has no connection_info yet, and no
+    domain of B uses the LUN yet; C's teardown must still leave the LUN alone."""
+    items = [sess(devices=[dev("sdb", 0)])]
+    plan = run(items=items, domains=[domain(C, ["/dev/sdb"], serials={"/dev/sdb": VOL1})],
+               rows=[row(C, host=OTHER), row(B)], migs=[mig(C)],
+               bdms=[bdm(B, conn=pending_conn, volume=VOL1, bid=7)])
+    (item,) = _teardown(plan, C).volumes
+    assert item["keep"] and "being attached to instance " + B in item["keep"]
+    # without B's BDM the same teardown disconnects it
+    plan = run(items=items, domains=[domain(C, ["/dev/sdb"], serials={"/dev/sdb": VOL1})],
+               rows=[row(C, host=OTHER), row(B)], migs=[mig(C)])
+    (item,) = _teardown(plan, C).volumes
+    assert item["keep"] is None
+
+
 def test_running_deleted_teardown_without_bdms_uses_the_xml():
     plan = run(items=[S_ONE], domains=[domain(C, ["/dev/sdb"])],
                rows=[row(C, deleted=5, vm_state="deleted", deleted_at=OLD)])
