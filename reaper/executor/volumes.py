@@ -32,6 +32,7 @@ the planner never copies them, and os-brick needs none to disconnect.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import inspect
 import os
 from typing import Callable
@@ -40,6 +41,7 @@ import sqlalchemy as sa
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from reaper.inventory import iscsi as _iscsi_opts  # noqa: F401  ([iscsi] dev_root)
 from reaper.executor import teardown
 from reaper.nova import schema as s
 from reaper.planner import rules
@@ -106,6 +108,26 @@ def disconnect_volumes(ctx: teardown.Context, plan: TeardownPlan) -> str:
                         plan.instance_uuid, label, e)
             details.append(f"{label}: FAILED, ignored as on a delete with disks: {e}")
     return "; ".join(details) or "no volumes"
+
+
+def exclusively_held(path: str) -> bool:
+    """Whether the kernel refuses an O_EXCL open of a block device with EBUSY: it is
+    mounted or claimed (md, swap, a filesystem) somewhere, including mount namespaces
+    (containers) that /proc/*/fd and our own mountinfo do not show. open(2) gives
+    O_EXCL this meaning for block devices only; anything else opens as usual."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as e:
+        return e.errno == errno.EBUSY
+    os.close(fd)
+    return False
+
+
+def exclusive_claims(dev_root: str, dev) -> list[str]:
+    """The device itself, or (as a multipath leg, which its map holds) the map."""
+    names = list(dev.holders) if dev.holders else [dev.name]
+    return [f"/dev/{n} is claimed exclusively (mounted or held, maybe in another "
+            f"mount namespace)" for n in names if exclusively_held(os.path.join(dev_root, n))]
 
 
 def _label(item: dict) -> str:
@@ -183,6 +205,7 @@ def _critical(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
                              + ", ".join(d.name for d in sess.devices))
         if dev is not None:
             users += vol.device_use(host, dev)
+            users += exclusive_claims(CONF.iscsi.dev_root, dev)
             removing[dev.name] = dev
         if users:
             busy.append(f"{tg['session_portal']} {tg['session_iqn']} lun {tg['lun']}: "
