@@ -16,6 +16,7 @@ from oslo_log import log as logging
 from reaper import planner
 from reaper.executor import domain as domain_steps
 from reaper.executor import files as file_steps
+from reaper.inventory import libvirt as libvirt_inv
 from reaper.nova import reclaim as nova_reclaim
 from reaper.nova import view as nova_view
 from reaper.records import Action, TeardownPlan
@@ -96,6 +97,25 @@ def _verify(ctx: Context, plan: TeardownPlan, claimed: bool = False) -> None:
                           "and claimed by this host")
 
 
+def _no_other_domain_disk_in(ctx: Context, plan: TeardownPlan) -> None:
+    """The planner's "a domain's disk lives in it" rule, again at the moment of deleting:
+    a resumed teardown may run passes after its plan, and a guest may have been defined
+    on these files since (a rebuild, an operator's virsh define)."""
+    if ctx.conn is None:
+        raise RuntimeError("no libvirt connection to check that no domain uses the files")
+    res = libvirt_inv.collect_domains(ctx.conn, ctx.policy.instance_name_template)
+    if not res.ok:
+        raise RuntimeError(f"cannot check that no domain uses the files: {res.error}")
+    roots = tuple(d.rstrip("/") + "/" for d in plan.dirs)
+    for dom in res.items:
+        if dom.uuid == plan.instance_uuid:
+            continue            # the domain this teardown destroys and undefines
+        for disk in dom.disks:
+            if disk.source and disk.source.startswith(roots):
+                raise Aborted(f"domain {dom.name} ({dom.uuid}) now has a disk in "
+                              f"{disk.source}: not deleting its files")
+
+
 def _claim(ctx: Context, plan: TeardownPlan, resuming: bool) -> str:
     now = ctx.clock()
     if nova_reclaim.claim(ctx.engine, plan.instance_uuid, ctx.policy.host,
@@ -119,6 +139,7 @@ def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool) -> st
     if step in ("destroy_domain", "power_off"):
         return domain_steps.destroy(ctx.conn, uuid)
     if step == "delete_files":
+        _no_other_domain_disk_in(ctx, plan)
         return "; ".join(file_steps.delete_instance_dir(p, ctx.policy.instances_path)
                          for p in plan.dirs)
     if step == "undefine_domain":
