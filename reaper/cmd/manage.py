@@ -1,13 +1,17 @@
-"""reaper-manage: local one-shot commands (audit, reap, reclaim, approve, demo)."""
+"""reaper-manage: local commands (audit, reap, reclaim, approve, demo, audit-log reports,
+watch-nova-log)."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 
 from oslo_config import cfg
 from oslo_log import log as logging
 
 from reaper import config
-from reaper.report import EXIT_ERROR
+from reaper.report import EXIT_ERROR, EXIT_FINDINGS
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
@@ -41,6 +45,74 @@ def add_command_parsers(subparsers):
                      "print what was found and done. Needs no root and no services.")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--format", choices=["table", "json"], default="table")
+    _add_audit_log_parsers(subparsers)
+    _add_watch_parser(subparsers)
+
+
+def _add_report_args(p):
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="audit log files, plain or gzip-compressed, '-' for stdin; rotated "
+                        "copies are read oldest first whatever order they are named in. "
+                        "Default: [reaper] audit_log and its rotated siblings (audit.log.1, "
+                        "audit.log.2.gz, audit.log-YYYYMMDD.gz...)")
+    p.add_argument("--since", metavar="TIME",
+                   help="only records at or after TIME: ISO 8601 (2026-11-23T22:00:00, UTC "
+                        "unless an offset is given) or an age (90m, 24h, 7d)")
+    p.add_argument("--until", metavar="TIME", help="only records before TIME (same forms)")
+    # dest: CONF.command.host would clash with [DEFAULT] host
+    p.add_argument("--host", dest="host_filter", metavar="HOST",
+                   help="only records written by this host")
+    p.add_argument("--format", choices=["table", "json"], default="table",
+                   help="table for people, json for tools")
+
+
+def _add_audit_log_parsers(subparsers):
+    p = subparsers.add_parser(
+        "audit-log", help="Reports over the JSON-lines audit log: summary, story, failures.",
+        description="Reports over the JSON-lines audit log (one file, several, or rotated "
+                    "and gzip-compressed copies), streamed: a year of logs is fine. "
+                    "Malformed lines are counted and reported, never fatal.")
+    reports = p.add_subparsers(dest="report", metavar="REPORT", title="reports")
+    reports.required = True
+    _add_report_args(reports.add_parser(
+        "summary", help="Record counts by host x event x classification x result, by "
+                        "event and by host, over the time window."))
+    s = reports.add_parser(
+        "story", help="Every record that names one instance uuid or resource (domain name, "
+                      "directory, device, iSCSI target...), oldest first: findings, "
+                      "actions and their steps, tripped guards, RPC calls, nova-log triggers.")
+    s.add_argument("subject", metavar="UUID_OR_RESOURCE")
+    _add_report_args(s)
+    f = reports.add_parser(
+        "failures", help="Actions that failed, aborted or backed off, tripped guards, passes "
+                         "with errors, failed RPC calls and triggered audits. Exits 3 when "
+                         "there is any.")
+    _add_report_args(f)
+    f.add_argument("--limit", type=int, default=50, metavar="N",
+                   help="list the latest N failures (all are counted); 0 lists none")
+
+
+def _add_watch_parser(subparsers):
+    p = subparsers.add_parser(
+        "watch-nova-log",
+        help="Follow nova-compute's log and audit an instance (read-only, that instance "
+             "only) whenever Nova logs a failed volume detach, delete, evacuation, rebuild "
+             "or migration for it; each trigger and what the audit found go to the audit "
+             "log (event nova_log_trigger). Stops on SIGTERM/SIGINT.")
+    p.add_argument("path", metavar="PATH", help="nova-compute's log file (followed like "
+                                                "tail -F: rotation and truncation are fine)")
+    p.add_argument("--from-start", action="store_true",
+                   help="read the file from its start instead of only what is written from now")
+    p.add_argument("--debounce", type=float, default=60.0, metavar="SECONDS",
+                   help="audit one instance at most once per SECONDS (one failure logs "
+                        "several lines)")
+    p.add_argument("--poll-interval", type=float, default=0.5, metavar="SECONDS",
+                   help="how often to look for new lines")
+    p.add_argument("--max-triggers", type=int, metavar="N",
+                   help="stop after N triggered audits")
+    p.add_argument("--exit-at-eof", action="store_true",
+                   help="stop at the end of the file instead of waiting for more "
+                        "(scripts, tests; with --from-start: audit a past log)")
 
 
 command_opt = cfg.SubCommandOpt("command", title="Commands", handler=add_command_parsers,
@@ -72,6 +144,100 @@ def _approve() -> int:
         st.close()
 
 
+def _audit_log() -> int:
+    from reaper.auditlog import read, reports
+    args = CONF.command
+    try:
+        window = read.Window.parse(args.since, args.until)
+        if args.report == "failures" and args.limit < 0:
+            raise ValueError("--limit must be 0 or more")
+    except ValueError as e:
+        print(f"reaper-manage audit-log: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.files:
+        files = read.order_files(args.files)
+    elif CONF.reaper.audit_log:
+        files = read.rotated_siblings(CONF.reaper.audit_log)
+        if not files:
+            print(f"reaper-manage audit-log: no audit log at {CONF.reaper.audit_log}",
+                  file=sys.stderr)
+            return EXIT_ERROR
+    else:
+        print("reaper-manage audit-log: [reaper] audit_log is empty: name the files",
+              file=sys.stderr)
+        return EXIT_ERROR
+    missing = [f for f in files if f != "-" and not os.path.isfile(f)]
+    if missing:
+        print(f"reaper-manage audit-log: no such file: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_ERROR
+    stats = read.ReadStats()
+    story = args.report == "story"
+    records = read.iter_records(files, window, args.host_filter,
+                                contains=args.subject if story else None, stats=stats)
+    if story:
+        report = reports.story(records, args.subject)
+    elif args.report == "failures":
+        report = reports.failures(records, args.limit)
+    else:
+        report = reports.summary(records)
+    print(reports.render(report, args.format, stats, window, args.host_filter))
+    if stats.malformed or stats.errors:
+        print(f"reaper-manage audit-log: {stats.malformed} malformed lines, "
+              f"{len(stats.errors)} read errors (see the report)", file=sys.stderr)
+    if stats.errors and not stats.records:
+        return EXIT_ERROR
+    if args.report == "failures" and report.total:
+        return EXIT_FINDINGS
+    return 0
+
+
+def _watch_nova_log() -> int:
+    from reaper import novalog, reconcile
+    args = CONF.command
+    problems = [msg for bad, msg in (
+        (args.debounce < 0, "--debounce must be 0 or more"),
+        (args.poll_interval <= 0, "--poll-interval must be more than 0"),
+        (args.max_triggers is not None and args.max_triggers < 1,
+         "--max-triggers must be 1 or more"),
+        (args.exit_at_eof and not os.path.isfile(args.path), f"no such file: {args.path}"),
+    ) if bad]
+    if problems:
+        print(f"reaper-manage watch-nova-log: {'; '.join(problems)}", file=sys.stderr)
+        return EXIT_ERROR
+    if not os.path.exists(args.path):
+        LOG.warning("%s does not exist yet: waiting for it", args.path)
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        LOG.info("signal %s: stopping", signum)
+        stop.set()
+
+    def on_audit(rec: dict) -> None:
+        ev = rec.get("evidence") or {}
+        print(f"{rec['ts']} {ev.get('operation')} {rec['instance_uuid']}: {rec['result']} "
+              f"({len(ev.get('findings') or [])} findings, pass {rec['pass_id']})", flush=True)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        reaper = reconcile.build_from_conf(CONF)
+        reaper.should_stop = stop.is_set
+        try:
+            stats = novalog.watch(reaper, args.path, from_start=args.from_start,
+                                  debounce=args.debounce, poll_interval=args.poll_interval,
+                                  max_triggers=args.max_triggers, exit_at_eof=args.exit_at_eof,
+                                  stop=stop, on_audit=on_audit)
+        finally:
+            reaper.close()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    d = stats.detect
+    print(f"watched {args.path}: {d.lines} lines, {d.failures} failures logged, "
+          f"{stats.triggers} audits ({d.debounced} debounced, {stats.audits_failed} failed)",
+          flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     CONF.register_cli_opt(command_opt)
     try:
@@ -87,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
             return demo.run(keep=CONF.command.keep, fmt=CONF.command.format)
         if name == "approve":
             return _approve()
+        if name == "audit-log":
+            return _audit_log()
+        if name == "watch-nova-log":
+            return _watch_nova_log()
         return _pass(name)
     except Exception as e:  # noqa: BLE001 - one clear line, not a traceback, for operators
         LOG.debug("failed", exc_info=True)
