@@ -29,7 +29,7 @@ _SECRET_KEYS = {"auth_password", "auth_username", "password", "discovery_auth_pa
 
 _LEVELS = {"finding": std_logging.INFO, "action": std_logging.WARNING,
            "guard_tripped": std_logging.WARNING, "pass_summary": std_logging.INFO,
-           "rpc_call": std_logging.INFO}
+           "rpc_call": std_logging.INFO, "nova_log_trigger": std_logging.WARNING}
 
 
 def scrub(value):

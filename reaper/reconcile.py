@@ -212,7 +212,14 @@ class Reaper:
         teardowns = [t for t in plan.teardowns if only_uuid in (None, t.instance_uuid)]
         if mode == "reclaim":
             teardowns = [t for t in teardowns if t.action is Action.RECLAIM]
-        observations = self.state.observe(plan.findings, self.clock()) if view.ok else {}
+        # Only a full pass counts as an observation: targeted ones (an RPC reap of one
+        # instance, the nova-log watcher's audits) must not hurry the grace period.
+        if not view.ok:
+            observations = {}
+        elif only_uuid is None:
+            observations = self.state.observe(plan.findings, self.clock())
+        else:
+            observations = self.state.observed([f.key for f in plan.findings])
 
         # Which teardowns may run now: guards, then the grace period per resource.
         runnable, waiting = [], {}

@@ -147,6 +147,13 @@ class StateDB:
                     (f.key, f.classification.value, _ts(first), _ts(now), count))
         return seen
 
+    @_locked
+    def observed(self, keys: Iterable[str]) -> dict[str, tuple[int, datetime.datetime]]:
+        """What full passes recorded for ``keys``, without counting this look."""
+        want = set(keys)
+        return {k: (n, datetime.datetime.fromisoformat(f)) for k, n, f in self._db.execute(
+            "SELECT key, count, first_seen FROM observations") if k in want}
+
     # -- journal -------------------------------------------------------------
 
     @_locked
