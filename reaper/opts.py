@@ -11,11 +11,13 @@ def list_opts():
     from reaper.executor import domain
     from reaper.inventory import libvirt
     from reaper.nova import db
+    from reaper.rpc import server as rpc_server
 
     return [
         ("DEFAULT", itertools.chain(config.default_opts, reconcile.default_opts)),
         ("database", db.database_opts),
         ("libvirt", libvirt.libvirt_opts),
+        ("rpc", rpc_server.rpc_opts),
         ("reaper", itertools.chain(policy.reaper_opts, audit.audit_opts,
                                    domain.executor_opts, service.agent_opts,
                                    volume_wiring.reaper_opts, network_wiring.reaper_opts)),

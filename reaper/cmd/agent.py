@@ -8,6 +8,7 @@ exit codes.
 from __future__ import annotations
 
 import sys
+import threading
 
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -52,9 +53,49 @@ def main(argv: list[str] | None = None) -> int:
                 return EXIT_GUARD          # refused, like a guard
             print(rep.to_table())
             return rep.exit_code
-        return agent.serve()
+        rpc = _start_rpc(agent)
+        try:
+            return agent.serve()
+        finally:
+            _stop_rpc(rpc)
     finally:
         reaper.close()
+
+
+def _start_rpc(agent):
+    """Start the RPC server without holding up the agent: oslo.messaging retries a
+    broker that does not answer forever, and the passes must run meanwhile."""
+    if not CONF.rpc.enabled:
+        LOG.info("RPC disabled ([rpc] enabled = false)")
+        return None
+    from reaper.rpc import server as rpc_server
+    try:
+        server = rpc_server.build_server(CONF, agent)
+    except Exception as e:  # noqa: BLE001 - a bad transport_url must not stop the passes
+        LOG.error("RPC server not started: %s", e)
+        return None
+    started = threading.Event()
+
+    def start():
+        try:
+            server.start()
+            started.set()
+            LOG.info("serving RPC: topic %s, server %s", "reaper", agent.host)
+        except Exception:  # noqa: BLE001
+            LOG.exception("RPC server failed to start")
+    threading.Thread(target=start, name="reaper-rpc-start", daemon=True).start()
+    return server, started
+
+
+def _stop_rpc(rpc) -> None:
+    if rpc is None:
+        return
+    server, started = rpc
+    if not started.is_set():
+        LOG.warning("the RPC server never reached the broker; not waiting for it")
+        return
+    from reaper.rpc import server as rpc_server
+    rpc_server.stop_server(server)
 
 
 if __name__ == "__main__":

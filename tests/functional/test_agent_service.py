@@ -48,7 +48,8 @@ def notify_socket():
     os.rmdir(d)
 
 
-def write_conf(tmp_path, db, host, instances_path, **reaper_opts) -> str:
+def write_conf(tmp_path, db, host, instances_path, rpc: str = "enabled = false\n",
+               **reaper_opts) -> str:
     opts = dict(grace_observations=1, grace_seconds=0, max_destroy_fraction=1.0,
                 instances_path_shared="false", audit_log=str(tmp_path / "audit.log"),
                 reconcile_interval=3600, reclaim_poll_interval=-1, interval_jitter=0)
@@ -58,7 +59,8 @@ def write_conf(tmp_path, db, host, instances_path, **reaper_opts) -> str:
         f"[DEFAULT]\nhost = {host}\ninstances_path = {instances_path}\n"
         f"state_path = {tmp_path / 'state'}\nuse_stderr = true\n"
         f"[database]\nconnection = {db.url}\n"
-        f"[libvirt]\nconnection_uri = qemu:///system\n[network]\nenabled = false\n[reaper]\n"
+        f"[libvirt]\nconnection_uri = qemu:///system\n[network]\nenabled = false\n"
+        f"[rpc]\n{rpc}[reaper]\n"
         + "".join(f"{k} = {v}\n" for k, v in opts.items()))
     return str(conf)
 
@@ -251,3 +253,50 @@ def test_sighup_changes_an_action_without_a_restart(tmp_path, nova_db, host, kvm
         assert agent.wait() == 0
     finally:
         agent.kill()
+
+
+RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
+
+
+@pytest.mark.parametrize("nova_db", ["sqlite"], indirect=True)
+def test_the_agent_process_serves_reaper_ctl(tmp_path, nova_db, host, instances_path):
+    """The real service end to end: reaper-agent serves RPC on the broker while its
+    timers run, and the real reaper-ctl script reaches it; it stops cleanly."""
+    from tests.conftest import service_unavailable
+    from kombu import Connection
+    try:
+        with Connection(RABBIT.replace("rabbit://", "amqp://"), connect_timeout=5) as c:
+            c.connect()
+    except Exception as exc:  # noqa: BLE001
+        service_unavailable("RabbitMQ", exc)
+    novadb.add_compute_node(nova_db.engine, host)
+    conf = write_conf(tmp_path, nova_db, host, instances_path.path, rpc="enabled = true\n")
+    with open(conf, "a") as f:
+        f.write(f"[DEFAULT]\ntransport_url = {RABBIT}\n")
+    agent = AgentProcess(conf, None)
+    ctl = [sys.executable, "-m", "reaper.cmd.ctl", "--config-file", conf, "--host", host,
+           "--format", "json", "--timeout", "10"]
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    try:
+        wait_audit(tmp_path, lambda rs: any(r["event"] == "pass_summary" for r in rs),
+                   proc=agent)
+        deadline = time.monotonic() + 60
+        while True:                 # the server connects in the background
+            r = subprocess.run(ctl + ["status"], capture_output=True, text=True, env=env,
+                               timeout=60)
+            if r.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert r.returncode == 0, r.stdout + r.stderr
+        st = json.loads(r.stdout)["hosts"][host]
+        assert st["host"] == host and st["last_pass"]["mode"] == "reap"
+        r = subprocess.run(ctl + ["reap"], capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 1 and "allow_remote_reap" in (r.stdout + r.stderr)
+        r = subprocess.run(ctl + ["audit"], capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == 0
+    finally:
+        agent.kill()
+    calls = [(x["method"], x["result"]) for x in audit(tmp_path) if x["event"] == "rpc_call"]
+    assert ("status", "ok") in calls and ("reap", "refused") in calls and ("audit", "ok") in calls
