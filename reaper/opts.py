@@ -5,7 +5,7 @@ import itertools
 
 
 def list_opts():
-    from reaper import audit, config, policy, reconcile, volume_wiring  # noqa: F401
+    from reaper import audit, config, metrics, notifications, policy, reconcile, volume_wiring
     from reaper import network_wiring
     from reaper.agent import service
     from reaper.executor import domain
@@ -20,7 +20,8 @@ def list_opts():
         ("rpc", rpc_server.rpc_opts),
         ("reaper", itertools.chain(policy.reaper_opts, audit.audit_opts,
                                    domain.executor_opts, service.agent_opts,
-                                   volume_wiring.reaper_opts, network_wiring.reaper_opts)),
+                                   volume_wiring.reaper_opts, network_wiring.reaper_opts,
+                                   metrics.metrics_opts, notifications.notification_opts)),
         *volume_wiring.list_opts(),
         *network_wiring.list_opts(),
     ]

@@ -176,7 +176,9 @@ class Reaper:
         rep.finished_at = self.clock().isoformat()
         self.audit.record("pass_summary", pass_id, result=str(rep.exit_code),
                           reason=f"{mode} pass" + (" (dry run)" if dry else ""),
-                          evidence=rep.summary, mode=mode, db_queries=rep.db_queries)
+                          evidence=rep.summary, mode=mode, db_queries=rep.db_queries,
+                          started_at=rep.started_at, finished_at=rep.finished_at,
+                          **({"instance_only": only_uuid} if only_uuid else {}))
         return rep
 
     def _load(self, conn, pol) -> tuple[Inventory, object]:

@@ -44,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reaper-agent: cannot start: {e}", file=sys.stderr)
         return EXIT_ERROR
     agent = service.Agent(reaper, CONF)
+    from reaper import metrics, notifications
+    try:
+        reaper.extras["notifications"] = notifications.enable(reaper, CONF)
+        metrics.enable(reaper, CONF)
+    except Exception as e:  # noqa: BLE001 - reporting must not keep the agent down
+        LOG.error("notifications or metrics not enabled: %s", e)
     try:
         if CONF.once:
             try:

@@ -143,7 +143,9 @@ def evacuated_kvm_instance(nova_db, host, factory, instances_path, files=0):
 def test_notify_protocol_ready_watchdog_status_stopping(tmp_path, nova_db, host, instances_path,
                                                          notify_socket):
     novadb.add_compute_node(nova_db.engine, host)
-    conf = write_conf(tmp_path, nova_db, host, instances_path.path, reconcile_interval=1)
+    prom = tmp_path / "reaper.prom"
+    conf = write_conf(tmp_path, nova_db, host, instances_path.path, reconcile_interval=1,
+                      metrics_file=prom)
     path, sock = notify_socket
     agent = AgentProcess(conf, path, watchdog_usec=300_000)
     try:
@@ -164,6 +166,13 @@ def test_notify_protocol_ready_watchdog_status_stopping(tmp_path, nova_db, host,
     assert events[0] == ("agent_state", "started") and events[-1] == ("agent_state", "stopped")
     # the timer ran further reap passes after init_host
     assert sum(e == ("pass_summary", "0") for e in events) >= 2
+    # and the Prometheus textfile counted them
+    from prometheus_client.parser import text_string_to_metric_families
+    passes = {tuple(sorted(x.labels.items())): x.value
+              for fam in text_string_to_metric_families(prom.read_text())
+              for x in fam.samples if x.name == "reaper_passes_total"}
+    assert passes[(("exit_code", "0"), ("mode", "reap"))] == sum(
+        e == ("pass_summary", "0") for e in events)
 
 
 def test_identity_mismatch_refuses_to_start_with_ex_config(tmp_path, nova_db, host,

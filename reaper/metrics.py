@@ -1,0 +1,135 @@
+"""Pass and action counters as a Prometheus textfile (node_exporter's textfile collector).
+
+Fed by the audit log's records, like the notifications, so what is counted is
+exactly what was audited. The file is rewritten after every pass and every
+pause/resume, atomically (prometheus_client writes a temporary file and renames it),
+so node_exporter never reads half a file. No host label: node_exporter's scrape
+adds the instance. Counters start from zero when the agent starts, as Prometheus
+counters may.
+"""
+from __future__ import annotations
+
+import datetime
+from typing import Callable
+
+from oslo_config import cfg
+from oslo_log import log as logging
+from prometheus_client import CollectorRegistry, Counter, Gauge, write_to_textfile
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+metrics_opts = [
+    cfg.StrOpt("metrics_file", default="",
+               help="Write pass and action metrics here in Prometheus text format after "
+                    "every pass, for node_exporter's textfile collector (e.g. "
+                    "/var/lib/prometheus/node-exporter/reaper.prom; the name must end in "
+                    ".prom). Empty: no metrics file."),
+]
+CONF.register_opts(metrics_opts, group="reaper")
+
+
+def _epoch(ts: str | None) -> float | None:
+    if not ts:
+        return None
+    t = datetime.datetime.fromisoformat(ts)
+    if t.tzinfo is None:                      # the passes' clock is naive UTC, as Nova's
+        t = t.replace(tzinfo=datetime.timezone.utc)
+    return t.timestamp()
+
+
+class Metrics:
+    def __init__(self, path: str, backlog: Callable[[], int] = lambda: 0,
+                 paused: Callable[[], bool] = lambda: False):
+        self.path = path
+        self._backlog = backlog
+        self._paused = paused
+        r = self.registry = CollectorRegistry()
+        self.passes = Counter("reaper_passes", "Passes run, by mode and exit code "
+                              "(0 nothing, 3 findings, 4 actions, 5 guard, 1 error).",
+                              ["mode", "exit_code"], registry=r)
+        self.actions = Counter("reaper_actions", "Teardowns by classification, action "
+                               "and result (done, failed, aborted, backed_off, "
+                               "interrupted).", ["classification", "action", "result"],
+                               registry=r)
+        self.guards = Counter("reaper_guard_trips", "Guards that refused a plan.",
+                              ["guard"], registry=r)
+        self.rpc = Counter("reaper_rpc_calls", "RPC calls served, by method and result.",
+                           ["method", "result"], registry=r)
+        self.triggers = Counter("reaper_nova_log_triggers", "Targeted audits started by "
+                                "nova-compute's log, by result.", ["result"], registry=r)
+        self.findings = Gauge("reaper_last_pass_findings", "Findings of the last pass of "
+                              "each mode, by classification.", ["mode", "classification"],
+                              registry=r)
+        self.last_end = Gauge("reaper_last_pass_end_timestamp_seconds",
+                              "When the last pass of each mode ended.", ["mode"], registry=r)
+        self.last_duration = Gauge("reaper_last_pass_duration_seconds",
+                                   "How long the last pass of each mode took.", ["mode"],
+                                   registry=r)
+        self.last_exit = Gauge("reaper_last_pass_exit_code",
+                               "Exit code of the last pass of each mode.", ["mode"],
+                               registry=r)
+        self.last_queries = Gauge("reaper_last_pass_db_queries",
+                                  "Nova DB round trips of the last pass of each mode.",
+                                  ["mode"], registry=r)
+        self.backlog = Gauge("reaper_journal_backlog",
+                             "Journaled teardowns not finished (they resume next pass).",
+                             registry=r)
+        self.paused = Gauge("reaper_paused", "1 while the host is paused (no destruction).",
+                            registry=r)
+        self._classes: dict[str, set[str]] = {}
+
+    def __call__(self, rec: dict) -> None:
+        event = rec.get("event")
+        if event == "action":
+            self.actions.labels(rec.get("classification") or "-", rec.get("action") or "-",
+                                rec.get("result") or "-").inc()
+        elif event == "guard_tripped":
+            self.guards.labels(rec.get("guard") or "-").inc()
+        elif event == "rpc_call":
+            self.rpc.labels(rec.get("method") or "-", rec.get("result") or "-").inc()
+        elif event == "nova_log_trigger":
+            self.triggers.labels(rec.get("result") or "-").inc()
+        elif event == "pass_summary":
+            self._pass(rec)
+            self.write()
+        elif event == "agent_state" and rec.get("result") in ("paused", "resumed"):
+            self.write()
+
+    def _pass(self, rec: dict) -> None:
+        mode = rec.get("mode") or "-"
+        summary = rec.get("evidence") or {}
+        self.passes.labels(mode, str(rec.get("result"))).inc()
+        by_cls = summary.get("by_classification") or {}
+        # a classification seen before and absent now is 0, not a stale value
+        for cls in self._classes.setdefault(mode, set()) | set(by_cls):
+            self.findings.labels(mode, cls).set(by_cls.get(cls, 0))
+        self._classes[mode] |= set(by_cls)
+        start, end = _epoch(rec.get("started_at")), _epoch(rec.get("finished_at"))
+        if end is not None:
+            self.last_end.labels(mode).set(end)
+            if start is not None:
+                self.last_duration.labels(mode).set(max(0.0, end - start))
+        if summary.get("exit_code") is not None:
+            self.last_exit.labels(mode).set(summary["exit_code"])
+        if rec.get("db_queries") is not None:
+            self.last_queries.labels(mode).set(rec["db_queries"])
+
+    def write(self) -> None:
+        try:
+            self.backlog.set(self._backlog())
+            self.paused.set(1 if self._paused() else 0)
+            write_to_textfile(self.path, self.registry)
+        except Exception as e:  # noqa: BLE001 - metrics never fail a pass
+            LOG.warning("cannot write metrics file %s: %s", self.path, e)
+
+
+def enable(reaper, conf=CONF) -> Metrics | None:
+    path = conf.reaper.metrics_file
+    if not path:
+        return None
+    m = Metrics(path, backlog=reaper.state.backlog,
+                paused=lambda: reaper.state.get_flag("paused") is not None)
+    reaper.audit.subscribe(m)
+    m.write()
+    return m
