@@ -23,6 +23,7 @@ import pytest
 
 from reaper import state as state_mod
 from tests.fixtures import novadb
+from tests.functional import test_reaper_real as reaper_real
 from tests.fixtures.domains import domain_exists
 
 pytestmark = pytest.mark.functional
@@ -50,19 +51,13 @@ def notify_socket():
 
 def write_conf(tmp_path, db, host, instances_path, rpc: str = "enabled = false\n",
                **reaper_opts) -> str:
-    opts = dict(grace_observations=1, grace_seconds=0, max_destroy_fraction=1.0,
-                instances_path_shared="false", audit_log=str(tmp_path / "audit.log"),
-                reconcile_interval=3600, reclaim_poll_interval=-1, interval_jitter=0)
+    """test_reaper_real's config, with the agent's timers quiet unless asked, and RPC."""
+    opts = dict(reconcile_interval=3600, reclaim_poll_interval=-1, interval_jitter=0)
     opts.update(reaper_opts)
-    conf = tmp_path / "reaper.conf"
-    conf.write_text(
-        f"[DEFAULT]\nhost = {host}\ninstances_path = {instances_path}\n"
-        f"state_path = {tmp_path / 'state'}\nuse_stderr = true\n"
-        f"[database]\nconnection = {db.url}\n"
-        f"[libvirt]\nconnection_uri = qemu:///system\n[network]\nenabled = false\n"
-        f"[rpc]\n{rpc}[reaper]\n"
-        + "".join(f"{k} = {v}\n" for k, v in opts.items()))
-    return str(conf)
+    conf = reaper_real.write_conf(tmp_path, db, host, instances_path, **opts)
+    with open(conf, "a") as f:
+        f.write(f"[rpc]\n{rpc}")
+    return conf
 
 
 class AgentProcess:

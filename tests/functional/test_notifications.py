@@ -59,6 +59,23 @@ class Collector:
 
 
 @pytest.fixture
+def listened(broker_url):
+    """(conf, collector): a notification listener on a topic of this test's own."""
+    import oslo_messaging
+    topic = f"reaper-test-{uuidlib.uuid4().hex[:10]}"
+    conf = conf_for(broker_url, topic)
+    transport = oslo_messaging.get_notification_transport(conf, url=broker_url)
+    coll = Collector()
+    listener = oslo_messaging.get_notification_listener(
+        transport, [oslo_messaging.Target(topic=topic)], [coll])
+    listener.start()
+    yield conf, coll
+    listener.stop()
+    listener.wait()
+    transport.cleanup()
+
+
+@pytest.fixture
 def broker_url():
     from kombu import Connection
     try:
@@ -69,15 +86,8 @@ def broker_url():
     return f"rabbit://guest:guest@{BROKER}/"
 
 
-def test_reap_and_reclaim_are_notified_with_the_leftovers(tmp_path, broker_url):
-    import oslo_messaging
-    topic = f"reaper-test-{uuidlib.uuid4().hex[:10]}"
-    conf = conf_for(broker_url, topic)
-    transport = oslo_messaging.get_notification_transport(conf, url=broker_url)
-    coll = Collector()
-    listener = oslo_messaging.get_notification_listener(
-        transport, [oslo_messaging.Target(topic=topic)], [coll])
-    listener.start()
+def test_reap_and_reclaim_are_notified_with_the_leftovers(tmp_path, listened):
+    conf, coll = listened
     reaper, _, cast = demo.build(str(tmp_path / "host"))
     u = {m.label: m.uuid for m in cast}
     emitter = notifications.enable(reaper, conf)
@@ -90,9 +100,6 @@ def test_reap_and_reclaim_are_notified_with_the_leftovers(tmp_path, broker_url):
         if emitter:
             emitter.close()
         reaper.close()
-        listener.stop()
-        listener.wait()
-        transport.cleanup()
     assert {p for _, p, _, _ in got} == {f"reaper.{demo.HOST}"}
     by_type = {}
     for prio, _, etype, payload in got:
@@ -112,17 +119,9 @@ def test_reap_and_reclaim_are_notified_with_the_leftovers(tmp_path, broker_url):
     assert "reaper.guard.tripped" not in by_type
 
 
-def test_a_tripped_guard_is_a_warning(tmp_path, broker_url):
+def test_a_tripped_guard_is_a_warning(tmp_path, listened):
     import dataclasses
-
-    import oslo_messaging
-    topic = f"reaper-test-{uuidlib.uuid4().hex[:10]}"
-    conf = conf_for(broker_url, topic)
-    transport = oslo_messaging.get_notification_transport(conf, url=broker_url)
-    coll = Collector()
-    listener = oslo_messaging.get_notification_listener(
-        transport, [oslo_messaging.Target(topic=topic)], [coll])
-    listener.start()
+    conf, coll = listened
     reaper, _, _ = demo.build(str(tmp_path / "host"))
     reaper.policy = dataclasses.replace(reaper.policy, max_destroy_per_pass=1)
     emitter = notifications.enable(reaper, conf)
@@ -132,9 +131,6 @@ def test_a_tripped_guard_is_a_warning(tmp_path, broker_url):
     finally:
         emitter.close()
         reaper.close()
-        listener.stop()
-        listener.wait()
-        transport.cleanup()
     (prio, _, _, payload), = [g for g in got if g[2] == "reaper.guard.tripped"]
     assert prio == "WARN" and payload["guard"] == "mass_destruction"
 
