@@ -233,7 +233,8 @@ def test_cli_watcher_audits_a_past_log(tmp_path):
                         "audit-log", "story", SEED], capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=os.getcwd()), timeout=120)
     assert r.returncode == 0, r.stderr
-    assert f"{SEED}: 2 records in 1 passes" in r.stdout
+    # the finding, the targeted pass's summary (it names the instance) and the trigger
+    assert f"{SEED}: 3 records in 1 passes" in r.stdout
     assert "attachment_drift/log -> audit_only" in r.stdout or \
         "attachment_drift/log -> logged" in r.stdout
     assert "nova_log_trigger  instance" in r.stdout and "operation: detach" in r.stdout
