@@ -434,3 +434,29 @@ def _execute(r, t):
     ctx = teardown.Context(conn=r.conn, engine=r.engine, state=r.state, policy=r.policy,
                            clock=r.clock, extras=r.extras)
     return teardown.execute(ctx, t, f"req-{uuidlib.uuid4()}")
+
+
+def test_reclaim_of_an_instance_with_hostile_network_info_completes(net_world):
+    """A soft-deleted instance past reclaim_instance_interval (no domain) has
+    network_info nested too deep for the JSON parser; its hybrid VIF's port carries
+    its vm-uuid.
+
+    Expect: the reclaim runs to the end (exit 4): its VIF is found by vm-uuid and
+    unplugged whole, the row is soft-deleted, and the audit record's controller
+    leftovers say the network_info was unparsable; the next pass has nothing to do.
+    """
+    w = net_world
+    u = novadb.add_instance(w.db.engine, host=w.host, vm_state="soft-delete", power_state=4,
+                            deleted_at=ago(OLD))["uuid"]
+    port = npl.new_port_id()
+    novadb.add_info_cache(w.db.engine, u, _hostile("nested-too-deep", port))
+    n = npl.hybrid_plug(w.ns, w.bridge, port, u)
+    r = w.reaper(reclaim_instance_interval=3600)
+    rep = r.run_pass("reap")
+    assert rep.errors == [] and rep.exit_code == 4, rep.to_table()
+    (act,) = rep.actions
+    assert (act["classification"], act["result"]) == ("reclaimable", "done"), rep.to_table()
+    assert act["evidence"]["controller_leftovers"]["network_info_unparsable"] is True
+    assert not (set(n.values()) & w.links()) and w.ports() == set()
+    assert novadb.get_instance(w.db.engine, u)["deleted"] != 0
+    assert r.run_pass("reap").exit_code == 0
