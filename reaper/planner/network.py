@@ -9,10 +9,24 @@ devices named with it and the integration bridge's ``tap``/``qvo`` ports whose
   its ``instance_info_caches.network_info`` (port ``id``, ``ovs_interfaceid`` or
   ``devname``) or uses it in its domain XML;
 * any domain on the host (Nova's or not, whatever its state) names one of the
-  group's devices in an ``<interface>`` (target dev, source bridge) or carries the
-  port id as its virtualport ``interfaceid``;
+  group's devices in an interface of any type (``<target dev>``, ``<source
+  bridge>``, ``<source dev>`` of a ``direct``/macvtap or ``network`` interface, a
+  ``<hostdev type='net'>``), or carries the port id as its virtualport
+  ``interfaceid``;
 * one of its OVS ports' ``vm-uuid``/``vm-id`` is such a live or in-flight
   instance, or the uuid of any domain on the host.
+
+A group is a unit: removed whole or kept whole (``unit_holds``). It is kept whole
+when anything outside it uses a member, or a member may not be removed: a device
+stacked on a member (macvlan, macvtap, vlan, a vxlan bound to it: its IFLA_LINK),
+a foreign port of its ``qbr``, a member enslaved elsewhere, a veth whose peer is
+not its partner or is in another namespace, a device with the group's name that
+is not of Nova's kind, an integration bridge port with the group's name that the
+reaper may not remove (no ``iface-id``, another port's ``iface-id``, an internal
+or patch port, a ``qbr``/``qvb`` plugged into OVS), and for a leak a tap held open.
+Such a leak is reported with action ``log`` and the reasons; an instance
+teardown keeps that VIF (``vifs_kept`` in its evidence). The unplug step judges
+the unit again with the same function right before removing anything.
 
 Groups of an instance being torn down here (evacuated, running deleted,
 reclaimed), found through its network_info, its domain XML and the ``vm-uuid`` of
@@ -24,12 +38,12 @@ of ``[reaper] leaked_vif_action``, after the observation guard.
 Whatever makes ownership uncertain turns every reap of the pass into ``log``: the
 domain list or a network collector unavailable, a domain whose XML could not be
 read, a live or in-flight instance without a domain here whose network_info is
-missing or unreadable. A group that looks odd (a bridge with foreign ports, a
-veth whose peer is not its partner or in another namespace, a tap held open by
-a process) is only logged. Never touched, not even listed: devices whose name or
-kind is not Nova's, OVS ports without ``iface-id``, of another type than a VIF's
-(internal, patch, tunnels...), with several interfaces, named like the bridge,
-or whose name and ``iface-id`` disagree, and any group with
+missing or unreadable (not JSON, wrong types, nested too deep for the parser,
+larger than ``MAX_NETWORK_INFO_CHARS``: ``parse_network_info`` never raises). Never
+touched, not even listed: devices whose name or kind is not Nova's, OVS ports
+without ``iface-id``, of another type than a VIF's (internal, patch, tunnels...),
+with several interfaces, named like the bridge, or whose name and ``iface-id``
+disagree, when nothing of Nova's carries their name, and any group with
 ``external_ids:reaper-skip=true``.
 """
 from __future__ import annotations
