@@ -230,7 +230,8 @@ def _judge(h: NetworkHandles, item: dict, vm_ok: set) -> _Unit:
                               [o for o in ovs_ports if o.name[3:] == p]).get(p)
     if g is not None:
         g.devices = [d for d in g.devices if d.name in members]
-        holds.extend(net_plan.unit_holds(g, devices, guest_gone=True))
+        holds.extend(net_plan.unit_holds(g, net_plan.stacked_index(devices),
+                                         guest_gone=True))
         for port in g.ports:
             spec = next((o for o in item["ovs_ports"] if o["name"] == port.name), None)
             if spec is None:

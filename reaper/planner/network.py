@@ -307,12 +307,22 @@ def _allowed_masters(role: str, prefix: str) -> set[str | None]:
             "qbr": {None}}[role]
 
 
-def unit_holds(g: Group, devices: Iterable[NetDevice] = (), *, guest_gone: bool = True,
-               ovs_seen: bool = True) -> list[str]:
+def stacked_index(devices: Iterable[NetDevice]) -> dict[str, list[NetDevice]]:
+    """Device name -> the devices whose link (IFLA_LINK) it is, so that finding the
+    devices stacked on a VIF costs nothing per VIF."""
+    out: dict[str, list[NetDevice]] = collections.defaultdict(list)
+    for d in devices:
+        if d.link:
+            out[d.link].append(d)
+    return dict(out)
+
+
+def unit_holds(g: Group, stacked: dict[str, list[NetDevice]] | None = None, *,
+               guest_gone: bool = True, ovs_seen: bool = True) -> list[str]:
     """Why the VIF must be kept whole: a member is used by something outside the
     unit, or may not be removed (so no member may). Pure.
 
-    ``devices``: the whole device collection (upper devices included);
+    ``stacked``: ``stacked_index`` of the whole device collection;
     ``guest_gone``: the guest is gone, so a tap held open counts (False while an
     instance teardown is planned: its domain is destroyed first); ``ovs_seen``:
     the integration bridge's ports were read, so a member on the OVS datapath
@@ -348,11 +358,11 @@ def unit_holds(g: Group, devices: Iterable[NetDevice] = (), *, guest_gone: bool 
                    f"{d.role}: the name is someone else's")
     for _, reason in g.held_ports:
         why.append(reason)
-    for d in devices:
-        lower = members.get(d.link or "")
-        if lower is None or d.name in members or lower.peer == d.name:
-            continue        # not stacked on the unit, a member, or the veth peer
-        why.append(f"{d.name} ({d.kind or 'unknown kind'}) is stacked on {lower.name}")
+    for lower in g.devices:
+        for d in (stacked or {}).get(lower.name, ()):
+            if d.name in members or lower.peer == d.name:
+                continue        # a member, or the veth peer
+            why.append(f"{d.name} ({d.kind or 'unknown kind'}) is stacked on {lower.name}")
     return why
 
 
@@ -427,7 +437,7 @@ class _Facts:
     network_info_findings: list[Finding]
     caches_parsed: int
     vifs_of: dict[str, tuple[list[VifInfo], str | None]]
-    devices: tuple[NetDevice, ...] = ()         # every device seen (upper devices too)
+    stacked: dict[str, list[NetDevice]] = dataclasses.field(default_factory=dict)
     ovs_ok: bool = True
 
 
@@ -519,7 +529,7 @@ def _facts(ctx, groups: dict[str, Group], torn: set[str], dev_ok: bool,
     return _Facts(protected=protected, owned=owned, used_by=used_by,
                   domain_uuids={d.uuid for d in domains}, unsure=unsure,
                   network_info_findings=findings, caches_parsed=parsed, vifs_of=vifs_of,
-                  devices=tuple(inv.extra[DEVICE_KIND].items) if dev_ok else (),
+                  stacked=stacked_index(inv.extra[DEVICE_KIND].items) if dev_ok else {},
                   ovs_ok=ovs_ok)
 
 
@@ -568,7 +578,7 @@ def _blocked(prefix: str, own_uuid: str | None, facts: _Facts,
         if own_uuid is not None:
             # A teardown's own VIF is removed whole or not at all. (A leak with
             # holds is still reported, as log only: see _leak.)
-            holds = unit_holds(g, facts.devices, guest_gone=False, ovs_seen=facts.ovs_ok)
+            holds = unit_holds(g, facts.stacked, guest_gone=False, ovs_seen=facts.ovs_ok)
             if holds:
                 return "kept whole: " + "; ".join(holds)
     return None
@@ -672,7 +682,7 @@ def _leak(ctx, g: Group, facts: _Facts, policy_action: Action, dev_ok: bool,
     reason = (f"no live or in-flight instance on this host claims port {g.port_id or g.prefix}"
               f" ({facts.caches_parsed} network_info read), no domain uses it, and {owner}")
     action = policy_action
-    oddities = unit_holds(g, facts.devices, guest_gone=True, ovs_seen=facts.ovs_ok)
+    oddities = unit_holds(g, facts.stacked, guest_gone=True, ovs_seen=facts.ovs_ok)
     if oddities:
         action = Action.LOG if action is Action.REAP else action
         reason += "; but only logging, the VIF is kept whole: " + "; ".join(oddities)

@@ -712,7 +712,7 @@ def test_collector_lists_devices_stacked_on_vif_devices():
     assert got["qvo" + P].link == got["qvo" + P].peer == "qvb" + P
     assert got["qbr" + P].ports == ("eth7", "qvb" + P, "tap" + P)
     (g,) = net.build_groups(got.values(), ()).values()
-    holds = net.unit_holds(g, got.values())
+    holds = net.unit_holds(g, net.stacked_index(got.values()))
     assert any("mv0 (macvlan) is stacked on qvo" in h for h in holds)
     assert any("vl100 (vlan) is stacked on tap" in h for h in holds)
     assert any("vx0 (vxlan) is stacked on qbr" in h for h in holds)
