@@ -233,8 +233,8 @@ def test_vif_used_through_source_dev_or_a_stacked_device_is_kept(net_world, use)
     macvlan (on the qvo) or macvtap (on the qbr) stacked on it.
 
     Expect: the qvo, its qvb peer, the qbr, the tap, the OVS port and the macvlan
-    all stay over two reap passes; a stacked device makes the VIF reported (log,
-    "kept whole"), a domain using it keeps it unlisted; no action, exit 0 or 3.
+    all stay over two reap passes, no action: a domain using it keeps it unlisted
+    (exit 0); a stacked device alone makes it reported, log, "kept whole" (exit 3).
     """
     w = net_world
     port = npl.new_port_id()
@@ -331,7 +331,7 @@ def test_foreign_port_on_the_qbr_keeps_the_vif_of_a_reaped_domain(net_world):
 
     Expect: the domain is destroyed and undefined, but its VIF is kept whole (qbr,
     qvb, qvo, tap, the foreign veth and the OVS port stay) and the teardown's
-    evidence says why (vifs_kept); exit 4.
+    evidence says why (vifs_kept); exit 4; the next pass only logs the VIF.
     """
     w = net_world
     u = deleted_instance(w)
