@@ -30,11 +30,21 @@ class DomainDisk:
 
 @_frozen
 class DomainInterface:
-    type: str                   # "bridge", "ethernet", "network", ...
+    """A network device of a domain: an ``<interface>`` (any type), or a
+    ``<hostdev type='net'>`` that hands a host interface to the guest."""
+    type: str                   # "bridge", "ethernet", "direct", "network", "hostdev"...
     mac: str | None
     target_dev: str | None
     source_bridge: str | None
     interface_id: str | None = None  # virtualport interfaceid (OVS)
+    # <source dev> (direct/macvtap, ethernet...) or a hostdev's <source><interface>:
+    # a host device the guest uses without being plugged into a bridge.
+    source_dev: str | None = None
+
+    @property
+    def device_names(self) -> tuple[str, ...]:
+        """Every host device this interface names (target, source bridge, source dev)."""
+        return tuple(n for n in (self.target_dev, self.source_bridge, self.source_dev) if n)
 
 
 @_frozen
@@ -352,10 +362,13 @@ class IscsiNode:
 @_frozen
 class NetDevice:
     """A Linux device named like a Nova VIF (tap/qbr/qvb/qvo + 11 characters of the
-    Neutron port id), as one netlink dump shows it."""
+    Neutron port id), or stacked on / enslaved to one (a macvlan, macvtap, vlan,
+    vxlan... whose link is it, a port of a qbr): one netlink dump shows them all.
+    The stacked ones carry ``role == ""`` and are never Nova's; they are listed so
+    the planner can see who else uses a VIF's devices."""
     name: str
     ifindex: int
-    role: str                   # "tap", "qbr", "qvb", "qvo": the name's prefix
+    role: str                   # "tap", "qbr", "qvb", "qvo": the name's prefix ("": none)
     port_prefix: str            # the 11 characters of the port id the name encodes
     kind: str | None            # IFLA_INFO_KIND: "bridge", "veth", "tun", ...
     mac: str | None = None
@@ -365,6 +378,10 @@ class NetDevice:
     peer: str | None = None         # a veth's peer, when in the same namespace
     peer_netnsid: int | None = None  # set when the veth's peer is in another namespace
     ports: tuple[str, ...] = ()     # a bridge's ports
+    # The device IFLA_LINK names in this namespace: a veth's peer, the lower device
+    # of a macvlan/macvtap/vlan (a vxlan's underlay device). None: none, or in
+    # another namespace.
+    link: str | None = None
 
 
 @_frozen

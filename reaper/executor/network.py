@@ -14,11 +14,21 @@ teardowns of leaked VIF groups (R11). For each VIF, in os-vif's order:
 Before touching anything the step checks again, against fresh reads, what the
 planner decided: no live or in-flight instance on this host claims the port in
 its network_info (one query), the ``vm-uuid`` of a leaked VIF's port is not such
-an instance, and no other domain names the devices (libvirt, for leaked VIFs and
-for teardowns alike). A VIF claimed meanwhile is kept and reported; for a leak,
-an unreadable domain aborts the teardown. Each device must still be the one
-planned (same ifindex when known, the kind Nova gives it, a veth whose peer is
-its partner, a bridge with no foreign ports, a tap no process holds open).
+an instance, and no other domain names the devices in any interface (target dev,
+source bridge, source dev; libvirt, for leaked VIFs and for teardowns alike). A
+VIF claimed meanwhile is kept and reported; for a leak, an unreadable domain
+aborts the teardown.
+
+Then, right before its first removal, each VIF is judged as a unit on a fresh
+netlink dump and OVSDB read, with the planner's own rules
+(``reaper.planner.network.unit_holds``): every planned device must still be the
+one planned (same ifindex when known, the kind Nova gives it), no member may
+have appeared since, no device may be stacked on a member (macvlan, macvtap,
+vlan...) or enslaved to its bridge, veths must be each other's peers, no tap
+held open, every OVS port carrying the unit's names must be a VIF port this
+teardown may remove (iface-id, vm-uuid, type, reaper-skip). If anything must
+stay, nothing of the VIF is removed: it is kept whole and reported, never half
+cleaned.
 
 Idempotent: whatever is already gone counts as done, so a resumed or repeated
 step ends in the same state. An OVSDB server that is down fails the step before
@@ -175,59 +185,85 @@ def unplug_vifs(ctx, plan) -> str:
             report.append(f"{p}: kept (now used by domain(s) {', '.join(users[p])})")
         else:
             todo.append(item)
-    if not todo:
-        return "; ".join(report) or "nothing to unplug"
-
-    if any(i["ovs_ports"] for i in todo):
-        handles.ovs.ping()      # down: fail before anything is removed (retried later)
-    devices = {d.name: d for d in net_inv.links_to_devices(handles.netlink.dump())}
     for item in todo:
         vm_ok = set(item.get("vm_uuids", ())) | {None} | ({own} if own else set())
-        report.append(_unplug_one(handles, item, devices, vm_ok))
-    return "; ".join(report)
+        report.append(_unplug_one(handles, item, vm_ok))
+    return "; ".join(report) or "nothing to unplug"
 
 
-def _unplug_one(h: NetworkHandles, item: dict, devs: dict[str, NetDevice],
-                vm_ok: set) -> str:
+@dataclasses.dataclass
+class _Unit:
+    """A planned VIF as the host shows it right now."""
+    members: dict[str, NetDevice]       # planned devices still there, as they are now
+    ports: list[dict]                   # planned OVS ports (the plan's dicts)
+    gone: list[str]
+    holds: list[str]
+
+
+def _judge(h: NetworkHandles, item: dict, vm_ok: set) -> _Unit:
+    """Fresh reads (one netlink dump, the OVSDB replica after a round trip) and the
+    planner's unit rules: what of the planned VIF is still there, and why it must
+    be kept whole. Raises OvsUnavailable when OVSDB does not answer."""
     p = item["prefix"]
     planned = {d["name"]: d for d in item["devices"]}
-    removed, kept, gone = [], [], []
-
-    def current(role: str) -> NetDevice | None:
-        name = role + p
-        want = planned.get(name)
-        if want is None:
-            return None                 # not in the plan: never touched
-        d = devs.get(name)
+    h.ovs.ping()                # down: fail before anything is removed (retried later)
+    _, ovs_ports = h.ovs.read_ports()
+    devices = net_inv.links_to_devices(h.netlink.dump())
+    by_name = {d.name: d for d in devices}
+    members, gone, holds = {}, [], []
+    for name, want in planned.items():
+        d = by_name.get(name)
         if d is None:
             gone.append(name)
-            return None
-        if want["ifindex"] is not None and d.ifindex != want["ifindex"]:
-            kept.append(f"{name} (recreated since planned: ifindex {d.ifindex})")
-            return None
-        if d.kind not in net_plan.ROLE_KINDS[role]:
-            kept.append(f"{name} (kind {d.kind})")
-            return None
-        return d
+        elif want["ifindex"] is not None and d.ifindex != want["ifindex"]:
+            holds.append(f"{name} was recreated since planned (ifindex {d.ifindex})")
+        elif d.kind not in net_plan.ROLE_KINDS[want["role"]]:
+            holds.append(f"{name} is now a {d.kind}")
+        else:
+            members[name] = d
+    for role in ("tap", "qbr", "qvb", "qvo"):
+        name = role + p
+        if name in by_name and name not in planned:
+            holds.append(f"{name} appeared since planned")
+    # The unit as the planner would see it now, from the same reads.
+    g = net_plan.build_groups([d for d in devices if d.port_prefix == p],
+                              [o for o in ovs_ports if o.name[3:] == p]).get(p)
+    if g is not None:
+        g.devices = [d for d in g.devices if d.name in members]
+        holds.extend(net_plan.unit_holds(g, net_plan.stacked_index(devices),
+                                         guest_gone=True))
+        for port in g.ports:
+            spec = next((o for o in item["ovs_ports"] if o["name"] == port.name), None)
+            if spec is None:
+                holds.append(f"OVS port {port.name} appeared since planned")
+                continue
+            why = ovs_inv.port_refusal(port, p, spec.get("iface_id"), vm_ok)
+            if why:
+                holds.append(f"OVS port {port.name}: {why}")
+    return _Unit(members=members, ports=item["ovs_ports"], gone=gone, holds=holds)
+
+
+def _unplug_one(h: NetworkHandles, item: dict, vm_ok: set) -> str:
+    """One VIF, whole or not at all: judged on fresh reads right before the first
+    removal; kept whole (nothing removed) when anything of it must stay."""
+    p = item["prefix"]
+    unit = _judge(h, item, vm_ok)
+    if unit.holds:
+        LOG.info("VIF %s kept whole: %s", p, "; ".join(unit.holds))
+        return f"{p}: kept whole ({'; '.join(unit.holds)})"
+    removed, kept, gone = [], [], list(unit.gone)
 
     def delete(d: NetDevice, what: str | None = None) -> None:
         (removed if h.netlink.delete(d.ifindex) else gone).append(what or d.name)
 
-    tap = current("tap")
+    m = unit.members
     # 1. the linux bridge
-    qbr = current("qbr")
+    qbr = m.get("qbr" + p)
     if qbr is not None:
-        foreign = sorted(set(qbr.ports) - {"qvb" + p, "tap" + p})
-        busy = tap is not None and tap.carrier and tap.name in qbr.ports
-        if foreign:
-            kept.append(f"{qbr.name} (has ports {foreign})")
-        elif busy:
-            kept.append(f"{qbr.name} (its tap {tap.name} is held open)")
-        else:
-            h.netlink.set_down(qbr.ifindex)
-            delete(qbr)
-    # 2. the OVS ports
-    for port in item["ovs_ports"]:
+        h.netlink.set_down(qbr.ifindex)
+        delete(qbr)
+    # 2. the OVS ports (re-checked once more inside their transaction)
+    for port in unit.ports:
         bridge = port.get("bridge") or h.ovs.bridge
         res = ovs_inv.delete_vif_port(h.ovs, bridge, port["name"], p, port.get("iface_id"),
                                       vm_ok)
@@ -236,32 +272,20 @@ def _unplug_one(h: NetworkHandles, item: dict, devs: dict[str, NetDevice],
         elif res == "absent":
             gone.append(f"ovs {port['name']}")
         else:
-            kept.append(f"ovs {bridge}:{port['name']} ({res[len('kept: '):]})")
+            kept.append(f"ovs {bridge}:{port['name']} ({res[len('kept: '):]}, changed "
+                        f"while unplugging)")
     # 3. the veth pair: deleting qvo takes its qvb peer with it
-    def veth_ok(d: NetDevice, partner: str) -> bool:
-        if d.peer_netnsid is not None:
-            kept.append(f"{d.name} (its peer is in another namespace)")
-            return False
-        if d.peer not in (None, partner):
-            kept.append(f"{d.name} (its peer is {d.peer})")
-            return False
-        return True
-
-    qvo, qvb = current("qvo"), current("qvb")
-    if qvo is not None and veth_ok(qvo, "qvb" + p):
+    qvo, qvb = m.get("qvo" + p), m.get("qvb" + p)
+    if qvo is not None:
         delete(qvo, f"{qvo.name} (and {qvo.peer})" if qvo.peer else None)
         if qvo.peer:
             qvb = None
-    if qvb is not None and veth_ok(qvb, "qvo" + p):
+    if qvb is not None:
         delete(qvb)
     # 4. the tap
+    tap = m.get("tap" + p)
     if tap is not None:
-        if tap.carrier:
-            kept.append(f"{tap.name} (held open by a process)")
-        elif tap.master and tap.master != "qbr" + p:
-            kept.append(f"{tap.name} (a port of {tap.master})")
-        else:
-            delete(tap)
+        delete(tap)
     parts = []
     if removed:
         parts.append("removed " + ", ".join(removed))

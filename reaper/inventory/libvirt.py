@@ -168,8 +168,10 @@ def parse_domain_xml(xml: str, state: str, name_re: re.Pattern | None) -> Domain
             for dev in el:
                 if dev.tag == "disk":
                     disks.append(_disk(dev))
-                elif dev.tag == "interface":
-                    ifaces.append(_interface(dev))
+                elif dev.tag in _NET_DEVICE_TAGS:
+                    iface = _interface(dev)
+                    if iface is not None:
+                        ifaces.append(iface)
     if not _UUID_FULL.fullmatch(uuid):
         raise ValueError(f"no valid <uuid> in domain XML ({uuid!r})")
     nova = nova_meta or bool(name_re and name_re.fullmatch(name))
@@ -192,8 +194,23 @@ def _disk(d: ET.Element) -> DomainDisk:
                       source_type=d.get("type", "file"), source=_disk_source(d), serial=serial)
 
 
-def _interface(i: ET.Element) -> DomainInterface:
-    mac = target = bridge = iface_id = None
+# <interface> of any type, and <hostdev type='net'> (a host interface given to the
+# guest, as LXC does): both make a domain a user of host network devices.
+_NET_DEVICE_TAGS = frozenset({"interface", "hostdev"})
+
+
+def _interface(i: ET.Element) -> DomainInterface | None:
+    """Every host device an interface names, whatever its type: ``<target dev>``,
+    ``<source bridge>`` and ``<source dev>`` (``direct`` macvtap, a ``network``
+    interface's live source, ``ethernet``...). None for a hostdev that names no
+    host interface (a PCI device)."""
+    if i.tag == "hostdev":
+        name = (i.findtext("source/interface") or "").strip()
+        if not name:
+            return None
+        return DomainInterface(type="hostdev", mac=None, target_dev=None,
+                               source_bridge=None, source_dev=name)
+    mac = target = bridge = source_dev = iface_id = None
     for child in i:
         tag = child.tag
         if tag == "mac":
@@ -202,11 +219,13 @@ def _interface(i: ET.Element) -> DomainInterface:
             target = child.get("dev")
         elif tag == "source":
             bridge = child.get("bridge")
+            source_dev = child.get("dev")
         elif tag == "virtualport":
             params = child.find("parameters")
             iface_id = params.get("interfaceid") if params is not None else None
     return DomainInterface(type=i.get("type", ""), mac=mac, target_dev=target,
-                           source_bridge=bridge, interface_id=iface_id)
+                           source_bridge=bridge, interface_id=iface_id,
+                           source_dev=source_dev)
 
 
 # --------------------------------------------------------------------------

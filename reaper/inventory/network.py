@@ -2,16 +2,19 @@
 
 Read-only. One rtnetlink dump (``RTM_GETLINK``, statistics skipped) per pass, in
 the host's network namespace or in ``[network] namespace``, through pyroute2.
-Only devices named like a Nova VIF become records (``tap``/``qbr``/``qvb``/``qvo``
-followed by the first 11 characters of a Neutron port id, 14 characters in all);
-the rest of the dump is used only to name their masters, veth peers and bridge
-ports. Anything else is not Nova's and is not even listed.
+Devices named like a Nova VIF become records (``tap``/``qbr``/``qvb``/``qvo``
+followed by the first 11 characters of a Neutron port id, 14 characters in all),
+and so does every device stacked on or enslaved to one of them (a macvlan or
+macvtap whose IFLA_LINK is a ``qvo``, a vlan on a ``tap``, a vxlan bound to one, a
+port of a ``qbr``): they are users of Nova's devices, which the planner must
+see to keep a VIF whole. The rest of the dump is used only to name masters, links
+and bridge ports, and is not listed.
 
 pyroute2's generic decoder builds an object for each of the ~40 attributes of
 every link, which costs ~0.4 ms per device (1.7 s for 4,000 devices); the dump
 here is decoded by a message class that reads only the seven attributes the
-reaper needs (name, MAC, link, master, operstate, carrier, kind, peer netnsid)
-straight from the buffer, ~10x faster. ``decode_fast_equals_pyroute2`` in the
+reaper needs (name, MAC, link, master, operstate, carrier, kind, link netnsid,
+and a vxlan's underlay device) straight from the buffer, ~10x faster. ``decode_fast_equals_pyroute2`` in the
 functional tests checks it against pyroute2's own decoder on a real dump.
 
 The same handle deletes devices for the unplug step (``delete``, ``set_down``).
@@ -68,13 +71,26 @@ _NLA_TYPE_MASK = 0x3FFF     # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_MASTER = 1, 3, 5, 10
 IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_CARRIER, IFLA_LINK_NETNSID = 16, 18, 33, 37
-IFLA_INFO_KIND = 1
+IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_VXLAN_LINK = 3         # in a vxlan's IFLA_INFO_DATA: its underlay device
 _WANTED = frozenset({IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_MASTER, IFLA_OPERSTATE,
                      IFLA_LINKINFO, IFLA_CARRIER, IFLA_LINK_NETNSID})
 
 
 def _cstr(data, start: int, end: int) -> str:
     return bytes(data[start:end]).split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _nested_u32(data, start: int, stop: int, want: int) -> int | None:
+    o = start
+    while o + 4 <= stop:
+        length, typ = _HDR(data, o)
+        if length < 4:
+            return None
+        if typ & _NLA_TYPE_MASK == want and length >= 8:
+            return _U32(data, o + 4)[0]
+        o += (length + 3) & ~3
+    return None
 
 
 class _LinkMsg(nlmsg):
@@ -110,14 +126,22 @@ class _LinkMsg(nlmsg):
                     out["carrier"] = data[p]
                 elif typ == IFLA_LINK_NETNSID:
                     out["netnsid"] = _S32(data, p)[0]
-                else:                       # IFLA_LINKINFO: only its IFLA_INFO_KIND
+                else:       # IFLA_LINKINFO: its IFLA_INFO_KIND (and a vxlan's device)
                     o = p
                     while o + 4 <= stop:
                         ilen, ityp = hdr(data, o)
                         if ilen < 4:
                             break
-                        if ityp & _NLA_TYPE_MASK == IFLA_INFO_KIND:
+                        ityp &= _NLA_TYPE_MASK
+                        if ityp == IFLA_INFO_KIND:
                             out["kind"] = _cstr(data, o + 4, min(o + ilen, stop))
+                            if out["kind"] != "vxlan":
+                                break
+                        elif ityp == IFLA_INFO_DATA and out.get("kind") == "vxlan":
+                            dev = _nested_u32(data, o + 4, min(o + ilen, stop),
+                                              IFLA_VXLAN_LINK)
+                            if dev:
+                                out["vxlan_link"] = dev
                             break
                         o += (ilen + 3) & ~3
             offset += (length + 3) & ~3
@@ -221,36 +245,48 @@ class Netlink:
 
 
 def links_to_devices(links: list[dict]) -> tuple[NetDevice, ...]:
-    """Pure: the VIF-named devices of a dump, with master, peer and ports resolved."""
+    """Pure: the VIF-named devices of a dump, with master, link, peer and ports
+    resolved, plus every other device stacked on or enslaved to one of them (its
+    IFLA_LINK, a vxlan's device, or its master is a VIF-named device)."""
     by_index = {link["index"]: link for link in links}
     ports: dict[int, list[str]] = {}
     for link in links:
         master = link.get("master")
         if master:
             ports.setdefault(master, []).append(link.get("ifname", ""))
+
+    def name_of(index) -> str | None:
+        other = by_index.get(index or 0)
+        return other.get("ifname") if other else None
+
     out = []
     for link in links:
         name = link.get("ifname") or ""
         m = NAME_RE.match(name)
-        if m is None:
-            continue
         kind = link.get("kind")
-        master = by_index.get(link.get("master") or 0)
+        master = name_of(link.get("master"))
+        # IFLA_LINK_NETNSID: the link is an ifindex of another namespace.
+        lower = None if link.get("netnsid") is not None else (
+            name_of(link.get("link")) or name_of(link.get("vxlan_link")))
+        if m is None:
+            if not (NAME_RE.match(lower or "") or NAME_RE.match(master or "")):
+                continue        # neither Nova's nor stacked on Nova's: not listed
+            role = prefix = ""
+        else:
+            role, prefix = m.group(1), m.group(2)
         peer = peer_nsid = None
         if kind == "veth":
             peer_nsid = link.get("netnsid")
-            if peer_nsid is None:
-                p = by_index.get(link.get("link") or 0)
-                peer = p.get("ifname") if p else None
+            peer = lower
         carrier = link.get("carrier")
         out.append(NetDevice(
-            name=name, ifindex=link["index"], role=m.group(1), port_prefix=m.group(2),
+            name=name, ifindex=link["index"], role=role, port_prefix=prefix,
             kind=kind, mac=link.get("mac"),
             operstate=OPERSTATES.get(link.get("operstate"), None),
             carrier=None if carrier is None else bool(carrier),
-            master=master.get("ifname") if master else None,
-            peer=peer, peer_netnsid=peer_nsid,
-            ports=tuple(sorted(ports.get(link["index"], ()))) if kind == "bridge" else ()))
+            master=master, peer=peer, peer_netnsid=peer_nsid,
+            ports=tuple(sorted(ports.get(link["index"], ()))) if kind == "bridge" else (),
+            link=lower))
     return tuple(out)
 
 

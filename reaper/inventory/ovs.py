@@ -328,21 +328,30 @@ class DelVifPortCommand(ovs_command.BaseCommand):
         self.result = "deleted"
 
     def _refuse(self, port, ifaces) -> str | None:
-        if len(ifaces) != 1:
-            return f"{len(ifaces)} interfaces"
-        iface = ifaces[0]
-        ext, pext = dict(iface.external_ids), dict(port.external_ids)
-        if any(str(d.get(SKIP_KEY, "")).lower() == "true" for d in (ext, pext)):
-            return f"marked {SKIP_KEY}=true"
-        if iface.type not in VIF_PORT_TYPES:
-            return f"interface type {iface.type!r}"
-        iid = ext.get("iface-id") or ""
-        if not iid.startswith(self.prefix) or (self.iface_id and iid != self.iface_id):
-            return f"iface-id is now {iid or None!r}"
-        vm = ext.get("vm-uuid") or ext.get("vm-id") or None
-        if vm not in self.vm_uuids:
-            return f"vm-uuid is now {vm!r}"
-        return None
+        return port_refusal(_port_record(self.bridge, port), self.prefix, self.iface_id,
+                            self.vm_uuids)
+
+
+def port_refusal(port: OvsPort, prefix: str, iface_id: str | None,
+                 vm_uuids) -> str | None:
+    """Why ``port`` may not be removed as the VIF port of ``prefix`` (None: it may).
+
+    Pure, on a record: the unplug step judges a whole VIF with it before removing
+    anything, and DelVifPortCommand judges the row again inside its transaction.
+    ``vm_uuids`` are the vm-uuid values the port may carry (None: absent).
+    """
+    if port.n_interfaces != 1:
+        return f"{port.n_interfaces} interfaces"
+    if port.skip:
+        return f"marked {SKIP_KEY}=true"
+    if port.iface_type not in VIF_PORT_TYPES:
+        return f"interface type {port.iface_type!r}"
+    iid = port.iface_id or ""
+    if not iid.startswith(prefix) or (iface_id and iid != iface_id):
+        return f"iface-id is now {iid or None!r}"
+    if port.vm_uuid not in set(vm_uuids):
+        return f"vm-uuid is now {port.vm_uuid!r}"
+    return None
 
 
 def delete_vif_port(handle: OvsHandle, bridge: str, name: str, prefix: str,

@@ -193,7 +193,7 @@ def _port_ids(network_info: str | None) -> tuple[list[str], bool]:
         return [], False
     try:
         vifs = json.loads(network_info)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError, MemoryError):    # hostile values too
         return [], True
     if not isinstance(vifs, list):
         return [], True

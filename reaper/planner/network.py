@@ -9,10 +9,24 @@ devices named with it and the integration bridge's ``tap``/``qvo`` ports whose
   its ``instance_info_caches.network_info`` (port ``id``, ``ovs_interfaceid`` or
   ``devname``) or uses it in its domain XML;
 * any domain on the host (Nova's or not, whatever its state) names one of the
-  group's devices in an ``<interface>`` (target dev, source bridge) or carries the
-  port id as its virtualport ``interfaceid``;
+  group's devices in an interface of any type (``<target dev>``, ``<source
+  bridge>``, ``<source dev>`` of a ``direct``/macvtap or ``network`` interface, a
+  ``<hostdev type='net'>``), or carries the port id as its virtualport
+  ``interfaceid``;
 * one of its OVS ports' ``vm-uuid``/``vm-id`` is such a live or in-flight
   instance, or the uuid of any domain on the host.
+
+A group is a unit: removed whole or kept whole (``unit_holds``). It is kept whole
+when anything outside it uses a member, or a member may not be removed: a device
+stacked on a member (macvlan, macvtap, vlan, a vxlan bound to it: its IFLA_LINK),
+a foreign port of its ``qbr``, a member enslaved elsewhere, a veth whose peer is
+not its partner or is in another namespace, a device with the group's name that
+is not of Nova's kind, an integration bridge port with the group's name that the
+reaper may not remove (no ``iface-id``, another port's ``iface-id``, an internal
+or patch port, a ``qbr``/``qvb`` plugged into OVS), and for a leak a tap held open.
+Such a leak is reported with action ``log`` and the reasons; an instance
+teardown keeps that VIF (``vifs_kept`` in its evidence). The unplug step judges
+the unit again with the same function right before removing anything.
 
 Groups of an instance being torn down here (evacuated, running deleted,
 reclaimed), found through its network_info, its domain XML and the ``vm-uuid`` of
@@ -24,12 +38,12 @@ of ``[reaper] leaked_vif_action``, after the observation guard.
 Whatever makes ownership uncertain turns every reap of the pass into ``log``: the
 domain list or a network collector unavailable, a domain whose XML could not be
 read, a live or in-flight instance without a domain here whose network_info is
-missing or unreadable. A group that looks odd (a bridge with foreign ports, a
-veth whose peer is not its partner or in another namespace, a tap held open by
-a process) is only logged. Never touched, not even listed: devices whose name or
-kind is not Nova's, OVS ports without ``iface-id``, of another type than a VIF's
-(internal, patch, tunnels...), with several interfaces, named like the bridge,
-or whose name and ``iface-id`` disagree, and any group with
+missing or unreadable (not JSON, wrong types, nested too deep for the parser,
+larger than ``MAX_NETWORK_INFO_CHARS``: ``parse_network_info`` never raises). Never
+touched, not even listed: devices whose name or kind is not Nova's, OVS ports
+without ``iface-id``, of another type than a VIF's (internal, patch, tunnels...),
+with several interfaces, named like the bridge, or whose name and ``iface-id``
+disagree, when nothing of Nova's carries their name, and any group with
 ``external_ids:reaper-skip=true``.
 """
 from __future__ import annotations
@@ -97,22 +111,37 @@ class VifInfo:
         return out
 
 
+# A network_info larger than this is not parsed: it is "malformed" (so its instance's
+# ownership is uncertain). Nova's own are a few KiB per VIF; parsing a hostile
+# multi-MiB value could cost hundreds of MiB of Python objects.
+MAX_NETWORK_INFO_CHARS = 2 * 1024 * 1024
+
+
 def parse_network_info(text: str | None) -> tuple[list[VifInfo], str | None]:
     """(VIFs, problem): problem is None, "missing", "empty" or "malformed: ...".
 
-    Entries that cannot be read make the whole value malformed (the VIFs read so
-    far are still returned: they are owned, whatever else is)."""
+    Never raises, whatever the value (hostile ones included: nested too deep for
+    the parser, too large, not JSON, wrong types): a value that cannot be read
+    makes its instance's ownership uncertain, which the callers act on. Entries
+    that cannot be read make the whole value malformed (the VIFs read so far are
+    still returned: they are owned, whatever else is)."""
     if text is None:
         return [], "missing"
+    if not isinstance(text, (str, bytes, bytearray)):
+        return [], f"malformed: a {type(text).__name__}, not JSON text"
+    if len(text) > MAX_NETWORK_INFO_CHARS:
+        return [], f"malformed: {len(text)} characters, over the " \
+                   f"{MAX_NETWORK_INFO_CHARS} read"
     try:
-        data = json.loads(text) if isinstance(text, (str, bytes)) else text
-    except ValueError as e:
-        return [], f"malformed: not JSON ({e})"
-    if isinstance(data, str):           # some Nova versions double-encode it
-        try:
+        data = json.loads(text)
+        if isinstance(data, str):           # some Nova versions double-encode it
             data = json.loads(data)
-        except ValueError as e:
-            return [], f"malformed: not JSON ({e})"
+    except ValueError as e:                 # JSONDecodeError, UnicodeDecodeError
+        return [], f"malformed: not JSON ({str(e)[:200]})"
+    except RecursionError:
+        return [], "malformed: nested too deep to parse"
+    except MemoryError:
+        return [], "malformed: too large to parse"
     if not isinstance(data, list):
         return [], f"malformed: a JSON {type(data).__name__}, not a list of VIFs"
     if not data:
@@ -133,8 +162,16 @@ def parse_network_info(text: str | None) -> tuple[list[VifInfo], str | None]:
             hybrid=hybrid if isinstance(hybrid, bool) else None,
             bridge=_str(network.get("bridge"))))
     if bad:
-        return vifs, f"malformed: entries {bad} have no usable port id"
+        shown = bad[:20] + (["..."] if len(bad) > 20 else [])
+        return vifs, f"malformed: entries {shown} have no usable port id"
     return vifs, None
+
+
+def _excerpt(value, limit: int = 512) -> str | None:
+    """The start of a network_info for the evidence, whatever its type."""
+    if value is None:
+        return None
+    return (value if isinstance(value, str) else repr(value))[:limit]
 
 
 def _str(v) -> str | None:
@@ -143,11 +180,11 @@ def _str(v) -> str | None:
 
 def domain_prefixes(dom: Domain) -> set[str]:
     """Port id prefixes a domain's interfaces name (target dev, source bridge,
-    virtualport interfaceid)."""
+    source dev, whatever the interface type; virtualport interfaceid)."""
     out = set()
     for iface in dom.interfaces:
-        for name in (iface.target_dev, iface.source_bridge):
-            m = NAME_RE.match(name or "")
+        for name in iface.device_names:
+            m = NAME_RE.match(name)
             if m:
                 out.add(m.group(2))
         if iface.interface_id and PREFIX_RE.match(iface.interface_id):
@@ -177,10 +214,19 @@ def ovs_port_prefix(p: OvsPort) -> str | None:
 
 @dataclasses.dataclass
 class Group:
+    """One VIF: the devices and integration bridge ports of one port id prefix.
+
+    It is judged as a unit: removed whole or kept whole. ``held_ports`` and
+    ``strays`` carry the unit's names but are not Nova's (an OVS port without
+    ``iface-id``, a ``tap`` that is a bridge...): they are never removed, so
+    nothing of the unit is.
+    """
     prefix: str
     devices: list[NetDevice] = dataclasses.field(default_factory=list)
     ports: list[OvsPort] = dataclasses.field(default_factory=list)
     skip: bool = False          # a port of it says reaper-skip=true
+    held_ports: list[tuple[OvsPort, str]] = dataclasses.field(default_factory=list)
+    strays: list[NetDevice] = dataclasses.field(default_factory=list)
 
     def device(self, role: str) -> NetDevice | None:
         name = role + self.prefix
@@ -198,15 +244,50 @@ class Group:
     def members(self) -> list[str]:
         return [d.name for d in self.devices] + [p.name for p in self.ports]
 
+    @property
+    def removable(self) -> bool:
+        """Anything of it the reaper could remove (else it is not even listed)."""
+        return bool(self.devices or self.ports)
+
+
+def held_port_reason(p: OvsPort) -> str | None:
+    """Why an integration bridge port named like a VIF device is not a VIF port the
+    reaper may remove (None: it is one). Such a port is never removed; because an
+    OVS port is bound to the device of its name, that device stays too."""
+    m = NAME_RE.match(p.name)
+    if m is None or p.name == p.bridge:
+        return None
+    role, prefix = m.group(1), m.group(2)
+    where = f"OVS port {p.name} on {p.bridge}"
+    if role not in OVS_PORT_ROLES:
+        return f"{where} is a {role} device plugged into OVS, not a VIF port"
+    if not p.iface_id:
+        return f"{where} has no iface-id (never removed, and removing its device " \
+               f"would leave it dangling)"
+    if p.iface_id[:PREFIX_LEN] != prefix:
+        return f"{where} carries iface-id {p.iface_id}, another port's"
+    if p.iface_type not in VIF_PORT_TYPES:
+        return f"{where} is of type {p.iface_type!r}, not a VIF's"
+    if p.n_interfaces != 1:
+        return f"{where} has {p.n_interfaces} interfaces"
+    return None
+
 
 def build_groups(devices: Iterable[NetDevice], ports: Iterable[OvsPort]) -> dict[str, Group]:
     groups: dict[str, Group] = {}
     for d in devices:
-        if device_is_novas(d):
-            groups.setdefault(d.port_prefix, Group(d.port_prefix)).devices.append(d)
+        m = NAME_RE.match(d.name)
+        if m is None:
+            continue        # stacked on a VIF device: see unit_holds
+        g = groups.setdefault(m.group(2), Group(m.group(2)))
+        (g.devices if device_is_novas(d) else g.strays).append(d)
     for p in ports:
         prefix = ovs_port_prefix(p)
         if prefix is None:
+            why = held_port_reason(p)
+            if why is not None:
+                held = NAME_RE.match(p.name).group(2)
+                groups.setdefault(held, Group(held)).held_ports.append((p, why))
             continue
         g = groups.setdefault(prefix, Group(prefix))
         g.ports.append(p)
@@ -214,16 +295,49 @@ def build_groups(devices: Iterable[NetDevice], ports: Iterable[OvsPort]) -> dict
     return groups
 
 
-def group_oddities(g: Group) -> list[str]:
-    """Reasons to only log a group: its removal could take something else with it."""
+# Masters a member may have besides none: its own qbr (tap, qvb), or the OVS
+# kernel datapath (tap, qvo plugged into an OVS bridge).
+OVS_DATAPATH_MASTER = "ovs-system"
+
+
+def _allowed_masters(role: str, prefix: str) -> set[str | None]:
+    return {"tap": {None, "qbr" + prefix, OVS_DATAPATH_MASTER},
+            "qvb": {None, "qbr" + prefix},
+            "qvo": {None, OVS_DATAPATH_MASTER},
+            "qbr": {None}}[role]
+
+
+def stacked_index(devices: Iterable[NetDevice]) -> dict[str, list[NetDevice]]:
+    """Device name -> the devices whose link (IFLA_LINK) it is, so that finding the
+    devices stacked on a VIF costs nothing per VIF."""
+    out: dict[str, list[NetDevice]] = collections.defaultdict(list)
+    for d in devices:
+        if d.link:
+            out[d.link].append(d)
+    return dict(out)
+
+
+def unit_holds(g: Group, stacked: dict[str, list[NetDevice]] | None = None, *,
+               guest_gone: bool = True, ovs_seen: bool = True) -> list[str]:
+    """Why the VIF must be kept whole: a member is used by something outside the
+    unit, or may not be removed (so no member may). Pure.
+
+    ``stacked``: ``stacked_index`` of the whole device collection;
+    ``guest_gone``: the guest is gone, so a tap held open counts (False while an
+    instance teardown is planned: its domain is destroyed first); ``ovs_seen``:
+    the integration bridge's ports were read, so a member on the OVS datapath
+    without a port there is plugged into another OVS bridge.
+    """
     why = []
     partners = {"qvb": "qvo", "qvo": "qvb"}
+    members = {d.name: d for d in g.devices}
     qbr = g.device("qbr")
     if qbr is not None:
         own = {"qvb" + g.prefix, "tap" + g.prefix}
         foreign = sorted(set(qbr.ports) - own)
         if foreign:
             why.append(f"bridge {qbr.name} also has ports {foreign}")
+    ovs_names = {p.name for p in g.ports} | {p.name for p, _ in g.held_ports}
     for d in g.devices:
         if d.role in partners:
             if d.peer_netnsid is not None:
@@ -232,17 +346,31 @@ def group_oddities(g: Group) -> list[str]:
             elif d.peer is not None and d.peer != partners[d.role] + g.prefix:
                 why.append(f"the veth peer of {d.name} is {d.peer}, not "
                            f"{partners[d.role] + g.prefix}")
-        if d.role == "tap" and d.carrier:
+        if guest_gone and d.role == "tap" and d.carrier:
             why.append(f"{d.name} has carrier: a process holds it open")
-        if d.master and d.role in ("tap", "qvb") and d.master != "qbr" + g.prefix:
+        if d.master not in _allowed_masters(d.role, g.prefix):
             why.append(f"{d.name} is a port of {d.master}")
+        elif d.master == OVS_DATAPATH_MASTER and ovs_seen and d.name not in ovs_names:
+            why.append(f"{d.name} is plugged into an OVS bridge other than the "
+                       f"integration bridge")
+    for d in g.strays:
+        why.append(f"{d.name} is a {d.kind or 'device of unknown kind'}, not Nova's "
+                   f"{d.role}: the name is someone else's")
+    for _, reason in g.held_ports:
+        why.append(reason)
+    for lower in g.devices:
+        for d in (stacked or {}).get(lower.name, ()):
+            if d.name in members or lower.peer == d.name:
+                continue        # a member, or the veth peer
+            why.append(f"{d.name} ({d.kind or 'unknown kind'}) is stacked on {lower.name}")
     return why
 
 
 def device_evidence(d: NetDevice) -> dict:
     return {"name": d.name, "ifindex": d.ifindex, "kind": d.kind, "mac": d.mac,
             "operstate": d.operstate, "carrier": d.carrier, "master": d.master,
-            "peer": d.peer, "peer_netnsid": d.peer_netnsid, "ports": list(d.ports)}
+            "peer": d.peer, "peer_netnsid": d.peer_netnsid, "ports": list(d.ports),
+            "link": d.link}
 
 
 def port_evidence(p: OvsPort) -> dict:
@@ -309,6 +437,8 @@ class _Facts:
     network_info_findings: list[Finding]
     caches_parsed: int
     vifs_of: dict[str, tuple[list[VifInfo], str | None]]
+    stacked: dict[str, list[NetDevice]] = dataclasses.field(default_factory=dict)
+    ovs_ok: bool = True
 
 
 def _facts(ctx, groups: dict[str, Group], torn: set[str], dev_ok: bool,
@@ -394,12 +524,13 @@ def _facts(ctx, groups: dict[str, Group], torn: set[str], dev_ok: bool,
             + (" and ".join(fallback) if fallback else "nothing (no domain, no OVS port)")
             + " instead",
             {**rules.row_evidence(row), "network_info_problem": problem,
-             "network_info": (cache.network_info[:512] if cache and cache.network_info
-                              else None),
+             "network_info": _excerpt(cache.network_info if cache else None),
              "fallback": fallback, "protected_because": protected[uuid]}))
     return _Facts(protected=protected, owned=owned, used_by=used_by,
                   domain_uuids={d.uuid for d in domains}, unsure=unsure,
-                  network_info_findings=findings, caches_parsed=parsed, vifs_of=vifs_of)
+                  network_info_findings=findings, caches_parsed=parsed, vifs_of=vifs_of,
+                  stacked=stacked_index(inv.extra[DEVICE_KIND].items) if dev_ok else {},
+                  ovs_ok=ovs_ok)
 
 
 def _teardown_prefixes(t: TeardownPlan, facts: _Facts, dom: Domain | None,
@@ -444,6 +575,12 @@ def _blocked(prefix: str, own_uuid: str | None, facts: _Facts,
             return f"its OVS port's vm-uuid {here[0]} has a domain on this host"
         if own_uuid is not None and others:
             return f"its OVS port's vm-uuid is {sorted(others)[0]}, another instance"
+        if own_uuid is not None:
+            # A teardown's own VIF is removed whole or not at all. (A leak with
+            # holds is still reported, as log only: see _leak.)
+            holds = unit_holds(g, facts.stacked, guest_gone=False, ovs_seen=facts.ovs_ok)
+            if holds:
+                return "kept whole: " + "; ".join(holds)
     return None
 
 
@@ -519,7 +656,7 @@ def extend(ctx) -> Plan:
             if prefix in claimed:
                 continue
             g = groups[prefix]
-            if _blocked(prefix, None, facts, g):
+            if not g.removable or _blocked(prefix, None, facts, g):
                 continue
             fs, plan_item = _leak(ctx, g, facts, policy_action, dev_ok, ovs_ok, int_bridge)
             findings.extend(fs)
@@ -545,16 +682,22 @@ def _leak(ctx, g: Group, facts: _Facts, policy_action: Action, dev_ok: bool,
     reason = (f"no live or in-flight instance on this host claims port {g.port_id or g.prefix}"
               f" ({facts.caches_parsed} network_info read), no domain uses it, and {owner}")
     action = policy_action
-    oddities = group_oddities(g)
-    if action is Action.REAP and (facts.unsure or oddities):
+    oddities = unit_holds(g, facts.stacked, guest_gone=True, ovs_seen=facts.ovs_ok)
+    if oddities:
+        action = Action.LOG if action is Action.REAP else action
+        reason += "; but only logging, the VIF is kept whole: " + "; ".join(oddities)
+    elif action is Action.REAP and facts.unsure:
         action = Action.LOG
-        reason += "; but only logging: " + "; ".join(oddities or facts.unsure)
+        reason += "; but only logging: " + "; ".join(facts.unsure)
     common: dict[str, Any] = {
         "port_prefix": g.prefix, "port_id": g.port_id, "vm_uuid": vm,
         **({"vm_uuids": vms} if len(vms) > 1 else {}),
         "vm_row": rules.row_evidence(row)["db_row"] if vm else None,
         "group": {"devices": [d.name for d in g.devices],
-                  "ovs_ports": [p.name for p in g.ports]},
+                  "ovs_ports": [p.name for p in g.ports],
+                  **({"held_ovs_ports": [p.name for p, _ in g.held_ports]}
+                     if g.held_ports else {}),
+                  **({"not_novas": [d.name for d in g.strays]} if g.strays else {})},
         "ownership": {"live_or_in_flight_instances": len(facts.protected),
                       "network_info_read": facts.caches_parsed,
                       "domains": len(facts.domain_uuids), "claimed_by": [],

@@ -455,3 +455,30 @@ def test_ovs_replica_fast_read_matches_row_attributes(world):
         assert any(p.vm_uuid and p.name.startswith("tap") for p in fast)   # vm-id read
     finally:
         h.close()
+
+
+def test_collector_lists_devices_stacked_on_vif_devices(world):
+    """One real dump: a macvlan on a qvo, a macvtap on a qbr, a vxlan bound to a tap
+    and a veth enslaved to the qbr are listed with their link/master (the vxlan's
+    device as pyroute2 decodes it); unrelated devices are not."""
+    from pyroute2 import IPRoute
+
+    n = npl.hybrid_plug(world.ns, world.bridge, npl.new_port_id())
+    ns = world.ns
+    npl.ip(ns, "link", "add", "link", n["qvo"], "name", "st-mv0", "type", "macvlan")
+    npl.ip(ns, "link", "add", "link", n["qbr"], "name", "st-mvt0", "type", "macvtap")
+    npl.ip(ns, "link", "add", "st-vx0", "type", "vxlan", "id", "7", "dstport", "4789",
+           "dev", n["tap"])
+    npl.ip(ns, "link", "add", "st-x0", "type", "veth", "peer", "name", "st-x1")
+    npl.ip(ns, "link", "set", "st-x0", "master", n["qbr"])
+    npl.ip(ns, "link", "add", "st-other", "type", "bridge")
+    got = {d.name: d for d in net_inv.collect(net_inv.Netlink(ns)).items}
+    assert set(got) == set(n.values()) | {"st-mv0", "st-mvt0", "st-vx0", "st-x0"}
+    assert (got["st-mv0"].link, got["st-mvt0"].link, got["st-vx0"].link) == (
+        n["qvo"], n["qbr"], n["tap"])
+    assert got["st-x0"].master == n["qbr"] and got["st-mv0"].role == ""
+    with IPRoute(netns=ns, flags=0) as ipr:
+        (vx,) = ipr.get_links(ifname="st-vx0")
+        data = vx.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+        (tap,) = ipr.get_links(ifname=n["tap"])
+        assert data.get_attr("IFLA_VXLAN_LINK") == tap["index"]

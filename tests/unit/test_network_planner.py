@@ -71,6 +71,12 @@ def hybrid(prefix=P, with_tap=True, **over) -> list[NetDevice]:
     return list(devs.values())
 
 
+def upper(name, kind, lower, **kw) -> NetDevice:
+    """A device stacked on ``lower`` (its IFLA_LINK), as the collector lists it."""
+    return NetDevice(name=name, ifindex=kw.pop("ifindex", next(_ifindex)), role="",
+                     port_prefix="", kind=kind, link=lower, **kw)
+
+
 def oport(name=None, iface_id=PORT, vm_uuid=None, **kw) -> OvsPort:
     return OvsPort(name=name or "qvo" + P, bridge=kw.pop("bridge", "br-int"),
                    uuid=kw.pop("uuid", "0000-" + (name or "qvo" + P)),
@@ -245,6 +251,54 @@ R11_TABLE = [
     ("tap held open by a process", dict(devices=hybrid(tap=dict(carrier=True))), "log"),
     ("tap enslaved to another bridge", dict(
         devices=[dev("tap", master="br-ex", carrier=False)]), "log"),
+    # -- a unit with a member that must stay is kept whole, and reported (log)
+    ("qvo/qvb pair plugged into the bridge without iface-id (issue 9 #11)", dict(
+        devices=[dev("qvb", peer="qvo" + P), dev("qvo", peer="qvb" + P)],
+        ports=[oport(iface_id=None)]), "log"),
+    ("hybrid VIF whose qvo port has no iface-id", dict(
+        devices=hybrid(), ports=[oport(iface_id=None)]), "log"),
+    ("tap whose OVS port has no iface-id", dict(
+        devices=[dev("tap", carrier=False)], ports=[oport("tap" + P, iface_id=None)]), "log"),
+    ("qvo port carrying another port's iface-id", dict(
+        devices=hybrid(), ports=[oport(iface_id=QPORT)]), "log"),
+    ("qvo port of type internal", dict(
+        devices=hybrid(), ports=[oport(iface_type="internal")]), "log"),
+    ("qvb plugged into OVS", dict(devices=hybrid(), ports=[oport("qvb" + P)]), "log"),
+    ("macvlan stacked on the qvo", dict(
+        devices=hybrid() + [upper("mv0", "macvlan", "qvo" + P)]), "log"),
+    ("macvtap stacked on the qvb", dict(
+        devices=hybrid() + [upper("macvtap3", "macvtap", "qvb" + P)]), "log"),
+    ("vlan stacked on the tap", dict(
+        devices=hybrid() + [upper("vl100", "vlan", "tap" + P)]), "log"),
+    ("vxlan bound to the qbr", dict(
+        devices=hybrid() + [upper("vx0", "vxlan", "qbr" + P)]), "log"),
+    ("another device enslaved to the qbr", dict(
+        devices=hybrid(qbr=dict(ports=("qvb" + P, "tap" + P, "dummy0")))
+        + [NetDevice("dummy0", 77, "", "", "dummy", master="qbr" + P)]), "log"),
+    ("qvo enslaved to a linux bridge", dict(
+        devices=hybrid(qvo=dict(master="br-ex"))), "log"),
+    ("qbr enslaved to another bridge", dict(
+        devices=hybrid(qbr=dict(master="br-mgmt"))), "log"),
+    ("tap on the OVS datapath but not on the integration bridge", dict(
+        devices=[dev("tap", master="ovs-system", carrier=False)]), "log"),
+    ("a device with the unit's name that is not Nova's kind", dict(
+        devices=[dev("qvb", peer="qvo" + P), dev("qvo", peer="qvb" + P),
+                 dev("tap", kind="bridge")]), "log"),
+    # -- the same, when nothing stands in the way
+    ("direct tap on the OVS datapath with its port on the integration bridge", dict(
+        devices=[dev("tap", master="ovs-system", carrier=False)],
+        ports=[oport("tap" + P)]), "reap"),
+    ("a device stacked on another VIF's qvo does not hold this one", dict(
+        devices=hybrid() + hybrid(Q) + [upper("mv0", "macvlan", "qvo" + Q)]), "reap"),
+    # -- a domain using a device through <source dev> or a hostdev: never listed
+    ("a non-Nova domain uses the qvo as <source dev> (direct, issue 9 #13)", dict(
+        devices=hybrid(), domains=[domain(V, "appliance", nova=False, state="shutoff",
+                                          ifaces=[DomainInterface(
+                                              "direct", None, "macvtap0", None,
+                                              source_dev="qvo" + P)])]), "kept"),
+    ("a container is given the tap as a hostdev", dict(
+        devices=hybrid(), domains=[domain(V, "ct1", nova=False, ifaces=[DomainInterface(
+            "hostdev", None, None, None, source_dev="tap" + P)])]), "kept"),
     # -- not Nova's: never listed
     ("leaked_vif_action=ignore", dict(devices=hybrid(), leaked=Action.IGNORE), "kept"),
     ("reaper-skip=true on the OVS port", dict(
@@ -418,6 +472,53 @@ def test_teardown_keeps_a_port_whose_vm_uuid_is_another_instance():
     assert t.vifs == () and W in t.findings[0].evidence["vifs_kept"][0]["kept"]
 
 
+@pytest.mark.parametrize("devices,ports,why", [
+    pytest.param(hybrid(qbr=dict(ports=("qvb" + P, "tap" + P, "eth7"))), [oport(vm_uuid=U)],
+                 "also has ports ['eth7']", id="foreign-port-on-qbr"),
+    pytest.param(hybrid(), [oport(iface_id=None)], "has no iface-id", id="port-without-iface-id"),
+    pytest.param(hybrid() + [upper("mv0", "macvlan", "qvo" + P)], [oport(vm_uuid=U)],
+                 "mv0 (macvlan) is stacked on qvo" + P, id="macvlan-on-qvo"),
+    pytest.param(hybrid() + [upper("vl7", "vlan", "tap" + P)], [oport(vm_uuid=U)],
+                 "vl7 (vlan) is stacked on tap" + P, id="vlan-on-tap"),
+])
+def test_teardown_keeps_a_vif_whole_when_a_member_must_stay(devices, ports, why):
+    """An instance teardown never half-cleans a VIF: nothing of it is planned."""
+    plan = run(devices, ports, domains=[domain(ifaces=[hybrid_iface()])], rows=[dead()])
+    t = teardown_of(plan)
+    assert t.vifs == ()
+    (kept,) = t.findings[0].evidence["vifs_kept"]
+    assert kept["prefix"] == P and kept["kept"].startswith("kept whole: ") \
+        and why in kept["kept"]
+    assert r11(plan) == []      # the teardown's own: not reported again as a leak
+
+
+def test_teardown_of_a_running_guest_does_not_count_its_own_open_tap():
+    """Its domain is destroyed before the unplug step; the step checks the tap then."""
+    plan = run(hybrid(tap=dict(carrier=True)), [oport(vm_uuid=U)],
+               domains=[domain(ifaces=[hybrid_iface()])], rows=[dead()])
+    (item,) = teardown_of(plan).vifs
+    assert item["prefix"] == P
+
+
+def test_teardown_finds_its_vif_through_source_dev():
+    plan = run(hybrid(), [], rows=[dead()], domains=[domain(ifaces=[
+        DomainInterface("direct", None, "macvtap0", None, source_dev="qvo" + P)])])
+    (item,) = teardown_of(plan).vifs
+    assert item["found_by"] == ["domain XML"]
+
+
+def test_held_members_are_in_the_leak_evidence():
+    plan = run([dev("qvb", peer="qvo" + P), dev("qvo", peer="qvb" + P)],
+               [oport(iface_id=None)])
+    fs = r11(plan)
+    assert sorted(f.resource for f in fs) == ["qvb" + P, "qvo" + P]    # the port: not ours
+    assert {f.action for f in fs} == {Action.LOG}
+    f = fs[0]
+    assert f.evidence["group"]["held_ovs_ports"] == ["qvo" + P]
+    assert "kept whole" in f.reason and "has no iface-id" in f.reason
+    assert f.evidence["oddities"] and leak_teardown(plan) == []
+
+
 def test_teardown_with_ovs_down_derives_port_names():
     plan = run(hybrid(), ovs_ok=False, domains=[domain(ifaces=[hybrid_iface()])],
                rows=[dead()])
@@ -495,6 +596,39 @@ NETWORK_INFO_TABLE = [
 ]
 
 
+HOSTILE_NETWORK_INFO = [
+    pytest.param("[" * 200000 + "]" * 200000, id="nested-too-deep"),
+    pytest.param(json.dumps(json.dumps("[" * 5000 + "]" * 5000)), id="nested-double-encoded"),
+    pytest.param('[{"id": "' + PORT + '", "pad": "' + "x" * net.MAX_NETWORK_INFO_CHARS + '"}]',
+                 id="huge"),
+    pytest.param("\x00\xff garbage \ud800", id="garbage"),
+    pytest.param(b"\xff\xfe[]", id="bytes-not-utf8"),
+    pytest.param(12, id="not-text"),
+    pytest.param("[null, 3, []]", id="wrong-entry-types"),
+    pytest.param('[{"id": 7, "devname": ["tap"]}]', id="wrong-field-types"),
+    pytest.param('{"id": "' + PORT + '"}', id="object-not-list"),
+    pytest.param("[" + ",".join(["{}"] * 50000) + "]", id="many-bad-entries"),
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE_NETWORK_INFO)
+def test_parse_network_info_never_raises(text):
+    vifs, problem = net.parse_network_info(text)
+    assert vifs == [] and problem.startswith("malformed") and len(problem) < 400
+
+
+@pytest.mark.parametrize("text", HOSTILE_NETWORK_INFO)
+def test_hostile_network_info_makes_ownership_uncertain(text):
+    """The instance is reported, its VIF kept (no domain here: every leak of the
+    pass is only logged), and the plan is still made."""
+    plan = run(hybrid() + hybrid(Q), [oport(vm_uuid=U)], rows=[row(V)], caches=[cache(V, text)])
+    assert {f.action for f in r11(plan) + r11(plan, Q)} == {Action.LOG}
+    assert plan.teardowns == ()
+    (nf,) = [f for f in plan.findings if f.kind is ResourceKind.INSTANCE]
+    assert nf.instance_uuid == V and nf.evidence["network_info_problem"].startswith("malformed")
+    json.dumps(nf.evidence)
+
+
 @pytest.mark.parametrize("text,prefixes,problem", NETWORK_INFO_TABLE)
 def test_parse_network_info(text, prefixes, problem):
     vifs, got = net.parse_network_info(text)
@@ -530,3 +664,56 @@ def test_domain_prefixes():
     d = domain(ifaces=[hybrid_iface(), ovs_iface(QPORT),
                        DomainInterface("network", None, "vnet3", None)])
     assert net.domain_prefixes(d) == {P, Q}
+
+
+def test_domain_xml_interfaces_name_every_device():
+    """<source dev> of any interface type and a hostdev's interface are read."""
+    xml = f"""<domain type='kvm'><name>appliance</name>
+      <uuid>{V}</uuid><devices>
+      <interface type='direct'><mac address='52:54:00:00:00:09'/>
+        <source dev='qvo{P}' mode='bridge'/><target dev='macvtap0'/></interface>
+      <interface type='network'><source network='ext' dev='tap{Q}' mode='vepa'/></interface>
+      <interface type='ethernet'><target dev='tap-x' managed='no'/></interface>
+      <hostdev mode='capabilities' type='net'><source><interface>qbr{Q}</interface></source>
+      </hostdev>
+      <hostdev mode='subsystem' type='pci'><source><address bus='1'/></source></hostdev>
+      </devices></domain>"""
+    dom = libvirt_inv.parse_domain_xml(xml, "running", None)
+    assert [(i.type, i.device_names) for i in dom.interfaces] == [
+        ("direct", ("macvtap0", "qvo" + P)), ("network", ("tap" + Q,)),
+        ("ethernet", ("tap-x",)), ("hostdev", ("qbr" + Q,))]
+    assert net.domain_prefixes(dom) == {P, Q}
+
+
+def test_collector_lists_devices_stacked_on_vif_devices():
+    """From one dump: Nova's devices, and whatever is stacked on or enslaved to them
+    (with link and master); unrelated devices are not listed."""
+    links = [
+        {"index": 1, "ifname": "lo"},
+        {"index": 10, "ifname": "qbr" + P, "kind": "bridge"},
+        {"index": 11, "ifname": "qvb" + P, "kind": "veth", "link": 12, "master": 10},
+        {"index": 12, "ifname": "qvo" + P, "kind": "veth", "link": 11},
+        {"index": 13, "ifname": "tap" + P, "kind": "tun", "master": 10},
+        {"index": 20, "ifname": "mv0", "kind": "macvlan", "link": 12},
+        {"index": 21, "ifname": "vl100", "kind": "vlan", "link": 13},
+        {"index": 22, "ifname": "vx0", "kind": "vxlan", "vxlan_link": 10},
+        {"index": 23, "ifname": "eth7", "kind": "veth", "master": 10, "link": 30},
+        {"index": 24, "ifname": "mv1", "kind": "macvlan", "link": 12, "netnsid": 2},
+        {"index": 30, "ifname": "eth8", "kind": "veth", "link": 23},
+        {"index": 31, "ifname": "br-ex", "kind": "bridge"},
+        {"index": 32, "ifname": "mv2", "kind": "macvlan", "link": 31},
+    ]
+    got = {d.name: d for d in net_inv.links_to_devices(links)}
+    assert set(got) == {"qbr" + P, "qvb" + P, "qvo" + P, "tap" + P, "mv0", "vl100", "vx0",
+                        "eth7"}
+    assert got["mv0"].link == "qvo" + P and got["mv0"].role == ""
+    assert got["vl100"].link == "tap" + P and got["vx0"].link == "qbr" + P
+    assert got["eth7"].master == "qbr" + P
+    assert got["qvo" + P].link == got["qvo" + P].peer == "qvb" + P
+    assert got["qbr" + P].ports == ("eth7", "qvb" + P, "tap" + P)
+    (g,) = net.build_groups(got.values(), ()).values()
+    holds = net.unit_holds(g, net.stacked_index(got.values()))
+    assert any("mv0 (macvlan) is stacked on qvo" in h for h in holds)
+    assert any("vl100 (vlan) is stacked on tap" in h for h in holds)
+    assert any("vx0 (vxlan) is stacked on qbr" in h for h in holds)
+    assert any("'eth7'" in h for h in holds)

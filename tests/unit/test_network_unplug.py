@@ -15,13 +15,14 @@ from reaper.inventory import ovs as ovs_inv
 from reaper.nova import schema
 from reaper.policy import Policy
 from reaper.records import (
-    Action, Classification, CollectorResult, Domain, DomainInterface, TeardownPlan,
+    Action, Classification, CollectorResult, Domain, DomainInterface, OvsPort, TeardownPlan,
 )
 from tests.fixtures import novadb
 
 HOST, OTHER = "cmp-1", "cmp-2"
 P = "feed0001-aa"
 PORT = P + "bb-cccc-dddd-eeeeeeeeeeee"
+Q = "feed0002-bb"
 U = "11111111-2222-3333-4444-555555555555"
 
 
@@ -63,15 +64,24 @@ class FakeNetlink:
 
 
 class FakeOvs:
+    """The integration bridge's ports: names (VIF ports of PORT) or OvsPort records."""
     bridge = "br-int"
 
     def __init__(self, ports=(), up=True):
-        self.ports = {p: True for p in ports}
+        self.ports = {}
+        for p in ports:
+            if isinstance(p, str):
+                p = OvsPort(name=p, bridge=self.bridge, uuid="row-" + p, iface_type="",
+                            iface_id=PORT, attached_mac=None, vm_uuid=None)
+            self.ports[p.name] = p
         self.up = up
 
     def ping(self):
         if not self.up:
             raise ovs_inv.OvsUnavailable("OVSDB unix:/x: cannot connect (ENOENT)")
+
+    def read_ports(self):
+        return True, tuple(self.ports.values())
 
     def close(self):
         pass
@@ -165,23 +175,86 @@ def test_ovs_down_fails_before_anything_is_removed(engine, fake_ovs_delete):
 
 
 @pytest.mark.parametrize("change,kept", [
-    (lambda ls: ls[0].update(index=99), "recreated since planned"),
-    (lambda ls: ls.append({"index": 20, "ifname": "eth9", "kind": "veth", "master": 10}),
-     "has ports ['eth9']"),
-    (lambda ls: ls[3].update(carrier=1), "held open"),
-    (lambda ls: ls[2].update(link=30) or ls.append(
-        {"index": 30, "ifname": "vethX", "kind": "veth", "link": 12}), "its peer is vethX"),
-    (lambda ls: ls[2].update(netnsid=4), "another namespace"),
-    (lambda ls: ls[0].update(kind="veth"), "kind veth"),
+    pytest.param(lambda ls: ls[0].update(index=99), "recreated since planned",
+                 id="recreated"),
+    pytest.param(lambda ls: ls.append({"index": 20, "ifname": "eth9", "kind": "veth",
+                                       "master": 10}), "has ports ['eth9']",
+                 id="foreign-bridge-port"),
+    pytest.param(lambda ls: ls[3].update(carrier=1), "holds it open", id="tap-open"),
+    pytest.param(lambda ls: ls[2].update(link=30) or ls.append(
+        {"index": 30, "ifname": "vethX", "kind": "veth", "link": 12}),
+        f"the veth peer of qvo{P} is vethX", id="peer"),
+    pytest.param(lambda ls: ls[2].update(netnsid=4), "another namespace", id="netns"),
+    pytest.param(lambda ls: ls[0].update(kind="veth"), "is now a veth", id="kind"),
+    pytest.param(lambda ls: ls.append({"index": 31, "ifname": "mv0", "kind": "macvlan",
+                                       "link": 12}),
+                 f"mv0 (macvlan) is stacked on qvo{P}", id="macvlan-on-qvo"),
+    pytest.param(lambda ls: ls.append({"index": 32, "ifname": "tap.100", "kind": "vlan",
+                                       "link": 13}),
+                 f"tap.100 (vlan) is stacked on tap{P}", id="vlan-on-tap"),
+    pytest.param(lambda ls: ls.append({"index": 33, "ifname": "tap" + Q, "kind": "tun",
+                                       "master": 10}),
+                 f"also has ports ['tap{Q}']", id="other-vifs-tap-on-qbr"),
+    pytest.param(lambda ls: ls[2].update(master=40) or ls.append(
+        {"index": 40, "ifname": "br-ex", "kind": "bridge"}),
+        f"qvo{P} is a port of br-ex", id="qvo-on-a-linux-bridge"),
 ])
-def test_what_changed_since_planning_is_kept(engine, fake_ovs_delete, change, kept):
+def test_what_changed_since_planning_keeps_the_whole_vif(engine, fake_ovs_delete, change,
+                                                          kept):
     planned = hybrid_links()
     now = [dict(ln) for ln in planned]
     change(now)
-    nl = FakeNetlink(now)
+    nl, ovs = FakeNetlink(now), FakeOvs(["qvo" + P])
+    out = net_exec.unplug_vifs(ctx_for(engine, nl, ovs), leak_plan([item(planned)]))
+    assert out.startswith(f"{P}: kept whole (") and kept in out
+    assert nl.calls == [] and fake_ovs_delete == [] and "qvo" + P in ovs.ports
+
+
+@pytest.mark.parametrize("port,kept", [
+    pytest.param(dict(iface_id=None), "has no iface-id", id="no-iface-id"),
+    pytest.param(dict(iface_id=Q + "cc-dddd-eeee-ffffffffffff"), "another port's",
+                 id="other-iface-id"),
+    pytest.param(dict(vm_uuid="99999999-0000-0000-0000-000000000000"),
+                 "vm-uuid is now '99999999", id="other-vm-uuid"),
+    pytest.param(dict(skip=True), "reaper-skip=true", id="reaper-skip"),
+    pytest.param(dict(iface_type="internal"), "type 'internal'", id="internal"),
+])
+def test_an_ovs_port_that_must_stay_keeps_the_whole_vif(engine, fake_ovs_delete, port, kept):
+    """The OVS port is judged with the devices, before anything is removed: one
+    that may not go keeps its devices too (no dangling port, no half-cleaned VIF)."""
+    links = hybrid_links()
+    nl = FakeNetlink(links)
+    ovs = FakeOvs([dataclasses.replace(
+        OvsPort(name="qvo" + P, bridge="br-int", uuid="row", iface_type="", iface_id=PORT,
+                attached_mac=None, vm_uuid=None), **port)])
+    out = net_exec.unplug_vifs(ctx_for(engine, nl, ovs), leak_plan([item(links)]))
+    assert out.startswith(f"{P}: kept whole (") and kept in out, out
+    assert nl.calls == [] and fake_ovs_delete == []
+
+
+def test_a_device_or_port_that_appeared_since_planning_keeps_the_whole_vif(
+        engine, fake_ovs_delete):
+    planned = hybrid_links(tap=False)
+    nl = FakeNetlink(hybrid_links())            # a tap was added to the bridge
     out = net_exec.unplug_vifs(ctx_for(engine, nl, FakeOvs(["qvo" + P])),
                                leak_plan([item(planned)]))
-    assert kept in out
+    assert f"tap{P} appeared since planned" in out and nl.calls == []
+    nl = FakeNetlink(planned)
+    out = net_exec.unplug_vifs(ctx_for(engine, nl, FakeOvs(["qvo" + P])),
+                               leak_plan([item(planned, ovs_ports=())]))
+    assert f"OVS port qvo{P} appeared since planned" in out and nl.calls == []
+
+
+def test_a_domain_using_a_device_through_source_dev_keeps_it(engine, fake_ovs_delete):
+    links = hybrid_links()
+    dom = Domain(uuid="99999999-0000-0000-0000-000000000000", name="appliance",
+                 state="shutoff", nova_owned=False, nova_uuid=None,
+                 interfaces=(DomainInterface("direct", None, None, None,
+                                             source_dev="qvo" + P),))
+    nl = FakeNetlink(links)
+    out = net_exec.unplug_vifs(ctx_for(engine, nl, FakeOvs(["qvo" + P]), [dom]),
+                               domain_plan([item(links)]))
+    assert out == f"{P}: kept (now used by domain(s) appliance)" and nl.calls == []
 
 
 def test_a_port_claimed_in_the_db_since_planning_is_kept(engine, fake_ovs_delete):
