@@ -103,7 +103,7 @@ def _verify(ctx: Context, plan: TeardownPlan, claimed: bool = False,
         _dirs_free(ctx, plan, (row, migs))
 
 
-def _dirs_free(ctx: Context, plan: TeardownPlan, fresh=None) -> None:
+def _dirs_free(ctx: Context, plan: TeardownPlan, fresh=None, only: str | None = None) -> None:
     """The planner's "a directory any defined domain uses is never deleted", again on
     libvirt's current domain list: a resumed teardown may run passes after its plan,
     and a guest may have been defined on these files since (a rebuild, an operator's
@@ -113,7 +113,7 @@ def _dirs_free(ctx: Context, plan: TeardownPlan, fresh=None) -> None:
     res = libvirt_inv.collect_domains(ctx.conn, ctx.policy.instance_name_template)
     if not res.ok:
         raise RuntimeError(f"cannot check that no domain uses the files: {res.error}")
-    real = tuple(os.path.realpath(p) for p in plan.dirs)
+    real = tuple(os.path.realpath(p) for p in ((only,) if only else plan.dirs))
     why = planner.dirs_in_use(plan, real, res.items)
     if why is not None:
         raise Aborted(why)
@@ -149,9 +149,11 @@ def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool) -> st
     if step in ("destroy_domain", "power_off"):
         return domain_steps.destroy(ctx.conn, uuid)
     if step == "delete_files":
-        _dirs_free(ctx, plan)       # right before the rename
-        return "; ".join(file_steps.delete_instance_dir(p, ctx.policy.instances_path)
-                         for p in plan.dirs)
+        done = []
+        for path in plan.dirs:
+            _dirs_free(ctx, plan, only=path)        # right before its rename
+            done.append(file_steps.delete_instance_dir(path, ctx.policy.instances_path))
+        return "; ".join(done)
     if step == "undefine_domain":
         return domain_steps.undefine(ctx.conn, uuid)
     if step in STEP_HANDLERS:

@@ -224,6 +224,31 @@ def test_running_deleted_instance_whose_dir_another_domain_uses(fmhost):
     assert rep.exit_code == 4
 
 
+def test_domain_defined_on_the_second_dir_while_the_first_is_deleted(fmhost, monkeypatch):
+    """A running-deleted instance has <uuid> and <uuid>_resize; while its teardown removes <uuid>, a rescue domain is defined on a disk in <uuid>_resize.
+
+    Expect: <uuid> is gone, <uuid>_resize and the rescue domain stay (the check runs again right before each directory's rename); the teardown ends aborted; exit 3.
+    """
+    u = fmhost.deleted_instance()
+    d = fmhost.make_dir(u)
+    old = fmhost.make_dir(f"{u}_resize")
+    fmhost.define(u, nova=True, disks=[d / "disk"])
+    real_delete = file_steps.delete_instance_dir
+
+    def delete_then_define(path, instances_path):
+        out = real_delete(path, instances_path)
+        if path == str(d):
+            fmhost.define(disks=[old / "disk"])
+        return out
+
+    monkeypatch.setattr(file_steps, "delete_instance_dir", delete_then_define)
+    rep = fmhost.reaper().run_pass("reap")
+    assert [(a["classification"], a["result"]) for a in rep.actions] == [
+        ("running_deleted", "aborted")], rep.to_table()
+    assert "fmpaths-rescue" in rep.actions[0]["reason"]
+    assert not d.exists() and intact(old) and rep.exit_code == 3
+
+
 # --------------------------------------------------------------------------
 # Issue 9 item 3: path spellings
 # --------------------------------------------------------------------------
