@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import subprocess
+import sys
 import uuid as uuidlib
 from xml.sax.saxutils import escape, quoteattr
 
@@ -172,6 +173,54 @@ def test_orphan_dir_resumed_after_its_domain_is_defined_again(fmhost):
     assert rep.exit_code == 3, rep.to_table()
     assert intact(d) and fmhost.has_domain(u)
     assert r.state.unfinished() == []
+
+
+def manage(conf, *args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    return subprocess.run([sys.executable, "-m", "reaper.cmd.manage", "--config-file",
+                           str(conf), *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_orphan_dir_resumed_by_another_process_after_its_domain_is_defined_again(
+        tmp_path, kvm_domain_factory, libvirt_conn):
+    """On libvirtd: `reaper-manage reap` fails an orphan-dir teardown (a mount inside) and journals it; the instance's domain is defined again on its disk (kept: running_deleted_action = log); a second `reaper-manage reap` process resumes the journal.
+
+    Expect: the second process aborts the resumed teardown; directory, disk and domain stay; exit 1 then 3.
+    """
+    host = f"fmpaths-{uuidlib.uuid4().hex[:8]}"
+    url = f"sqlite:///{tmp_path / 'nova.sqlite'}"
+    eng = sa.create_engine(url)
+    schema.create_all(eng)
+    novadb.add_compute_node(eng, host)
+    u = novadb.add_instance(eng, host=host, deleted=True,
+                            deleted_at=novadb.utcnow() - OLD)["uuid"]
+    eng.dispose()
+    d = tmp_path / "instances" / u
+    (d / "mnt").mkdir(parents=True)
+    (d / "disk").write_bytes(DISK_BYTES)
+    conf = tmp_path / "reaper.conf"
+    conf.write_text(
+        f"[DEFAULT]\nhost = {host}\ninstances_path = {tmp_path / 'instances'}\n"
+        f"state_path = {tmp_path / 'state'}\n[database]\nconnection = {url}\n"
+        f"[libvirt]\nconnection_uri = qemu:///system\n[network]\nenabled = false\n"
+        f"[reaper]\naudit_log = {tmp_path / 'audit.log'}\ngrace_observations = 1\n"
+        f"grace_seconds = 0\ninstances_path_shared = false\nmax_destroy_fraction = 1.0\n"
+        f"running_deleted_action = log\n")
+    tmpfs(d / "mnt")
+    try:
+        r = manage(conf, "reap", "--format", "json")
+        acts = [(a["instance_uuid"], a["result"]) for a in json.loads(r.stdout)["actions"]]
+        assert r.returncode == 1 and acts == [(u, "failed")], r.stdout + r.stderr
+    finally:
+        umount(d / "mnt")
+    kvm_domain_factory(u, name=f"fmpaths-{u[:8]}", disks=[d / "disk"])
+    r = manage(conf, "reap", "--format", "json")
+    rep = json.loads(r.stdout)
+    acts = [(a["instance_uuid"], a["result"]) for a in rep["actions"]]
+    assert acts == [(u, "aborted")], r.stdout + r.stderr
+    assert r.returncode == 3 and intact(d)
+    libvirt_conn.lookupByUUIDString(u)      # still defined
 
 
 @pytest.mark.parametrize("who", [
