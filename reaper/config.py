@@ -1,6 +1,7 @@
 """[DEFAULT] options shared by every part of the agent, and config loading."""
 from __future__ import annotations
 
+import os
 import socket
 
 from oslo_config import cfg
@@ -16,7 +17,11 @@ default_opts = [
                help="The node name nova-compute reports (compute_nodes.hypervisor_hostname). "
                     "Defaults to the value of host."),
     cfg.StrOpt("instances_path", default="/var/lib/nova/instances",
-               help="Where nova-compute keeps instance directories."),
+               help="Where nova-compute keeps instance directories (nova-compute's "
+                    "instances_path). Must be an absolute path; a relative one is refused "
+                    "at start-up. It may be a symlink or spelled with '//' or '..': the "
+                    "reaper resolves it, and every file path a libvirt domain uses, to "
+                    "real paths before deciding which directory a domain uses."),
     cfg.StrOpt("state_path", default="/var/lib/reaper",
                help="Where the reaper keeps its state DB (observations, journal, approvals)."),
     cfg.StrOpt("instance_name_template", default="instance-%08x",
@@ -55,3 +60,11 @@ def validate(conf) -> None:
         section = conf if group == "DEFAULT" else getattr(conf, group)
         for opt in group_opts:
             getattr(section, opt.dest)
+    _check_instances_path(conf.instances_path)
+
+
+def _check_instances_path(path: str) -> None:
+    """A relative instances_path would be resolved against whatever the working
+    directory happens to be, and compared with the absolute paths libvirt reports."""
+    if not os.path.isabs(path):
+        raise ValueError(f"[DEFAULT] instances_path must be an absolute path, not {path!r}")

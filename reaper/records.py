@@ -56,10 +56,21 @@ class Domain:
     nova_uuid: str | None       # uuid from Nova's metadata, if any
     disks: tuple[DomainDisk, ...] = ()
     interfaces: tuple[DomainInterface, ...] = ()
+    # Every local path the domain's XML names (disk sources and their backing
+    # chains, loader/NVRAM, kernel/initrd/dtb, console logs, filesystem dirs...),
+    # as the collector resolved them to real paths: a directory holding any of
+    # them is in use by this domain.
+    files: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:
         return self.state not in ("shutoff", "crashed", "nostate")
+
+    @property
+    def readable(self) -> bool:
+        """False for a domain whose XML could not be read or understood (the collector
+        records its state as "unknown"): nothing is known of the files it uses."""
+        return self.state != "unknown"
 
 
 class DirKind(str, enum.Enum):

@@ -2,7 +2,8 @@
 
 The guard chain follows kubelet's cleanupOrphanedPodDirs: never follow a
 symlink, never leave instances_path, never cross into another filesystem, and
-skip a tree while anything is mounted inside it.
+skip a tree while anything is mounted inside it. The checks run before the rename
+and again on the renamed tree right before it is removed.
 """
 from __future__ import annotations
 
@@ -60,19 +61,26 @@ def delete_instance_dir(path: str, instances_path: str) -> str:
             path = target       # crashed after the rename: finish the removal
         else:
             return "already gone"
+    if path != target:
+        _check_one_filesystem(path, instances_path)
+        if os.path.lexists(target):
+            # A stale _del from an earlier interrupted delete: finish it first.
+            _check_one_filesystem(target, instances_path)
+            shutil.rmtree(target)
+        os.rename(path, target)
+    # Again right before removal, on the name that is removed: something may have
+    # been mounted inside (or the tree swapped) since the checks above, or since the
+    # rename of an earlier, interrupted attempt.
+    _check_one_filesystem(target, instances_path)
+    if not shutil.rmtree.avoids_symlink_attacks:     # pragma: no cover - Linux has it
+        raise UnsafePath("this platform's rmtree may follow symlinks")
+    shutil.rmtree(target)
+    return f"removed {base}"
+
+
+def _check_one_filesystem(path: str, instances_path: str) -> None:
     st = _check(path, instances_path)
     mounted = _mounts_under(path)
     if mounted:
         raise UnsafePath(f"{path} has mounts inside: {mounted}")
     _check_tree(path, st.st_dev)
-    if path != target:
-        if os.path.lexists(target):
-            # A stale _del from an earlier interrupted delete: finish it first.
-            tst = _check(target, instances_path)
-            _check_tree(target, tst.st_dev)
-            shutil.rmtree(target)
-        os.rename(path, target)
-    if not shutil.rmtree.avoids_symlink_attacks:     # pragma: no cover - Linux has it
-        raise UnsafePath("this platform's rmtree may follow symlinks")
-    shutil.rmtree(target)
-    return f"removed {base}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 from typing import Callable
 
 from oslo_log import log as logging
@@ -19,7 +20,7 @@ from reaper.executor import files as file_steps
 from reaper.inventory import libvirt as libvirt_inv
 from reaper.nova import reclaim as nova_reclaim
 from reaper.nova import view as nova_view
-from reaper.records import Action, TeardownPlan
+from reaper.records import Action, Classification, TeardownPlan
 
 LOG = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ def steps_for(plan: TeardownPlan) -> list[str]:
     return steps
 
 
-def _verify(ctx: Context, plan: TeardownPlan, claimed: bool = False) -> None:
+def _verify(ctx: Context, plan: TeardownPlan, claimed: bool = False,
+            files_pending: bool = False) -> None:
     row, migs = nova_view.reread(ctx.engine, plan.instance_uuid)
     ok, why = planner.reverify(plan, row, migs, ctx.policy, ctx.clock())
     if not ok:
@@ -95,25 +97,33 @@ def _verify(ctx: Context, plan: TeardownPlan, claimed: bool = False) -> None:
         if not (ours or finalized):
             raise Aborted("the reclaim's claim is gone: the row is no longer soft-deleted "
                           "and claimed by this host")
+    if files_pending:
+        # Before anything is destroyed: a directory a domain took into use since the
+        # plan (or since the journaled attempt) ends the teardown here, not half way.
+        _dirs_free(ctx, plan, (row, migs))
 
 
-def _no_other_domain_disk_in(ctx: Context, plan: TeardownPlan) -> None:
-    """The planner's "a domain's disk lives in it" rule, again at the moment of deleting:
-    a resumed teardown may run passes after its plan, and a guest may have been defined
-    on these files since (a rebuild, an operator's virsh define)."""
+def _dirs_free(ctx: Context, plan: TeardownPlan, fresh=None, only: str | None = None) -> None:
+    """The planner's "a directory any defined domain uses is never deleted", again on
+    libvirt's current domain list: a resumed teardown may run passes after its plan,
+    and a guest may have been defined on these files since (a rebuild, an operator's
+    virsh define, the instance's own domain defined again)."""
     if ctx.conn is None:
         raise RuntimeError("no libvirt connection to check that no domain uses the files")
     res = libvirt_inv.collect_domains(ctx.conn, ctx.policy.instance_name_template)
     if not res.ok:
         raise RuntimeError(f"cannot check that no domain uses the files: {res.error}")
-    roots = tuple(d.rstrip("/") + "/" for d in plan.dirs)
-    for dom in res.items:
-        if dom.uuid == plan.instance_uuid:
-            continue            # the domain this teardown destroys and undefines
-        for disk in dom.disks:
-            if disk.source and disk.source.startswith(roots):
-                raise Aborted(f"domain {dom.name} ({dom.uuid}) now has a disk in "
-                              f"{disk.source}: not deleting its files")
+    real = tuple(os.path.realpath(p) for p in ((only,) if only else plan.dirs))
+    why = planner.dirs_in_use(plan, real, res.items)
+    if why is not None:
+        raise Aborted(why)
+    if plan.domain_name is None and plan.classification is Classification.STALE_RESIZE \
+            and any(d.uuid == plan.instance_uuid for d in res.items):
+        # The instance's domain is here: the _resize is stale only by that rule.
+        row, migs = fresh or nova_view.reread(ctx.engine, plan.instance_uuid)
+        ok, why = planner.reverify_dir(plan, row, migs, ctx.policy, domain_present=True)
+        if not ok:
+            raise Aborted(why)
 
 
 def _claim(ctx: Context, plan: TeardownPlan, resuming: bool) -> str:
@@ -139,9 +149,11 @@ def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool) -> st
     if step in ("destroy_domain", "power_off"):
         return domain_steps.destroy(ctx.conn, uuid)
     if step == "delete_files":
-        _no_other_domain_disk_in(ctx, plan)
-        return "; ".join(file_steps.delete_instance_dir(p, ctx.policy.instances_path)
-                         for p in plan.dirs)
+        done = []
+        for path in plan.dirs:
+            _dirs_free(ctx, plan, only=path)        # right before its rename
+            done.append(file_steps.delete_instance_dir(path, ctx.policy.instances_path))
+        return "; ".join(done)
     if step == "undefine_domain":
         return domain_steps.undefine(ctx.conn, uuid)
     if step in STEP_HANDLERS:
@@ -165,7 +177,8 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
     try:
         # Compare-and-act before anything changes (and again when resuming).
         _verify(ctx, plan, claimed=plan.action is Action.RECLAIM
-                and done_steps.get("claim") == "done")
+                and done_steps.get("claim") == "done",
+                files_pending=bool(plan.dirs) and done_steps.get("delete_files") != "done")
         if plan.action is Action.RECLAIM and "finalize_db" not in (
                 s for s, st in done_steps.items() if st == "done"):
             leftovers = nova_reclaim.leftovers(ctx.engine, plan.instance_uuid)

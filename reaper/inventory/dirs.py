@@ -45,9 +45,14 @@ def collect_instance_dirs(instances_path: str, sizes: bool = False) -> Collector
     Walking every tree for its size costs more than the rest of the pass, and
     only the directories that end up in a finding need it: ``sizes=False``
     leaves ``size_bytes`` None, and the pass measures those with ``tree_size``.
+
+    Paths are recorded under the real path of ``instances_path`` (symlinks, ``//``
+    and ``..`` resolved), the one spelling the planner compares with the domains'
+    resolved file paths and the executor deletes under.
     """
+    root = os.path.realpath(instances_path)
     try:
-        with os.scandir(instances_path) as it:
+        with os.scandir(root) as it:
             entries = list(it)
     except FileNotFoundError:
         return CollectorResult(kind="instance_dir", ok=False,
@@ -67,7 +72,7 @@ def collect_instance_dirs(instances_path: str, sizes: bool = False) -> Collector
             continue        # gone since the listing (renamed to _del, removed)
         items.append(InstanceDir(
             name=entry.name, uuid=m.group("uuid"), kind=_KINDS[m.group("suffix")],
-            path=entry.path,
+            path=os.path.join(root, entry.name),
             size_bytes=_tree_size(entry.path, st.st_dev) if sizes else None,
             mtime=st.st_mtime))
     return CollectorResult(kind="instance_dir", ok=True, items=tuple(items))

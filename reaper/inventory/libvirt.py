@@ -5,12 +5,20 @@ Nova's name"); what to do about a domain is the planner's business.
 
 Cost per pass: one ``getAllDomainStats(STATE)`` (list and run state of every
 domain in a single, atomic call) plus one ``XMLDesc(0)`` per domain. Per-domain
-``state()`` calls are only made on drivers without the bulk stats API.
+``state()`` calls are only made on drivers without the bulk stats API. The paths a
+domain's XML names are resolved to real paths on every pass (a few ``lstat`` each,
+never cached: a symlink may change between passes), so the planner compares them
+with the resolved instance directories.
+
+A domain whose XML cannot be read or is hostile (a DTD or entities, huge
+attributes) is kept as a placeholder with state "unknown" and logged; the pass
+goes on.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
 import xml.etree.ElementTree as ET
 
@@ -147,15 +155,18 @@ def _disk_source(disk: ET.Element) -> str | None:
 
 
 def parse_domain_xml(xml: str, state: str, name_re: re.Pattern | None) -> Domain:
-    """Raises ValueError for XML without a valid uuid, ET.ParseError for non-XML.
+    """Raises ValueError for XML without a valid uuid or that libvirt would never write
+    (a DTD, entity declarations, huge attributes), ET.ParseError for non-XML.
 
-    One walk over the top-level elements and <devices>: this runs for every
-    domain on every pass.
+    ``files`` holds the paths as the XML spells them; the collector resolves them.
+    One walk over the top-level elements and <devices>, one over everything but
+    <metadata> for the paths: this runs once per version of a domain's XML.
     """
+    _refuse_hostile(xml)
     root = ET.fromstring(xml)
     uuid = name = ""
     nova_meta = False
-    disks, ifaces = [], []
+    disks, ifaces, files = [], [], {}
     for el in root:
         tag = el.tag
         if tag == "uuid":
@@ -172,11 +183,64 @@ def parse_domain_xml(xml: str, state: str, name_re: re.Pattern | None) -> Domain
                     iface = _interface(dev)
                     if iface is not None:
                         ifaces.append(iface)
+        if tag not in _NO_PATHS:
+            _collect_paths(el, files)
     if not _UUID_FULL.fullmatch(uuid):
         raise ValueError(f"no valid <uuid> in domain XML ({uuid!r})")
     nova = nova_meta or bool(name_re and name_re.fullmatch(name))
     return Domain(uuid=uuid, name=name, state=state, nova_owned=nova,
-                  nova_uuid=uuid if nova else None, disks=tuple(disks), interfaces=tuple(ifaces))
+                  nova_uuid=uuid if nova else None, disks=tuple(disks), interfaces=tuple(ifaces),
+                  files=tuple(files))
+
+
+# libvirt re-serialises every domain XML it stores: it never writes a DTD (so no
+# entity is ever declared, let alone expanded), and no attribute it writes is longer
+# than a path. XML that does either did not come from libvirt as such; it is refused
+# before parsing, so ElementTree never expands an internal entity (it would: expat
+# only stops exponential "billion laughs" growth, and rejects external entities).
+MAX_XML_CHARS = 16 * 1024 * 1024
+MAX_ATTRIBUTE_CHARS = 64 * 1024
+# Top-level elements that hold no path of the domain (free text, identity, and
+# <metadata>, which is other programs' data, not a source libvirt opens).
+_NO_PATHS = frozenset({"name", "uuid", "title", "description", "metadata"})
+# A path inside a value: the whole value, or a part after "=", "," or blank, as in
+# a <qemu:arg value='file=/var/lib/nova/instances/.../disk,if=virtio'/>.
+_PATH_IN_VALUE = re.compile(r"(?:^|(?<=[=,\s]))/[^,\s]*")
+
+
+def _refuse_hostile(xml: str) -> None:
+    if len(xml) > MAX_XML_CHARS:
+        raise ValueError(f"domain XML of {len(xml)} characters (more than {MAX_XML_CHARS})")
+    if "<!DOCTYPE" in xml or "<!ENTITY" in xml:
+        raise ValueError("domain XML with a DTD or entity declarations (libvirt never writes "
+                         "one): not parsed")
+
+
+def _collect_paths(top: ET.Element, found: dict) -> None:
+    """Every absolute path in the attributes and leaf texts under ``top``, in order.
+
+    Deliberately wider than the elements known to name files (disk sources and
+    <backingStore>/<mirror>/<dataStore> chains, <loader>, <nvram>, <kernel>,
+    <initrd>, <dtb>, <log file>, char devices' <source path>, <filesystem>'s
+    <source dir>, sockets...): a path that is not a file only pins more.
+    """
+    for el in top.iter():
+        for value in el.attrib.values():
+            if len(value) > MAX_ATTRIBUTE_CHARS:
+                raise ValueError(f"attribute of {len(value)} characters on <{el.tag}> "
+                                 f"(more than {MAX_ATTRIBUTE_CHARS}): libvirt writes none")
+            if "/" in value:
+                _paths_in(value, found)
+        text = el.text
+        if text and "/" in text and len(el) == 0:
+            _paths_in(text.strip(), found)
+
+
+def _paths_in(value: str, found: dict) -> None:
+    if value.startswith("/"):
+        found[value] = None
+    for m in _PATH_IN_VALUE.finditer(value):
+        found[m.group(0)] = None
 
 
 _NOVA_TAG = "{" + NOVA_NS_PREFIX
@@ -231,6 +295,44 @@ def _interface(i: ET.Element) -> DomainInterface | None:
 # --------------------------------------------------------------------------
 # The collector
 # --------------------------------------------------------------------------
+
+def resolve_files(paths) -> tuple[str, ...]:
+    """The real paths a domain's file sources depend on, so that they compare with the
+    (resolved) instance directories whatever the spelling: symlinks, ``//``, ``..``.
+
+    For each path: the path with its directory resolved (the name the domain opens,
+    even when that is itself a symlink), then each hop of a symlinked file down to
+    its target; a directory holding any of them is in use. Unresolvable parts stay as
+    they are (realpath does not need the file to exist).
+    """
+    out: dict[str, None] = {}
+    for path in paths:
+        if not path.startswith("/"):
+            continue
+        try:
+            for real in _symlink_hops(path):
+                out[real] = None
+        except (OSError, ValueError) as e:
+            LOG.debug("cannot resolve %s: %s", path, e)
+            out[os.path.normpath(path)] = None
+    return tuple(out)
+
+
+def _symlink_hops(path: str, max_hops: int = 40):
+    for _ in range(max_hops):
+        head, tail = os.path.split(path)
+        if tail in ("", ".", ".."):
+            yield os.path.realpath(path)
+            return
+        real = os.path.join(os.path.realpath(head), tail)
+        yield real
+        try:
+            target = os.readlink(real)
+        except OSError:
+            return          # not a symlink (or gone): the end of the chain
+        path = os.path.join(os.path.dirname(real), target)
+    yield os.path.realpath(path)
+
 
 def _list_with_states(conn) -> list[tuple[libvirt.virDomain, int | None]]:
     try:
@@ -301,9 +403,11 @@ def collect_domains(conn, instance_name_template: str,
             items.append(_placeholder(dom, e))
             continue
         try:
-            items.append(parse(xml, STATE_NAMES.get(code, UNKNOWN_STATE), name_re))
-        except (ValueError, ET.ParseError) as e:
+            parsed = parse(xml, STATE_NAMES.get(code, UNKNOWN_STATE), name_re)
+        except Exception as e:  # noqa: BLE001 - hostile XML (MemoryError...) costs one domain
             items.append(_placeholder(dom, e))
+            continue
+        items.append(dataclasses.replace(parsed, files=resolve_files(parsed.files)))
     if cache is not None:
         cache.rotate()
     return CollectorResult(kind="domain", ok=True, items=tuple(items))

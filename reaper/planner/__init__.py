@@ -44,14 +44,11 @@ def _core_plan(inv: Inventory, view: NovaView, policy: Policy,
     # Any domain with an instance's uuid (even one whose XML could not be read,
     # so not known to be Nova's) pins that instance's directories.
     domain_uuids = {d.uuid for d in inv.domains.items} if inv.domains.ok else set()
-    # Any domain's disk (Nova's or not) pins the directory it lives in.
-    root = policy.instances_path.rstrip("/") + "/"
-    disk_owner = {}     # top-level dir under instances_path -> domain using it
-    for dom in (inv.domains.items if inv.domains.ok else ()):
-        for disk in dom.disks:
-            if disk.source and disk.source.startswith(root):
-                top = disk.source[len(root):].split("/", 1)[0]
-                disk_owner.setdefault(root + top, dom.name)
+    # Any file of any domain (Nova's or not, whatever its uuid) pins the directory it
+    # is in; a domain whose XML could not be read may be using any of them.
+    all_domains = inv.domains.items if inv.domains.ok else ()
+    users = rules.file_index(all_domains)
+    unreadable = [d for d in all_domains if not d.readable]
     shared, shared_why = rules.storage_shared(policy.instances_path_shared,
                                               inv.instances_fs_type)
 
@@ -85,6 +82,11 @@ def _core_plan(inv: Inventory, view: NovaView, policy: Policy,
                 reason += ("; keeping instance files: " + shared_why if shared
                            else "; keeping instance files (unsure whether shared): "
                            + shared_why)
+        free = ()
+        if destroy_disks and v.classification in DOMAIN_TEARDOWN:
+            free = _free_dirs(local_dirs, users, unreadable, (dom.uuid, dom.name), ev)
+            if len(free) < len(local_dirs):
+                reason += "; keeping the directories another domain uses"
         f = add(Finding(ResourceKind.DOMAIN, dom.name, dom.uuid, v.classification,
                         action, reason, ev))
         if f is None or v.classification not in DOMAIN_TEARDOWN:
@@ -92,8 +94,7 @@ def _core_plan(inv: Inventory, view: NovaView, policy: Policy,
         if action in (Action.REAP, Action.RECLAIM):
             teardowns.append(TeardownPlan(
                 instance_uuid=dom.uuid, classification=v.classification, action=action,
-                domain_name=dom.name,
-                dirs=tuple(d.path for d in local_dirs) if destroy_disks else (),
+                domain_name=dom.name, dirs=free,
                 destroy_disks=destroy_disks,
                 finalize_db=v.classification is Classification.RECLAIMABLE,
                 reason=reason, findings=(f,)))
@@ -113,6 +114,7 @@ def _core_plan(inv: Inventory, view: NovaView, policy: Policy,
             local_dirs = dirs_by_uuid.get(row.uuid, [])
             ev = rules.row_evidence(row)
             ev["dirs"] = [d.path for d in local_dirs]
+            free = _free_dirs(local_dirs, users, unreadable, None, ev)
             f = add(Finding(ResourceKind.INSTANCE if not local_dirs else ResourceKind.INSTANCE_DIR,
                             local_dirs[0].path if local_dirs else row.uuid, row.uuid,
                             Classification.RECLAIMABLE, Action.RECLAIM,
@@ -121,7 +123,7 @@ def _core_plan(inv: Inventory, view: NovaView, policy: Policy,
             teardowns.append(TeardownPlan(
                 instance_uuid=row.uuid, classification=Classification.RECLAIMABLE,
                 action=Action.RECLAIM, domain_name=None,
-                dirs=tuple(d.path for d in local_dirs), destroy_disks=True, finalize_db=True,
+                dirs=free, destroy_disks=True, finalize_db=True,
                 reason=f.reason, findings=(f,)))
 
     for d in dirs:
@@ -129,10 +131,9 @@ def _core_plan(inv: Inventory, view: NovaView, policy: Policy,
         if row is not None and rules.is_reclaimable(
                 row, host, policy.reclaim_instance_interval, now):
             continue    # part of the reclaim above
-        owner = disk_owner.get(root + d.name)
         v = rules.classify_dir(d, row, migs.get(d.uuid, []), host,
                                domain_present=d.uuid in domain_uuids, shared=shared,
-                               used_by_domain=owner)
+                               used_by_domain=rules.dir_user(d.path, users, unreadable))
         if v is None:
             continue
         if not inv.domains.ok and v.fixed_action is None:
@@ -149,6 +150,53 @@ def _core_plan(inv: Inventory, view: NovaView, policy: Policy,
                 reason=v.reason, findings=(f,), shared_storage=shared))
 
     return Plan(findings=tuple(findings), teardowns=tuple(teardowns))
+
+
+def _free_dirs(local_dirs, users, unreadable, own, ev: dict) -> tuple[str, ...]:
+    """The instance's directories a teardown may delete: those no other domain uses.
+    The others stay (listed in the evidence); once the instance is gone they are
+    judged again on their own, as R8-R10 directories."""
+    free, kept = [], {}
+    for d in local_dirs:
+        why = rules.dir_user(d.path, users, unreadable, own)
+        if why is None:
+            free.append(d.path)
+        else:
+            kept[d.path] = why
+    if kept:
+        ev["dirs_kept"] = kept
+    return tuple(free)
+
+
+def dirs_in_use(plan: TeardownPlan, real_dirs: tuple[str, ...], domains) -> str | None:
+    """Compare-and-act on libvirt's current domain list for a teardown that deletes
+    directories (``real_dirs``: its ``dirs`` resolved, as the executor reads them
+    right before acting). Why they may not be deleted now, or None.
+
+    A directory any defined domain uses is never deleted, whatever the domain's uuid;
+    the only exception is the domain this teardown itself destroys and undefines
+    (its ``domain_name`` with the plan's uuid). A teardown planned with no domain of
+    its instance (orphan directory, row-only reclaim) is also off once a domain with
+    that uuid is defined again. Interrupted deletes and stale resizes may have one:
+    the latter is re-classified on the fresh row (``reverify_dir``).
+    """
+    users = rules.file_index(domains)
+    unreadable = [d for d in domains if not d.readable]
+    own = (plan.instance_uuid, plan.domain_name) if plan.domain_name else None
+    for path in real_dirs:
+        head, name = path.rstrip("/").rsplit("/", 1)
+        # the _del name it is renamed to (and a stale one removed first) counts too
+        for p in (path, f"{head}/{name.split('_', 1)[0]}_del"):
+            why = rules.dir_user(p, users, unreadable, own)
+            if why is not None:
+                return f"{p} is in use: {why}; not deleting it"
+    if plan.domain_name is None and plan.classification not in (
+            Classification.INTERRUPTED_DELETE, Classification.STALE_RESIZE):
+        for d in domains:
+            if d.uuid == plan.instance_uuid:
+                return (f"domain {d.name!r} with this instance's uuid is defined again; "
+                        f"the teardown was planned without one")
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,15 +272,22 @@ def reverify(plan: TeardownPlan, row, migrations, policy: Policy,
 
 
 def _reverify_dir(plan, row, migrations, policy) -> tuple[bool, str]:
-    """Classify the directory again on the fresh row, as the planner did."""
+    return reverify_dir(plan, row, migrations, policy)
+
+
+def reverify_dir(plan, row, migrations, policy, *,
+                 domain_present: bool = False) -> tuple[bool, str]:
+    """Classify the directory again on the fresh row, as the planner did; with
+    ``domain_present`` (a domain of its uuid is defined now) by that rule."""
     path = plan.dirs[0]
     name = path.rstrip("/").rsplit("/", 1)[-1]
     kind = (DirKind.DELETING if name.endswith("_del") else
             DirKind.RESIZE if name.endswith("_resize") else DirKind.INSTANCE)
     d = InstanceDir(name=name, uuid=plan.instance_uuid, kind=kind, path=path,
                     size_bytes=0, mtime=0.0)
-    v = rules.classify_dir(d, row, list(migrations), policy.host, domain_present=False,
-                           shared=plan.shared_storage, used_by_domain=None)
+    v = rules.classify_dir(d, row, list(migrations), policy.host,
+                           domain_present=domain_present, shared=plan.shared_storage,
+                           used_by_domain=None)
     if v is None:
         return False, "the directory is in use again (live instance or move in flight)"
     if v.classification is not plan.classification:

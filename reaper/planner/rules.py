@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 from reaper.inventory.dirs import LOCAL_FS_TYPES, SHARED_FS_TYPES
 from reaper.records import (
@@ -172,10 +172,61 @@ def storage_shared(setting: str, fs_type: str | None) -> tuple[bool | None, str]
     return None, f"cannot tell whether filesystem type {fs_type!r} is shared"
 
 
+# --------------------------------------------------------------------------
+# Which domain uses a directory (R8-R10 and every teardown that deletes files)
+# --------------------------------------------------------------------------
+
+FileIndex = Mapping[str, Sequence[tuple[Domain, str]]]
+
+
+def file_index(domains: Iterable[Domain]) -> dict[str, list[tuple[Domain, str]]]:
+    """Every directory holding a file of a domain, at any depth (and every path a
+    domain names, for directory sources) -> [(domain, the file)].
+
+    Built from ``Domain.files``, which the collector resolved to real paths; the
+    instance directories are real paths too, so a lookup is one notion of path.
+    """
+    index: dict[str, list[tuple[Domain, str]]] = {}
+    for dom in domains:
+        for f in dom.files:
+            p = f
+            while True:
+                index.setdefault(p, []).append((dom, f))
+                parent = p.rsplit("/", 1)[0] or "/"
+                if parent == p:
+                    break
+                p = parent
+    return index
+
+
+def dir_user(path: str, index: FileIndex, unreadable: Iterable[Domain] = (),
+             own: tuple[str, str] | None = None) -> str | None:
+    """Why ``path`` is in use by a domain, or None: a directory any defined domain
+    uses is never deleted, whatever the domain's uuid or owner.
+
+    ``own`` is the (uuid, name) of the one domain exempt: the very domain a
+    teardown destroys and undefines itself. A domain whose XML could not be read
+    may use any directory.
+    """
+    for dom, f in index.get(path, ()):
+        if own is None or (dom.uuid, dom.name) != own:
+            return f"domain {dom.name!r} ({dom.uuid}) uses {f}"
+    for dom in unreadable:
+        if own is None or (dom.uuid, dom.name) != own:
+            return (f"the XML of domain {dom.name!r} ({dom.uuid}) could not be read, so it "
+                    f"may use any directory")
+    return None
+
+
 def classify_dir(d: InstanceDir, row: InstanceRow | None, migs: list[MigrationRow],
                  host: str, *, domain_present: bool, shared: bool | None,
                  used_by_domain: str | None) -> Verdict | None:
-    """Classify an instance directory (R8-R10). None: nothing to report."""
+    """Classify an instance directory (R8-R10). None: nothing to report.
+
+    ``domain_present``: a domain with the directory's uuid is defined here.
+    ``used_by_domain``: why a domain uses it (``dir_user``); such a directory is
+    only ever logged.
+    """
     ev = row_evidence(row)
     ev["dir"] = {"path": d.path, "size_bytes": d.size_bytes, "mtime": d.mtime}
     if migs:
@@ -185,21 +236,47 @@ def classify_dir(d: InstanceDir, row: InstanceRow | None, migs: list[MigrationRo
         ev["used_by_domain"] = used_by_domain
         return dataclasses.replace(
             verdict, fixed_action=Action.LOG,
-            reason=f"{verdict.reason}; but a disk of domain {used_by_domain!r} lives in it")
+            reason=f"{verdict.reason}; but {used_by_domain}: a directory a domain uses "
+                   f"is never deleted")
     return verdict
+
+
+def newest_resize(migs: Iterable[MigrationRow], host: str) -> MigrationRow | None:
+    """The newest resize or cold migration touching this host (what made a _resize)."""
+    moves = [m for m in migs if m.deleted == 0 and m.migration_type in ("resize", "migration")
+             and host in (m.source_compute, m.dest_compute)]
+    return max(moves, key=lambda m: m.id, default=None)
 
 
 def _classify_dir(d, row, migs, host, domain_present, shared, ev) -> Verdict | None:
     if d.kind is DirKind.DELETING:
         return Verdict(Classification.INTERRUPTED_DELETE,
                        "an interrupted delete left this directory; finishing it", ev)
-    if domain_present:
+    if domain_present and d.kind is not DirKind.RESIZE:
         return None     # goes with its domain's classification and teardown
     live = row is not None and row.deleted == 0 and not row.archived
     flying = in_flight_migrations(migs, host)
     if live and (flying or row_in_flight(row)):
         return None
-    if d.kind is DirKind.RESIZE:
+    if d.kind is DirKind.RESIZE and domain_present:
+        # The instance's own domain is here: only a live instance of this host whose
+        # last resize is over leaves a stale _resize (a same-host resize confirmed
+        # long ago); anything else goes with the domain's classification.
+        if not (live and row.host == host and row.vm_state != "soft-delete"):
+            return None
+        last = newest_resize(migs, host)
+        if last is None:
+            return Verdict(Classification.STALE_RESIZE,
+                           "_resize directory of a live instance, but no resize or "
+                           "migration of it touching this host is recorded: only logging",
+                           ev, fixed_action=Action.LOG)
+        if (last.status or "") not in FINAL_MIGRATION_STATUSES:
+            return None
+        ev["newest_resize"] = migration_evidence([last])[0]
+        cls, why = (Classification.STALE_RESIZE,
+                    f"the instance is live here and its newest resize/migration "
+                    f"({last.migration_type} {last.id}) is {last.status}")
+    elif d.kind is DirKind.RESIZE:
         awaiting = [m for m in migs if m.deleted == 0 and m.source_compute == host
                     and m.migration_type in ("resize", "migration")
                     and (m.status or "") not in FINAL_MIGRATION_STATUSES]

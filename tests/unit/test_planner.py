@@ -42,9 +42,13 @@ def mig(mtype="evacuation", status="done", source=HOST, dest=OTHER, deleted=0) -
                         migration_type=mtype, deleted=deleted)
 
 
-def domain(uuid=U, nova=True, name="instance-00000007", state="running", disks=()) -> Domain:
+def domain(uuid=U, nova=True, name="instance-00000007", state="running", disks=(),
+           files=None) -> Domain:
+    """``files`` (the resolved paths the collector records) default to the file disks'."""
+    if files is None:
+        files = [d.source for d in disks if d.source_type == "file" and d.source]
     return Domain(uuid=uuid, name=name, state=state, nova_owned=nova,
-                  nova_uuid=uuid if nova else None, disks=tuple(disks))
+                  nova_uuid=uuid if nova else None, disks=tuple(disks), files=tuple(files))
 
 
 def idir(kind=DirKind.INSTANCE, uuid=U) -> InstanceDir:
