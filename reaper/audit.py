@@ -57,12 +57,20 @@ def open_private(path: str) -> int:
     return fd
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes) -> int:
     """One record, one O_APPEND write (lines of concurrent writers never interleave);
-    no buffer keeps a record that failed (a full filesystem) to write it later."""
-    view = memoryview(data)
+    no buffer keeps a record that failed (a full filesystem) to write it later.
+    Returns the bytes written; an OSError carries them as ``written``."""
+    view, written = memoryview(data), 0
     while view:
-        view = view[os.write(fd, view):]
+        try:
+            n = os.write(fd, view)
+        except OSError as e:
+            e.written = written
+            raise
+        written += n
+        view = view[n:]
+    return written
 
 
 def scrub(value):
@@ -86,6 +94,9 @@ class AuditLog:
         self.host = host
         self._lock = threading.Lock()
         self._fd: int | None = None
+        # A write that failed half way (a full filesystem) left a line without its
+        # newline: the next record starts on a line of its own.
+        self._torn = False
         # Called with every record after it is written (notifications, metrics).
         # A listener that raises is logged and ignored: the audit never fails a pass.
         self._listeners: list = []
@@ -114,7 +125,13 @@ class AuditLog:
         line = json.dumps(rec, default=_default, sort_keys=False)
         with self._lock:
             if self._fd is not None:
-                _write_all(self._fd, (line + "\n").encode("utf-8"))
+                data = (line + "\n").encode("utf-8")
+                try:
+                    _write_all(self._fd, b"\n" + data if self._torn else data)
+                    self._torn = False
+                except OSError as e:
+                    self._torn = self._torn or getattr(e, "written", 0) > 0
+                    raise
         LOG.log(_LEVELS.get(event, std_logging.INFO), "%s", line)
         for listener in list(self._listeners):
             try:

@@ -58,3 +58,38 @@ def test_a_full_filesystem_fails_the_write_and_keeps_nothing_for_later(tmp_path)
     with pytest.raises(OSError):
         log.record("agent_state", "-", result="started")
     log.close()                                        # no buffered record to flush
+
+
+_TORN = """
+import resource, signal, sys
+from reaper import audit
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)       # EFBIG instead of a kill
+log = audit.AuditLog(sys.argv[1], "h")
+log.record("finding", "req-first")
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+size = open(sys.argv[1], "rb").seek(0, 2)
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 10, hard))   # room for 10 bytes
+try:
+    log.record("finding", "req-torn")
+except OSError as e:
+    print("raised", e.errno)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+log.record("finding", "req-next")
+log.close()
+"""
+
+
+def test_a_record_torn_by_a_full_disk_does_not_swallow_the_next(tmp_path):
+    """The kernel writes part of a record, then refuses the rest (here RLIMIT_FSIZE:
+    a short write, then EFBIG, as a filling disk does with ENOSPC): the fragment
+    stays, and the next record starts on a line of its own, so it still parses."""
+    import subprocess
+    import sys
+    path = tmp_path / "audit.log"
+    r = subprocess.run([sys.executable, "-c", _TORN, str(path)], capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()), timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("raised 27"), r.stdout + r.stderr
+    lines = path.read_text().split("\n")
+    assert json.loads(lines[0])["pass_id"] == "req-first"
+    assert len(lines[1]) == 10                     # the torn fragment
+    assert json.loads(lines[2])["pass_id"] == "req-next"
