@@ -281,11 +281,11 @@ def test_oslo_mutate_leaves_a_half_updated_conf_which_the_agent_never_uses(tmp_p
     conf.mutate_config_files()                 # no error here...
     assert conf.rpc.allow_remote_reap is True  # ...the new permission is live...
     with pytest.raises(cfg.ConfigFileValueError):
-        conf.reaper.max_destroy_per_pass       # ...and the bad value raises when read
+        _ = conf.reaper.max_destroy_per_pass   # ...and the bad value raises when read
     (tmp_path / "reaper.conf").write_text("[rpc]\nallow_remote_reap = maybe\n")
     conf.mutate_config_files()
     with pytest.raises(cfg.ConfigFileValueError):
-        conf.rpc.allow_remote_reap
+        _ = conf.rpc.allow_remote_reap
 
 
 # -- the loop outlives a pass that raises -----------------------------------------

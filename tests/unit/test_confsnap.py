@@ -36,7 +36,7 @@ def test_the_snapshot_is_read_only_and_shaped_like_a_conf(tmp_path):
     assert snap.conf.reaper.dry_run is True and snap.policy.dry_run is True
     assert snap.get("reaper", "dry_run") is True and snap.conf.host == conf.host
     with pytest.raises(AttributeError):
-        snap.conf.reaper.no_such_option
+        _ = snap.conf.reaper.no_such_option
     with pytest.raises(AttributeError):
         snap.conf.reaper.dry_run = False
     with pytest.raises(TypeError):
