@@ -95,3 +95,36 @@ def test_the_running_policy_keeps_what_no_option_moved(tmp_path):
     assert pol.action_for(Classification.ORPHAN_DIR) is Action.LOG
     assert pol.action_for(Classification.EVACUATED) is Action.LOG
     assert pol.max_destroy_fraction == 0.2
+
+
+def _another_value(opt: cfg.Opt) -> str:
+    """A valid value of ``opt`` other than its default, as a config file spells it."""
+    t = opt.type
+    if isinstance(opt, cfg.BoolOpt):
+        return str(not opt.default).lower()
+    if getattr(t, "choices", None):
+        return next(c for c in t.choices if c != opt.default)
+    if isinstance(opt, (cfg.IntOpt, cfg.FloatOpt)):
+        d = opt.default
+        steps = (d + 1, d - 1) if isinstance(opt, cfg.IntOpt) else (d + 0.5, d / 2, d - 0.5)
+        return str(next(v for v in steps if v != d
+                        and (t.min is None or v >= t.min) and (t.max is None or v <= t.max)))
+    raise AssertionError(f"no test value for {opt.dest} ({type(opt).__name__})")
+
+
+def test_every_mutable_option_reaches_what_the_agent_reads(tmp_path):
+    """A mutable option must change the policy, the timers or the RPC settings of the
+    snapshot: an option marked mutable but read from the ConfigOpts at use would be
+    reported as reloaded and never applied (the ConfigOpts never changes)."""
+    conf = conf_with(tmp_path, {"a.conf": ""})
+    running = confsnap.take(conf)
+    table = confsnap.option_table()
+    for key in sorted(running.mutable):
+        group, opt = table[key]
+        (tmp_path / "a.conf").write_text(f"[{group or 'DEFAULT'}]\n{opt.dest} = "
+                                         f"{_another_value(opt)}\n")
+        out = confsnap.reread(running, conf)
+        assert list(out.changed) == [key]
+        new = out.snapshot
+        assert (new.policy, new.intervals, new.rpc) != (
+            running.policy, running.intervals, running.rpc), key
