@@ -4,9 +4,10 @@ Every call is validated, checked against ``[rpc] allow_remote_reap`` when it may
 destroy something, run through the agent (so it shares the host's one pass lock),
 and written to the audit log with the caller's context. The permission and the
 pass wait come from the agent's last validated configuration (``agent.config``),
-never from the live ConfigOpts: a refused reload cannot grant anything. Whatever happens, the
-endpoint returns a JSON-safe dict: a caller's mistake, a refusal or a failure is
-an error reply (see :mod:`reaper.rpc`), so the server loop never sees an exception.
+never from the live ConfigOpts: a refused reload cannot grant anything. Whatever
+happens, the endpoint returns a JSON-safe dict: a caller's mistake, a refusal or a
+failure is an error reply (see :mod:`reaper.rpc`), so the server loop never sees an
+exception.
 """
 from __future__ import annotations
 
