@@ -2,19 +2,21 @@
 
 Fed by the audit log's records, like the notifications, so what is counted is
 exactly what was audited. The file is rewritten after every pass and every
-pause/resume, atomically (prometheus_client writes a temporary file and renames it),
-so node_exporter never reads half a file. No host label: node_exporter's scrape
-adds the instance. Counters start from zero when the agent starts, as Prometheus
-counters may.
+pause/resume, atomically, so node_exporter never reads half a file (see
+:func:`write_textfile`). No host label: node_exporter's scrape adds the instance.
+Counters start from zero when the agent starts, as Prometheus counters may.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
+import tempfile
 from typing import Callable
 
 from oslo_config import cfg
 from oslo_log import log as logging
-from prometheus_client import CollectorRegistry, Counter, Gauge, write_to_textfile
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
@@ -24,9 +26,44 @@ metrics_opts = [
                help="Write pass and action metrics here in Prometheus text format after "
                     "every pass, for node_exporter's textfile collector (e.g. "
                     "/var/lib/prometheus/node-exporter/reaper.prom; the name must end in "
-                    ".prom). Empty: no metrics file."),
+                    ".prom). The file is replaced atomically through a randomly named "
+                    "temporary file in the same directory and is mode 0644. Empty: no "
+                    "metrics file. Changing it needs a restart."),
 ]
 CONF.register_opts(metrics_opts, group="reaper")
+
+
+# node_exporter (another user) reads the file: world-readable, written by us only.
+TEXTFILE_MODE = 0o644
+
+
+def write_textfile(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically, through a temporary file nobody
+    can predict.
+
+    prometheus_client's write_to_textfile opens ``<path>.<pid>.<thread id>``, a name
+    a local user who can write to the directory can create first as a symlink: the
+    agent (root) would then write through it and rename the link into place.
+    mkstemp creates a new file with O_EXCL under a random name (never following a
+    link), in the target's directory so the rename stays on one filesystem; the
+    data is fsynced before the rename, so a crash leaves the old file or the new
+    one, never a truncated one. The temporary name does not end in ``.prom``, so
+    the textfile collector never reads it.
+    """
+    target = os.path.abspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp",
+                               dir=os.path.dirname(target))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), TEXTFILE_MODE)
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _epoch(ts: str | None) -> float | None:
@@ -119,12 +156,14 @@ class Metrics:
         try:
             self.backlog.set(self._backlog())
             self.paused.set(1 if self._paused() else 0)
-            write_to_textfile(self.path, self.registry)
+            write_textfile(self.path, generate_latest(self.registry))
         except Exception as e:  # noqa: BLE001 - metrics never fail a pass
             LOG.warning("cannot write metrics file %s: %s", self.path, e)
 
 
 def enable(reaper, conf=CONF) -> Metrics | None:
+    """Subscribe a Metrics to ``reaper.audit``; ``conf`` is the agent's configuration
+    snapshot (``agent.config.conf``) or a ConfigOpts. None without a metrics_file."""
     path = conf.reaper.metrics_file
     if not path:
         return None

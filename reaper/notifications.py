@@ -24,7 +24,8 @@ CONF = cfg.CONF
 notification_opts = [
     cfg.IntOpt("notification_queue_size", default=10000, min=1,
                help="Notifications waiting for the broker at most; beyond it new ones are "
-                    "dropped (and logged): the audit log still has every record."),
+                    "dropped (and logged): the audit log still has every record. Changing "
+                    "it needs a restart."),
 ]
 CONF.register_opts(notification_opts, group="reaper")
 
@@ -127,8 +128,11 @@ class Emitter:
             LOG.debug("notification transport cleanup failed", exc_info=True)
 
 
-def enable(reaper, conf=CONF) -> Emitter | None:
-    """Subscribe notifications to ``reaper.audit``; None when the driver sends nothing."""
+def enable(reaper, conf=CONF, queue_size: int | None = None) -> Emitter | None:
+    """Subscribe notifications to ``reaper.audit``; None when the driver sends nothing.
+
+    ``conf`` (a ConfigOpts) gives the transport, read once here; the agent passes
+    ``queue_size`` from its validated configuration snapshot."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import oslo_messaging
@@ -142,6 +146,7 @@ def enable(reaper, conf=CONF) -> Emitter | None:
     if not notifier.is_enabled():
         transport.cleanup()
         return None
-    emitter = Emitter(notifier, conf.reaper.notification_queue_size)
+    emitter = Emitter(notifier, conf.reaper.notification_queue_size
+                      if queue_size is None else queue_size)
     reaper.audit.subscribe(emitter)
     return emitter

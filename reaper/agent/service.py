@@ -5,6 +5,11 @@ calls), so there is one pass at a time. The main loop runs the timers, pings the
 systemd watchdog, reloads mutable options on SIGHUP between passes, and on
 SIGTERM lets the current teardown finish the step it is in, then exits; the
 journal holds the rest for the next start.
+
+Everything the running agent reads from its configuration comes from one
+immutable :class:`reaper.confsnap.ConfigSnapshot` (``Agent.config``), replaced
+whole by a reload that validated every option, never piecemeal. Whatever a pass
+raises, the loop logs it, records the pass as failed and keeps serving.
 """
 from __future__ import annotations
 
@@ -13,13 +18,13 @@ import random
 import signal
 import threading
 import time
+import uuid as uuidlib
 from typing import Callable
 
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from reaper import config, reconcile
-from reaper import policy as policy_mod
+from reaper import confsnap, reconcile
 from reaper.agent import schedule
 from reaper.agent.sdnotify import SdNotify
 from reaper.report import PassReport
@@ -75,14 +80,24 @@ class Agent:
         self._ready = False
         self._rng = rng or random.Random()
         self._mono = monotonic
-        # Read once here and on a good reload only: a broken edit never reaches the loop.
-        self._iv = self._read_intervals()
+        # The configuration every reader uses: taken here, replaced whole by a good
+        # reload only, so a refused edit never reaches the loop, the passes or RPC.
+        self._config = confsnap.take(conf, reaper.policy)
         # Called as fn(agent, report) after every pass (metrics, tests).
         self.pass_listeners: list[Callable[["Agent", PassReport], None]] = []
         reaper.should_stop = self.stop_event.is_set
         reaper.heartbeat = self.sd.watchdog
 
     # -- what RPC and the loop share ---------------------------------------------
+
+    @property
+    def config(self) -> confsnap.ConfigSnapshot:
+        """The last validated configuration (one reference: read it once per use)."""
+        return self._config
+
+    @property
+    def _iv(self) -> dict:
+        return self._config.intervals.as_dict()
 
     @property
     def paused(self) -> str | None:
@@ -192,42 +207,82 @@ class Agent:
 
     def reload(self) -> bool:
         """SIGHUP: re-read the config files; mutable options (actions, intervals,
-        dry_run, guards) apply from the next pass. A broken file keeps the old ones."""
+        dry_run, guards, RPC permissions) apply from the next pass or call.
+
+        All or nothing: the files are parsed into a fresh ConfigOpts and every
+        option is validated before the new snapshot replaces the running one; a
+        file refused at any point changes nothing. Options that need a restart
+        are reported and keep their running value."""
         try:
-            self.conf.mutate_config_files()
-            config.validate(self.conf)
-            pol = policy_mod.from_conf(self.conf)
-            intervals = self._read_intervals()
+            out = confsnap.reread(self._config, self.conf)
         except (Exception, SystemExit) as e:  # noqa: BLE001 - a bad edit must not stop the agent
             LOG.error("reload failed, keeping the running configuration: %s", e)
-            self.reaper.audit.record("agent_state", "-", result="reload_failed", reason=str(e))
+            self._record_state("reload_failed", f"reload refused: {e}")
             return False
-        changed = {k: v for k, v in _policy_diff(self.reaper.policy, pol).items()}
-        self.reaper.policy = pol
-        if intervals != self._iv:
-            changed["intervals"] = [self._iv, intervals]
-        self._iv = intervals
-        self.reaper.audit.record("agent_state", "-", result="reloaded",
-                                 reason="configuration reloaded (SIGHUP)",
-                                 evidence={"changed": changed})
-        LOG.info("configuration reloaded; policy changes: %s", changed or "none")
+        self._config = out.snapshot
+        self.reaper.policy = out.snapshot.policy
+        if out.needs_restart:
+            LOG.warning("configuration reloaded; these options change only on a restart "
+                        "and keep their running value: %s", ", ".join(sorted(out.needs_restart)))
+        LOG.info("configuration reloaded; changed: %s",
+                 ", ".join(f"{k} {v[0]!r} -> {v[1]!r}" for k, v in sorted(out.changed.items()))
+                 or "nothing")
+        self._record_state("reloaded", "configuration reloaded (SIGHUP)",
+                           evidence={"changed": out.changed,
+                                     "needs_restart": out.needs_restart})
         return True
+
+    def _record_state(self, result: str, reason: str, **fields) -> None:
+        """An agent_state audit record; an unwritable audit log is logged, never fatal."""
+        try:
+            self.reaper.audit.record("agent_state", "-", result=result, reason=reason,
+                                     **fields)
+        except Exception:  # noqa: BLE001 - the agent outlives a full or broken audit log
+            LOG.exception("cannot write the agent_state %s audit record", result)
 
     # -- the service ----------------------------------------------------------------
 
-    def _read_intervals(self) -> dict:
-        r = self.conf.reaper
-        return {"reap": r.reconcile_interval, "reclaim": r.reclaim_poll_interval,
-                "jitter": r.interval_jitter}
-
     def _periodic(self, mode: str, source: str) -> PassReport | None:
-        if self.paused is not None and not self.reaper.policy.dry_run:
-            mode, source = "audit", source + " (paused: audit only)"
+        started = reconcile.utcnow().isoformat()
         try:
+            if self.paused is not None and not self.reaper.policy.dry_run:
+                mode, source = "audit", source + " (paused: audit only)"
             return self.run_pass(mode, source=source)
         except (Paused, Busy) as e:
             LOG.info("%s pass skipped: %s", mode, e)
             return None
+        except Exception as e:  # noqa: BLE001 - whatever a pass raises, the agent serves on
+            LOG.exception("%s pass (%s) failed; the agent keeps serving", mode, source)
+            return self._failed_pass(mode, source, started, e)
+
+    def _failed_pass(self, mode: str, source: str, started: str,
+                     exc: BaseException) -> PassReport:
+        """Record a pass that raised (a locked state DB, a full audit filesystem,
+        RecursionError, MemoryError...) as failed: exit code 1 in status, STATUS=,
+        the audit log (when it can be written) and the pass listeners."""
+        rep = PassReport(host=self.host, pass_id=f"req-{uuidlib.uuid4()}", mode=mode,
+                         dry_run=self.reaper.policy.dry_run, started_at=started,
+                         finished_at=reconcile.utcnow().isoformat(),
+                         errors=[f"pass failed: {type(exc).__name__}: {exc}"[:1000]])
+        self._last = rep
+        try:
+            self.reaper.audit.record("pass_summary", rep.pass_id, result=str(rep.exit_code),
+                                     reason=f"{mode} pass failed ({source})",
+                                     evidence=rep.summary, mode=mode,
+                                     started_at=rep.started_at, finished_at=rep.finished_at,
+                                     error=rep.errors[0])
+        except Exception:  # noqa: BLE001
+            LOG.exception("cannot write the failed pass to the audit log")
+        try:
+            self.sd.status(self.status_line())
+        except Exception:  # noqa: BLE001
+            self.sd.status(f"last {mode} pass failed: {rep.errors[0][:200]}")
+        for listener in list(self.pass_listeners):
+            try:
+                listener(self, rep)
+            except Exception:  # noqa: BLE001
+                LOG.exception("pass listener %r failed", listener)
+        return rep
 
     def serve(self) -> int:
         """Run until SIGTERM: identity check, init_host pass, then the timers."""
@@ -247,10 +302,9 @@ class Agent:
         if not db_ok:
             LOG.warning("Nova DB unreachable at start: passes report it and change nothing "
                         "until it answers")
-        self.reaper.audit.record("agent_state", "-", result="started",
-                                 reason="reaper-agent started",
-                                 evidence={"intervals": self._iv,
-                                           "dry_run": self.reaper.policy.dry_run})
+        self._record_state("started", "reaper-agent started",
+                           evidence={"intervals": self._iv,
+                                     "dry_run": self.reaper.policy.dry_run})
 
         # init_host: what nova-compute does at start-up, evacuated instances first.
         self._periodic("reap", "init_host")
@@ -292,20 +346,11 @@ class Agent:
         self.sd.stopping("stopping: the current step finishes, the journal keeps the rest")
         with self._pass_lock:        # an RPC-started pass stops at its next step too
             pass
-        self.reaper.audit.record("agent_state", "-", result="stopped",
-                                 reason="SIGTERM: stopped between steps",
-                                 evidence={"journal_backlog": self.reaper.state.backlog()})
+        try:
+            backlog = self.reaper.state.backlog()
+        except Exception as e:  # noqa: BLE001 - stopping must not fail on the state DB
+            backlog = f"unknown: {e}"
+        self._record_state("stopped", "SIGTERM: stopped between steps",
+                           evidence={"journal_backlog": backlog})
         return 0
 
-
-def _policy_diff(old: policy_mod.Policy, new: policy_mod.Policy) -> dict:
-    out = {}
-    for field in ("dry_run", "reclaim_instance_interval", "running_deleted_timeout",
-                  "grace_observations", "grace_seconds", "max_destroy_per_pass",
-                  "max_destroy_fraction", "instances_path_shared"):
-        if getattr(old, field) != getattr(new, field):
-            out[field] = [getattr(old, field), getattr(new, field)]
-    for cls, act in new.actions.items():
-        if old.actions.get(cls) != act:
-            out[f"{cls.value}_action"] = [getattr(old.actions.get(cls), "value", None), act.value]
-    return out

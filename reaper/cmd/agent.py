@@ -46,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     agent = service.Agent(reaper, CONF)
     from reaper import metrics, notifications
     try:
-        reaper.extras["notifications"] = notifications.enable(reaper, CONF)
-        metrics.enable(reaper, CONF)
+        # Read from the agent's validated snapshot, like everything after start-up.
+        snap = agent.config.conf
+        reaper.extras["notifications"] = notifications.enable(
+            reaper, CONF, queue_size=snap.reaper.notification_queue_size)
+        metrics.enable(reaper, snap)
     except Exception as e:  # noqa: BLE001 - reporting must not keep the agent down
         LOG.error("notifications or metrics not enabled: %s", e)
     try:
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 def _start_rpc(agent):
     """Start the RPC server without holding up the agent: oslo.messaging retries a
     broker that does not answer forever, and the passes must run meanwhile."""
-    if not CONF.rpc.enabled:
+    if not agent.config.get("rpc", "enabled"):
         LOG.info("RPC disabled ([rpc] enabled = false)")
         return None
     from reaper.rpc import server as rpc_server

@@ -2,9 +2,12 @@
 
 Every call is validated, checked against ``[rpc] allow_remote_reap`` when it may
 destroy something, run through the agent (so it shares the host's one pass lock),
-and written to the audit log with the caller's context. Whatever happens, the
-endpoint returns a JSON-safe dict: a caller's mistake, a refusal or a failure is
-an error reply (see :mod:`reaper.rpc`), so the server loop never sees an exception.
+and written to the audit log with the caller's context. The permission and the
+pass wait come from the agent's last validated configuration (``agent.config``),
+never from the live ConfigOpts: a refused reload cannot grant anything. Whatever
+happens, the endpoint returns a JSON-safe dict: a caller's mistake, a refusal or a
+failure is an error reply (see :mod:`reaper.rpc`), so the server loop never sees an
+exception.
 """
 from __future__ import annotations
 
@@ -27,8 +30,10 @@ rpc_opts = [
     cfg.BoolOpt("allow_remote_reap", default=False, mutable=True,
                 help="Accept destructive RPC calls: reap and reclaim other than dry runs, "
                      "approve, and resume (which re-enables destruction after a pause). "
-                     "Audits, dry runs, status and pause are always accepted. Read at "
-                     "every call, so a SIGHUP reload applies it."),
+                     "Audits, dry runs, status and pause are always accepted. Checked at "
+                     "every call against the agent's last validated configuration: a "
+                     "SIGHUP reload applies it, a refused reload (any invalid option in "
+                     "the file) changes nothing."),
     cfg.FloatOpt("pass_wait_timeout", default=5.0, min=0.0, mutable=True,
                  help="Seconds an RPC-triggered pass waits for the host's pass lock while "
                       "another pass runs, before it answers 'busy'. Keep it well below "
@@ -75,6 +80,7 @@ class ReaperEndpoint:
 
     def __init__(self, agent, conf=CONF):
         self.agent = agent
+        # Only for the transport; what a call may do is read from agent.config.
         self.conf = conf
 
     # -- the methods ------------------------------------------------------------
@@ -117,14 +123,15 @@ class ReaperEndpoint:
             args = rpc.validate(method, sent)
         except rpc.BadArgument as e:
             return self._refuse(method, caller, sent, "error", rpc.BAD_ARGUMENT, str(e))
-        if rpc.is_destructive(method, args) and not self.conf.rpc.allow_remote_reap:
-            return self._refuse(
-                method, caller, sent, "refused", rpc.REFUSED,
-                f"{method} is destructive and [rpc] allow_remote_reap is false on "
-                f"{self.agent.host}" + (" (dry_run=true only plans)"
-                                        if method in ("reap", "reclaim") else ""))
         try:
-            reply, pass_id = self._run(method, args)
+            settings = self.agent.config.rpc      # one snapshot for the whole call
+            if rpc.is_destructive(method, args) and not settings.allow_remote_reap:
+                return self._refuse(
+                    method, caller, sent, "refused", rpc.REFUSED,
+                    f"{method} is destructive and [rpc] allow_remote_reap is false on "
+                    f"{self.agent.host}" + (" (dry_run=true only plans)"
+                                            if method in ("reap", "reclaim") else ""))
+            reply, pass_id = self._run(method, args, settings)
         except Busy as e:
             return self._refuse(method, caller, sent, "busy", rpc.BUSY, str(e))
         except Paused as e:
@@ -139,12 +146,12 @@ class ReaperEndpoint:
         self._audit(method, caller, sent, "ok", "done", pass_id)
         return reply
 
-    def _run(self, method: str, args: dict) -> tuple[dict, str]:
+    def _run(self, method: str, args: dict, settings) -> tuple[dict, str]:
         agent = self.agent
         if method in rpc.PASS_METHODS:
             rep = agent.run_pass(method, dry_run=args.get("dry_run"),
                                  only_uuid=args["instance_uuid"], source="rpc",
-                                 wait=self.conf.rpc.pass_wait_timeout)
+                                 wait=settings.pass_wait_timeout)
             return rep.as_dict(), rep.pass_id
         if method == "status":
             return agent.status(), "-"

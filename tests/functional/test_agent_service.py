@@ -249,7 +249,7 @@ def test_sighup_changes_an_action_without_a_restart(tmp_path, nova_db, host, kvm
         assert agent.proc.poll() is None            # same process, no restart
         reload = [r for r in recs if r["event"] == "agent_state" and r["result"] == "reloaded"]
         assert reload and reload[0]["evidence"]["changed"] == {
-            "evacuated_action": ["log", "reap"]}
+            "reaper.evacuated_action": ["log", "reap"]}
         (act,) = [r for r in recs if r["event"] == "action"]
         assert (act["instance_uuid"], act["result"]) == (u, "done")
         assert not domain_exists(libvirt_conn, u)

@@ -112,10 +112,14 @@ class Fleet:
             f"[rpc]\nallow_remote_reap = {str(allow).lower()}\npass_wait_timeout = 1\n")
 
     def allow_remote_reap(self, allow: bool) -> None:
-        """Edit the config file and reload it, as SIGHUP does on a real agent."""
+        """Edit the config file and reload it, as SIGHUP does on a real agent (each
+        agent checks RPC permissions against its own validated snapshot)."""
         self.write_agent_conf(allow)
-        self.conf.mutate_config_files()
+        self.conf.mutate_config_files()         # reaper-ctl's side reads this one
         assert self.conf.rpc.allow_remote_reap is allow
+        for agent in self.agents.values():
+            assert agent.reload()
+            assert agent.config.rpc.allow_remote_reap is allow
 
     def instances(self, host: str) -> pathlib.Path:
         return self.root / host / "instances"

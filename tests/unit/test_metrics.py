@@ -3,7 +3,10 @@ prometheus_client's own parser (the text format node_exporter reads)."""
 from __future__ import annotations
 
 import os
+import stat
+import threading
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from reaper import demo, metrics
@@ -60,7 +63,7 @@ def test_metrics_follow_the_passes(tmp_path):
         gone = set(by_cls) - set(after.summary["by_classification"])
         assert gone and all(s[("reaper_last_pass_findings",
                                (("classification", c), ("mode", "audit")))] == 0 for c in gone)
-        assert not [f for f in os.listdir(tmp_path) if f.startswith("reaper.prom.")]
+        assert sorted(f for f in os.listdir(tmp_path) if "reaper.prom" in f) == ["reaper.prom"]
     finally:
         reaper.close()
 
@@ -73,3 +76,48 @@ def test_an_unwritable_metrics_file_never_fails_a_pass(tmp_path):
         assert reaper.run_pass("audit").exit_code == 3
     finally:
         reaper.close()
+
+
+def test_the_textfile_never_follows_a_planted_symlink(tmp_path):
+    """prometheus_client's write_to_textfile writes to ``<path>.<pid>.<thread id>``:
+    a local user who plants a symlink there makes root overwrite the link's target.
+    The metrics go through an unpredictable mkstemp file instead."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    path = tmp_path / "reaper.prom"
+    planted = [tmp_path / f"reaper.prom.{os.getpid()}.{t.ident}"
+               for t in threading.enumerate()]
+    for link in planted:
+        link.symlink_to(victim)
+    m = metrics.Metrics(str(path))
+    m.write()
+    m.write()
+    assert victim.read_text() == "precious\n"
+    st = os.lstat(path)
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o644
+    assert "reaper_paused 0.0" in path.read_text()
+    assert all(os.readlink(link) == str(victim) for link in planted)
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"victim", "reaper.prom"}
+    assert leftovers == {link.name for link in planted}
+
+
+def test_a_symlink_at_the_target_is_replaced_not_followed(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    path = tmp_path / "reaper.prom"
+    path.symlink_to(victim)
+    metrics.write_textfile(str(path), b"x 1\n")
+    assert victim.read_text() == "precious\n"
+    assert not path.is_symlink() and path.read_text() == "x 1\n"
+
+
+def test_the_textfile_is_0644_whatever_the_umask_and_a_failed_write_leaves_nothing(tmp_path):
+    old = os.umask(0o077)
+    try:
+        metrics.write_textfile(str(tmp_path / "a.prom"), b"x 1\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.prom").st_mode) == 0o644
+    with pytest.raises(TypeError):
+        metrics.write_textfile(str(tmp_path / "b.prom"), "not bytes")   # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.prom"]
