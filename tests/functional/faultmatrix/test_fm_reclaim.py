@@ -391,12 +391,12 @@ def test_claim_db_error_releases_only_ours(fmhost, nova_db, monkeypatch):
             nova["trans"].rollback()
         if nova["conn"] is not None:
             nova["conn"].close()
-    ((step, detail), (rstep, rdetail)) = rep.actions[0]["steps"]
-    assert (step, rep.actions[0]["result"]) == ("claim", "failed"), rep.to_table()
-    assert (rstep, rdetail) == ("release_claim", "nothing of ours to release")
     row = novadb.get_instance(nova_db.engine, u)
     assert (row["vm_state"], row["task_state"]) == ("soft-delete", "deleting"), \
         "Nova's own delete must keep its claim"
+    ((step, _), (rstep, rdetail)) = rep.actions[0]["steps"]
+    assert (step, rep.actions[0]["result"]) == ("claim", "failed"), rep.to_table()
+    assert (rstep, rdetail) == ("release_claim", "nothing of ours to release")
     assert markers(nova_db.engine, u) == []
     monkeypatch.setattr(teardown, "_verify", original_verify)
     rep = r.run_pass("reap")
