@@ -87,7 +87,9 @@ def urgent_power_off(t: TeardownPlan) -> bool:
     nova-compute stops it at once). It destroys nothing (definition, files, VIFs and
     volumes stay; starting it undoes it) and is re-checked against a fresh read of the
     migration right before it, so neither the grace period nor the mass-destruction
-    count holds it: a whole host being evacuated is exactly when every guest needs it."""
+    count holds it, and it still runs when that guard trips for the rest of the plan:
+    a whole host being evacuated is exactly when every guest needs it. Pass-wide guards
+    (host identity, DB view) and pause still stop it."""
     return t.classification is Classification.EVACUATING and t.action is Action.SHUTDOWN
 
 

@@ -262,8 +262,10 @@ class Reaper:
                 runnable.append(t)
             else:
                 waiting[id(t)] = "waiting_grace"
+        urgent = []     # power-offs of evacuating guests: not held by the mass guard
         if runnable and not pass_blocked:
-            keys = [state_mod.teardown_key(t) for t in runnable]
+            keys = [state_mod.teardown_key(t) for t in runnable
+                    if not guards.urgent_power_off(t)]
             ttl = datetime.timedelta(seconds=pol.approval_ttl)
             approval = (self.state.approval_covering(keys, not_before=self.clock() - ttl)
                         if acting else None)
@@ -271,6 +273,7 @@ class Reaper:
             if mass.tripped:
                 tripped.append(mass)
                 pass_blocked = True
+                urgent = [t for t in runnable if guards.urgent_power_off(t)]
                 if acting:
                     self.state.record_blocked(rep.pass_id, keys, self.clock())
             elif approval and acting:
@@ -281,7 +284,7 @@ class Reaper:
         result_of = {}
         for t in teardowns:
             for f in t.findings:
-                if t in runnable and not pass_blocked:
+                if t in runnable and (not pass_blocked or t in urgent):
                     result_of[f.key] = "planned" if acting else (
                         "audit_only" if mode == "audit" else "dry_run")
                 else:
@@ -297,15 +300,16 @@ class Reaper:
         if on_planned is not None:
             on_planned(rep)
 
-        if not acting or pass_blocked:
+        if not acting or (pass_blocked and not urgent):
             return
         # A teardown still in the journal (it failed this pass and retries next
         # pass) is not started a second time under a new entry.
         pending = {e.plan.instance_uuid for e in self.state.unfinished()}
         # Like nova-compute's init_host, evacuated instances go first (power-offs of
-        # evacuating ones before anything).
-        for t in sorted(runnable, key=lambda t: (not guards.urgent_power_off(t),
-                                                 t.classification is not Classification.EVACUATED)):
+        # evacuating ones before anything; only those when the mass guard tripped).
+        order = lambda t: (not guards.urgent_power_off(t),  # noqa: E731
+                           t.classification is not Classification.EVACUATED)
+        for t in sorted(urgent or runnable, key=order):
             if self.should_stop():
                 LOG.info("stopping: the remaining teardowns wait for the next pass")
                 break

@@ -597,6 +597,36 @@ def test_evacuation_in_progress_guest_powered_off(fmhost, nova_db, status, row_o
 
 
 @pytest.mark.parametrize("nova_db", ["sqlite"], indirect=True)
+def test_mass_evacuation_power_offs_run_while_reaps_wait(fmhost, nova_db):
+    """A whole host is being evacuated: three evacuations are done (evacuated: reap) and
+    two are still accepted, all five guests running, max_destroy_per_pass = 2.
+
+    Expect: the mass-destruction guard trips for the reaps (exit 5, the three evacuated
+    guests kept until an operator's approve), yet the two evacuating guests are
+    powered off in that same pass (kept, with their files).
+    """
+    done = []
+    for _ in range(3):
+        u, mid = _evacuating(fmhost, nova_db.engine, "done", "dest")
+        set_row(nova_db.engine, u, task_state=None)
+        done.append(u)
+    running = [_evacuating(fmhost, nova_db.engine, "accepted", "source")[0] for _ in range(2)]
+    r = fmhost.reaper(max_destroy_per_pass=2, max_destroy_fraction=1.0)
+    rep = r.run_pass("reap")
+    assert [g["guard"] for g in rep.guards] == ["mass_destruction"] and rep.exit_code == 5
+    assert sorted((a["instance_uuid"], a["action"], a["result"]) for a in rep.actions) == \
+        sorted((u, "shutdown", "done") for u in running), rep.to_table()
+    for u in running:
+        assert domain_exists(fmhost.conn, u) and not is_active(fmhost.conn, u)
+    for u in done:
+        assert is_active(fmhost.conn, u) and (fmhost.instances / u / "disk").exists()
+    results = {f["instance_uuid"]: f["result"] for f in rep.findings}
+    assert {results[u] for u in done} == {"blocked"}
+    assert {results[u] for u in running} == {"planned"}
+    r.close()
+
+
+@pytest.mark.parametrize("nova_db", ["sqlite"], indirect=True)
 def test_evacuation_done_after_power_off_torn_down(fmhost, nova_db):
     """An evacuating guest was powered off; the evacuation then completes (migration
     done, the row on the destination).
