@@ -13,9 +13,15 @@ default_opts = [
     cfg.StrOpt("host", default=socket.gethostname(), sample_default="<current_hostname>",
                help="Name of this compute host exactly as nova-compute's [DEFAULT] host "
                     "(instances.host, compute_nodes.host)."),
-    cfg.StrOpt("hypervisor_hostname", sample_default="<host>",
-               help="The node name nova-compute reports (compute_nodes.hypervisor_hostname). "
-                    "Defaults to the value of host."),
+    cfg.StrOpt("hypervisor_hostname", default="",
+               help="This host's node name as nova-compute reports it "
+                    "(compute_nodes.hypervisor_hostname); the host identity check looks for a "
+                    "compute_nodes row with [DEFAULT] host and this node name. Empty (the "
+                    "default): ask libvirt, as nova-compute's libvirt driver does, which names "
+                    "its node after the libvirt connection's getHostname() (often the FQDN, "
+                    "and not [DEFAULT] host); asked on every pass, so a libvirt that does not "
+                    "answer refuses the pass until it does. Set it only when the node is "
+                    "named otherwise (another virt driver, or an operator's override)."),
     cfg.StrOpt("instances_path", default="/var/lib/nova/instances",
                help="Where nova-compute keeps instance directories (nova-compute's "
                     "instances_path). Must be an absolute path; a relative one is refused "
@@ -32,7 +38,8 @@ CONF.register_opts(default_opts)
 
 
 def hypervisor_hostname(conf=CONF) -> str:
-    return conf.hypervisor_hostname or conf.host
+    """The configured node name; empty means "libvirt's getHostname()" (asked per pass)."""
+    return conf.hypervisor_hostname or ""
 
 
 def load(argv: list[str] | None, project: str = "reaper", default_config_files=None,

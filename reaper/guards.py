@@ -8,11 +8,20 @@ from __future__ import annotations
 import datetime
 
 from reaper.policy import Policy
-from reaper.records import GuardResult, Inventory, NovaView, ResourceKind, TeardownPlan
+from reaper.records import (
+    Action, Classification, GuardResult, Inventory, NovaView, ResourceKind, TeardownPlan,
+)
 
 
-def host_identity(view: NovaView, policy: Policy, compute_id: str | None) -> GuardResult:
-    """Nova's "possible rename detected": our host must be a known compute node."""
+def host_identity(view: NovaView, policy: Policy, compute_id: str | None,
+                  node_error: str | None = None) -> GuardResult:
+    """Nova's "possible rename detected": our host must be a known compute node.
+
+    ``policy.hypervisor_hostname`` is the node name as nova-compute reports it (the
+    configured one, or libvirt's getHostname() filled in by the pass); empty when it
+    could not be learnt, ``node_error`` saying why: then nothing can be checked.
+    ``compute_id`` is the content of nova-compute's compute_id file, when present.
+    """
     ev = {"host": policy.host, "hypervisor_hostname": policy.hypervisor_hostname,
           "compute_id_file": compute_id,
           "compute_nodes": [{"host": c.host, "hypervisor_hostname": c.hypervisor_hostname,
@@ -20,6 +29,11 @@ def host_identity(view: NovaView, policy: Policy, compute_id: str | None) -> Gua
     if not view.ok:
         return GuardResult("host_identity", True, "cannot check host identity: Nova DB view "
                            "unavailable", evidence=ev)
+    if not policy.hypervisor_hostname:
+        return GuardResult("host_identity", True,
+                           f"cannot check host identity: this node's name is unknown "
+                           f"({node_error or '[DEFAULT] hypervisor_hostname is empty'})",
+                           evidence={**ev, "node_error": node_error})
     match = [c for c in view.compute_nodes
              if c.host == policy.host and c.hypervisor_hostname == policy.hypervisor_hostname]
     if not match:
@@ -30,7 +44,7 @@ def host_identity(view: NovaView, policy: Policy, compute_id: str | None) -> Gua
     if compute_id and not any(c.uuid == compute_id for c in match):
         return GuardResult(
             "host_identity", True,
-            f"compute node uuid in state_path/compute_id ({compute_id}) does not match the "
+            f"compute node uuid in compute_id_file ({compute_id}) does not match the "
             f"DB's {[c.uuid for c in match]}: possible rename", evidence=ev)
     return GuardResult("host_identity", False, "compute node found", evidence=ev)
 
@@ -67,9 +81,30 @@ def unready_view(inv: Inventory, view: NovaView, policy: Policy) -> list[GuardRe
     return out
 
 
+def urgent_power_off(t: TeardownPlan) -> bool:
+    """A power-off of a guest whose instance is being evacuated: the destination is
+    rebuilding it, on shared storage from the same disk, so it must stop now (as
+    nova-compute stops it at once). It destroys nothing (definition, files, VIFs and
+    volumes stay; starting it undoes it) and is re-checked against a fresh read of the
+    migration right before it, so neither the grace period nor the mass-destruction
+    count holds it, and it still runs when that guard trips for the rest of the plan:
+    a whole host being evacuated is exactly when every guest needs it. Pass-wide guards
+    (host identity, DB view) and pause still stop it."""
+    return t.classification is Classification.EVACUATING and t.action is Action.SHUTDOWN
+
+
+def waits_for_grace(t: TeardownPlan) -> bool:
+    """Whether a teardown waits for its findings to be seen over the grace period."""
+    return not urgent_power_off(t)
+
+
 def mass_destruction(teardowns: list[TeardownPlan], inv: Inventory, policy: Policy,
                      approved: bool) -> GuardResult:
-    uuids = {t.instance_uuid for t in teardowns if t.action.destructive}
+    """Too many instances touched (power-offs of running-deleted or evacuated guests
+    count: an operator chose them instead of a reap), or too large a fraction of the
+    Nova domains destroyed. Urgent power-offs of evacuating guests do not count."""
+    uuids = {t.instance_uuid for t in teardowns
+             if t.action.destructive and not urgent_power_off(t)}
     domain_kills = {t.instance_uuid for t in teardowns if t.destroys_instance}
     nova_domains = sum(1 for d in inv.domains.items if d.nova_owned) if inv.domains.ok else 0
     fraction = (len(domain_kills) / nova_domains) if nova_domains else 0.0

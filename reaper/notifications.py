@@ -34,6 +34,7 @@ _DONE_EVENTS = {
     "evacuated": "reaper.instance.reaped",
     "running_deleted": "reaper.instance.reaped",
     "reclaimable": "reaper.instance.reclaimed",
+    "stranded_claim": "reaper.instance.claim_released",
 }
 
 

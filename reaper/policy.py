@@ -17,10 +17,33 @@ _REAP = ("reap", "tear it down (domain, plumbing, volumes, files) in Nova's orde
 _DOMAIN_ACTIONS = [_IGNORE, _LOG, _SHUTDOWN, _REAP]
 _DIR_ACTIONS = [_IGNORE, _LOG, ("reap", "remove the directory (rename to _del, then delete)")]
 _LOG_ONLY = [_IGNORE, _LOG]
+_EVACUATING_ACTIONS = [_IGNORE, _LOG, (
+    "shutdown", "power the guest off (virDomainDestroy); its definition, files, VIFs and "
+                "volumes are kept")]
+
+# Full help of the options whose short help below would not say enough.
+_HELP = {
+    Classification.EVACUATING: (
+        "What to do with an 'evacuating' guest: a domain here whose instance is being "
+        "evacuated from this host (the newest evacuation from this host is 'accepted' or "
+        "'pre-migrating'), whether its row still names this host or already the "
+        "destination. The destination is rebuilding the instance, on shared storage from "
+        "the same disk: nova-compute's _destroy_evacuated_instances destroys such a guest "
+        "at start-up, and two copies must never run. 'shutdown' powers it off at once "
+        "(no grace period, not counted by the mass-destruction guard: nothing is "
+        "destroyed; the power-off is re-checked against a fresh read of the migration "
+        "right before it); its definition, files, VIFs and volumes stay. Once the "
+        "evacuation is 'done' the guest is 'evacuated' (evacuated_action). If the "
+        "evacuation fails ('error', 'failed') the guest stays as it is (stopped, if it "
+        "was powered off) and is reported as 'evacuation_failed', never deleted."),
+}
 
 # classification -> (option name, default, choices)
 ACTION_OPTIONS: dict[Classification, tuple[str, str, list[str]]] = {
     Classification.EVACUATED: ("evacuated_action", "reap", _DOMAIN_ACTIONS),
+    # Never more than a power-off: the evacuation may still fail, and then this guest
+    # is the only copy.
+    Classification.EVACUATING: ("evacuating_action", "shutdown", _EVACUATING_ACTIONS),
     Classification.RUNNING_DELETED: ("running_deleted_action", "reap", _DOMAIN_ACTIONS),
     # R4/R6 are the cases that destroyed whole hosts in Nova bug 1471887: never
     # offer anything beyond logging.
@@ -36,7 +59,7 @@ reaper_opts = [
                 help="Turn every action into 'log': report what would be done, change nothing."),
     *[
         cfg.StrOpt(name, default=default, choices=choices, mutable=True,
-                   help=f"What to do with a '{cls.value}' finding.")
+                   help=_HELP.get(cls, f"What to do with a '{cls.value}' finding."))
         for cls, (name, default, choices) in ACTION_OPTIONS.items()
     ],
     cfg.IntOpt("reclaim_instance_interval", default=0, min=0, mutable=True,
@@ -71,6 +94,8 @@ CONF.register_opts(reaper_opts, group="reaper")
 @dataclasses.dataclass(frozen=True)
 class Policy:
     host: str
+    # The node name nova-compute reports. Empty: libvirt's getHostname(), which the
+    # pass fills in (reconcile) before the host identity guard reads it.
     hypervisor_hostname: str
     instances_path: str
     instance_name_template: str = "instance-%08x"
@@ -98,7 +123,7 @@ def from_conf(conf=CONF) -> Policy:
     r = conf.reaper
     return Policy(
         host=conf.host,
-        hypervisor_hostname=conf.hypervisor_hostname or conf.host,
+        hypervisor_hostname=conf.hypervisor_hostname or "",
         instances_path=conf.instances_path,
         instance_name_template=conf.instance_name_template,
         actions={cls: Action(getattr(r, name)) for cls, (name, _, _) in ACTION_OPTIONS.items()},

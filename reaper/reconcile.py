@@ -14,7 +14,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from reaper import audit as audit_mod
-from reaper import config, guards, planner, policy as policy_mod, state as state_mod
+from reaper import config, guards, identity, planner, policy as policy_mod, state as state_mod
 from reaper.executor import teardown
 from reaper.inventory import dirs as dir_inv
 from reaper.inventory import libvirt as libvirt_inv
@@ -28,10 +28,13 @@ LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
 
 default_opts = [
-    cfg.StrOpt("compute_id_file", default="$state_path/compute_id",
-               help="File holding this node's compute node uuid (nova-compute writes it to "
-                    "its own state_path/compute_id); checked against compute_nodes.uuid "
-                    "when present."),
+    cfg.StrOpt("compute_id_file", default="/var/lib/nova/compute_id",
+               help="nova-compute's file holding this node's compute node uuid (it writes "
+                    "it to its own state_path, /var/lib/nova by default, since 2023.2). "
+                    "When the file exists its uuid must be the uuid of the compute_nodes row "
+                    "of this host and node, else every pass is refused and the agent does "
+                    "not start (a renamed node). Missing file: the check is skipped. Empty: "
+                    "never checked."),
 ]
 CONF.register_opts(default_opts)
 
@@ -138,13 +141,34 @@ class Reaper:
 
     # -- the pass ---------------------------------------------------------------
 
+    def with_node_name(self, conn, pol: policy_mod.Policy
+                       ) -> tuple[policy_mod.Policy, str | None]:
+        """``pol`` with the node name nova-compute uses (libvirt's getHostname() unless
+        configured), and None; or ``pol`` unchanged and why the name is unknown."""
+        name, why = identity.node_name(conn, pol.hypervisor_hostname)
+        if name is None:
+            return pol, why
+        if name != pol.hypervisor_hostname:
+            pol = dataclasses.replace(pol, hypervisor_hostname=name)
+        return pol, None
+
     def check_identity(self) -> tuple[bool, GuardResult]:
-        """DESIGN 5's host identity, on its own (the agent checks it before its first
-        pass). Returns (whether the DB could be read, the guard's verdict)."""
+        """The host identity, on its own (the agent checks it before its first pass).
+        Returns (whether it could be checked: DB read and node name known, the verdict)."""
         empty = Inventory(domains=CollectorResult("domain", True),
                           dirs=CollectorResult("instance_dir", True))
-        view = nova_view.load_view(self.engine, self.policy.host, empty.local_uuids())
-        return view.ok, guards.host_identity(view, self.policy, self._compute_id())
+        conn = self._open_libvirt() if not self.policy.hypervisor_hostname else None
+        try:
+            pol, node_error = self.with_node_name(conn, self.policy)
+        finally:
+            if conn is not None and self.connect is None:
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001
+                    pass
+        view = nova_view.load_view(self.engine, pol.host, empty.local_uuids())
+        return (view.ok and node_error is None,
+                guards.host_identity(view, pol, self._compute_id(), node_error))
 
     def run_pass(self, mode: str = "audit", dry_run: bool | None = None,
                  only_uuid: str | None = None,
@@ -188,6 +212,7 @@ class Reaper:
 
     def _pass(self, conn, rep: PassReport, pol, mode: str, acting: bool,
               only_uuid: str | None, on_planned=None) -> None:
+        pol, node_error = self.with_node_name(conn, pol)
         ctx = teardown.Context(conn=conn, engine=self.engine, state=self.state,
                                policy=pol, clock=self.clock, extras=self.extras,
                                should_stop=self.should_stop, heartbeat=self.heartbeat)
@@ -195,7 +220,7 @@ class Reaper:
         self.heartbeat()
         rep.db_queries += view.queries
         tripped = [g for g in guards.unready_view(inv, view, pol)]
-        ident = guards.host_identity(view, pol, self._compute_id())
+        ident = guards.host_identity(view, pol, self._compute_id(), node_error)
         if ident.tripped and view.ok:
             tripped.append(ident)
         pass_blocked = any(g.scope == "pass" for g in tripped)
@@ -208,12 +233,14 @@ class Reaper:
                 inv, view = self._load(conn, pol)
                 rep.db_queries += view.queries
 
-        plan = planner.build_plan(inv, view, pol, self.clock())
+        # A claimed row whose teardown is still in our journal is not a stranded claim.
+        journaled = frozenset(e.plan.instance_uuid for e in self.state.unfinished())
+        plan = planner.build_plan(inv, view, pol, self.clock(), journaled=journaled)
         findings = [_with_dir_size(f) for f in plan.findings
                     if only_uuid in (None, f.instance_uuid)]
         teardowns = [t for t in plan.teardowns if only_uuid in (None, t.instance_uuid)]
         if mode == "reclaim":
-            teardowns = [t for t in teardowns if t.action is Action.RECLAIM]
+            teardowns = [t for t in teardowns if t.action in (Action.RECLAIM, Action.RELEASE)]
         # Only a full pass counts as an observation: targeted ones (an RPC reap of one
         # instance, the nova-log watcher's audits) must not hurry the grace period.
         if not view.ok:
@@ -229,13 +256,16 @@ class Reaper:
             if _teardown_kinds(t) & blocked_kinds:
                 waiting[id(t)] = "blocked"
                 continue
-            ok = all(guards.ripe(f.key, observations, pol, self.clock())[0] for f in t.findings)
+            ok = not guards.waits_for_grace(t) or all(
+                guards.ripe(f.key, observations, pol, self.clock())[0] for f in t.findings)
             if ok:
                 runnable.append(t)
             else:
                 waiting[id(t)] = "waiting_grace"
+        urgent = []     # power-offs of evacuating guests: not held by the mass guard
         if runnable and not pass_blocked:
-            keys = [state_mod.teardown_key(t) for t in runnable]
+            keys = [state_mod.teardown_key(t) for t in runnable
+                    if not guards.urgent_power_off(t)]
             ttl = datetime.timedelta(seconds=pol.approval_ttl)
             approval = (self.state.approval_covering(keys, not_before=self.clock() - ttl)
                         if acting else None)
@@ -243,6 +273,7 @@ class Reaper:
             if mass.tripped:
                 tripped.append(mass)
                 pass_blocked = True
+                urgent = [t for t in runnable if guards.urgent_power_off(t)]
                 if acting:
                     self.state.record_blocked(rep.pass_id, keys, self.clock())
             elif approval and acting:
@@ -253,7 +284,7 @@ class Reaper:
         result_of = {}
         for t in teardowns:
             for f in t.findings:
-                if t in runnable and not pass_blocked:
+                if t in runnable and (not pass_blocked or t in urgent):
                     result_of[f.key] = "planned" if acting else (
                         "audit_only" if mode == "audit" else "dry_run")
                 else:
@@ -269,13 +300,16 @@ class Reaper:
         if on_planned is not None:
             on_planned(rep)
 
-        if not acting or pass_blocked:
+        if not acting or (pass_blocked and not urgent):
             return
         # A teardown still in the journal (it failed this pass and retries next
         # pass) is not started a second time under a new entry.
         pending = {e.plan.instance_uuid for e in self.state.unfinished()}
-        # Like nova-compute's init_host, evacuated instances go first.
-        for t in sorted(runnable, key=lambda t: t.classification is not Classification.EVACUATED):
+        # Like nova-compute's init_host, evacuated instances go first (power-offs of
+        # evacuating ones before anything; only those when the mass guard tripped).
+        order = lambda t: (not guards.urgent_power_off(t),  # noqa: E731
+                           t.classification is not Classification.EVACUATED)
+        for t in sorted(urgent or runnable, key=order):
             if self.should_stop():
                 LOG.info("stopping: the remaining teardowns wait for the next pass")
                 break

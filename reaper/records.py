@@ -144,6 +144,13 @@ class InstanceRow:
     def is_soft_deleted(self) -> bool:
         return self.deleted == 0 and self.vm_state == "soft-delete"
 
+    @property
+    def is_claimed(self) -> bool:
+        """What a reclaim claim leaves, and also what Nova's own (force) delete of a
+        soft-deleted instance looks like: only a ClaimMarker tells them apart."""
+        return (self.deleted == 0 and not self.archived and self.vm_state == "soft-delete"
+                and self.task_state == "deleting")
+
 
 @_frozen
 class MigrationRow:
@@ -199,8 +206,52 @@ class NovaView:
     bdms: tuple[BdmRow, ...] = ()
     info_caches: Mapping[str, InfoCacheRow] = dataclasses.field(default_factory=dict)
     compute_nodes: tuple[ComputeNodeRow, ...] = ()
+    # instance uuid -> the live ``reaper_claim`` system_metadata values of our host's
+    # rows that are claimed (soft-delete, task_state 'deleting'); see ClaimMarker.
+    claim_markers: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     queries: int = 0
     error: str | None = None
+
+
+# The instance_system_metadata key of a reclaim claim. system_metadata is Nova's own,
+# API-invisible key/value store per instance; Nova soft-deletes it with the instance
+# and hard-deletes a key it removes, so the marker can leave no trace.
+CLAIM_MARKER_KEY = "reaper_claim"
+CLAIM_MARKER_MAX = 255          # instance_system_metadata.value is VARCHAR(255)
+
+
+@_frozen
+class ClaimMarker:
+    """Who claimed a reclaim: ``<host>:<naive UTC ISO time>:<pass id>``.
+
+    Written in the claim's transaction, so a claimed row tells by itself whether this
+    host claimed it, even when the journal that drove the reclaim is lost. A host name
+    has no ':' and a pass id has none either, so the time in between may.
+    """
+    host: str
+    claimed_at: str
+    pass_id: str
+
+    @property
+    def value(self) -> str:
+        return f"{self.host}:{self.claimed_at}:{self.pass_id}"
+
+    @classmethod
+    def make(cls, host: str, now: datetime.datetime, pass_id: str) -> "ClaimMarker":
+        return cls(host, now.replace(microsecond=0).isoformat(), pass_id or "-")
+
+    @classmethod
+    def parse(cls, value: str | None) -> "ClaimMarker | None":
+        """None for anything not written by :meth:`value`."""
+        if not value or ":" not in value:
+            return None
+        host, rest = value.split(":", 1)
+        if ":" not in rest:
+            return None
+        claimed_at, pass_id = rest.rsplit(":", 1)
+        if not host or not claimed_at or not pass_id:
+            return None
+        return cls(host, claimed_at, pass_id)
 
 
 # --------------------------------------------------------------------------
@@ -215,6 +266,16 @@ class Classification(str, enum.Enum):
     RUNNING_DELETED = "running_deleted"
     UNKNOWN = "unknown"
     RECLAIMABLE = "reclaimable"
+    # a power-off ahead of an evacuation that is still running (accepted, pre-migrating)
+    EVACUATING = "evacuating"
+    # the newest evacuation from this host failed: its guest stays as it is, reported
+    EVACUATION_FAILED = "evacuation_failed"
+    # a reclaim this host claimed (its marker) that no journal entry drives any more,
+    # and that no longer justifies a reclaim: the claim is released
+    STRANDED_CLAIM = "stranded_claim"
+    # a claimed row (soft-delete, task_state 'deleting') this host cannot prove is
+    # its own claim (no marker: e.g. Nova's force-delete; another host's marker)
+    FOREIGN_CLAIM = "foreign_claim"
     ORPHAN_DIR = "orphan_dir"
     STALE_RESIZE = "stale_resize"
     INTERRUPTED_DELETE = "interrupted_delete"
@@ -232,6 +293,7 @@ class Action(str, enum.Enum):
     SHUTDOWN = "shutdown"
     REAP = "reap"
     RECLAIM = "reclaim"
+    RELEASE = "release"         # give a stranded claim back to Nova (task_state NULL)
 
     @property
     def destructive(self) -> bool:
@@ -283,6 +345,10 @@ class TeardownPlan:
     # Whether instances_path looked shared when planned (None: unsure); the
     # compare-and-act re-check of a directory teardown needs it.
     shared_storage: bool | None = None
+    # A stranded claim of this host (its ClaimMarker value) found on the row: the claim
+    # step adopts exactly this claim instead of making a new one, and a release step
+    # releases exactly it.
+    claim_marker: str | None = None
 
     @property
     def destroys_instance(self) -> bool:

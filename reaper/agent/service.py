@@ -300,8 +300,9 @@ class Agent:
             self.sd.stopping(f"refusing to start: {ident.reason}")
             return EXIT_CONFIG
         if not db_ok:
-            LOG.warning("Nova DB unreachable at start: passes report it and change nothing "
-                        "until it answers")
+            LOG.warning("cannot check host identity at start (%s): passes report it and "
+                        "change nothing until it can be checked",
+                        ident.reason if ident is not None else "see above")
         self._record_state("started", "reaper-agent started",
                            evidence={"intervals": self._iv,
                                      "dry_run": self.reaper.policy.dry_run})

@@ -20,7 +20,7 @@ from reaper.executor import files as file_steps
 from reaper.inventory import libvirt as libvirt_inv
 from reaper.nova import reclaim as nova_reclaim
 from reaper.nova import view as nova_view
-from reaper.records import Action, Classification, TeardownPlan
+from reaper.records import Action, ClaimMarker, Classification, TeardownPlan
 
 LOG = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ def steps_for(plan: TeardownPlan) -> list[str]:
     """The teardown order of DESIGN.md section 4, for what this plan holds."""
     if plan.action is Action.SHUTDOWN:
         return ["power_off"]
+    if plan.action is Action.RELEASE:
+        return ["release_claim"]
     steps = []
     if plan.action is Action.RECLAIM:
         steps.append("claim")
@@ -90,17 +92,25 @@ def _verify(ctx: Context, plan: TeardownPlan, claimed: bool = False,
     if claimed:
         # Resuming a reclaim whose claim is done: the row must still be ours
         # (an operator's reset-state, for one, ends the reclaim).
-        ours = (row is not None and row.deleted == 0 and row.vm_state == "soft-delete"
-                and row.task_state == "deleting" and row.host == ctx.policy.host)
         finalized = row is not None and (row.archived or (
             row.deleted != 0 and row.vm_state == "deleted"))
-        if not (ours or finalized):
+        if not (finalized or _ours(ctx, row)):
             raise Aborted("the reclaim's claim is gone: the row is no longer soft-deleted "
-                          "and claimed by this host")
+                          "and claimed by this host (with this host's claim marker)")
     if files_pending:
         # Before anything is destroyed: a directory a domain took into use since the
         # plan (or since the journaled attempt) ends the teardown here, not half way.
         _dirs_free(ctx, plan, (row, migs))
+
+
+def _ours(ctx: Context, row) -> bool:
+    """The row is claimed on our host and its claim marker (read now) is this host's:
+    a claim without a marker looks exactly like Nova's own delete, and is not ours."""
+    if row is None or row.host != ctx.policy.host or not row.is_claimed:
+        return False
+    markers = nova_view.reread_claim_markers(ctx.engine, row.uuid)
+    return bool(markers) and all(
+        (m := ClaimMarker.parse(v)) is not None and m.host == ctx.policy.host for v in markers)
 
 
 def _dirs_free(ctx: Context, plan: TeardownPlan, fresh=None, only: str | None = None) -> None:
@@ -126,26 +136,67 @@ def _dirs_free(ctx: Context, plan: TeardownPlan, fresh=None, only: str | None = 
             raise Aborted(why)
 
 
-def _claim(ctx: Context, plan: TeardownPlan, resuming: bool) -> str:
-    now = ctx.clock()
-    if nova_reclaim.claim(ctx.engine, plan.instance_uuid, ctx.policy.host,
-                          ctx.policy.reclaim_instance_interval, now):
-        return "claimed (task_state=deleting)"
+def _claim(ctx: Context, plan: TeardownPlan, resuming: bool, pass_id: str,
+           now: datetime.datetime) -> str:
+    host = ctx.policy.host
+    if plan.claim_marker:
+        # A stranded claim of this host: take exactly that one over, or nothing.
+        if nova_reclaim.adopt(ctx.engine, plan.instance_uuid, host, plan.claim_marker, now,
+                              pass_id):
+            return f"adopted this host's stranded claim ({plan.claim_marker})"
+    elif nova_reclaim.claim(ctx.engine, plan.instance_uuid, host,
+                            ctx.policy.reclaim_instance_interval, now, pass_id):
+        return (f"claimed (task_state=deleting, marker "
+                f"{nova_reclaim.marker_for(host, now, pass_id)})")
     if resuming:
-        # Our own claim may have committed just before a crash.
+        # Our own claim (or adoption) may have committed just before a crash.
         row = nova_view.reread_instance(ctx.engine, plan.instance_uuid)
-        if row is not None and row.deleted == 0 and row.vm_state == "soft-delete" \
-                and row.task_state == "deleting" and row.host == ctx.policy.host:
+        if _ours(ctx, row):
             return "already claimed by our earlier attempt"
         if row is not None and row.deleted != 0 and row.vm_state == "deleted":
             return "already finalized"
     raise Aborted("claim lost: the instance was restored or changed since it was planned")
 
 
-def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool) -> str:
+def _release_claim(ctx: Context, plan: TeardownPlan) -> str:
+    """A stranded claim of this host that no longer justifies a reclaim: give it back."""
+    if nova_reclaim.release(ctx.engine, plan.instance_uuid, ctx.policy.host, ctx.clock(),
+                            marker=plan.claim_marker):
+        return f"released this host's claim ({plan.claim_marker}): task_state NULL again"
+    row = nova_view.reread_instance(ctx.engine, plan.instance_uuid)
+    if row is not None and not row.is_claimed:
+        return "already released"
+    raise Aborted("the claim is no longer this host's claim that was planned: not releasing")
+
+
+def _release_failed_claim(ctx: Context, plan: TeardownPlan, pass_id: str,
+                          started: datetime.datetime) -> str:
+    """After a claim step that raised (the DB failed around its transaction), give the
+    row back to Nova (restorable) only if this attempt's claim committed: the release is
+    conditional on exactly the marker this attempt wrote. A row someone else set to
+    'deleting' meanwhile (Nova's force-delete, another host) is never touched. An
+    adopted stranded claim is kept: the journal resumes it."""
+    host = ctx.policy.host
+    mine = nova_reclaim.marker_for(host, started, pass_id)
+    try:
+        if plan.claim_marker:
+            return "kept: a stranded claim of ours stays for the next attempt"
+        if nova_reclaim.release(ctx.engine, plan.instance_uuid, host, ctx.clock(),
+                                marker=mine):
+            return f"released our claim ({mine})"
+        return "nothing of ours to release"
+    except Exception as e:  # noqa: BLE001 - the DB is failing: the next pass resumes
+        LOG.warning("could not release the claim of %s: %s", plan.instance_uuid, e)
+        return f"release failed too: {e}"
+
+
+def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool,
+              pass_id: str = "-", now: datetime.datetime | None = None) -> str:
     uuid = plan.instance_uuid
     if step == "claim":
-        return _claim(ctx, plan, resuming)
+        return _claim(ctx, plan, resuming, pass_id, now or ctx.clock())
+    if step == "release_claim":
+        return _release_claim(ctx, plan)
     if step in ("destroy_domain", "power_off"):
         return domain_steps.destroy(ctx.conn, uuid)
     if step == "delete_files":
@@ -208,9 +259,11 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
                 out, result="interrupted",
                 reason=f"the agent is stopping: resumes at step {step} on the next pass")
         ctx.heartbeat()
-        ctx.state.step(journal_id, step, "started", ctx.clock())
+        started = ctx.clock()
+        ctx.state.step(journal_id, step, "started", started)
         try:
-            detail = _run_step(ctx, plan, step, resuming or done_steps.get(step) == "started")
+            detail = _run_step(ctx, plan, step, resuming or done_steps.get(step) == "started",
+                               pass_id, started)
         except Aborted as e:
             ctx.state.step(journal_id, step, "failed", ctx.clock(), str(e))
             ctx.state.finish(journal_id, "aborted", ctx.clock(), str(e))
@@ -222,7 +275,8 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
             ctx.state.retry(journal_id, ctx.clock(), f"{step}: {e}")
             out.steps.append((step, f"failed: {e}"))
             if step == "claim":
-                nova_reclaim.release(ctx.engine, plan.instance_uuid)
+                out.steps.append(("release_claim", _release_failed_claim(
+                    ctx, plan, pass_id, started)))
             return dataclasses.replace(out, result="failed", reason=f"{step} failed: {e}")
         ctx.state.step(journal_id, step, "done", ctx.clock(), detail)
         out.steps.append((step, detail))

@@ -7,6 +7,14 @@ safety: the reaper first *claims* the row with a conditional UPDATE
 host and expired). Nova's restore saves with ``expected_task_state=[None]``, so
 whichever of the two writes first wins and the other changes nothing.
 
+The claim is signed in its own transaction with an ``instance_system_metadata`` row
+``reaper_claim = <host>:<time>:<pass id>`` (:class:`reaper.records.ClaimMarker`).
+A row at ``soft-delete`` / ``deleting`` is also what Nova's own force-delete looks
+like, so only that marker tells a claim of this host from anything else: a pass
+whose journal was lost can finish (:func:`adopt`) or :func:`release` its own claim,
+and never touches one it cannot prove is its own. Release and finalize remove the
+marker (hard-deleted, as Nova removes a system_metadata key).
+
 All timestamps are naive UTC, as Nova stores them. Every function here raises
 :class:`reaper.nova.db.NovaDBError` (with a message safe to log) when the database
 fails; none returns a half-done state: finalize is one transaction.
@@ -22,6 +30,7 @@ from oslo_log import log as logging
 
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
+from reaper.records import CLAIM_MARKER_KEY, CLAIM_MARKER_MAX, ClaimMarker
 
 LOG = logging.getLogger(__name__)
 
@@ -41,19 +50,47 @@ def _db_error(exc: BaseException, engine: sa.Engine) -> nova_db.NovaDBError:
     return nova_db.NovaDBError(nova_db.describe_error(exc, engine))
 
 
-def claim(engine: sa.Engine, uuid: str, host: str, interval_s: float,
-          now: datetime.datetime) -> bool:
-    """Mark a reclaimable instance as being deleted by us. ONE conditional UPDATE.
+def marker_for(host: str, now: datetime.datetime, pass_id: str) -> str:
+    """The marker value :func:`claim` writes for this host, time and pass."""
+    return ClaimMarker.make(host, _naive_utc(now), pass_id).value
 
-    True only if exactly one row changed: the row is live, on ``host``, still
-    ``vm_state='soft-delete'`` with ``task_state`` NULL, and ``deleted_at`` is NULL
-    (counts as old, as in Nova) or at least ``interval_s`` seconds before ``now``.
-    A concurrent restore (vm_state back to active, or task_state 'restoring') makes
-    it return False and change nothing.
+
+def _marker_rows(uuid: str):
+    """The live reclaim-claim markers of one instance (a WHERE clause)."""
+    m = s.instance_system_metadata
+    return sa.and_(m.c.instance_uuid == uuid, m.c.key == CLAIM_MARKER_KEY, m.c.deleted == 0)
+
+
+def _ours(host: str, marker: str | None):
+    """Marker rows this host wrote: exactly ``marker`` when given, else any of ``host``."""
+    m = s.instance_system_metadata
+    if marker is not None:
+        return m.c.value == marker
+    return m.c.value.startswith(host + ":", autoescape=True)
+
+
+def claim(engine: sa.Engine, uuid: str, host: str, interval_s: float,
+          now: datetime.datetime, pass_id: str = "-") -> bool:
+    """Mark a reclaimable instance as being deleted by us. ONE transaction.
+
+    A conditional UPDATE: True only if exactly one row changed: the row is live, on
+    ``host``, still ``vm_state='soft-delete'`` with ``task_state`` NULL, and
+    ``deleted_at`` is NULL (counts as old, as in Nova) or at least ``interval_s``
+    seconds before ``now``. A concurrent restore (vm_state back to active, or
+    task_state 'restoring') makes it return False and change nothing.
+
+    In the same transaction the claim is signed: an ``instance_system_metadata`` row
+    ``reaper_claim = <host>:<now>:<pass_id>`` (:class:`ClaimMarker`), after removing
+    any marker left on the row (it was unclaimed, so any marker was stale). So the
+    DB itself says whose claim a ``deleting`` row is, even if our journal is lost.
     """
     now = _naive_utc(now)
+    marker = marker_for(host, now, pass_id)
+    if len(marker) > CLAIM_MARKER_MAX:
+        raise nova_db.NovaDBError(f"claim marker of host {host!r} is longer than "
+                                  f"{CLAIM_MARKER_MAX} characters")
     cutoff = now - datetime.timedelta(seconds=max(0.0, float(interval_s)))
-    i_ = s.instances
+    i_, m = s.instances, s.instance_system_metadata
     stmt = (sa.update(i_)
             .where(i_.c.uuid == uuid, i_.c.host == host, i_.c.deleted == 0,
                    i_.c.vm_state == SOFT_DELETED, i_.c.task_state.is_(None),
@@ -62,6 +99,11 @@ def claim(engine: sa.Engine, uuid: str, host: str, interval_s: float,
     try:
         with engine.begin() as conn:
             changed = conn.execute(stmt).rowcount
+            if changed == 1:
+                conn.execute(sa.delete(m).where(_marker_rows(uuid)))
+                conn.execute(sa.insert(m).values(
+                    instance_uuid=uuid, key=CLAIM_MARKER_KEY, value=marker, deleted=0,
+                    created_at=now))
     except sa.exc.SQLAlchemyError as exc:
         raise _db_error(exc, engine) from None
     if changed not in (0, 1):       # uuid is unique: cannot happen on a Nova schema
@@ -69,23 +111,62 @@ def claim(engine: sa.Engine, uuid: str, host: str, interval_s: float,
     return changed == 1
 
 
-def release(engine: sa.Engine, uuid: str, now: datetime.datetime | None = None) -> bool:
-    """Undo :func:`claim` when the host teardown could not proceed. ONE UPDATE.
-
-    Only a row still ``soft-delete`` with ``task_state='deleting'`` goes back to
-    ``task_state`` NULL (reclaimable again, restorable again). True if it did.
-    """
+def _claimed_by(uuid: str, host: str, marker: str | None):
+    """The instances row is claimed (soft-delete, 'deleting') on ``host`` and carries
+    our marker: one WHERE clause, so the check and the write are one statement."""
     i_ = s.instances
+    return sa.and_(
+        i_.c.uuid == uuid, i_.c.host == host, i_.c.deleted == 0,
+        i_.c.vm_state == SOFT_DELETED, i_.c.task_state == DELETING,
+        sa.exists().where(_marker_rows(uuid), _ours(host, marker)))
+
+
+def adopt(engine: sa.Engine, uuid: str, host: str, marker: str, now: datetime.datetime,
+          pass_id: str = "-") -> bool:
+    """Take over a stranded claim of this host: a compare-and-swap of its marker.
+
+    ONE conditional UPDATE: the marker row whose value is exactly ``marker`` is
+    rewritten to name this pass, only while the instance is still claimed on ``host``
+    (live, soft-delete, 'deleting'). True if it was; False (nothing changed) if the
+    claim is gone or is no longer that one.
+    """
+    now = _naive_utc(now)
+    i_, m = s.instances, s.instance_system_metadata
+    new = marker_for(host, now, pass_id)
+    still_claimed = sa.exists().where(
+        i_.c.uuid == uuid, i_.c.host == host, i_.c.deleted == 0,
+        i_.c.vm_state == SOFT_DELETED, i_.c.task_state == DELETING)
+    stmt = (sa.update(m).where(_marker_rows(uuid), m.c.value == marker, still_claimed)
+            .values(value=new, updated_at=now))
+    try:
+        with engine.begin() as conn:
+            return conn.execute(stmt).rowcount >= 1
+    except sa.exc.SQLAlchemyError as exc:
+        raise _db_error(exc, engine) from None
+
+
+def release(engine: sa.Engine, uuid: str, host: str, now: datetime.datetime | None = None,
+            marker: str | None = None) -> bool:
+    """Undo :func:`claim`: give the row back to Nova. ONE transaction.
+
+    Only OUR claim is released: the row must be live on ``host``, ``soft-delete``,
+    ``task_state='deleting'`` AND carry a marker of ``host`` (exactly ``marker`` when
+    given) -- checked in the same UPDATE that sets ``task_state`` back to NULL
+    (reclaimable again, restorable again). Nova's own delete (no marker) or another
+    host's claim is never touched. The marker rows are then hard-deleted, as Nova
+    removes a system_metadata key. True if the claim was released.
+    """
+    i_, m = s.instances, s.instance_system_metadata
     values: dict[str, Any] = {"task_state": None}
     if now is not None:
         values["updated_at"] = _naive_utc(now)
-    stmt = (sa.update(i_)
-            .where(i_.c.uuid == uuid, i_.c.deleted == 0, i_.c.vm_state == SOFT_DELETED,
-                   i_.c.task_state == DELETING)
-            .values(**values))
+    stmt = sa.update(i_).where(_claimed_by(uuid, host, marker)).values(**values)
     try:
         with engine.begin() as conn:
-            return conn.execute(stmt).rowcount == 1
+            if conn.execute(stmt).rowcount != 1:
+                return False
+            conn.execute(sa.delete(m).where(_marker_rows(uuid), _ours(host, marker)))
+            return True
     except sa.exc.SQLAlchemyError as exc:
         raise _db_error(exc, engine) from None
 
@@ -95,6 +176,12 @@ def _row_state(conn: sa.Connection, uuid: str) -> dict[str, Any] | None:
     row = conn.execute(sa.select(i_.c.id, i_.c.host, i_.c.vm_state, i_.c.task_state,
                                  i_.c.deleted).where(i_.c.uuid == uuid)).first()
     return dict(row._mapping) if row is not None else None
+
+
+def _markers(conn: sa.Connection, uuid: str) -> list[str]:
+    m = s.instance_system_metadata
+    return [r.value for r in conn.execute(sa.select(m.c.value).where(_marker_rows(uuid))
+                                          .order_by(m.c.id))]
 
 
 def _archived(conn: sa.Connection, uuid: str) -> bool:
@@ -113,12 +200,15 @@ def finalize(engine: sa.Engine, uuid: str, now: datetime.datetime,
     """Finish a claimed reclaim in the DB, as ``_delete_instance`` + ``instance_destroy``.
 
     ONE transaction. The instance row must still be claimed by us (live,
-    ``soft-delete``, ``task_state='deleting'``, and on ``host`` if given); it becomes
+    ``soft-delete``, ``task_state='deleting'``, and, if ``host`` is given, on ``host``
+    with a ``reaper_claim`` marker of ``host``); it becomes
     ``vm_state='deleted'``, ``task_state`` NULL, ``power_state=0``,
     ``terminated_at=updated_at=now`` and is soft-deleted (``deleted=id``,
     ``deleted_at=now``), and so is every live row of each table in
     ``schema.DEPENDENT_TABLES`` naming the instance (``deleted`` = that row's own id,
-    ``updated_at`` left as it was, as oslo.db's ``soft_delete`` does).
+    ``updated_at`` left as it was, as oslo.db's ``soft_delete`` does). The claim
+    markers are hard-deleted first, as Nova removes a system_metadata key, so the end
+    state is exactly the one Nova's own reclaim leaves.
 
     Returns ``{"uuid", "result", "finalized", "already_finalized", "reason", "counts"}``
     where ``result`` is one of ``finalized`` (``counts`` per table, ``instances``
@@ -134,6 +224,7 @@ def finalize(engine: sa.Engine, uuid: str, now: datetime.datetime,
              i_.c.task_state == DELETING]
     if host is not None:
         where.append(i_.c.host == host)
+        where.append(sa.exists().where(_marker_rows(uuid), _ours(host, None)))
     # _delete_instance's save and instance_destroy's soft_delete, in one statement:
     # deleted = id is evaluated on the row itself.
     stmt = (sa.update(i_).where(*where)
@@ -146,9 +237,13 @@ def finalize(engine: sa.Engine, uuid: str, now: datetime.datetime,
                 changed = conn.execute(stmt).rowcount
                 if changed != 1:
                     state = _row_state(conn, uuid)
+                    if state is not None:
+                        state["markers"] = _markers(conn, uuid)
                     trans.rollback()
                     return _not_finalized(conn, out, uuid, state, host)
                 counts = {"instances": 1}
+                markers = conn.execute(sa.delete(s.instance_system_metadata)
+                                       .where(_marker_rows(uuid))).rowcount
                 for table, col in s.DEPENDENT_TABLES:
                     res = conn.execute(
                         sa.update(table)
@@ -163,7 +258,8 @@ def finalize(engine: sa.Engine, uuid: str, now: datetime.datetime,
     except sa.exc.SQLAlchemyError as exc:
         raise _db_error(exc, engine) from None
     LOG.info("finalized reclaim of %s: %s", uuid, counts)
-    out.update(result="finalized", finalized=True, counts=counts)
+    out.update(result="finalized", finalized=True, counts=counts,
+               claim_markers_removed=markers)
     return out
 
 
@@ -182,7 +278,8 @@ def _not_finalized(conn: sa.Connection, out: dict[str, Any], uuid: str,
         out.update(result="not_claimed",
                    reason=f"the row is not claimed by this reaper: vm_state="
                           f"{state['vm_state']} task_state={state['task_state']} "
-                          f"host={state['host']}" + (f" (expected {host})" if host else ""))
+                          f"host={state['host']}" + (f" (expected {host})" if host else "")
+                          + f" claim markers={state.get('markers', [])}")
     conn.rollback()
     return out
 

@@ -2,7 +2,8 @@
 
 ``load_view`` costs the same number of round trips whatever the number of
 instances: 5 statements, plus 1 (``shadow_instances``) only when some locally seen
-uuid has no row in ``instances``. Lists of uuids go in one expanding ``IN`` each;
+uuid has no row in ``instances``, and 1 (claim markers) only when a row of our host
+is claimed. Lists of uuids go in one expanding ``IN`` each;
 only past ``db.max_in_params`` uuids (10,000) is a list split into batches, one
 more statement per batch.
 
@@ -21,6 +22,9 @@ Statements, in order, all in one transaction (one consistent snapshot on InnoDB)
    instance found plus every local uuid: our host's live instances through a
    subquery, the few others by uuid.
 6. live compute_nodes of our host.
+7. only when some row of our host is claimed (``soft-delete`` with ``task_state
+   'deleting'``): the live ``reaper_claim`` system_metadata markers of those rows,
+   so the planner can tell this host's claims from Nova's own deletes.
 
 Timestamps are Nova's naive UTC datetimes, returned as they are.
 """
@@ -34,6 +38,7 @@ from oslo_log import log as logging
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
 from reaper.records import (
+    CLAIM_MARKER_KEY,
     BdmRow,
     ComputeNodeRow,
     InfoCacheRow,
@@ -184,6 +189,20 @@ def _load_shadow(run: _Runner, missing: list[str], size: int) -> dict[str, Insta
     return found
 
 
+def _load_claim_markers(run: _Runner, uuids: list[str], size: int
+                        ) -> dict[str, tuple[str, ...]]:
+    m = s.instance_system_metadata
+    found: dict[str, list[str]] = {}
+    for batch in _batches(uuids, size):
+        stmt = (sa.select(m.c.instance_uuid, m.c.value)
+                .where(m.c.instance_uuid.in_(batch), m.c.key == CLAIM_MARKER_KEY,
+                       m.c.deleted == 0)
+                .order_by(m.c.id))
+        for r in run.rows(stmt):
+            found.setdefault(r.instance_uuid, []).append(r.value)
+    return {u: tuple(v) for u, v in found.items()}
+
+
 def _load_by_instance(run: _Runner, table: sa.Table, cols: Sequence[str], host: str,
                       others: list[str], size: int) -> list[sa.Row]:
     """Live rows of ``table`` for our host's live instances (a subquery, so no uuid
@@ -237,6 +256,8 @@ def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str]) -> NovaV
                                             cn.c.hypervisor_hostname)
                                   .where(cn.c.host == host, cn.c.deleted == 0)
                                   .order_by(cn.c.id)))
+            claimed = _uniq(u for u, r in instances.items() if r.is_claimed and r.host == host)
+            markers = _load_claim_markers(run, claimed, size) if claimed else {}
             conn.rollback()     # read only: end the snapshot
     except Exception as exc:  # noqa: BLE001 - the view reports, never raises
         msg = nova_db.describe_error(exc, engine)
@@ -247,7 +268,8 @@ def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str]) -> NovaV
         return NovaView(ok=False, queries=run.queries if run else 0,
                         error=f"Nova DB unavailable: {msg}")
     return NovaView(ok=True, instances=instances, migrations=tuple(migrations), bdms=bdms,
-                    info_caches=caches, compute_nodes=nodes, queries=run.queries)
+                    info_caches=caches, compute_nodes=nodes, claim_markers=markers,
+                    queries=run.queries)
 
 
 # --------------------------------------------------------------------------
@@ -270,6 +292,12 @@ def reread(engine: sa.Engine, uuid: str) -> tuple[InstanceRow | None, tuple[Migr
     a row from before a move and migrations from after it. (pysqlite starts no
     transaction for SELECTs, so on SQLite these are two reads.)"""
     return _reread(engine, lambda conn: (_instance_in(conn, uuid), _migrations_in(conn, uuid)))
+
+
+def reread_claim_markers(engine: sa.Engine, uuid: str) -> tuple[str, ...]:
+    """The live ``reaper_claim`` markers of ``uuid``, oldest first. One statement."""
+    return _reread(engine, lambda conn: tuple(
+        _load_claim_markers(_Runner(conn), [uuid], 1).get(uuid, ())))
 
 
 def _reread(engine: sa.Engine, read):

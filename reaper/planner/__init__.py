@@ -17,16 +17,30 @@ from reaper.records import (
 )
 
 DOMAIN_TEARDOWN = {Classification.EVACUATED, Classification.RUNNING_DELETED,
-                   Classification.RECLAIMABLE}
+                   Classification.RECLAIMABLE, Classification.EVACUATING}
+# Those a reap or reclaim may destroy; an evacuating guest is only ever powered off
+# (the evacuation may still fail, and then it is the only copy).
+REAPABLE = DOMAIN_TEARDOWN - {Classification.EVACUATING}
 
 
 def _action(verdict: rules.Verdict, policy: Policy) -> Action:
     return verdict.fixed_action or policy.action_for(verdict.classification)
 
 
+def _release(uuid: str, v: rules.Verdict, f: Finding) -> TeardownPlan:
+    """Give a stranded claim of this host back to Nova; nothing on the host changes."""
+    return TeardownPlan(
+        instance_uuid=uuid, classification=Classification.STRANDED_CLAIM,
+        action=Action.RELEASE, domain_name=None, dirs=(), destroy_disks=False,
+        finalize_db=False, reason=v.reason, findings=(f,), claim_marker=v.claim_marker)
+
+
 def _core_plan(inv: Inventory, view: NovaView, policy: Policy,
-               now: datetime.datetime) -> Plan:
-    """Rules R1-R10 and R13 over domains and instance directories."""
+               now: datetime.datetime, journaled: frozenset[str] = frozenset()) -> Plan:
+    """Rules R1-R10 and R13 over domains and instance directories.
+
+    ``journaled``: instances with an unfinished teardown in our journal; a claimed row
+    among them is that teardown's business, not a stranded claim."""
     host = policy.host
     migs = collections.defaultdict(list)
     for m in view.migrations:
@@ -63,10 +77,16 @@ def _core_plan(inv: Inventory, view: NovaView, policy: Policy,
 
     for dom in domains:
         row = view.instances.get(dom.uuid)
-        v = rules.classify_instance(
-            dom.uuid, row, migs.get(dom.uuid, []), host,
-            running_deleted_timeout=policy.running_deleted_timeout,
+        v = None if row is None else rules.classify_claim(
+            row, view.claim_markers.get(dom.uuid, ()), host,
+            journaled=dom.uuid in journaled,
             reclaim_interval=policy.reclaim_instance_interval, now=now)
+        if v is None:
+            v = rules.classify_instance(
+                dom.uuid, row, migs.get(dom.uuid, []), host,
+                running_deleted_timeout=policy.running_deleted_timeout,
+                reclaim_interval=policy.reclaim_instance_interval, now=now,
+                domain_active=dom.active)
         if v.classification is Classification.LIVE:
             findings.extend(_drift(dom, bdm_volumes.get(dom.uuid, set())))
             continue
@@ -87,22 +107,62 @@ def _core_plan(inv: Inventory, view: NovaView, policy: Policy,
             free = _free_dirs(local_dirs, users, unreadable, (dom.uuid, dom.name), ev)
             if len(free) < len(local_dirs):
                 reason += "; keeping the directories another domain uses"
+        if v.classification is Classification.EVACUATING and not dom.active:
+            reason += f"; the guest is already {dom.state}: nothing to power off"
         f = add(Finding(ResourceKind.DOMAIN, dom.name, dom.uuid, v.classification,
                         action, reason, ev))
-        if f is None or v.classification not in DOMAIN_TEARDOWN:
+        if f is None:
             continue
-        if action in (Action.REAP, Action.RECLAIM):
+        if v.classification is Classification.STRANDED_CLAIM:
+            teardowns.append(_release(dom.uuid, v, f))
+            continue
+        if v.classification not in DOMAIN_TEARDOWN:
+            continue
+        if action in (Action.REAP, Action.RECLAIM) and v.classification in REAPABLE:
             teardowns.append(TeardownPlan(
                 instance_uuid=dom.uuid, classification=v.classification, action=action,
                 domain_name=dom.name, dirs=free,
                 destroy_disks=destroy_disks,
                 finalize_db=v.classification is Classification.RECLAIMABLE,
-                reason=reason, findings=(f,)))
+                reason=reason, findings=(f,), claim_marker=v.claim_marker))
         elif action is Action.SHUTDOWN and dom.active:
             teardowns.append(TeardownPlan(
                 instance_uuid=dom.uuid, classification=v.classification, action=action,
                 domain_name=dom.name, dirs=(), destroy_disks=False, finalize_db=False,
                 reason=reason, findings=(f,)))
+
+    # Claimed rows of this host with no domain left: this host's stranded claims are
+    # finished (the dirs and the row) or released; anyone else's are only reported.
+    finishing: set[str] = set()
+    if inv.domains.ok:
+        for row in view.instances.values():
+            if row.uuid in domain_uuids:
+                continue
+            v = rules.classify_claim(row, view.claim_markers.get(row.uuid, ()), host,
+                                     journaled=row.uuid in journaled,
+                                     reclaim_interval=policy.reclaim_instance_interval,
+                                     now=now)
+            if v is None:
+                continue
+            local_dirs = dirs_by_uuid.get(row.uuid, [])
+            ev = {**v.evidence, "dirs": [d.path for d in local_dirs]}
+            finish = v.fixed_action is Action.RECLAIM
+            dir_kind = finish and local_dirs
+            f = add(Finding(ResourceKind.INSTANCE_DIR if dir_kind else ResourceKind.INSTANCE,
+                            local_dirs[0].path if dir_kind else row.uuid, row.uuid,
+                            v.classification, _action(v, policy), v.reason, ev))
+            if f is None:
+                continue
+            if finish:
+                finishing.add(row.uuid)
+                teardowns.append(TeardownPlan(
+                    instance_uuid=row.uuid, classification=Classification.RECLAIMABLE,
+                    action=Action.RECLAIM, domain_name=None,
+                    dirs=tuple(d.path for d in local_dirs), destroy_disks=True,
+                    finalize_db=True, reason=v.reason, findings=(f,),
+                    claim_marker=v.claim_marker))
+            elif f.action is Action.RELEASE:
+                teardowns.append(_release(row.uuid, v, f))
 
     # R7 for instances with no domain left: the dirs and the row, or the row alone
     # (only known when the domain list could be read).
@@ -128,8 +188,8 @@ def _core_plan(inv: Inventory, view: NovaView, policy: Policy,
 
     for d in dirs:
         row = view.instances.get(d.uuid)
-        if row is not None and rules.is_reclaimable(
-                row, host, policy.reclaim_instance_interval, now):
+        if row is not None and (row.uuid in finishing or rules.is_reclaimable(
+                row, host, policy.reclaim_instance_interval, now)):
             continue    # part of the reclaim above
         v = rules.classify_dir(d, row, migs.get(d.uuid, []), host,
                                domain_present=d.uuid in domain_uuids, shared=shared,
@@ -220,8 +280,8 @@ REVERIFIERS: dict = {}
 
 
 def build_plan(inv: Inventory, view: NovaView, policy: Policy,
-               now: datetime.datetime) -> Plan:
-    plan = _core_plan(inv, view, policy, now)
+               now: datetime.datetime, *, journaled: frozenset[str] = frozenset()) -> Plan:
+    plan = _core_plan(inv, view, policy, now, frozenset(journaled))
     for ext in EXTENSIONS:
         plan = ext(PlanContext(inv, view, policy, now, plan))
     return plan
@@ -252,9 +312,19 @@ def reverify(plan: TeardownPlan, row, migrations, policy: Policy,
     if plan.classification is Classification.RECLAIMABLE:
         if policy.reclaim_instance_interval <= 0:
             return False, "reclaim is now disabled (reclaim_instance_interval = 0)"
-        # The conditional claim UPDATE is the check for reclaim; a resumed reclaim
+        if (plan.claim_marker and row is not None and row.is_claimed
+                and not rules.old_enough(row.deleted_at, policy.reclaim_instance_interval,
+                                         now)):
+            return False, ("soft-deleted less than reclaim_instance_interval ago now: the "
+                           "next pass releases the claim instead")
+        # The conditional claim UPDATE (or, for a stranded claim of ours, the
+        # compare-and-swap of its marker) is the check for reclaim; a resumed reclaim
         # re-checks its own claim in the executor.
         return True, "reclaim is guarded by its conditional claim"
+    if plan.classification is Classification.STRANDED_CLAIM:
+        if row is None or row.host != policy.host or not row.is_claimed:
+            return False, "nothing to release: the row is no longer claimed on this host"
+        return True, "the release is conditional on this host's claim marker"
     if policy.action_for(plan.classification) is not plan.action:
         return False, (f"the configured action for {plan.classification.value} is now "
                        f"{policy.action_for(plan.classification).value}")
@@ -267,6 +337,11 @@ def reverify(plan: TeardownPlan, row, migrations, policy: Policy,
         running_deleted_timeout=policy.running_deleted_timeout,
         reclaim_interval=policy.reclaim_instance_interval, now=now)
     if v.classification is plan.classification:
+        return True, v.reason
+    if (plan.classification is Classification.EVACUATING and plan.action is Action.SHUTDOWN
+            and v.classification is Classification.EVACUATED):
+        # The evacuation finished meanwhile: the destination runs the instance, so the
+        # power-off is all the more due (the full teardown follows in a later pass).
         return True, v.reason
     return False, f"now classified {v.classification.value}: {v.reason}"
 

@@ -12,11 +12,18 @@ from typing import Iterable, Mapping, Sequence
 
 from reaper.inventory.dirs import LOCAL_FS_TYPES, SHARED_FS_TYPES
 from reaper.records import (
-    Action, Classification, DirKind, Domain, InstanceDir, InstanceRow, MigrationRow,
+    Action, ClaimMarker, Classification, DirKind, Domain, InstanceDir, InstanceRow,
+    MigrationRow,
 )
 
-# Nova's evacuation statuses that mean "the instance now lives elsewhere" (R2).
-EVACUATION_STATUSES = frozenset({"accepted", "pre-migrating", "done"})
+# The evacuation statuses nova-compute's _destroy_evacuated_instances acts on (read
+# with read_deleted='yes'): the destination is rebuilding the instance (accepted,
+# pre-migrating) or has rebuilt it (done). Two copies must never run at once.
+EVACUATING_STATUSES = frozenset({"accepted", "pre-migrating"})
+EVACUATED_STATUSES = frozenset({"done"})
+EVACUATION_STATUSES = EVACUATING_STATUSES | EVACUATED_STATUSES
+# An evacuation that ended without a copy elsewhere: the guest here is all there is.
+FAILED_EVACUATION_STATUSES = frozenset({"error", "failed"})
 # Migration statuses after which nothing more happens on either host.
 FINAL_MIGRATION_STATUSES = frozenset({
     "completed", "confirmed", "reverted", "error", "failed", "cancelled", "done",
@@ -34,6 +41,8 @@ class Verdict:
     evidence: dict
     # for classifications whose action comes from policy, None; otherwise fixed.
     fixed_action: Action | None = None
+    # a stranded claim of this host: the exact marker the teardown adopts or releases
+    claim_marker: str | None = None
 
 
 def row_evidence(row: InstanceRow | None) -> dict:
@@ -72,12 +81,13 @@ def in_flight_migrations(migs: Iterable[MigrationRow], host: str) -> list[Migrat
                  else host in (m.source_compute, m.dest_compute))]
 
 
-def evacuations_from(migs: Iterable[MigrationRow], host: str) -> list[MigrationRow]:
+def evacuations_from(migs: Iterable[MigrationRow], host: str,
+                     statuses: frozenset[str] = EVACUATION_STATUSES) -> list[MigrationRow]:
     """R2: Nova reads these with read_deleted='yes', so deleted rows count."""
     return [m for m in migs
             if m.migration_type == "evacuation"
             and m.source_compute == host
-            and m.status in EVACUATION_STATUSES]
+            and m.status in statuses]
 
 
 def row_in_flight(row: InstanceRow) -> bool:
@@ -94,10 +104,15 @@ def is_reclaimable(row: InstanceRow, host: str, interval: int,
 
 def classify_instance(uuid: str, row: InstanceRow | None, migs: list[MigrationRow],
                       host: str, *, running_deleted_timeout: int,
-                      reclaim_interval: int, now: datetime.datetime) -> Verdict:
-    """Classify a Nova instance seen on this host as a domain (R1-R7)."""
+                      reclaim_interval: int, now: datetime.datetime,
+                      domain_active: bool = True) -> Verdict:
+    """Classify a Nova instance seen on this host as a domain (R1-R7).
+
+    ``domain_active``: whether its domain runs here; a failed evacuation is reported
+    only for a guest that is not running while Nova still thinks it should.
+    """
     if row is not None and row.host == host and row.deleted == 0 and not row.archived \
-            and row.vm_state != "soft-delete":
+            and row.vm_state != "soft-delete" and not migs:
         return _LIVE        # the common case, on every pass for every guest
     ev = row_evidence(row)
     if migs:
@@ -120,40 +135,110 @@ def classify_instance(uuid: str, row: InstanceRow | None, migs: list[MigrationRo
                            f"({running_deleted_timeout}s) ago", ev, fixed_action=Action.LOG)
         return Verdict(Classification.RUNNING_DELETED,
                        "instance is deleted in Nova but its domain is still on this host", ev)
+    # Anything in flight wins over an evacuation record: the domain here may be the
+    # target of a move back.
+    flying = in_flight_migrations(migs, host)
     if row.host == host:
         if is_reclaimable(row, host, reclaim_interval, now):
             return Verdict(Classification.RECLAIMABLE,
                            f"soft-deleted longer than reclaim_instance_interval "
                            f"({reclaim_interval}s)", ev, fixed_action=Action.RECLAIM)
-        return Verdict(Classification.LIVE, "row is live on this host", ev,
-                       fixed_action=Action.NONE)
-    # Live row owned by another host (or no host). Anything in flight wins over
-    # an evacuation record: the domain here may be the target of a move back.
-    flying = in_flight_migrations(migs, host)
+        v = None if flying or row_in_flight(row) or row.vm_state == "soft-delete" else \
+            _evacuation(row, migs, host, ev, domain_active)
+        return v or Verdict(Classification.LIVE, "row is live on this host", ev,
+                            fixed_action=Action.NONE)
+    # Live row owned by another host (or no host).
     if flying or row_in_flight(row):
         return Verdict(Classification.IN_FLIGHT,
                        "a migration or resize touching this host is in progress",
                        ev, fixed_action=Action.NONE)
-    evacs = evacuations_from(migs, host)
-    if evacs:
-        newest = max(evacs, key=lambda m: m.id)
-        later = [m for m in migs if m.id > newest.id
-                 and host in (m.source_compute, m.dest_compute)]
-        if later:
-            # The instance came back towards us after that evacuation (even if
-            # that move failed): the domain here may be its only copy.
-            ev["later_migrations"] = migration_evidence(later)
-            return Verdict(Classification.FOREIGN,
-                           "evacuated from this host earlier, but a later migration "
-                           "touches this host again: not treating it as evacuated", ev,
-                           fixed_action=Action.LOG)
-        ev["evacuation"] = migration_evidence(evacs[-1:])[0]
-        return Verdict(Classification.EVACUATED,
-                       f"evacuated from this host to {evacs[-1].dest_compute}", ev)
-    return Verdict(Classification.FOREIGN,
-                   f"live row belongs to host {row.host!r} and no evacuation from this host "
-                   f"is recorded (hostname change or split brain?)", ev,
+    return _evacuation(row, migs, host, ev, domain_active) or Verdict(
+        Classification.FOREIGN,
+        f"live row belongs to host {row.host!r} and no evacuation from this host "
+        f"is recorded (hostname change or split brain?)", ev, fixed_action=Action.LOG)
+
+
+def _evacuation(row: InstanceRow, migs: list[MigrationRow], host: str, ev: dict,
+                domain_active: bool) -> Verdict | None:
+    """R2 and its neighbours, from the newest evacuation from this host. None: the
+    evacuations say nothing (the caller's default holds: live here, else foreign)."""
+    evacs = evacuations_from(migs, host, EVACUATION_STATUSES | FAILED_EVACUATION_STATUSES)
+    if not evacs:
+        return None
+    newest = max(evacs, key=lambda m: m.id)
+    dest = newest.dest_compute
+    ev["evacuation"] = migration_evidence([newest])[0]
+    later = [m for m in migs if m.id > newest.id and host in (m.source_compute, m.dest_compute)]
+    if later:
+        # The instance came back towards us after that evacuation (even if that
+        # move failed): the domain here may be its only copy.
+        ev["later_migrations"] = migration_evidence(later)
+        if row.host == host:
+            return None
+        return Verdict(Classification.FOREIGN,
+                       "evacuated from this host earlier, but a later migration "
+                       "touches this host again: not treating it as evacuated", ev,
+                       fixed_action=Action.LOG)
+    if newest.status in EVACUATING_STATUSES:
+        return Verdict(Classification.EVACUATING,
+                       f"an evacuation from this host to {dest} is {newest.status}: the "
+                       f"destination is rebuilding the instance, so the guest here must not "
+                       f"run (row on {row.host})", ev)
+    if newest.status in EVACUATED_STATUSES:
+        if row.host == host:
+            return None     # back on our host without a later move: ours, as the row says
+        return Verdict(Classification.EVACUATED, f"evacuated from this host to {dest}", ev)
+    # A failed evacuation: no copy elsewhere. A guest that runs, or that Nova itself
+    # calls stopped, is simply ours again; one that was powered off for the evacuation
+    # stays off until an operator decides (start or rebuild it), and is never deleted.
+    if row.host == host and (domain_active or row.vm_state == "stopped"):
+        return None
+    return Verdict(Classification.EVACUATION_FAILED,
+                   f"the evacuation from this host to {dest} ended '{newest.status}' "
+                   f"(vm_state {row.vm_state}, row on {row.host}): the guest here is left as "
+                   f"it is and never deleted; an operator decides", ev,
                    fixed_action=Action.LOG)
+
+
+def classify_claim(row: InstanceRow, markers: tuple[str, ...], host: str, *,
+                   journaled: bool, reclaim_interval: int,
+                   now: datetime.datetime) -> Verdict | None:
+    """A claimed row of our host (soft-delete, task_state 'deleting') that no journal
+    entry of ours drives. None when the row is not claimed on our host, or our journal
+    still holds its teardown (that teardown resumes it).
+
+    Only a single marker of this host makes it our claim: then the reclaim is
+    finished (``reclaimable``, the claim step adopts the marker) while the row still
+    justifies one, else the claim is released (``stranded_claim``). No marker is what
+    Nova's own force-delete looks like; another host's marker is not ours either:
+    ``foreign_claim``, log only, never released or finished.
+    """
+    if row.host != host or not row.is_claimed or journaled:
+        return None
+    ev = row_evidence(row)
+    ev["claim_markers"] = list(markers)
+    parsed = [ClaimMarker.parse(v) for v in markers]
+    if len(markers) != 1 or parsed[0] is None or parsed[0].host != host:
+        why = ("no reaper_claim marker: Nova's own delete of it may be in progress "
+               "(force-delete), or a reaper without markers claimed it" if not markers else
+               f"its reaper_claim markers are not this host's: {list(markers)}")
+        return Verdict(Classification.FOREIGN_CLAIM,
+                       f"soft-deleted row at task_state 'deleting' that this host cannot "
+                       f"prove is its own claim ({why}): never released or finished here",
+                       ev, fixed_action=Action.LOG)
+    m = parsed[0]
+    ev["stranded_claim"] = {"host": m.host, "claimed_at": m.claimed_at, "pass_id": m.pass_id}
+    stranded = (f"this host claimed the reclaim at {m.claimed_at} (pass {m.pass_id}) and no "
+                f"journal entry is left to finish it")
+    if reclaim_interval > 0 and old_enough(row.deleted_at, reclaim_interval, now):
+        return Verdict(Classification.RECLAIMABLE, f"{stranded}: finishing the reclaim", ev,
+                       fixed_action=Action.RECLAIM, claim_marker=markers[0])
+    why = ("reclaim is disabled (reclaim_instance_interval = 0)" if reclaim_interval <= 0 else
+           f"it was soft-deleted less than reclaim_instance_interval ({reclaim_interval}s) ago")
+    return Verdict(Classification.STRANDED_CLAIM,
+                   f"{stranded}, and the row no longer justifies a reclaim ({why}): "
+                   f"releasing the claim", ev, fixed_action=Action.RELEASE,
+                   claim_marker=markers[0])
 
 
 _LIVE = Verdict(Classification.LIVE, "row is live on this host", {}, fixed_action=Action.NONE)
@@ -257,6 +342,11 @@ def _classify_dir(d, row, migs, host, domain_present, shared, ev) -> Verdict | N
     live = row is not None and row.deleted == 0 and not row.archived
     flying = in_flight_migrations(migs, host)
     if live and (flying or row_in_flight(row)):
+        return None
+    if any(m.deleted == 0 for m in evacuations_from(migs, host, EVACUATING_STATUSES)):
+        # The destination is rebuilding the instance from what it can reach; if the
+        # evacuation fails, the files here may be its only copy. The domain (if any)
+        # is powered off by R2a; the files wait until the evacuation is done.
         return None
     if d.kind is DirKind.RESIZE and domain_present:
         # The instance's own domain is here: only a live instance of this host whose

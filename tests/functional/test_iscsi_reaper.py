@@ -55,7 +55,8 @@ def write_conf(tmp_path, db_url: str, host: str, **reaper_opts) -> str:
                 leaked_iscsi_action="reap", running_deleted_timeout=0)
     opts.update(reaper_opts)
     (tmp_path / "instances").mkdir(exist_ok=True)
-    body = (f"[DEFAULT]\nhost = {host}\ninstances_path = {tmp_path / 'instances'}\n"
+    body = (f"[DEFAULT]\nhost = {host}\nhypervisor_hostname = {host}\n"
+            f"instances_path = {tmp_path / 'instances'}\n"
             f"state_path = {tmp_path / 'state'}\n"
             f"[database]\nconnection = {db_url}\n"
             f"[libvirt]\nconnection_uri = qemu:///system\n"

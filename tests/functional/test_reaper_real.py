@@ -93,7 +93,7 @@ def test_evacuated_instance_keeps_files_on_shared_storage(
     novadb.add_compute_node(nova_db.engine, host)
     u = novadb.new_uuid()
     novadb.add_instance(nova_db.engine, u, host=OTHER)
-    novadb.add_migration(nova_db.engine, u, host, OTHER, "accepted", "evacuation", deleted=True)
+    novadb.add_migration(nova_db.engine, u, host, OTHER, "done", "evacuation", deleted=True)
     _, d = domain_with_dir(kvm_domain_factory, instances_path, u)
     r = make_reaper(tmp_path, nova_db, host, instances_path, instances_path_shared="true")
     rep = r.run_pass("reap")
@@ -290,7 +290,8 @@ def write_conf(tmp_path, db, host, instances_path, **reaper_opts) -> str:
     opts.update(reaper_opts)
     conf = tmp_path / "reaper.conf"
     conf.write_text(
-        f"[DEFAULT]\nhost = {host}\ninstances_path = {instances_path}\n"
+        f"[DEFAULT]\nhost = {host}\nhypervisor_hostname = {host}\n"
+        f"instances_path = {instances_path}\n"
         f"state_path = {tmp_path / 'state'}\nuse_stderr = true\n"
         f"[database]\nconnection = {db.url}\n"
         f"[libvirt]\nconnection_uri = qemu:///system\n[network]\nenabled = false\n[reaper]\n"

@@ -160,7 +160,8 @@ def test_watcher_follows_the_log_through_rotation(nova_db, tmp_path):
 
 def _conf(tmp_path, db_url, uri):
     p = tmp_path / "reaper.conf"
-    p.write_text(f"[DEFAULT]\nhost = {HOST}\ninstances_path = {tmp_path / 'instances'}\n"
+    p.write_text(f"[DEFAULT]\nhost = {HOST}\nhypervisor_hostname = {HOST}\n"
+                 f"instances_path = {tmp_path / 'instances'}\n"
                  f"state_path = {tmp_path / 'state'}\n[database]\nconnection = {db_url}\n"
                  f"[libvirt]\nconnection_uri = {uri}\n[network]\nenabled = false\n"
                  f"[reaper]\naudit_log = {tmp_path / 'audit.log'}\n"

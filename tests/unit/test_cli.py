@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from reaper import demo
 from reaper.nova import schema
 from tests.fixtures import novadb
+from tests.fixtures.reclaim import libvirt_node_name
 
 HOST = "cli-host"
 
@@ -80,7 +81,8 @@ def _host(tmp_path):
     url = f"sqlite:///{tmp_path / 'nova.sqlite'}"
     eng = sa.create_engine(url)
     schema.create_all(eng)
-    novadb.add_compute_node(eng, HOST)
+    # nova-compute's libvirt driver names the node after libvirt's getHostname()
+    novadb.add_compute_node(eng, HOST, hypervisor_hostname=libvirt_node_name())
     u = str(uuidlib.uuid4())
     novadb.add_instance(eng, u, host=HOST, deleted=True,
                         deleted_at=novadb.utcnow().replace(year=2020))

@@ -19,6 +19,7 @@ from tests.unit.test_nova_view import (
     HOST,
     NOW,
     OTHER,
+    add_compute_node,
     add_instance,
     add_migration,
     add_row,
@@ -87,16 +88,60 @@ def snapshot(engine) -> dict[str, list[tuple]]:
 # claim / release
 # --------------------------------------------------------------------------
 
+def markers(engine, uuid, deleted=False) -> list[str]:
+    """The reaper_claim system_metadata values of an instance (live, or all)."""
+    m = s.instance_system_metadata
+    where = [m.c.instance_uuid == uuid, m.c.key == "reaper_claim"]
+    if not deleted:
+        where.append(m.c.deleted == 0)
+    with engine.connect() as conn:
+        return [r.value for r in conn.execute(sa.select(m.c.value).where(*where)
+                                              .order_by(m.c.id))]
+
+
+def add_marker(engine, uuid, value) -> int:
+    return add_row(engine, s.instance_system_metadata, instance_uuid=uuid, key="reaper_claim",
+                   value=value)
+
+
+def nova_force_delete(engine, uuid):
+    """What nova-api's force-delete of a soft-deleted instance writes before it casts
+    terminate_instance: task_state 'deleting', and no marker."""
+    with engine.begin() as conn:
+        conn.execute(sa.update(s.instances).where(s.instances.c.uuid == uuid)
+                     .values(task_state="deleting"))
+
+
 def test_claim_wins_when_nothing_changed(engine):
     u, _ = soft_deleted(engine)
     assert nova_view.load_view(engine, HOST, [u]).instances[u].is_soft_deleted
     with nova_db.QueryCounter(engine) as qc:
-        assert reclaim.claim(engine, u, HOST, INTERVAL, NOW)
-    assert qc.count == 1
+        assert reclaim.claim(engine, u, HOST, INTERVAL, NOW, "req-1")
+    assert qc.count == 3        # the conditional UPDATE, then the marker (stale ones out)
     row = instance_row(engine, u)
     assert row.task_state == "deleting" and row.vm_state == "soft-delete" and row.deleted == 0
     assert row.updated_at == NOW
-    assert not reclaim.claim(engine, u, HOST, INTERVAL, NOW)    # already claimed
+    assert markers(engine, u) == [f"{HOST}:{NOW.isoformat()}:req-1"]
+    with nova_db.QueryCounter(engine) as qc:
+        assert not reclaim.claim(engine, u, HOST, INTERVAL, NOW)    # already claimed
+    assert qc.count == 1 and len(markers(engine, u)) == 1
+
+
+def test_claim_and_its_marker_are_one_transaction(engine):
+    u, _ = soft_deleted(engine)
+    with engine.begin() as conn:        # the marker insert fails: the claim must not stay
+        conn.execute(sa.text("DROP TABLE instance_system_metadata"))
+    with pytest.raises(nova_db.NovaDBError):
+        reclaim.claim(engine, u, HOST, INTERVAL, NOW)
+    assert instance_row(engine, u).task_state is None
+
+
+def test_claim_replaces_a_stale_marker(engine):
+    u, _ = soft_deleted(engine)
+    # an old claim of another host was reset by an operator (task_state back to NULL)
+    add_marker(engine, u, f"{OTHER}:2024-01-01T00:00:00:req-old")
+    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW, "req-2")
+    assert markers(engine, u, deleted=True) == [f"{HOST}:{NOW.isoformat()}:req-2"]
 
 
 def test_claim_loses_against_a_concurrent_restore(engine):
@@ -156,14 +201,85 @@ def test_claim_refuses_other_hosts_deleted_and_active_rows(engine):
 
 def test_release_undoes_only_our_claim(engine):
     u, _ = soft_deleted(engine)
-    assert not reclaim.release(engine, u)                     # nothing to release
-    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW)
-    assert reclaim.release(engine, u, NOW)
+    assert not reclaim.release(engine, u, HOST)                 # nothing to release
+    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW, "req-1")
+    assert not reclaim.release(engine, u, OTHER)                # not OTHER's claim
+    assert reclaim.release(engine, u, HOST, NOW)
     assert instance_row(engine, u).task_state is None
+    # the marker is removed the way Nova removes a system_metadata key: no row left
+    assert markers(engine, u, deleted=True) == []
     assert reclaim.claim(engine, u, HOST, INTERVAL, NOW)      # reclaimable again
     restoring, _ = soft_deleted(engine, task_state="restoring")
-    assert not reclaim.release(engine, restoring)
+    assert not reclaim.release(engine, restoring, HOST)
     assert instance_row(engine, restoring).task_state == "restoring"
+
+
+def test_release_never_touches_a_claim_that_is_not_ours(engine):
+    forced, _ = soft_deleted(engine)
+    nova_force_delete(engine, forced)                # Nova's own delete: no marker
+    theirs, _ = soft_deleted(engine)
+    nova_force_delete(engine, theirs)
+    add_marker(engine, theirs, f"{OTHER}:{NOW.isoformat()}:req-9")
+    tricky, _ = soft_deleted(engine)                 # a host whose name we prefix
+    nova_force_delete(engine, tricky)
+    add_marker(engine, tricky, f"{HOST}x:{NOW.isoformat()}:req-9")
+    wildcard, _ = soft_deleted(engine, host="cmp_")  # LIKE wildcards are escaped
+    nova_force_delete(engine, wildcard)
+    add_marker(engine, wildcard, f"cmpX:{NOW.isoformat()}:req-9")
+    before = snapshot(engine)
+    for u in (forced, theirs, tricky):
+        assert not reclaim.release(engine, u, HOST, NOW)
+    assert not reclaim.release(engine, wildcard, "cmp_", NOW)
+    assert snapshot(engine) == before
+
+
+def test_release_of_an_exact_marker(engine):
+    u, _ = soft_deleted(engine)
+    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW, "req-1")
+    mine = reclaim.marker_for(HOST, NOW, "req-1")
+    assert not reclaim.release(engine, u, HOST, NOW, marker=reclaim.marker_for(HOST, NOW, "req-2"))
+    assert instance_row(engine, u).task_state == "deleting"
+    assert reclaim.release(engine, u, HOST, NOW, marker=mine)
+    assert instance_row(engine, u).task_state is None and markers(engine, u) == []
+
+
+def test_adopt_is_a_compare_and_swap_of_our_marker(engine):
+    u, _ = soft_deleted(engine)
+    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW, "req-lost")
+    (old,) = markers(engine, u)
+    later = NOW + datetime.timedelta(hours=1)
+    assert not reclaim.adopt(engine, u, HOST, f"{HOST}:{NOW.isoformat()}:req-x", later, "p2")
+    assert not reclaim.adopt(engine, u, OTHER, old, later, "req-2")
+    assert reclaim.adopt(engine, u, HOST, old, later, "req-2")
+    assert markers(engine, u) == [f"{HOST}:{later.isoformat()}:req-2"]
+    assert not reclaim.adopt(engine, u, HOST, old, later, "req-3")     # it moved on
+    # no longer claimed (an operator's reset-state): nothing to adopt
+    new = markers(engine, u)[0]
+    with engine.begin() as conn:
+        conn.execute(sa.update(s.instances).where(s.instances.c.uuid == u)
+                     .values(task_state=None))
+    assert not reclaim.adopt(engine, u, HOST, new, later, "req-4")
+    assert markers(engine, u) == [new]
+
+
+def test_claim_markers_are_in_the_view_only_for_claimed_rows(engine):
+    add_compute_node(engine)
+    plain, _ = soft_deleted(engine)
+    with nova_db.QueryCounter(engine) as qc:
+        view = nova_view.load_view(engine, HOST, [plain])
+    unclaimed_queries = qc.count
+    assert view.claim_markers == {}
+    mine, _ = soft_deleted(engine)
+    assert reclaim.claim(engine, mine, HOST, INTERVAL, NOW, "req-1")
+    forced, _ = soft_deleted(engine)
+    nova_force_delete(engine, forced)
+    with nova_db.QueryCounter(engine) as qc:
+        view = nova_view.load_view(engine, HOST, [])
+    assert qc.count == unclaimed_queries + 1
+    assert view.claim_markers == {mine: (reclaim.marker_for(HOST, NOW, "req-1"),)}
+    assert view.instances[forced].is_claimed and forced not in view.claim_markers
+    assert nova_view.reread_claim_markers(engine, mine) == view.claim_markers[mine]
+    assert nova_view.reread_claim_markers(engine, forced) == ()
 
 
 # --------------------------------------------------------------------------
@@ -211,6 +327,28 @@ def test_finalize_soft_deletes_the_instance_and_its_dependents(engine):
     view = nova_view.load_view(engine, HOST, [u])
     assert view.instances[u].is_deleted and u not in view.info_caches
     assert all(b.instance_uuid != u for b in view.bdms)
+
+
+def test_finalize_removes_our_marker_and_needs_it_when_host_is_given(engine):
+    u, _ = soft_deleted(engine)
+    ids = add_dependents(engine, u)
+    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW, "req-1")
+    res = reclaim.finalize(engine, u, NOW, host=HOST)
+    assert res["finalized"] and res["claim_markers_removed"] == 1
+    assert res["counts"] == {"instances": 1, **{t.name: 1 for t, _ in s.DEPENDENT_TABLES}}
+    # The DB end state is Nova's own: no trace of the marker, not even soft-deleted;
+    # the instance's own system_metadata is soft-deleted as instance_destroy does.
+    assert markers(engine, u, deleted=True) == []
+    with engine.connect() as conn:
+        sm = s.instance_system_metadata
+        assert conn.execute(sa.select(sm.c.deleted).where(sm.c.instance_uuid == u)
+                            ).scalars().all() == [ids["instance_system_metadata"]]
+    forced, _ = soft_deleted(engine)
+    nova_force_delete(engine, forced)
+    before = snapshot(engine)
+    res = reclaim.finalize(engine, forced, NOW, host=HOST)
+    assert res["result"] == "not_claimed" and "markers=[]" in res["reason"]
+    assert snapshot(engine) == before
 
 
 def test_finalize_is_idempotent(engine):
@@ -313,7 +451,8 @@ def test_writes_on_an_unreachable_db_raise_safely(tmp_path):
                               connect_timeout=2)
     u = new_uuid()
     for call in (lambda: reclaim.claim(eng, u, HOST, INTERVAL, NOW),
-                 lambda: reclaim.release(eng, u),
+                 lambda: reclaim.release(eng, u, HOST),
+                 lambda: reclaim.adopt(eng, u, HOST, "m", NOW),
                  lambda: reclaim.finalize(eng, u, NOW),
                  lambda: reclaim.leftovers(eng, u)):
         with pytest.raises(nova_db.NovaDBError) as exc:

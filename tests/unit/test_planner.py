@@ -36,8 +36,9 @@ def row(host=HOST, vm_state="active", task_state=None, deleted=0, deleted_at=Non
                        deleted_at=deleted_at, archived=archived)
 
 
-def mig(mtype="evacuation", status="done", source=HOST, dest=OTHER, deleted=0) -> MigrationRow:
-    return MigrationRow(id=1, uuid="m", instance_uuid=U, source_compute=source,
+def mig(mtype="evacuation", status="done", source=HOST, dest=OTHER, deleted=0,
+        id=1) -> MigrationRow:
+    return MigrationRow(id=id, uuid="m", instance_uuid=U, source_compute=source,
                         dest_compute=dest, source_node=source, dest_node=dest, status=status,
                         migration_type=mtype, deleted=deleted)
 
@@ -70,10 +71,41 @@ DOMAIN_TABLE = [
     ("R1 live on our host", [domain()], [], [row()], [], None, None),
     ("R2 evacuated, done", [domain()], [], [row(host=OTHER)], [mig()],
      Classification.EVACUATED, Action.REAP),
-    ("R2 evacuated, accepted", [domain()], [], [row(host=OTHER)], [mig(status="accepted")],
-     Classification.EVACUATED, Action.REAP),
-    ("R2 evacuated, pre-migrating", [domain()], [], [row(host=OTHER)],
-     [mig(status="pre-migrating")], Classification.EVACUATED, Action.REAP),
+    ("R2a evacuating, accepted, row still on our host", [domain()], [], [row()],
+     [mig(status="accepted")], Classification.EVACUATING, Action.SHUTDOWN),
+    ("R2a evacuating, accepted, row on the destination", [domain()], [], [row(host=OTHER)],
+     [mig(status="accepted")], Classification.EVACUATING, Action.SHUTDOWN),
+    ("R2a evacuating, pre-migrating", [domain()], [], [row(host=OTHER)],
+     [mig(status="pre-migrating")], Classification.EVACUATING, Action.SHUTDOWN),
+    ("R2a evacuating, pre-migrating, row on our host", [domain()], [],
+     [row(task_state="rebuilding")], [mig(status="pre-migrating")],
+     Classification.EVACUATING, Action.SHUTDOWN),
+    ("R2a evacuating, soft-deleted migration row still counts", [domain()], [], [row()],
+     [mig(status="accepted", deleted=1)], Classification.EVACUATING, Action.SHUTDOWN),
+    ("R2a evacuating guest already shut off: reported, nothing to do",
+     [domain(state="shutoff")], [], [row()], [mig(status="accepted")],
+     Classification.EVACUATING, Action.SHUTDOWN),
+    ("R2a deleted row wins over an evacuation", [domain()], [],
+     [row(deleted=7, vm_state="deleted", deleted_at=OLD)], [mig(status="accepted")],
+     Classification.RUNNING_DELETED, Action.REAP),
+    ("R2a evacuating, but a move back to us is in flight", [domain()], [], [row()],
+     [mig(status="accepted"), mig(mtype="live-migration", status="running", source=OTHER,
+                                   dest=HOST, id=2)], None, None),
+    ("R2a done while the row is back on our host: ours", [domain()], [], [row()], [mig()],
+     None, None),
+    ("R2b failed evacuation, guest powered off, row on our host in error",
+     [domain(state="shutoff")], [], [row(vm_state="error")], [mig(status="error")],
+     Classification.EVACUATION_FAILED, Action.LOG),
+    ("R2b failed evacuation, row on the destination", [domain(state="shutoff")], [],
+     [row(host=OTHER, vm_state="error")], [mig(status="failed")],
+     Classification.EVACUATION_FAILED, Action.LOG),
+    ("R2b failed evacuation, guest running again: ours", [domain()], [],
+     [row(vm_state="error")], [mig(status="error")], None, None),
+    ("R2b failed evacuation, Nova says stopped too: ours", [domain(state="shutoff")], [],
+     [row(vm_state="stopped")], [mig(status="failed")], None, None),
+    ("R2b failed, then evacuated again: the newest decides", [domain()], [], [row()],
+     [mig(status="error"), mig(status="accepted", id=2)],
+     Classification.EVACUATING, Action.SHUTDOWN),
     ("R2 evacuation row soft-deleted still counts", [domain()], [], [row(host=OTHER)],
      [mig(deleted=1)], Classification.EVACUATED, Action.REAP),
     ("R2 evacuation already completed -> foreign", [domain()], [], [row(host=OTHER)],
@@ -146,6 +178,10 @@ def test_domain_rules(case):
     destroying = [t for t in plan.teardowns if t.domain_name]
     if want_action in (Action.REAP, Action.RECLAIM):
         assert len(destroying) == 1 and destroying[0].classification is want_cls
+    elif want_action is Action.SHUTDOWN and domains[0].active:
+        (t,) = plan.teardowns
+        assert (t.action, t.classification, t.dirs, t.vifs, t.volumes) == (
+            Action.SHUTDOWN, want_cls, (), (), ())
     else:
         assert destroying == []
 
@@ -337,9 +373,9 @@ def test_incoming_evacuation_is_in_flight_for_domains_and_dirs():
     # the rebuild's directory, before the domain is defined, is not an orphan
     plan = run([], [idir()], [row(host=OTHER, task_state="rebuild_spawning")], [incoming])
     assert plan.findings == () and plan.teardowns == ()
-    # an evacuation leaving us is still R2, not in flight
+    # an evacuation leaving us is still R2 (evacuating while it runs), not in flight
     plan = run([domain()], [], [row(host=OTHER)], [mig(status="pre-migrating")])
-    assert plan.findings[0].classification is Classification.EVACUATED
+    assert plan.findings[0].classification is Classification.EVACUATING
 
 
 def test_an_evacuation_followed_by_a_move_back_is_not_evacuated():
