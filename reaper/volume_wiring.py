@@ -45,6 +45,16 @@ def list_opts():
     return [("iscsi", iscsi_opts), *brick_opts.list_opts()]
 
 
+def collect(reaper, conf=CONF):
+    """The host's iSCSI state, plus the sessions an earlier disconnect found it could not
+    log out by any means (kept in the state DB): those are reported, not retried."""
+    from reaper.executor import volumes as vol_exec
+
+    res = iscsi_inv.collect_from_conf(conf)
+    notes = vol_exec.operator_notes(getattr(reaper, "state", None)) if res.ok else ()
+    return dataclasses.replace(res, items=res.items + notes) if notes else res
+
+
 def enable(reaper, conf=CONF):
     """Turn iSCSI support on for ``reaper`` (a reconcile.Reaper); returns it."""
     import os_brick
@@ -56,7 +66,7 @@ def enable(reaper, conf=CONF):
 
     os_brick.setup(conf)
     vol_exec.privileged_in_process()
-    reconcile.EXTRA_COLLECTORS[iscsi_inv.KIND] = lambda _r: iscsi_inv.collect_from_conf(conf)
+    reconcile.EXTRA_COLLECTORS[iscsi_inv.KIND] = lambda r: collect(r, conf)
     reconcile.LEAK_KINDS[Classification.LEAKED_ISCSI] = ResourceKind.ISCSI_SESSION
     vol_plan.register()
     vol_exec.register()
