@@ -225,9 +225,8 @@ def _critical(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
         own = host.host_own(sess) if sess is not None else None
         if own:
             users.append(f"the host's own session: {own}")
-        boot = host.boot_iqn(tg["iqn"])
-        if boot is not None and not own:
-            users.append(f"the host booted from this target (firmware table {boot.source})")
+        if not own and host.own_iqn(tg["iqn"]):
+            users.append("the host's own target (booted from, or carrying its filesystems)")
         if tg["lun"] is None:
             users += sorted(refs.on_target(tg["portal"], tg["iqn"]))
             if sess is not None and sess.devices:

@@ -288,7 +288,9 @@ class Host:
     notes: dict[tuple[str, str, str], IscsiOperatorNote] = dataclasses.field(
         default_factory=dict)       # (portal, iqn, sid) -> why an operator must act
     by_devt: dict[str, str] = dataclasses.field(default_factory=dict)   # "8:17" -> "sdb1"
-    _own: dict[str, str | None] = dataclasses.field(default_factory=dict, repr=False)
+    # iqn -> (sid of the session that makes it the host's own, or None, why); lazily
+    _own: dict[str, tuple[str | None, str]] | None = dataclasses.field(default=None,
+                                                                       repr=False)
 
     @classmethod
     def from_items(cls, items: Iterable) -> "Host":
@@ -400,32 +402,46 @@ class Host:
         """Why a session is the host's own (never touched), or None: the firmware booted
         from its target (iBFT), or a filesystem or swap of the host is on one of its
         LUNs, their partitions or the devices stacked on them (the root on LVM on a
-        partition, say). Such a session may look unused to every other check."""
-        key = sess.sid
-        if key in self._own:
-            return self._own[key]
-        why = None
-        iqn = norm_iqn(sess.iqn)
+        partition, say), or it is another session (path) to such a target. Such a
+        session may look unused to every other check."""
+        own = self._own_targets().get(norm_iqn(sess.iqn))
+        if own is None:
+            return None
+        sid, why = own
+        if sid is None or sid == sess.sid:
+            return why
+        return f"same target as the host's own session {sid}: {why}"
+
+    def own_iqn(self, iqn: str) -> bool:
+        """Whether a target is the host's own (booted from, or carrying its mounts)."""
+        return norm_iqn(iqn) in self._own_targets()
+
+    def _own_targets(self) -> dict[str, tuple[str | None, str]]:
+        if self._own is not None:
+            return self._own
+        out: dict[str, tuple[str | None, str]] = {}
         for b in self.boot:
-            if norm_iqn(b.iqn) == iqn:
-                why = (f"the host booted from target {sess.iqn} (firmware table "
-                       f"{b.source}: {b.portal})")
-                break
-        for dev in sess.devices if why is None else ():
-            for rec in (dev, *self.stack_of(dev)):
-                label = rec.name if rec is dev else f"{rec.name} (over {dev.name})"
-                if rec.mountpoints or getattr(rec, "mounted", False):
-                    where = ", ".join(rec.mountpoints[:3]) if rec.mountpoints else "?"
-                    why = (f"LUN {dev.lun}: {label} holds a filesystem the host has "
-                           f"mounted on {where}")
-                elif rec.swap:
-                    why = f"LUN {dev.lun}: {label} is the host's swap"
+            out.setdefault(norm_iqn(b.iqn), (None, f"the host booted from target {b.iqn} "
+                                                   f"(firmware table {b.source}: {b.portal})"))
+        for sess in self.sessions:
+            iqn = norm_iqn(sess.iqn)
+            for dev in sess.devices if iqn not in out else ():
+                why = self._host_use(dev)
                 if why:
+                    out[iqn] = (sess.sid, why)
                     break
-            if why:
-                break
-        self._own[key] = why
-        return why
+        self._own = out
+        return out
+
+    def _host_use(self, dev: ScsiDevice) -> str | None:
+        for rec in (dev, *self.stack_of(dev)):
+            label = rec.name if rec is dev else f"{rec.name} (over {dev.name})"
+            if rec.mountpoints or getattr(rec, "mounted", False):
+                where = ", ".join(rec.mountpoints[:3]) if rec.mountpoints else "?"
+                return f"LUN {dev.lun}: {label} holds a filesystem the host has mounted on {where}"
+            if rec.swap:
+                return f"LUN {dev.lun}: {label} is the host's swap"
+        return None
 
     def boot_iqn(self, iqn: str) -> IscsiBootTarget | None:
         iqn = norm_iqn(iqn)
@@ -914,8 +930,8 @@ def _leaks(host: Host, refs: Refs, claimed: dict[str, str],
     live = {(norm_portal(s.portal), norm_iqn(s.iqn)) for s in host.sessions}
     for node in host.nodes:
         portal, iqn = norm_portal(node.portal), norm_iqn(node.iqn)
-        if (portal, iqn) in live or host.boot_iqn(iqn):
-            continue        # a boot target's record: iscsid logs into it at start-up
+        if (portal, iqn) in live or host.own_iqn(iqn):
+            continue        # the host's own target (another path of it, say)
         named = refs.on_target(portal, iqn)
         if named or claimed_targets.on_target(portal, iqn):
             continue

@@ -276,6 +276,10 @@ R12 = [
      dict(items=[S_ONE, IscsiBootTarget(P2, IQN.upper(), "ibft")]), [], None),
     ("the iBFT target's node record is never reported",
      dict(items=[IscsiNode(P1, "1", IQN), IscsiBootTarget(P1, IQN, "ibft")]), [], None),
+    ("another path to the target of the host's root: never touched, its record neither",
+     dict(items=[sess(devices=[dev("sdb", 0, partitions=["sdb2"])]),
+                 part("sdb2", n=2, mountpoints=("/",)), sess("2", P2),
+                 IscsiNode(P2, "1", IQN), IscsiNode("10.0.0.3:3260", "1", IQN)]), [], None),
     ("a partition that is neither used nor named: the LUN is leaked",
      dict(items=[sess(devices=[dev("sdb", 0, partitions=["sdb1"])]), part("sdb1")]),
      [f"{P1} {IQN} lun 0 (sdb)"], Action.REAP),
@@ -691,3 +695,17 @@ def test_hostile_connection_info_never_raises_from_the_planner():
         plan = run(items=[S_ONE], rows=rows_, bdms=[bdm(conn=text)])
         (f,) = leaks(plan)
         assert f.action is Action.LOG
+
+
+def test_host_own_reasons():
+    host = volumes.Host.from_items([
+        sess(devices=[dev("sdb", 0, partitions=["sdb2"])]), sess("2", P2),
+        part("sdb2", n=2, holders=("dm-0",)),
+        DmMap("dm-0", "vg0-root", "LVM-r", ("sdb2",), mountpoints=("/",)),
+        sess("3", P1, IQN2), IscsiBootTarget(P1, IQN2, "ibft")])
+    s1, s2, s3 = host.sessions
+    assert host.host_own(s1) == ("LUN 0: dm-0 (over sdb) holds a filesystem the host has "
+                                 "mounted on /")
+    assert host.host_own(s2) == f"same target as the host's own session 1: {host.host_own(s1)}"
+    assert host.host_own(s3) == f"the host booted from target {IQN2} (firmware table ibft: {P1})"
+    assert host.own_iqn(IQN.upper()) and not host.own_iqn("iqn.x:other")
