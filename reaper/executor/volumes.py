@@ -259,13 +259,13 @@ def _critical(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
 
     props = _props(item)
     if logout:
-        done = _logout(ctx, h, plan, item, props, host, sessions, sorted(removing))
+        done = _logout(ctx, h, plan, item, props, host, sessions, removing)
     else:
         h.linuxscsi().remove_connection(sorted(removing), force=False, exc=None,
                                         path_used=item.get("device_path"),
                                         was_multipath=bool(item.get("multipath")))
         done = "devices removed, session kept (" + "; ".join(why) + ")"
-    return _verify_after(h, item, sorted(removing), logout, done)
+    return _verify_after(h, item, removing, logout, done)
 
 
 def _props(item: dict) -> dict:
@@ -289,7 +289,7 @@ def _props(item: dict) -> dict:
 
 
 def _logout(ctx, h: Handles, plan: TeardownPlan, item: dict, props: dict, host,
-            sessions: dict, removing: list[str]) -> str:
+            sessions: dict, removing: dict) -> str:
     """os-brick's disconnect_volume: flush and remove the devices, log out (node mode:
     ``iscsiadm -m node -T -p --logout`` matches the session in sysfs, with or without
     a node record) and delete the node record.
@@ -319,11 +319,12 @@ def _logout(ctx, h: Handles, plan: TeardownPlan, item: dict, props: dict, host,
     stuck = _still_logged_in(h, nodeless, done)
     if not stuck:
         return done
-    tried = []
+    tried, grown = [], []
     for sess in stuck:
-        ours = [d.name for d in sess.devices if d.name in removing]
+        ours = [d.name for d in sess.devices if _same(removing.get(d.name), d)]
         if len(ours) < len(sess.devices):
-            continue        # a LUN we did not re-check appeared: the session stays
+            grown.append(sess.sid)      # a LUN we did not re-check appeared: it stays
+            continue
         try:
             if ours:
                 h.linuxscsi().remove_connection(ours, force=False, exc=None,
@@ -334,9 +335,12 @@ def _logout(ctx, h: Handles, plan: TeardownPlan, item: dict, props: dict, host,
                          + (f" said: {out}" if out else ""))
         except Exception as e:  # noqa: BLE001 - the re-read below decides
             tried.append(f"session {sess.sid}: {e}")
-    done = (f"{done}; logged out by session id the session(s) without a node record "
-            f"({', '.join(s.sid for s in stuck)})")
-    stuck = _still_logged_in(h, nodeless, done)
+    if len(grown) < len(stuck):
+        done = (f"{done}; logged out by session id the session(s) without a node record "
+                f"({', '.join(s.sid for s in stuck if s.sid not in grown)})")
+    if grown:
+        done += f"; kept session(s) {', '.join(grown)}: a LUN appeared on it meanwhile"
+    stuck = [s for s in _still_logged_in(h, nodeless, done) if s.sid not in grown]
     if not stuck:
         return done
     reasons = []
@@ -406,12 +410,20 @@ def record_operator_note(ctx, sess, reason: str, host) -> None:
                        ctx.clock())
 
 
-def _verify_after(h: Handles, item: dict, removed: list[str], logout: bool, done: str) -> str:
+def _same(a, b) -> bool:
+    """The same SCSI device, not just the same name (sd names are reused at once)."""
+    return a is not None and b is not None and (a.name, a.hctl, a.wwid) == \
+        (b.name, b.hctl, b.wwid)
+
+
+def _verify_after(h: Handles, item: dict, removing: dict, logout: bool, done: str) -> str:
+    removed = sorted(removing)
     after = h.collect()
     if not after.ok:
         return f"{done}; could not re-read the host afterwards: {after.error}"
     host = vol.Host.from_items(after.items)
-    left = [n for n in removed if n in host.devices]
+    left = [n for n in removed if n in host.devices
+            and _same(removing[n], host.devices[n][1])]
     if left:
         raise VolumeError(f"{done}, but devices remain: {', '.join(left)}")
     parts = [done]

@@ -422,3 +422,21 @@ def test_operator_notes_survive_garbage():
     assert vx.operator_notes(S("{not json")) == ()
     assert vx.operator_notes(S('[{"portal": 1}]')) == ()
     assert vx.operator_notes(S(None)) == ()
+
+
+def test_nodeless_session_that_got_a_new_lun_meanwhile_is_kept(world, sim, state):
+    sid = sim.login(P1, IQN, luns=[0])
+    world.state = state
+    t = leak_plan(world, IQN)
+
+    class Racing(FakeConnector):
+        def disconnect_volume(self, props, device_info, force=False, ignore_errors=False):
+            self.calls.append(("disconnect_volume", props, device_info))
+            self.sim.delete_device(self.sim.devices(sid)[0])
+            self.sim.add_lun(sid, 1)            # nova-compute attached LUN 1 meanwhile
+
+    world.handles.connector = lambda: Racing(sim, world.calls)
+    detail = vx.disconnect_volumes(world.ctx(), t)
+    assert f"kept session(s) {sid}: a LUN appeared on it meanwhile" in detail
+    assert [c[0] for c in world.calls] == ["disconnect_volume"]
+    assert list(sim.devices(sid)) == [1] and vx.operator_notes(state) == ()
