@@ -175,3 +175,21 @@ def test_logout_without_node_record_and_without_iscsid_matches_the_real_binary(s
             ferr.splitlines(), args
     assert out[0][1] == 21 and "Could not logout of [sid: 1," in out[0][3]
     assert len(sim.sessions()) == 3
+
+
+def test_real_iscsiadm_reads_the_simulated_ibft(sim):
+    """open-iscsi's own firmware reader (``iscsiadm -m fw``, fwparam_sysfs.c) finds the
+    boot target in the simulator's /sys/firmware/ibft, as the reaper's collector does."""
+    if not os.path.exists(REAL):
+        service_unavailable("open-iscsi's iscsiadm", f"{REAL} not installed")
+    sim.set_ibft(P2, IQN1, lun=1)
+    out = in_ns(sim, f"""
+        import json, subprocess
+        r = subprocess.run([{REAL!r}, "-m", "fw"], capture_output=True, text=True)
+        print(json.dumps([r.returncode, r.stdout, r.stderr]))
+    """, netns=True)
+    rc, stdout, _ = out
+    rec = dict(line.split(" = ", 1) for line in stdout.splitlines() if " = " in line)
+    assert rc == 0 and rec["node.name"] == IQN1 and rec["node.boot_lun"] == "0001000000000000"
+    assert (rec["node.conn[0].address"], rec["node.conn[0].port"]) == ("10.0.0.2", "3260")
+    assert rec["iface.net_ifacename"] == "eth0"

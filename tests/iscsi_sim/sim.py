@@ -808,6 +808,17 @@ class SimHost:
         os.makedirs(idir, exist_ok=True)
         for attr, val in (("index", "0"), ("flags", "3"), ("initiator-name", initiator)):
             _write(os.path.join(idir, attr), val + "\n")
+        # the NIC the firmware booted through, linked to its PCI function and netdev
+        edir = os.path.join(base, "ethernet0")
+        os.makedirs(edir, exist_ok=True)
+        for attr, val in (("index", "0"), ("flags", "3"), ("ip-addr", "192.0.2.200"),
+                          ("prefix-len", "24"), ("subnet-mask", "255.255.255.0"),
+                          ("origin", "1"), ("gateway", "192.0.2.1"), ("vlan", "0"),
+                          ("mac", "52:54:00:12:34:56")):
+            _write(os.path.join(edir, attr), val + "\n")
+        pci = os.path.join(self.sys, "devices", "pci0000:00", "0000:00:03.0")
+        os.makedirs(os.path.join(pci, "net", "eth0"), exist_ok=True)
+        _symlink(pci, os.path.join(edir, "device"))
 
     # -- iscsid ----------------------------------------------------------------
 

@@ -307,8 +307,8 @@ def test_iscsi_boot_session_named_by_the_ibft(tmp_path, sqlite_db, host, sim):
 
 def test_iscsi_leaked_session_without_node_record_is_disconnected(tmp_path, sqlite_db, host,
                                                                   sim):
-    """A leaked session (LUN 0, no BDM, no domain) has no node record (deleted by
-    hand, or a login with iscsiadm -m session... a node record never written).
+    """A leaked session (LUN 0, no BDM, no domain) has no node record (deleted by hand,
+    or never written).
 
     Expect: the first pass removes the LUN and logs the session out (exit 4, one
     journal row, done); the second finds nothing (exit 0, no new row).
