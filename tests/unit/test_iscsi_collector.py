@@ -239,3 +239,30 @@ def test_boot_firmware_targets(sim):
     assert [i for i in res.items if isinstance(i, IscsiBootTarget)] == [
         IscsiBootTarget("10.0.0.7:3260", "iqn.x:boot", "ibft"),
         IscsiBootTarget("[fe80::7]:3261", "iqn.x:qla", "iscsi_boot0")]
+
+
+def test_the_domain_collector_resolves_block_sources(tmp_path):
+    """What a domain's block source is on this host, per pass: its kernel name and,
+    for a block device, its number (the iSCSI planner maps both back to a LUN)."""
+    from reaper.inventory.libvirt import resolve_block_disks
+    from reaper.records import Domain, DomainDisk
+    blk = next((n for n in sorted(os.listdir("/sys/class/block"))
+                if os.path.exists(f"/dev/{n}")), None)
+    if blk is None:
+        pytest.skip("no block device node on this host")
+    link = tmp_path / "data"
+    link.symlink_to(f"/dev/{blk}")
+    st = os.stat(f"/dev/{blk}")
+    dom = Domain("u", "appliance", "running", False, None, disks=(
+        DomainDisk("vdb", "disk", "block", str(link)),
+        DomainDisk("vdc", "disk", "file", "/dev/null"),
+        DomainDisk("vdd", "disk", "block", "/dev/disk/by-path/gone"),
+        DomainDisk("vda", "disk", "file", str(tmp_path / "disk.qcow2")),
+        DomainDisk("vde", "disk", "network", "iscsi:iqn.x/1")))
+    out = resolve_block_disks(dom)
+    assert [(d.resolved, d.devt) for d in out.disks] == [
+        (blk, f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"), ("null", None),
+        (None, None), (None, None), (None, None)]
+    plain = Domain("u", "x", "running", False, None, disks=(
+        DomainDisk("vda", "disk", "file", str(tmp_path / "disk.qcow2")),))
+    assert resolve_block_disks(plain) is plain

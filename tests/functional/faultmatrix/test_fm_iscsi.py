@@ -162,18 +162,30 @@ def test_iscsi_partition_open_by_a_process(tmp_path, sqlite_db, host, sim, loop_
     assert_untouched(sim, sid, {0: "sda"})
 
 
-def test_iscsi_partition_named_by_a_domain_part_link(tmp_path, sqlite_db, host, sim):
-    """A non-Nova domain's disk is /dev/disk/by-path/ip-...-lun-0-part1, a partition
-    of a LUN no BDM names; leaked_iscsi_action = reap.
+@pytest.mark.parametrize("spelling", [
+    pytest.param("by-path-part", id="by-path-partN-link"),
+    pytest.param("by-uuid", id="by-uuid-link"),
+    pytest.param("kernel-name", id="dev-sda1"),
+    pytest.param("symlink-elsewhere", id="symlink-outside-dev"),
+])
+def test_iscsi_partition_named_by_a_domain(tmp_path, sqlite_db, host, sim, spelling):
+    """A non-Nova domain's disk is a partition of a LUN no BDM names, spelled as a
+    -partN by-path link, a by-uuid link, /dev/sda1 or a symlink outside /dev to it;
+    leaked_iscsi_action = reap.
 
     Expect: the LUN and the session stay; no logout; no leaked_iscsi finding; exit 0.
     """
     sim.add_target(iqn("d"), [P1], [0])
     sid = sim.connect(P1, iqn("d"))
-    sim.add_partition("sda", 1)
-    link = sim.by_path(P1, iqn("d"), 0) + "-part1"
-    assert os.path.islink(sim.real(link))
-    cfg = base(sqlite_db, host, tmp_path, [appliance(link)])
+    sim.add_partition("sda", 1, fs_uuid="5c1d-0001")
+    source = {"by-path-part": sim.by_path(P1, iqn("d"), 0) + "-part1",
+              "by-uuid": "/dev/disk/by-uuid/5c1d-0001", "kernel-name": "/dev/sda1",
+              "symlink-elsewhere": str(tmp_path / "appliance-data")}[spelling]
+    if spelling == "symlink-elsewhere":
+        os.symlink("/dev/sda1", source)     # resolves inside the reaper's namespace
+    else:
+        assert os.path.lexists(sim.real(source))
+    cfg = base(sqlite_db, host, tmp_path, [appliance(source)])
 
     rep, run = reap(sim, cfg)
 
