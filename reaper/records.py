@@ -26,6 +26,11 @@ class DomainDisk:
     source_type: str            # "file", "block", "network", ...
     source: str | None          # path, device, or "pool/name" for network
     serial: str | None = None   # Nova puts the Cinder volume id here
+    # What a /dev or block source is on this host this pass (the domain collector
+    # resolves it, never the XML parse): the kernel name its real path leads to
+    # ("sdb1" for /dev/disk/by-path/...-part1) and its device number, if a block device.
+    resolved: str | None = None
+    devt: str | None = None     # "major:minor"
 
 
 @_frozen
@@ -372,7 +377,8 @@ class Plan:
 
 # --------------------------------------------------------------------------
 # iSCSI (reaper.inventory.iscsi): CollectorResult("iscsi_session").items holds
-# IscsiSession, IscsiNode and DmMap records.
+# IscsiSession, IscsiNode, DmMap, BlockPartition, IscsiBootTarget and
+# IscsiOperatorNote records.
 # --------------------------------------------------------------------------
 
 @_frozen
@@ -385,14 +391,33 @@ class ScsiDevice:
     wwid: str | None = None     # sysfs device/wwid
     dev: str | None = None      # "major:minor"
     paths: tuple[str, ...] = ()     # every /dev path leading to it (by-path, by-id...)
-    holders: tuple[str, ...] = ()   # device-mapper maps built on it ("dm-0")
+    holders: tuple[str, ...] = ()   # devices stacked on the disk itself ("dm-0", "md127")
     open_pids: tuple[int, ...] = ()  # processes holding it open
     mounted: bool = False
+    partitions: tuple[str, ...] = ()    # its partitions ("sdb1"): BlockPartition records
+    mountpoints: tuple[str, ...] = ()   # where it is mounted (mountinfo, by major:minor)
+    swap: bool = False                  # in /proc/swaps
+
+
+@_frozen
+class BlockPartition:
+    """A partition of an iSCSI disk (or of a device stacked on one), from sysfs
+    (``/sys/block/sdX/sdXN``); what uses it makes its disk used."""
+    name: str                   # "sdb1"
+    disk: str                   # the device it is a partition of: "sdb", "md127"
+    dev: str | None = None      # "major:minor"
+    paths: tuple[str, ...] = ()     # /dev/sdb1, ...-lun-0-part1, by-uuid...
+    holders: tuple[str, ...] = ()   # devices stacked on it (an LVM PV's maps, md)
+    open_pids: tuple[int, ...] = ()
+    mountpoints: tuple[str, ...] = ()
+    swap: bool = False
 
 
 @_frozen
 class DmMap:
-    """A device-mapper map holding iSCSI devices (multipath, dm-crypt...)."""
+    """A device stacked on iSCSI devices, at any depth: a device-mapper map
+    (multipath, dm-crypt, LVM), an md array (``kind`` "md"), or a holder sysfs
+    does not describe (``kind`` "unknown")."""
     name: str                   # "dm-0"
     dm_name: str | None         # /dev/mapper/<dm_name>
     uuid: str | None            # "mpath-<wwid>" for multipath maps
@@ -401,14 +426,20 @@ class DmMap:
     paths: tuple[str, ...] = ()
     open_pids: tuple[int, ...] = ()
     mounted: bool = False
+    kind: str = "dm"            # "dm", "md", "unknown"
+    dev: str | None = None      # "major:minor"
+    partitions: tuple[str, ...] = ()
+    mountpoints: tuple[str, ...] = ()
+    swap: bool = False
 
     @property
     def multipath(self) -> bool:
-        return (self.uuid or "").startswith("mpath-")
+        return self.kind == "dm" and (self.uuid or "").startswith("mpath-")
 
     @property
     def in_use(self) -> bool:
-        return bool(self.holders or self.open_pids or self.mounted)
+        return bool(self.holders or self.open_pids or self.mounted or self.mountpoints
+                    or self.swap)
 
 
 @_frozen
@@ -429,6 +460,27 @@ class IscsiNode:
     portal: str
     tpgt: str
     iqn: str
+
+
+@_frozen
+class IscsiBootTarget:
+    """A target the firmware booted the host from (``/sys/firmware/ibft/target*``,
+    ``/sys/firmware/iscsi_boot*/target*``): its sessions are the host's own."""
+    portal: str                 # "ip:port" ("[v6]:port")
+    iqn: str
+    source: str                 # "ibft", "iscsi_boot0"
+
+
+@_frozen
+class IscsiOperatorNote:
+    """A session the reaper could not disconnect by any means it has (kept in the
+    state DB by the disconnect step, read back with the collector's result): it is
+    reported as needing an operator instead of being retried every pass."""
+    portal: str
+    iqn: str
+    sid: str
+    reason: str
+    since: str                  # ISO timestamp of the failed attempt
 
 
 # --------------------------------------------------------------------------

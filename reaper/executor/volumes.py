@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import inspect
+import json
 import os
 from typing import Callable
 
@@ -46,7 +47,7 @@ from reaper.executor import teardown
 from reaper.nova import schema as s
 from reaper.planner import rules
 from reaper.planner import volumes as vol
-from reaper.records import Classification, CollectorResult, TeardownPlan
+from reaper.records import Classification, CollectorResult, IscsiOperatorNote, TeardownPlan
 
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
@@ -66,6 +67,20 @@ class Handles:
     connector: Callable[[], object]             # -> os_brick ISCSIConnector
     linuxscsi: Callable[[], object]             # -> os_brick LinuxSCSI
     lock_path: Callable[[], str | None]
+    # Log a session out by its id (``iscsiadm -m session -r SID -u``, which needs no
+    # node record); returns what iscsiadm said. None: through the connector's iscsiadm.
+    logout_session: Callable[[str], str] | None = None
+
+    def __post_init__(self):
+        if self.logout_session is None:
+            self.logout_session = self._logout_by_sid
+
+    def _logout_by_sid(self, sid: str) -> str:
+        """os-brick's own way of running iscsiadm (root helper, privsep); 21 and 22 mean
+        nothing was logged out, which the caller finds out by reading sysfs again."""
+        out, err = self.connector()._run_iscsiadm_bare(
+            ("-m", "session", "-r", str(sid), "-u"), check_exit_code=[0, 21, 22])
+        return " ".join((err or "").split())[:600]
 
 
 def default_handles(collect: Callable[[], CollectorResult],
@@ -123,11 +138,20 @@ def exclusively_held(path: str) -> bool:
     return False
 
 
-def exclusive_claims(dev_root: str, dev) -> list[str]:
-    """The device itself, or (as a multipath leg, which its map holds) the map."""
-    names = list(dev.holders) if dev.holders else [dev.name]
+def exclusive_claims(dev_root: str, dev, host: "vol.Host | None" = None) -> list[str]:
+    """The disk and each of its partitions, or (when something is stacked on one, as a
+    multipath map holds its legs) what is stacked on it: a mount or a claim of a
+    partition makes the whole disk busy to O_EXCL too, but the kernel name says which."""
+    nodes = [(dev.name, dev.holders)]
+    for p in getattr(dev, "partitions", ()):
+        part = host.parts.get(p) if host is not None else None
+        nodes.append((p, part.holders if part is not None else ()))
+    names = []
+    for name, holders in nodes:
+        names += list(holders) if holders else [name]
     return [f"/dev/{n} is claimed exclusively (mounted or held, maybe in another "
-            f"mount namespace)" for n in names if exclusively_held(os.path.join(dev_root, n))]
+            f"mount namespace)" for n in dict.fromkeys(names)
+            if exclusively_held(os.path.join(dev_root, n))]
 
 
 def _label(item: dict) -> str:
@@ -198,6 +222,11 @@ def _critical(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
                         and (tg.get("wwid") is None or cdev.wwid == tg["wwid"]):
                     dev = cdev
         users = sorted(refs.users(tg["portal"], tg["iqn"], dev, tg["lun"]))
+        own = host.host_own(sess) if sess is not None else None
+        if own:
+            users.append(f"the host's own session: {own}")
+        if not own and host.own_iqn(tg["iqn"]):
+            users.append("the host's own target (booted from, or carrying its filesystems)")
         if tg["lun"] is None:
             users += sorted(refs.on_target(tg["portal"], tg["iqn"]))
             if sess is not None and sess.devices:
@@ -205,7 +234,7 @@ def _critical(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
                              + ", ".join(d.name for d in sess.devices))
         if dev is not None:
             users += vol.device_use(host, dev)
-            users += exclusive_claims(CONF.iscsi.dev_root, dev)
+            users += exclusive_claims(CONF.iscsi.dev_root, dev, host)
             removing[dev.name] = dev
         if users:
             busy.append(f"{tg['session_portal']} {tg['session_iqn']} lun {tg['lun']}: "
@@ -230,39 +259,171 @@ def _critical(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
 
     props = _props(item)
     if logout:
-        connector = h.connector()
-        disconnect = inspect.unwrap(type(connector).disconnect_volume)
-        device_info = {"path": item["device_path"]} if item.get("device_path") else None
-        disconnect(connector, props, device_info)
-        done = "disconnected through os-brick"
+        done = _logout(ctx, h, plan, item, props, host, sessions, removing)
     else:
         h.linuxscsi().remove_connection(sorted(removing), force=False, exc=None,
                                         path_used=item.get("device_path"),
                                         was_multipath=bool(item.get("multipath")))
         done = "devices removed, session kept (" + "; ".join(why) + ")"
-    return _verify_after(h, item, sorted(removing), logout, done)
+    return _verify_after(h, item, removing, logout, done)
 
 
 def _props(item: dict) -> dict:
-    """os-brick connection properties: the session's own portal/iqn strings, no secrets."""
+    """os-brick connection properties: the session's own portal/iqn strings, no secrets.
+
+    Always with explicit ``target_portals``/``target_iqns``/``target_luns``: then
+    os-brick's disconnect takes exactly the targets re-checked here. With a single
+    ``target_portal`` it would look them up in the discovery database instead
+    (``iscsiadm -m discoverydb -o show -P 1``), which has nothing for a session
+    without a node record (exit 21): os-brick then skips the whole cleanup, and the
+    same leak would fail every pass."""
     tgs = item["targets"]
     lun = [tg["lun"] if tg["lun"] is not None else -1 for tg in tgs]
     props = {"target_portal": tgs[0]["session_portal"], "target_iqn": tgs[0]["session_iqn"],
-             "target_lun": lun[0]}
-    if len(tgs) > 1:
-        props.update(target_portals=[tg["session_portal"] for tg in tgs],
-                     target_iqns=[tg["session_iqn"] for tg in tgs], target_luns=lun)
+             "target_lun": lun[0],
+             "target_portals": [tg["session_portal"] for tg in tgs],
+             "target_iqns": [tg["session_iqn"] for tg in tgs], "target_luns": lun}
     if item.get("device_path"):
         props["device_path"] = item["device_path"]
     return props
 
 
-def _verify_after(h: Handles, item: dict, removed: list[str], logout: bool, done: str) -> str:
+def _logout(ctx, h: Handles, plan: TeardownPlan, item: dict, props: dict, host,
+            sessions: dict, removing: dict) -> str:
+    """os-brick's disconnect_volume: flush and remove the devices, log out (node mode:
+    ``iscsiadm -m node -T -p --logout`` matches the session in sysfs, with or without
+    a node record) and delete the node record.
+
+    A session without a node record that is still logged in afterwards (iscsid did not
+    answer, say: iscsiadm then exits 21, which os-brick takes for "already gone") is
+    logged out by its id, ``iscsiadm -m session -r SID -u``, after any of its devices
+    left are removed as os-brick removes them. If even that leaves it logged in, it is
+    noted as needing an operator (see ``record_operator_note``): the planner reports it
+    from then on instead of retrying it every pass."""
+    connector = h.connector()
+    disconnect = inspect.unwrap(type(connector).disconnect_volume)
+    device_info = {"path": item["device_path"]} if item.get("device_path") else None
+    nodeless = {key: sess for key, sess in sessions.items() if not host.has_node(*key)}
+    brick_error = None
+    try:
+        disconnect(connector, props, device_info)
+    except Exception as e:  # noqa: BLE001 - re-raised unless the fallback below applies
+        if not nodeless:
+            raise
+        brick_error = e
+    done = "disconnected through os-brick"
+    if not nodeless:
+        return done
+    if brick_error is not None:
+        done = f"os-brick's disconnect failed ({brick_error})"
+    stuck = _still_logged_in(h, nodeless, done)
+    if not stuck:
+        return done
+    tried, grown = [], []
+    for sess in stuck:
+        ours = [d.name for d in sess.devices if _same(removing.get(d.name), d)]
+        if len(ours) < len(sess.devices):
+            grown.append(sess.sid)      # a LUN we did not re-check appeared: it stays
+            continue
+        try:
+            if ours:
+                h.linuxscsi().remove_connection(ours, force=False, exc=None,
+                                                path_used=item.get("device_path"),
+                                                was_multipath=bool(item.get("multipath")))
+            out = " ".join((h.logout_session(sess.sid) or "").split())
+            tried.append(f"session {sess.sid}: iscsiadm -m session -r {sess.sid} -u"
+                         + (f" said: {out}" if out else ""))
+        except Exception as e:  # noqa: BLE001 - the re-read below decides
+            tried.append(f"session {sess.sid}: {e}")
+    if len(grown) < len(stuck):
+        done = (f"{done}; logged out by session id the session(s) without a node record "
+                f"({', '.join(s.sid for s in stuck if s.sid not in grown)})")
+    if grown:
+        done += f"; kept session(s) {', '.join(grown)}: a LUN appeared on it meanwhile"
+    stuck = [s for s in _still_logged_in(h, nodeless, done) if s.sid not in grown]
+    if not stuck:
+        return done
+    reasons = []
+    for sess in stuck:
+        why = (f"session {sess.sid} ({sess.portal} {sess.iqn}) has no node record and is "
+               f"still logged in after os-brick's disconnect and a logout by its id; "
+               f"check iscsid, then run: iscsiadm -m session -r {sess.sid} -u")
+        what = "; ".join(t for t in tried if t.startswith(f"session {sess.sid}:"))
+        if what:
+            why += f" ({what[:600]})"
+        record_operator_note(ctx, sess, why, host)
+        reasons.append(why)
+    msg = "needs an operator: " + "; ".join(reasons)
+    if plan.classification is Classification.LEAKED_ISCSI:
+        raise teardown.Aborted(msg)
+    return f"{done}; {msg}"
+
+
+def _still_logged_in(h: Handles, sessions: dict, done: str) -> list:
+    """Those of ``sessions`` ({(portal, iqn): session}) still logged in, same sid."""
+    after = h.collect()
+    if not after.ok:
+        raise VolumeError(f"{done}; could not re-read the host afterwards: {after.error}")
+    now = {s.sid: s for s in vol.Host.from_items(after.items).sessions}
+    out = []
+    for key, sess in sessions.items():
+        cur = now.get(sess.sid)
+        if cur is not None and (vol.norm_portal(cur.portal), vol.norm_iqn(cur.iqn)) == key:
+            out.append(cur)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Sessions that need an operator (kept in the state DB)
+# --------------------------------------------------------------------------
+
+NOTE_FLAG = "iscsi_needs_operator"
+
+
+def operator_notes(state) -> tuple[IscsiOperatorNote, ...]:
+    """The notes the disconnect step left (see ``_logout``), as collector records;
+    nothing when there is no state DB or the flag cannot be read."""
+    if state is None:
+        return ()
+    try:
+        raw = state.get_flag(NOTE_FLAG)
+        notes = json.loads(raw) if raw else []
+        return tuple(IscsiOperatorNote(str(n["portal"]), str(n["iqn"]), str(n["sid"]),
+                                       str(n["reason"]), str(n["since"]))
+                     for n in notes if isinstance(n, dict))
+    except Exception as e:  # noqa: BLE001 - a broken note must not stop a pass
+        LOG.warning("cannot read the iSCSI operator notes: %s", e)
+        return ()
+
+
+def record_operator_note(ctx, sess, reason: str, host) -> None:
+    """Remember that ``sess`` needs an operator; notes of sessions gone are dropped."""
+    if ctx.state is None:
+        return
+    live = {(vol.norm_portal(s.portal), vol.norm_iqn(s.iqn), str(s.sid)) for s in host.sessions}
+    kept = [n for n in operator_notes(ctx.state)
+            if (vol.norm_portal(n.portal), vol.norm_iqn(n.iqn), n.sid) in live
+            and n.sid != str(sess.sid)]
+    kept.append(IscsiOperatorNote(sess.portal, sess.iqn, str(sess.sid), reason,
+                                  ctx.clock().isoformat()))
+    ctx.state.set_flag(NOTE_FLAG, json.dumps([dataclasses.asdict(n) for n in kept]),
+                       ctx.clock())
+
+
+def _same(a, b) -> bool:
+    """The same SCSI device, not just the same name (sd names are reused at once)."""
+    return a is not None and b is not None and (a.name, a.hctl, a.wwid) == \
+        (b.name, b.hctl, b.wwid)
+
+
+def _verify_after(h: Handles, item: dict, removing: dict, logout: bool, done: str) -> str:
+    removed = sorted(removing)
     after = h.collect()
     if not after.ok:
         return f"{done}; could not re-read the host afterwards: {after.error}"
     host = vol.Host.from_items(after.items)
-    left = [n for n in removed if n in host.devices]
+    left = [n for n in removed if n in host.devices
+            and _same(removing[n], host.devices[n][1])]
     if left:
         raise VolumeError(f"{done}, but devices remain: {', '.join(left)}")
     parts = [done]

@@ -6,13 +6,17 @@ Read-only, and it reads what os-brick reads, the way it reads it:
   ``iscsiadm -m node`` (``ip:port,tpgt iqn``); exit code 21 means "none". The two
   commands run concurrently, while sysfs is walked.
 * sysfs: ``/sys/class/scsi_host/host*/device/session<sid>/target*/H:C:T:L/block/<dev>``
-  (os-brick's own path), with each device's ``state``, ``wwid``, ``dev`` and
-  ``holders`` (device-mapper maps: multipath or dm-crypt) and, for those maps, their
-  ``dm/name``, ``dm/uuid``, ``slaves`` and ``holders``.
-* ``/dev/disk/by-path``, ``/dev/disk/by-id`` and ``/dev/mapper`` for every /dev path
-  leading to a device, so a domain's disk source can be matched to it.
+  (os-brick's own path), with each device's ``state``, ``wwid``, ``dev``, its
+  partitions (``/sys/block/sdX/sdXN``) and what is stacked on the disk or on a
+  partition (``holders``: multipath, dm-crypt, LVM, md), followed to any depth, with
+  their ``dm/name``, ``dm/uuid``, ``slaves``, ``holders`` and partitions.
+* ``/dev/disk/by-*`` (by-path, by-id, by-uuid, ``-partN``...), ``/dev/mapper``,
+  ``/dev/md`` and the LVM volume group directories, for every /dev path leading to
+  one of those devices, so a domain's disk source can be matched to its LUN.
 * in use: open by any process (``/proc/*/fd``, compared by device number, or by
-  inode for the test simulator's regular files) or mounted (``mountinfo``).
+  inode for the test simulator's regular files), mounted (``mountinfo``, by device
+  number, with the mount points: the root among them) or swap (``/proc/swaps``).
+* the boot firmware's targets: ``/sys/firmware/ibft`` and ``/sys/firmware/iscsi_boot*``.
 
 The CHAP credentials sysfs exposes (``iscsi_session/*/password``) are never read.
 A failure of iscsiadm or of the sysfs walk makes the whole kind unavailable
@@ -29,7 +33,10 @@ import subprocess
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from reaper.records import CollectorResult, DmMap, IscsiNode, IscsiSession, ScsiDevice
+from reaper.records import (
+    BlockPartition, CollectorResult, DmMap, IscsiBootTarget, IscsiNode, IscsiSession,
+    ScsiDevice,
+)
 
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
@@ -157,17 +164,32 @@ def walk_sessions(sysfs_root: str) -> dict[str, list[tuple[str, int, str, str]]]
     return by_sid
 
 
-def _dev_links(dev_root: str) -> dict[str, list[str]]:
-    """{device name: [/dev/disk/by-*/... and /dev/mapper/... paths pointing at it]}."""
+_DEV_LINK_DIRS = ("mapper", "md")
+_LVM_NAME_RE = re.compile(r"^((?:[^-]|--)+)-((?:[^-]|--)+)$")
+
+
+def _dev_links(dev_root: str, wanted: set[str], lvm_names: list[str] = ()) -> dict[str, list[str]]:
+    """{device name: [/dev paths of symlinks pointing at it]} for the devices in
+    ``wanted``: every /dev/disk/by-* directory (by-path, by-id, by-uuid, by-partuuid,
+    by-label...), /dev/mapper, /dev/md and the LVM volume group directories of the
+    ``lvm_names`` maps (``/dev/<vg>/<lv>``)."""
+    dirs = [f"disk/{sub}" for sub in sorted(_listdir(os.path.join(dev_root, "disk")))]
+    dirs += list(_DEV_LINK_DIRS)
+    for dm_name in lvm_names:
+        m = _LVM_NAME_RE.match(dm_name)
+        if m:
+            dirs.append(m.group(1).replace("--", "-"))
     links: dict[str, list[str]] = {}
-    for sub in ("disk/by-path", "disk/by-id", "mapper"):
+    for sub in dict.fromkeys(dirs):
         d = os.path.join(dev_root, sub)
         for entry in _listdir(d):
             try:
                 target = os.readlink(os.path.join(d, entry))
             except OSError:
                 continue
-            links.setdefault(os.path.basename(target), []).append(f"/dev/{sub}/{entry}")
+            name = os.path.basename(target)
+            if name in wanted:
+                links.setdefault(name, []).append(f"/dev/{sub}/{entry}")
     return links
 
 
@@ -205,17 +227,116 @@ def _open_by(proc_root: str, dev_root: str, wanted: dict[tuple, str]) -> dict[st
     return found
 
 
-def _mounted(proc_root: str) -> set[str]:
-    out = set()
+def _unescape(field: str) -> str:
+    """mountinfo and /proc/swaps escape space, tab, newline and backslash as \\ooo."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _mounts(proc_root: str) -> dict[str, list[str]]:
+    """{"major:minor": [mount points]} from our mountinfo (the root fs included)."""
+    out: dict[str, list[str]] = {}
     try:
         with open(os.path.join(proc_root, "self", "mountinfo")) as f:
             for line in f:
                 parts = line.split()
-                if len(parts) > 2:
-                    out.add(parts[2])
+                if len(parts) > 4:
+                    out.setdefault(parts[2], []).append(_unescape(parts[4]))
     except OSError:
         pass
     return out
+
+
+def _swaps(proc_root: str) -> set[str]:
+    """Device numbers ("major:minor") of the block devices in /proc/swaps."""
+    out = set()
+    try:
+        with open(os.path.join(proc_root, "swaps")) as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return out
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 2 or parts[1] != "partition":
+            continue
+        try:
+            st = os.stat(_unescape(parts[0]))
+        except OSError:
+            continue
+        if stat.S_ISBLK(st.st_mode):
+            out.add(f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
+    return out
+
+
+def boot_targets(sysfs_root: str) -> list[tuple[str, str, str]]:
+    """[(portal, iqn, source)] of the boot firmware tables: the iBFT
+    (``firmware/ibft/target*``, iscsi_ibft.c) and the offload drivers' iscsi_boot
+    tables (``firmware/iscsi_boot*/target*``: be2iscsi, qla4xxx, qedi, bnx2i)."""
+    fw = os.path.join(sysfs_root, "firmware")
+    bases = ["ibft"] + sorted(e for e in _listdir(fw) if e.startswith("iscsi_boot"))
+    out = []
+    for base in bases:
+        bdir = os.path.join(fw, base)
+        for tgt in sorted(_listdir(bdir)):
+            if not tgt.startswith("target"):
+                continue
+            tdir = os.path.join(bdir, tgt)
+            iqn, addr = _read(os.path.join(tdir, "target-name")), \
+                _read(os.path.join(tdir, "ip-addr"))
+            port = _read(os.path.join(tdir, "port")) or "3260"
+            if not iqn or not addr:
+                continue
+            portal = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+            out.append((portal, iqn, base))
+    return out
+
+
+class _Stack:
+    """The block devices above the iSCSI disks, from sysfs: partitions (subdirectories
+    with a ``partition`` file) and holders (``holders/``), followed to any depth."""
+
+    def __init__(self, sysfs_root: str):
+        self.sysfs_root = sysfs_root
+        self.parts: dict[str, dict] = {}    # partition name -> facts
+        self.stacked: dict[str, dict] = {}  # dm/md/... name -> facts
+
+    @staticmethod
+    def partitions_of(ndir: str, name: str) -> list[str]:
+        return sorted(e for e in _listdir(ndir)
+                      if e.startswith(name) and e != name
+                      and os.path.exists(os.path.join(ndir, e, "partition")))
+
+    def follow(self, ndir: str, name: str) -> tuple[list[str], list[str]]:
+        """(holders, partitions) of the device at ``ndir``; records what is above it."""
+        holders = sorted(_listdir(os.path.join(ndir, "holders")))
+        parts = self.partitions_of(ndir, name)
+        for p in parts:
+            if p in self.parts:
+                continue
+            pdir = os.path.join(ndir, p)
+            p_holders = sorted(_listdir(os.path.join(pdir, "holders")))
+            self.parts[p] = {"disk": name, "dev": _read(os.path.join(pdir, "dev")),
+                             "holders": p_holders}
+            for h in p_holders:
+                self._stacked(h)
+        for h in holders:
+            self._stacked(h)
+        return holders, parts
+
+    def _stacked(self, name: str) -> None:
+        if name in self.stacked:
+            return
+        d = os.path.join(self.sysfs_root, "block", name)
+        facts = {"kind": "unknown", "dm_name": None, "uuid": None, "holders": [],
+                 "partitions": [], "slaves": sorted(_listdir(os.path.join(d, "slaves"))),
+                 "dev": _read(os.path.join(d, "dev"))}
+        self.stacked[name] = facts
+        if os.path.isdir(os.path.join(d, "dm")):
+            facts.update(kind="dm", dm_name=_read(os.path.join(d, "dm", "name")),
+                         uuid=_read(os.path.join(d, "dm", "uuid")))
+        elif os.path.isdir(os.path.join(d, "md")):
+            facts["kind"] = "md"
+        if os.path.isdir(d):
+            facts["holders"], facts["partitions"] = self.follow(d, name)
 
 
 # --------------------------------------------------------------------------
@@ -248,34 +369,30 @@ def _collect(sysfs_root, dev_root, iscsiadm, proc_root, env, timeout) -> list:
     procs = [_start([iscsiadm, "-m", "session"], env), _start([iscsiadm, "-m", "node"], env)]
     try:
         by_sid = walk_sessions(sysfs_root)
-        links = _dev_links(dev_root)
-        mounted = _mounted(proc_root)
+        stack = _Stack(sysfs_root)
         devices: dict[str, dict] = {}
-        holders_of: dict[str, list[str]] = {}
         for sid, luns in by_sid.items():
             for hctl, lun, name, ldir in luns:
                 blk = os.path.join(sysfs_root, "block", name)
-                holders = sorted(_listdir(os.path.join(blk, "holders")))
+                holders, parts = stack.follow(blk, name)
                 devices[name] = {"sid": sid, "hctl": hctl, "lun": lun,
                                  "state": _read(os.path.join(ldir, "state")),
                                  "wwid": _read(os.path.join(ldir, "wwid")),
-                                 "dev": _read(os.path.join(blk, "dev")), "holders": holders}
-                for h in holders:
-                    holders_of.setdefault(h, []).append(name)
-        dms: dict[str, dict] = {}
-        for dm in holders_of:
-            d = os.path.join(sysfs_root, "block", dm)
-            dms[dm] = {"dm_name": _read(os.path.join(d, "dm", "name")),
-                       "uuid": _read(os.path.join(d, "dm", "uuid")),
-                       "slaves": sorted(_listdir(os.path.join(d, "slaves"))),
-                       "holders": sorted(_listdir(os.path.join(d, "holders"))),
-                       "dev": _read(os.path.join(d, "dev"))}
+                                 "dev": _read(os.path.join(blk, "dev")), "holders": holders,
+                                 "partitions": parts}
+        everything = {**devices, **stack.parts, **stack.stacked}
+        lvm = [f["dm_name"] for f in stack.stacked.values()
+               if f["dm_name"] and (f["uuid"] or "").startswith("LVM-")]
+        links = _dev_links(dev_root, set(everything), lvm)
+        mounts = _mounts(proc_root)
+        swaps = _swaps(proc_root) if everything else set()
         wanted = {}
-        for name in (*devices, *dms):
+        for name in everything:
             ident = _identity(os.path.join(dev_root, name))
             if ident:
                 wanted[ident] = name
         opened = _open_by(proc_root, dev_root, wanted)
+        boot = boot_targets(sysfs_root)
         out_session = _finish(procs[0], "iscsiadm -m session", timeout)
         out_node = _finish(procs[1], "iscsiadm -m node", timeout)
     finally:
@@ -287,6 +404,11 @@ def _collect(sysfs_root, dev_root, iscsiadm, proc_root, env, timeout) -> list:
     def paths(name: str) -> tuple[str, ...]:
         return (f"/dev/{name}", *sorted(links.get(name, ())))
 
+    def use(name: str, dev: str | None) -> dict:
+        mps = tuple(mounts.get(dev, ())) if dev else ()
+        return {"paths": paths(name), "open_pids": tuple(sorted(opened.get(name, ()))),
+                "mountpoints": mps, "swap": bool(dev and dev in swaps)}
+
     items: list = []
     for transport, sid, portal, tpgt, iqn, node_type in parse_sessions(out_session):
         devs = []
@@ -294,21 +416,27 @@ def _collect(sysfs_root, dev_root, iscsiadm, proc_root, env, timeout) -> list:
         for hctl, lun, name, _ in sorted(by_sid.get(sid, ()), key=lambda x: x[1]):
             d = devices[name]
             host_no = int(hctl.split(":", 1)[0])
+            u = use(name, d["dev"])
             devs.append(ScsiDevice(
                 name=name, hctl=hctl, lun=lun, state=d["state"], wwid=d["wwid"], dev=d["dev"],
-                paths=paths(name), holders=tuple(d["holders"]),
-                open_pids=tuple(sorted(opened.get(name, ()))),
-                mounted=bool(d["dev"] and d["dev"] in mounted)))
+                holders=tuple(d["holders"]), mounted=bool(u["mountpoints"]),
+                partitions=tuple(d["partitions"]), **u))
         items.append(IscsiSession(transport=transport, sid=sid, portal=portal, tpgt=tpgt,
                                   iqn=iqn, host_no=host_no, devices=tuple(devs),
                                   node_type=node_type))
     for portal, tpgt, iqn in parse_nodes(out_node):
         items.append(IscsiNode(portal=portal, tpgt=tpgt, iqn=iqn))
-    for dm, d in sorted(dms.items()):
+    for name, p in sorted(stack.parts.items()):
+        items.append(BlockPartition(name=name, disk=p["disk"], dev=p["dev"],
+                                    holders=tuple(p["holders"]), **use(name, p["dev"])))
+    for dm, d in sorted(stack.stacked.items()):
+        u = use(dm, d["dev"])
         items.append(DmMap(name=dm, dm_name=d["dm_name"], uuid=d["uuid"],
                            slaves=tuple(d["slaves"]), holders=tuple(d["holders"]),
-                           paths=paths(dm), open_pids=tuple(sorted(opened.get(dm, ()))),
-                           mounted=bool(d["dev"] and d["dev"] in mounted)))
+                           mounted=bool(u["mountpoints"]), kind=d["kind"], dev=d["dev"],
+                           partitions=tuple(d["partitions"]), **u))
+    for portal, iqn, source in boot:
+        items.append(IscsiBootTarget(portal=portal, iqn=iqn, source=source))
     return items
 
 

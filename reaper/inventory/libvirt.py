@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import stat
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -344,6 +345,34 @@ def _list_with_states(conn) -> list[tuple[libvirt.virDomain, int | None]]:
     return [(dom, None) for dom in conn.listAllDomains(0)]
 
 
+def resolve_block_disks(dom: Domain) -> Domain:
+    """Each block-device source (``type='block'``, or any source under /dev) as this
+    host sees it now: the kernel name its real path leads to and its device number.
+    Done per pass, outside the parse cache: a by-path link may lead to another device
+    after a re-login. A source that does not exist stays unresolved."""
+    disks, changed = [], False
+    for d in dom.disks:
+        src = d.source
+        if src and src.startswith("/") and (d.source_type == "block"
+                                            or src.startswith("/dev/")):
+            resolved = devt = None
+            try:
+                real = os.path.realpath(src, strict=True)
+                st = os.stat(real)
+            except (OSError, ValueError):
+                real, st = None, None
+            if real is not None:
+                head, name = os.path.split(real)
+                resolved = name if head == "/dev" else None
+                if stat.S_ISBLK(st.st_mode):
+                    devt = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+            if resolved or devt:
+                d = dataclasses.replace(d, resolved=resolved, devt=devt)
+                changed = True
+        disks.append(d)
+    return dataclasses.replace(dom, disks=tuple(disks)) if changed else dom
+
+
 def _placeholder(dom, why: object) -> Domain:
     """Keeps an unreadable domain visible (its uuid is known locally, no RPC), so
     nothing of it looks absent, while the planner leaves it alone."""
@@ -407,7 +436,8 @@ def collect_domains(conn, instance_name_template: str,
         except Exception as e:  # noqa: BLE001 - hostile XML (MemoryError...) costs one domain
             items.append(_placeholder(dom, e))
             continue
-        items.append(dataclasses.replace(parsed, files=resolve_files(parsed.files)))
+        items.append(resolve_block_disks(
+            dataclasses.replace(parsed, files=resolve_files(parsed.files))))
     if cache is not None:
         cache.rotate()
     return CollectorResult(kind="domain", ok=True, items=tuple(items))

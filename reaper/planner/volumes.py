@@ -14,12 +14,16 @@ session is kept, when any of these holds:
   our host, a live row with a migration touching our host in flight, or any instance
   seen locally (domain or directory) that no teardown of this plan removes;
 * a disk of **any** domain on this host (Nova's or not, whatever its state) resolves
-  to the device (``/dev/sdX``, a by-path/by-id link, ``/dev/dm-N`` or a mapper name
-  over it) or names it by by-path (``ip-<portal>-iscsi-<iqn>-lun-<n>``), except the
-  domains this plan tears down: their devices go to their teardown;
-* a process holds the device (or the map over it) open, it is mounted, or it is held
-  by a device-mapper map that is not a multipath map (dm-crypt, LVM), or by a
-  multipath map that is itself open, mounted, held or in a domain's XML.
+  to the LUN: its source is the disk, a partition of it, or a device stacked on it
+  (``/dev/sdX``, ``/dev/sdXN``, a by-path/by-id/by-uuid link, ``-partN`` links,
+  ``/dev/dm-N``, a mapper or LVM name), by the /dev links the collector found or by
+  what the domain collector resolved the source to on this host (real path, device
+  number), or names it by by-path (``ip-<portal>-iscsi-<iqn>-lun-<n>[-partN]``),
+  except the domains this plan tears down: their devices go to their teardown;
+* the LUN, any of its partitions, or anything stacked on them is open by a process,
+  mounted (mountinfo, by device number) or swap, or held: by a device that is not a
+  multipath map (dm-crypt, LVM, md, on the disk or on a partition), or by a multipath
+  map that is itself open, mounted, swap, held or in a domain's XML.
 
 A LUN with none of these is leaked. A session with no LUN at all, and a node record
 with no session, are leaked when no protected BDM and no domain names their
@@ -27,9 +31,17 @@ with no session, are leaked when no protected BDM and no domain names their
 in use and no protected BDM or domain names any LUN of it: otherwise only the leaked
 LUN's devices are removed (multi-attach and shared targets keep their session).
 
+Never touched at all, not even reported: flash (firmware) sessions, and the host's
+own sessions: those whose target the boot firmware names (iBFT), and those with a
+filesystem the host has mounted (the root, say, on LVM on a partition) or its swap on
+a LUN or on anything stacked on one; nor the node records of a boot target.
+
 Everything uncertain stays ``log``: the domain list unavailable, a migration touching
 this host in flight, a protected BDM whose ``connection_info`` cannot be read or is
-still empty (an attach in progress), a flash (firmware/boot) session.
+still empty (an attach in progress), whatever hostile JSON it holds. A session the
+disconnect step found it could not log out by any means (no node record, and neither
+os-brick nor a logout by its id worked: an ``IscsiOperatorNote``) is reported as
+needing an operator, never planned again while that session lives.
 
 Teardowns: after an evacuation the BDM describes the destination's connection, so an
 instance's volumes are found from its own domain XML and this host's sysfs, never
@@ -45,13 +57,15 @@ import dataclasses
 import functools
 import ipaddress
 import json
+import posixpath
 import re
 from typing import Any, Iterable
 
 from reaper.planner import rules
 from reaper.records import (
-    Action, Classification, DmMap, Domain, Finding, IscsiNode, IscsiSession, Plan,
-    ResourceKind, ScsiDevice, TeardownPlan,
+    Action, BlockPartition, Classification, DmMap, Domain, Finding, IscsiBootTarget,
+    IscsiNode, IscsiOperatorNote, IscsiSession, Plan, ResourceKind, ScsiDevice,
+    TeardownPlan,
 )
 
 KIND = "iscsi_session"
@@ -60,7 +74,8 @@ ISCSI_DRIVERS = frozenset({"iscsi", "iser"})
 # Teardowns whose volumes may also come from the instance's own BDMs (the row is on
 # our host, or was); never evacuations, whose BDMs point at the destination.
 BDM_TEARDOWNS = frozenset({Classification.RECLAIMABLE, Classification.RUNNING_DELETED})
-_BY_PATH_RE = re.compile(r"(?:^|/|-)ip-(?P<portal>.+?)-iscsi-(?P<iqn>.+)-lun-(?P<lun>\d+)$")
+_BY_PATH_RE = re.compile(
+    r"(?:^|/|-)ip-(?P<portal>.+?)-iscsi-(?P<iqn>.+)-lun-(?P<lun>\d+)(?:-part\d+)?$")
 _MAX_LISTED = 50
 
 # reaper.inventory.libvirt.UNKNOWN_STATE: a domain whose XML could not be read.
@@ -134,16 +149,57 @@ class Conn:
         return self.driver in ISCSI_DRIVERS
 
 
+# Real connection_info is a few kB; anything this big is not one, and is not parsed.
+MAX_CONNECTION_INFO = 1 << 20
+_MAX_TARGETS = 64           # portals of one multipath volume
+_MAX_NAME = 1024            # a portal or an iqn (iSCSI names are at most 223 bytes)
+_MAX_LUN = 1 << 64
+
+
 def _lun(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"bad LUN {value!r}")
-    return int(value)
+    """An integer LUN, or a string of digits (some drivers write "1"); nothing else."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"LUN is a {type(value).__name__}, not an integer")
+    if isinstance(value, str):
+        if not value.strip().isdigit() or len(value) > 20:
+            raise ValueError("LUN is not a number")
+        value = int(value.strip())
+    if not 0 <= value < _MAX_LUN:
+        raise ValueError("LUN out of range")
+    return value
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_NAME:
+        raise ValueError(f"{what} is not a usable string")
+    return value
 
 
 def parse_connection_info(text: str | None) -> Conn:
-    """Never raises: unusable connection_info comes back with ``error`` set."""
-    if text is None or not str(text).strip():
+    """Never raises: unusable connection_info comes back with ``error`` set.
+
+    Hostile or broken input (deep nesting that exhausts the recursion limit, huge
+    values, wrong types) is unusable like garbage: the caller then keeps whatever
+    the BDM might name."""
+    try:
+        return _parse_connection_info(text)
+    except (RecursionError, MemoryError) as e:
+        return Conn(driver=None, error=f"connection_info could not be parsed "
+                                       f"({e.__class__.__name__}: nested or large beyond "
+                                       f"limits)")
+    except Exception as e:  # noqa: BLE001 - whatever it is, it is unusable
+        return Conn(driver=None, error=f"unusable connection_info ({e.__class__.__name__})")
+
+
+def _parse_connection_info(text: str | None) -> Conn:
+    if text is None or (isinstance(text, (str, bytes)) and not text.strip()):
         return Conn(driver=None, empty=True)
+    if not isinstance(text, (str, bytes)):
+        return Conn(driver=None, error=f"connection_info is a {type(text).__name__}, "
+                                       f"not JSON text")
+    if len(text) > MAX_CONNECTION_INFO:
+        return Conn(driver=None, error=f"connection_info is too large ({len(text)} "
+                                       f"characters, limit {MAX_CONNECTION_INFO})")
     try:
         ci = json.loads(text)
     except (TypeError, ValueError) as e:
@@ -151,7 +207,7 @@ def parse_connection_info(text: str | None) -> Conn:
     if not isinstance(ci, dict):
         return Conn(driver=None, error="connection_info is not a JSON object")
     driver = ci.get("driver_volume_type")
-    if not isinstance(driver, str):
+    if not isinstance(driver, str) or len(driver) > _MAX_NAME:
         return Conn(driver=None, error="connection_info has no driver_volume_type")
     driver = driver.lower()
     if driver not in ISCSI_DRIVERS:
@@ -163,14 +219,15 @@ def parse_connection_info(text: str | None) -> Conn:
     try:
         portals = data.get("target_portals")
         if portals is not None:
-            if not isinstance(portals, list) or not portals or \
-                    not all(isinstance(p, str) and p for p in portals):
+            if not isinstance(portals, list) or not portals or len(portals) > _MAX_TARGETS:
                 raise ValueError("target_portals is not a list of portals")
+            portals = [_name(p, "a target portal") for p in portals]
             iqns = data.get("target_iqns")
             luns = data.get("target_luns")
-            if iqns is not None and (not isinstance(iqns, list) or len(iqns) != len(portals)
-                                     or not all(isinstance(i, str) and i for i in iqns)):
-                raise ValueError("target_iqns does not match target_portals")
+            if iqns is not None:
+                if not isinstance(iqns, list) or len(iqns) != len(portals):
+                    raise ValueError("target_iqns does not match target_portals")
+                iqns = [_name(i, "a target iqn") for i in iqns]
             if luns is not None and (not isinstance(luns, list) or len(luns) != len(portals)):
                 raise ValueError("target_luns does not match target_portals")
             if luns is None:
@@ -181,9 +238,8 @@ def parse_connection_info(text: str | None) -> Conn:
                 refs.append(TargetRef(norm_portal(portal),
                                       norm_iqn(iqns[i]) if iqns else None, _lun(luns[i])))
         if data.get("target_portal") is not None or data.get("target_iqn") is not None:
-            portal, iqn = data.get("target_portal"), data.get("target_iqn")
-            if not isinstance(portal, str) or not portal or not isinstance(iqn, str) or not iqn:
-                raise ValueError("target_portal/target_iqn missing or not strings")
+            portal = _name(data.get("target_portal"), "target_portal")
+            iqn = _name(data.get("target_iqn"), "target_iqn")
             ref = TargetRef(norm_portal(portal), norm_iqn(iqn), _lun(data.get("target_lun", 0)))
             if ref not in refs:
                 refs.append(ref)
@@ -225,12 +281,20 @@ class Host:
     nodes: list[IscsiNode]
     dms: dict[str, DmMap]
     devices: dict[str, tuple[IscsiSession, ScsiDevice]]
-    path_index: dict[str, str]      # /dev path -> device or dm name
+    path_index: dict[str, str]      # /dev path -> device, partition or stacked device name
     by_target: dict[tuple[str, str], IscsiSession] = dataclasses.field(default_factory=dict)
+    parts: dict[str, BlockPartition] = dataclasses.field(default_factory=dict)
+    boot: list[IscsiBootTarget] = dataclasses.field(default_factory=list)
+    notes: dict[tuple[str, str, str], IscsiOperatorNote] = dataclasses.field(
+        default_factory=dict)       # (portal, iqn, sid) -> why an operator must act
+    by_devt: dict[str, str] = dataclasses.field(default_factory=dict)   # "8:17" -> "sdb1"
+    # iqn -> (sid of the session that makes it the host's own, or None, why); lazily
+    _own: dict[str, tuple[str | None, str]] | None = dataclasses.field(default=None,
+                                                                       repr=False)
 
     @classmethod
     def from_items(cls, items: Iterable) -> "Host":
-        sessions, nodes, dms = [], [], {}
+        sessions, nodes, dms, parts, boot, notes = [], [], {}, {}, [], {}
         for it in items:
             if isinstance(it, IscsiSession):
                 sessions.append(it)
@@ -238,33 +302,153 @@ class Host:
                 nodes.append(it)
             elif isinstance(it, DmMap):
                 dms[it.name] = it
-        devices, index = {}, {}
+            elif isinstance(it, BlockPartition):
+                parts[it.name] = it
+            elif isinstance(it, IscsiBootTarget):
+                boot.append(it)
+            elif isinstance(it, IscsiOperatorNote):
+                notes[(norm_portal(it.portal), norm_iqn(it.iqn), str(it.sid))] = it
+        devices, index, by_devt = {}, {}, {}
         for s in sessions:
             for d in s.devices:
                 devices[d.name] = (s, d)
-                for p in d.paths:
-                    index[p] = d.name
-        for dm in dms.values():
-            for p in dm.paths:
-                index[p] = dm.name
+        for rec in (*(d for _, d in devices.values()), *parts.values(), *dms.values()):
+            for p in rec.paths:
+                index[p] = rec.name
+            if rec.dev:
+                by_devt[rec.dev] = rec.name
         by_target = {}
         for s in sessions:
             by_target.setdefault((norm_portal(s.portal), norm_iqn(s.iqn)), s)
-        return cls(sessions, nodes, dms, devices, index, by_target)
+        return cls(sessions, nodes, dms, devices, index, by_target, parts, boot, notes,
+                   by_devt)
 
-    def resolve(self, source: str | None) -> tuple[set[str], TargetRef | None]:
-        """A domain disk source -> (iSCSI device names behind it, by-path/network ref)."""
-        if not source:
-            return set(), None
+    def _lookup(self, path: str) -> str | None:
+        p = posixpath.normpath(path) if path.startswith("/") else path
+        hit = self.path_index.get(p)
+        if hit is None and p.startswith("/dev/") and "/" not in p[5:]:
+            name = p[5:]
+            if name in self.devices or name in self.dms or name in self.parts:
+                hit = name
+        return hit
+
+    def disks_under(self, name: str) -> set[str]:
+        """The iSCSI disks a device name stands on: itself, the disk of a partition,
+        the slaves of a stacked device, to any depth (LVM on a partition, dm-crypt on
+        a multipath map...)."""
+        out: set[str] = set()
+        todo, seen = [name], set()
+        while todo:
+            n = todo.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            if n in self.devices:
+                out.add(n)
+            elif n in self.parts:
+                todo.append(self.parts[n].disk)
+            elif n in self.dms:
+                todo.extend(self.dms[n].slaves)
+        return out
+
+    def resolve(self, source: str | None, resolved: str | None = None,
+                devt: str | None = None) -> tuple[set[str], TargetRef | None]:
+        """A domain disk source -> (iSCSI disks behind it, by-path/network ref).
+
+        ``resolved`` and ``devt`` are what the domain collector found the source to
+        be on this host (its real path's kernel name, its device number): a symlink
+        anywhere, a partition, an LVM volume or a map over a LUN all lead to the LUN.
+        """
         names: set[str] = set()
-        hit = self.path_index.get(source)
-        if hit is None and source.startswith("/dev/") and "/" not in source[5:]:
-            hit = source[5:] if source[5:] in self.devices or source[5:] in self.dms else None
-        if hit in self.dms:
-            names.update(s for s in self.dms[hit].slaves if s in self.devices)
-        elif hit is not None:
-            names.add(hit)
+        hits = (self._lookup(source) if source else None,
+                self._lookup("/dev/" + resolved) if resolved else None,
+                self.by_devt.get(devt) if devt else None)
+        for hit in hits:
+            if hit is not None:
+                names |= self.disks_under(hit)
+        if not source:
+            return names, None
         return names, by_path_ref(source) or _network_ref(source)
+
+    def resolve_disk(self, disk) -> tuple[set[str], TargetRef | None]:
+        return self.resolve(disk.source, getattr(disk, "resolved", None),
+                            getattr(disk, "devt", None))
+
+    def stack_of(self, dev: ScsiDevice) -> list:
+        """Everything above a LUN: its partitions and the devices stacked on it or on
+        them (dm, md, LVM), at any depth, as BlockPartition / DmMap records."""
+        out, seen = [], {dev.name}
+        todo = [*dev.partitions, *dev.holders]
+        while todo:
+            n = todo.pop(0)
+            if n in seen:
+                continue
+            seen.add(n)
+            rec = self.parts.get(n) or self.dms.get(n)
+            if rec is None:
+                continue
+            out.append(rec)
+            if isinstance(rec, DmMap):
+                todo.extend((*rec.partitions, *rec.holders))
+            else:
+                todo.extend(rec.holders)
+        return out
+
+    def has_node(self, portal: str, iqn: str) -> bool:
+        return any(norm_portal(n.portal) == portal and norm_iqn(n.iqn) == iqn
+                   for n in self.nodes)
+
+    def host_own(self, sess: IscsiSession) -> str | None:
+        """Why a session is the host's own (never touched), or None: the firmware booted
+        from its target (iBFT), or a filesystem or swap of the host is on one of its
+        LUNs, their partitions or the devices stacked on them (the root on LVM on a
+        partition, say), or it is another session (path) to such a target. Such a
+        session may look unused to every other check."""
+        own = self._own_targets().get(norm_iqn(sess.iqn))
+        if own is None:
+            return None
+        sid, why = own
+        if sid is None or sid == sess.sid:
+            return why
+        return f"same target as the host's own session {sid}: {why}"
+
+    def own_iqn(self, iqn: str) -> bool:
+        """Whether a target is the host's own (booted from, or carrying its mounts)."""
+        return norm_iqn(iqn) in self._own_targets()
+
+    def _own_targets(self) -> dict[str, tuple[str | None, str]]:
+        if self._own is not None:
+            return self._own
+        out: dict[str, tuple[str | None, str]] = {}
+        for b in self.boot:
+            out.setdefault(norm_iqn(b.iqn), (None, f"the host booted from target {b.iqn} "
+                                                   f"(firmware table {b.source}: {b.portal})"))
+        for sess in self.sessions:
+            iqn = norm_iqn(sess.iqn)
+            for dev in sess.devices if iqn not in out else ():
+                why = self._host_use(dev)
+                if why:
+                    out[iqn] = (sess.sid, why)
+                    break
+        self._own = out
+        return out
+
+    def _host_use(self, dev: ScsiDevice) -> str | None:
+        for rec in (dev, *self.stack_of(dev)):
+            label = rec.name if rec is dev else f"{rec.name} (over {dev.name})"
+            if rec.mountpoints or getattr(rec, "mounted", False):
+                where = ", ".join(rec.mountpoints[:3]) if rec.mountpoints else "?"
+                return f"LUN {dev.lun}: {label} holds a filesystem the host has mounted on {where}"
+            if rec.swap:
+                return f"LUN {dev.lun}: {label} is the host's swap"
+        return None
+
+    def boot_iqn(self, iqn: str) -> IscsiBootTarget | None:
+        iqn = norm_iqn(iqn)
+        return next((b for b in self.boot if norm_iqn(b.iqn) == iqn), None)
+
+    def note_for(self, sess: IscsiSession) -> IscsiOperatorNote | None:
+        return self.notes.get((norm_portal(sess.portal), norm_iqn(sess.iqn), str(sess.sid)))
 
 
 class Refs:
@@ -285,7 +469,7 @@ class Refs:
 
     def add_domain(self, host: Host, dom: Domain) -> None:
         for disk in dom.disks:
-            names, ref = host.resolve(disk.source)
+            names, ref = host.resolve_disk(disk)
             for n in names:
                 self.devices[n].add(f"domain {dom.name}")
             if ref is not None:
@@ -306,21 +490,60 @@ class Refs:
         return self.matching(portal, iqn)
 
 
-def device_use(host: Host, dev: ScsiDevice) -> list[str]:
-    """Why a device is in use on the host itself (processes, mounts, dm holders)."""
+def _own_use(label: str, rec) -> list[str]:
     why = []
-    if dev.open_pids:
-        why.append(f"open by pid {', '.join(map(str, dev.open_pids))}")
-    if dev.mounted:
-        why.append("mounted")
+    if rec.open_pids:
+        why.append(f"{label}open by pid {', '.join(map(str, rec.open_pids))}")
+    if rec.mountpoints:
+        why.append(f"{label}mounted on {', '.join(rec.mountpoints[:3])}")
+    elif getattr(rec, "mounted", False):
+        why.append(f"{label}mounted")
+    if rec.swap:
+        why.append(f"{label}in use as swap")
+    return why
+
+
+def _holder(host: Host, name: str) -> str:
+    dm = host.dms.get(name)
+    if dm is None:
+        return name
+    what = dm.uuid or dm.dm_name or (dm.kind if dm.kind != "dm" else None)
+    return f"{name} ({what})" if what else name
+
+
+def _stacked_use(host: Host, dm: DmMap) -> list[str]:
+    """Why a multipath map is in use: opened, mounted, swap, held, or a partition of it
+    is."""
+    why = _own_use("", dm)
+    why += [f"held by {_holder(host, h)}" for h in dm.holders]
+    for p in dm.partitions:
+        part = host.parts.get(p)
+        if part is not None:
+            why += _own_use(f"partition {p} ", part)
+            why += [f"partition {p} held by {_holder(host, h)}" for h in part.holders]
+    return why
+
+
+def device_use(host: Host, dev: ScsiDevice) -> list[str]:
+    """Why a LUN is in use on the host itself: the disk, any of its partitions, or a
+    device stacked on either (dm-crypt, LVM, md; a multipath map only when that map is
+    itself in use) is open, mounted, swap or held."""
+    why = _own_use("", dev)
+    for p in dev.partitions:
+        part = host.parts.get(p)
+        if part is None:
+            why.append(f"partition {p} (not described by sysfs)")
+            continue
+        why += _own_use(f"partition {p} ", part)
+        why += [f"partition {p} held by {_holder(host, h)}" for h in part.holders]
     for h in dev.holders:
         dm = host.dms.get(h)
         if dm is None or not dm.multipath:
-            why.append(f"held by {h}" + (f" ({dm.uuid})" if dm and dm.uuid else "")
-                       + ", not a multipath map")
-        elif dm.in_use:
-            why.append(f"its multipath map {h} is "
-                       + ("open" if dm.open_pids else "mounted" if dm.mounted else "held"))
+            why.append(f"held by {_holder(host, h)}, not a multipath map")
+            continue
+        used = _stacked_use(host, dm)
+        if used:
+            why.append(f"its multipath map {h} is " + "; ".join(used[:3]))
     return why
 
 
@@ -477,12 +700,18 @@ def extend(ctx) -> Plan:
 
 
 def _target_entry(sess: IscsiSession, dev: ScsiDevice | None, lun: int | None,
-                  logout: bool) -> dict:
-    return {"portal": norm_portal(sess.portal), "iqn": norm_iqn(sess.iqn),
-            "session_portal": sess.portal, "session_iqn": sess.iqn, "sid": sess.sid,
-            "lun": lun, "device": dev.name if dev else None,
-            "hctl": dev.hctl if dev else None, "wwid": dev.wwid if dev else None,
-            "logout": logout}
+                  logout: bool, host: Host | None = None) -> dict:
+    portal, iqn = norm_portal(sess.portal), norm_iqn(sess.iqn)
+    entry = {"portal": portal, "iqn": iqn,
+             "session_portal": sess.portal, "session_iqn": sess.iqn, "sid": sess.sid,
+             "lun": lun, "device": dev.name if dev else None,
+             "hctl": dev.hctl if dev else None, "wwid": dev.wwid if dev else None,
+             "logout": logout}
+    if host is not None:
+        # No node record: os-brick cannot find the target through the node database;
+        # the disconnect step logs the session out by its id (see the executor).
+        entry["node"] = host.has_node(portal, iqn)
+    return entry
 
 
 def _session_of(host: Host, portal: str, iqn: str) -> IscsiSession | None:
@@ -493,6 +722,9 @@ def _logout_ok(host: Host, sess: IscsiSession, removing: set[str],
                refs: Refs) -> tuple[bool, str]:
     """May this session be logged out once the devices in ``removing`` are gone?"""
     portal, iqn = norm_portal(sess.portal), norm_iqn(sess.iqn)
+    own = host.host_own(sess)
+    if own:
+        return False, f"the host's own session: {own}"
     others = [d for d in sess.devices if d.name not in removing]
     if others:
         return False, (f"other LUNs of this target have devices here "
@@ -517,7 +749,7 @@ def _teardown_volumes(t: TeardownPlan, host: Host, dom: Domain | None,
     seen: set[str] = set()
     if dom is not None:
         for disk in dom.disks:
-            names, ref = host.resolve(disk.source)
+            names, ref = host.resolve_disk(disk)
             names -= seen
             stale = []
             if ref is not None and ref.portal is not None and not names:
@@ -549,17 +781,24 @@ def _teardown_volumes(t: TeardownPlan, host: Host, dom: Domain | None,
         for ref in stale:
             shared |= refs.matching(ref.portal, ref.iqn, ref.lun)
         targets = []
+        own = set()
         for n in sorted(names):
             sess, dev = host.devices[n]
             ok, _ = _logout_ok(host, sess, names, refs)
-            targets.append(_target_entry(sess, dev, dev.lun, ok))
+            targets.append(_target_entry(sess, dev, dev.lun, ok, host))
+            if host.host_own(sess):
+                own.add(host.host_own(sess))
         for ref in stale:
             sess = _session_of(host, ref.portal, ref.iqn)
             ok, _ = _logout_ok(host, sess, names, refs)
-            targets.append(_target_entry(sess, None, ref.lun, ok))
+            targets.append(_target_entry(sess, None, ref.lun, ok, host))
+            if host.host_own(sess):
+                own.add(host.host_own(sess))
         dms = {h for n in names for h in host.devices[n][1].holders
                if h in host.dms and host.dms[h].multipath}
         keep = f"shared: still used by {_listed(shared)} (multi-attach)" if shared else None
+        if own:
+            keep = "the host's own session: " + "; ".join(sorted(own))
         other = (pending_attach or {}).get(volume_id or "")
         if other and other != t.instance_uuid and keep is None:
             keep = (f"shared: volume {volume_id} is being attached to instance {other} "
@@ -585,10 +824,19 @@ def _leaks(host: Host, refs: Refs, claimed: dict[str, str],
     uncertain = "; ".join(unsure[:3]) + (f" (and {len(unsure) - 3} more)" if len(unsure) > 3
                                          else "")
 
-    def verdict(reason: str, ev: dict, resource: str) -> Finding:
+    def verdict(reason: str, ev: dict, resource: str,
+                note: IscsiOperatorNote | None = None) -> Finding:
         ev = {**ev, "checked": checked}
         act = Action.REAP if action is Action.REAP else Action.LOG
-        if act is Action.REAP and uncertain:
+        if note is not None:
+            # Tried once and it could not be done by any means we have: say so once
+            # per pass as a finding, never retry it (until the session changes).
+            act = Action.LOG
+            reason = (f"{reason}; needs an operator: {note.reason} (since {note.since}; "
+                      f"not retried)")
+            ev = {**ev, "needs_operator": True,
+                  "operator_note": {"reason": note.reason, "since": note.since}}
+        elif act is Action.REAP and uncertain:
             act = Action.LOG
             reason = f"{reason}; only logging: {uncertain}"
         return Finding(ResourceKind.ISCSI_SESSION, resource, None,
@@ -598,9 +846,10 @@ def _leaks(host: Host, refs: Refs, claimed: dict[str, str],
     leaked_by_session: dict[str, list[ScsiDevice]] = collections.defaultdict(list)
     session_findings: dict[str, list[Finding]] = collections.defaultdict(list)
     for sess in host.sessions:
-        if sess.node_type == "flash":
-            continue
+        if sess.node_type == "flash" or host.host_own(sess):
+            continue        # firmware, boot or the host's own filesystems: never ours
         portal, iqn = norm_portal(sess.portal), norm_iqn(sess.iqn)
+        note = host.note_for(sess)
         users_of = {}
         leaked = []
         for dev in sess.devices:
@@ -625,18 +874,19 @@ def _leaks(host: Host, refs: Refs, claimed: dict[str, str],
         s_ev = {"sid": sess.sid, "portal": sess.portal, "tpgt": sess.tpgt, "iqn": sess.iqn,
                 "transport": sess.transport,
                 "luns": {str(k): v for k, v in sorted(lun_state.items())},
-                "target_named_by": sorted(named)[:_MAX_LISTED]}
+                "target_named_by": sorted(named)[:_MAX_LISTED],
+                "node_record": host.has_node(portal, iqn)}
         if not sess.devices:
             if named or claimed_targets.on_target(portal, iqn):
                 continue
             ok, why = _logout_ok(host, sess, set(), refs)
             f = verdict("iSCSI session with no LUN that no live BDM or domain names",
                         {**s_ev, "logout": ok, "logout_why": why},
-                        f"{sess.portal} {sess.iqn} (no LUN)")
+                        f"{sess.portal} {sess.iqn} (no LUN)", note)
             findings.append(f)
             if f.action is Action.REAP:
-                teardowns.append(_leak_plan([f], [_target_entry(sess, None, None, ok)], None,
-                                            None, f.reason))
+                teardowns.append(_leak_plan(
+                    [f], [_target_entry(sess, None, None, ok, host)], None, None, f.reason))
             continue
         for dev in leaked:
             leaked_by_session[sess.sid].append(dev)
@@ -647,11 +897,13 @@ def _leaks(host: Host, refs: Refs, claimed: dict[str, str],
             ev = {**s_ev, "lun": dev.lun,
                   "device": {"name": dev.name, "hctl": dev.hctl, "wwid": dev.wwid,
                              "state": dev.state, "paths": list(dev.paths),
-                             "holders": list(dev.holders)},
+                             "holders": list(dev.holders),
+                             "partitions": list(dev.partitions)},
                   "logout": ok, "logout_why": why}
             f = verdict(f"LUN {dev.lun} ({dev.name}) of this session is named by no live BDM "
-                        f"and no domain, and is not open, mounted or held",
-                        ev, f"{sess.portal} {sess.iqn} lun {dev.lun} ({dev.name})")
+                        f"and no domain, and neither it nor a partition of it or a device "
+                        f"on it is open, mounted, swap or held",
+                        ev, f"{sess.portal} {sess.iqn} lun {dev.lun} ({dev.name})", note)
             findings.append(f)
             session_findings[dev.name].append(f)
 
@@ -669,7 +921,7 @@ def _leaks(host: Host, refs: Refs, claimed: dict[str, str],
         for sess, dev in members:
             leaked_names = {d.name for d in leaked_by_session[sess.sid]}
             ok, _ = _logout_ok(host, sess, leaked_names, refs)
-            targets.append(_target_entry(sess, dev, dev.lun, ok))
+            targets.append(_target_entry(sess, dev, dev.lun, ok, host))
         dm_name = key if key in host.dms else None
         teardowns.append(_leak_plan(fs, targets, dm_name,
                                     f"/dev/{key}", "; ".join(f.reason for f in fs[:1])))
@@ -678,8 +930,8 @@ def _leaks(host: Host, refs: Refs, claimed: dict[str, str],
     live = {(norm_portal(s.portal), norm_iqn(s.iqn)) for s in host.sessions}
     for node in host.nodes:
         portal, iqn = norm_portal(node.portal), norm_iqn(node.iqn)
-        if (portal, iqn) in live:
-            continue
+        if (portal, iqn) in live or host.own_iqn(iqn):
+            continue        # the host's own target (another path of it, say)
         named = refs.on_target(portal, iqn)
         if named or claimed_targets.on_target(portal, iqn):
             continue
@@ -716,7 +968,7 @@ def _drift_evidence(f: Finding, host: Host, dom_by_uuid: dict[str, Domain],
         for disk in dom.disks:
             if disk.serial != vol:
                 continue
-            names, ref = host.resolve(disk.source)
+            names, ref = host.resolve_disk(disk)
             host_ev = {"disk": {"target": disk.target, "source": disk.source},
                        "iscsi": [_dev_ev(host, n) for n in sorted(names)]
                        or ([ref.as_dict()] if ref else [])}

@@ -43,11 +43,15 @@ def sim(tmp_path):
     s.connect(P2, IQN1)
     s.connect(P1, IQN2)
     s.node_new("10.0.0.9:3260", "iqn.x:static")
+    s.add_partition("sda", 1)               # partitions and holders do not change
+    s.add_dm(["sda1"], "vg-lv", "LVM-x", lvm=("vg", "lv"))     # what iscsiadm prints
     return s
 
 
-def in_ns(sim, code: str) -> dict:
+def in_ns(sim, code: str, netns: bool = False) -> dict:
     cmd = iscsi_sim.ns_argv(sim.root, [sys.executable, "-c", textwrap.dedent(code)])
+    if netns:       # a network namespace of its own: no iscsid can be reached from it
+        cmd = ["unshare", "--net", *cmd]
     env = iscsi_sim.env(sim.root, dict(os.environ, PYTHONPATH=os.getcwd()))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]
@@ -138,3 +142,54 @@ def test_os_brick_connects_and_disconnects_against_the_simulator(sim, tmp_path):
     assert [c["argv"][:2] for c in sim.commands("tee")] == [
         ["-a", "/sys/class/scsi_host/host5/scan"], ["-a", "/sys/class/scsi_host/host5/scan"],
         ["-a", "/sys/block/sda/device/delete"], ["-a", "/sys/block/sdb/device/delete"]]
+
+
+def test_logout_without_node_record_and_without_iscsid_matches_the_real_binary(sim):
+    """Node-mode and session-mode logouts match sessions in sysfs, not node records;
+    with iscsid unreachable both fail the same way (and exit 21, "No matching sessions
+    found", since a failed logout does not count as found). The real binary runs in a
+    network namespace of its own, so it cannot reach any iscsid of this host."""
+    if not os.path.exists(REAL):
+        service_unavailable("open-iscsi's iscsiadm", f"{REAL} not installed")
+    shutil.rmtree(sim.nodes_dir)
+    os.makedirs(sim.nodes_dir)
+    sim.set_iscsid(False)
+    cmds = [["-m", "session", "-r", "1", "-u"],
+            ["-m", "node", "-T", IQN2, "-p", P1, "--logout"],
+            ["-m", "session", "-r", "99", "-u"],
+            ["-m", "discoverydb", "-o", "show", "-P", "1"]]
+    out = in_ns(sim, f"""
+        import json, subprocess
+        res = []
+        for args in {cmds!r}:
+            real = subprocess.run([{REAL!r}, *args], capture_output=True, text=True)
+            fake = subprocess.run(["iscsiadm", *args], capture_output=True, text=True)
+            res.append([args, real.returncode, real.stdout, real.stderr,
+                        fake.returncode, fake.stdout, fake.stderr])
+        print(json.dumps(res))
+    """, netns=True)
+    startup = ("iscsid.startup", "iscsid is not running")     # depends on iscsid.conf
+    for args, rrc, rout, rerr, frc, fout, ferr in out:
+        assert (rrc, rout) == (frc, fout), args
+        assert [x for x in rerr.splitlines() if not any(s in x for s in startup)] == \
+            ferr.splitlines(), args
+    assert out[0][1] == 21 and "Could not logout of [sid: 1," in out[0][3]
+    assert len(sim.sessions()) == 3
+
+
+def test_real_iscsiadm_reads_the_simulated_ibft(sim):
+    """open-iscsi's own firmware reader (``iscsiadm -m fw``, fwparam_sysfs.c) finds the
+    boot target in the simulator's /sys/firmware/ibft, as the reaper's collector does."""
+    if not os.path.exists(REAL):
+        service_unavailable("open-iscsi's iscsiadm", f"{REAL} not installed")
+    sim.set_ibft(P2, IQN1, lun=1)
+    out = in_ns(sim, f"""
+        import json, subprocess
+        r = subprocess.run([{REAL!r}, "-m", "fw"], capture_output=True, text=True)
+        print(json.dumps([r.returncode, r.stdout, r.stderr]))
+    """, netns=True)
+    rc, stdout, _ = out
+    rec = dict(line.split(" = ", 1) for line in stdout.splitlines() if " = " in line)
+    assert rc == 0 and rec["node.name"] == IQN1 and rec["node.boot_lun"] == "0001000000000000"
+    assert (rec["node.conn[0].address"], rec["node.conn[0].port"]) == ("10.0.0.2", "3260")
+    assert rec["iface.net_ifacename"] == "eth0"

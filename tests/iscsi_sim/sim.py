@@ -45,6 +45,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 import time
 
@@ -58,6 +59,7 @@ ERR_SESS_NOT_FOUND = 2
 ERR_TRANS = 4
 ERR_INVAL = 7
 ERR_TRANS_TIMEOUT = 8
+ERR_ISCSID_NOTCONN = 20
 ERR_SESS_EXISTS = 15
 ERR_NO_OBJS_FOUND = 21
 ERR_SYSFS_LOOKUP = 22
@@ -217,6 +219,17 @@ def sd_name(index: int) -> str:
     return "sd" + name
 
 
+_SD_MAJORS = (8, 65, 66, 67, 68, 69, 70, 71, 128, 129, 130, 131, 132, 133, 134, 135)
+
+
+def sd_devt(index: int, part: int = 0) -> str:
+    """The kernel's sd device number ("major:minor") of disk ``index``, partition
+    ``part`` (sd.c: 16 minors a disk, majors 8, 65-71, 128-135)."""
+    major = _SD_MAJORS[(index & 0xF0) >> 4]
+    minor = ((index & 0xF) << 4) | (index & 0xFFF00)
+    return f"{major}:{minor + part}"
+
+
 def sd_index(name: str) -> int:
     n = 0
     for ch in name[2:]:
@@ -278,6 +291,7 @@ class SimHost:
                   os.path.join(self.sys, "class", "block"),
                   os.path.join(self.sys, "bus", "scsi", "devices"),
                   os.path.join(self.sys, "block"),
+                  os.path.join(self.sys, "dev", "block"),
                   os.path.join(self.sys, "devices", "platform"),
                   os.path.join(self.sys, "devices", "virtual", "block"),
                   os.path.join(self.sys, "module", "scsi_transport_iscsi"),
@@ -558,14 +572,13 @@ class SimHost:
         blk = os.path.join(bdir, name)
         os.makedirs(os.path.join(blk, "holders"))
         os.makedirs(os.path.join(blk, "slaves"))
-        minor = idx * 16
-        _write(os.path.join(blk, "dev"), f"{8 + 57 * (minor // 256) if minor >= 256 else 8}:"
-                                         f"{minor % 256}\n")
+        _write(os.path.join(blk, "dev"), sd_devt(idx) + "\n")
         _write(os.path.join(blk, "size"), "2097152\n")
         _write(os.path.join(blk, "ro"), "0\n")
         _symlink(ldir, os.path.join(blk, "device"))
         _symlink(blk, os.path.join(self.sys, "block", name))
         _symlink(blk, os.path.join(self.sys, "class", "block", name))
+        _symlink(blk, os.path.join(self.sys, "dev", "block", sd_devt(idx)))
         _symlink(ldir, os.path.join(self.sys, "bus", "scsi", "devices", hctl))
         # udev
         _write(os.path.join(self.dev, name), f"simulated block device {name} wwid {wwid}\n")
@@ -578,29 +591,70 @@ class SimHost:
         return name
 
     def _device_dir(self, name: str) -> str | None:
-        link = os.path.join(self.sys, "block", name)
+        """The sysfs directory of block device ``name`` (a disk, a partition, a dm or md
+        device), through /sys/class/block as the kernel links every one of them."""
+        link = os.path.join(self.sys, "class", "block", name)
         return os.path.realpath(link) if os.path.islink(link) else None
 
+    def partitions(self, name: str) -> list[str]:
+        """The partitions of block device ``name`` (sysfs: subdirectories with a
+        ``partition`` attribute)."""
+        d = self._device_dir(name)
+        if d is None:
+            return []
+        return sorted((e for e in os.listdir(d)
+                       if os.path.isfile(os.path.join(d, e, "partition"))),
+                      key=lambda e: (len(e), e))
+
+    def _unlink_devt(self, devt: str | None) -> None:
+        if devt:
+            _unlink(os.path.join(self.sys, "dev", "block", devt))
+
+    def _remove_udev_links(self, target: str) -> None:
+        """udev's removal of every /dev symlink to ``target`` (disk/by-*, mapper, LVM)."""
+        for top in os.listdir(self.dev):
+            d = os.path.join(self.dev, top)
+            if not os.path.isdir(d) or os.path.islink(d) or top in ("pts", "shm"):
+                continue
+            subs = [os.path.join(d, x) for x in os.listdir(d)] if top == "disk" else [d]
+            for sub in subs:
+                if not os.path.isdir(sub) or os.path.islink(sub):
+                    continue
+                removed = False
+                for link in os.listdir(sub):
+                    p = os.path.join(sub, link)
+                    if os.path.islink(p) and os.path.realpath(p) == target:
+                        _unlink(p)
+                        removed = True
+                if removed and top not in ("disk", "mapper") and not os.listdir(sub):
+                    os.rmdir(sub)       # an LVM volume group directory left empty
+
+    def _remove_block_node(self, name: str, bdir: str) -> None:
+        """The kernel dropping block device ``name`` (sysfs dir ``bdir``) and udev its
+        /dev node and links; its holders lose it from their ``slaves``."""
+        for holder in os.listdir(os.path.join(bdir, "holders")):
+            hdir = self._device_dir(holder)
+            if hdir:
+                _unlink(os.path.join(hdir, "slaves", name))
+        _unlink(os.path.join(self.sys, "class", "block", name))
+        self._unlink_devt(_read(os.path.join(bdir, "dev")))
+        target = os.path.join(self.dev, name)
+        self._remove_udev_links(target)
+        _unlink(target)
+
     def delete_device(self, name: str) -> None:
-        """echo 1 > /sys/block/<name>/device/delete, with udev's link removal."""
+        """echo 1 > /sys/block/<name>/device/delete: the disk and its partitions go,
+        with udev's links."""
         blk = self._device_dir(name)
         if blk is None:
             return
         ldir = os.path.dirname(os.path.dirname(blk))
         _unlink(os.path.join(self.sys, "bus", "scsi", "devices", os.path.basename(ldir)))
-        for holder in os.listdir(os.path.join(blk, "holders")):
-            _unlink(os.path.join(self.sys, "block", holder, "slaves", name))
+        for part in self.partitions(name):
+            self._remove_block_node(part, os.path.join(blk, part))
+        self._remove_block_node(name, blk)
         shutil.rmtree(ldir, ignore_errors=True)
         _unlink(os.path.join(self.sys, "block", name))
-        _unlink(os.path.join(self.sys, "class", "block", name))
-        target = os.path.join(self.dev, name)
-        for sub in ("by-path", "by-id"):
-            d = os.path.join(self.dev, "disk", sub)
-            for link in os.listdir(d):
-                p = os.path.join(d, link)
-                if os.path.realpath(p) == target:
-                    _unlink(p)
-        _unlink(target)
 
     def scan(self, host: int, channel: str, target: str, lun: str) -> list[str]:
         """echo "C T L" > /sys/class/scsi_host/hostH/scan ("-" is a wildcard)."""
@@ -627,31 +681,156 @@ class SimHost:
             _unlink(os.path.join(self.sys, "class", cls, name))
         shutil.rmtree(self._host_dir(host), ignore_errors=True)
 
-    # -- device-mapper ------------------------------------------------------
+    # -- block devices above the SCSI disks: partitions, dm, md --------------
 
-    def add_dm(self, slaves: list[str], dm_name: str, uuid: str | None = None) -> str:
-        """A device-mapper map (multipath when uuid starts with "mpath-") on ``slaves``."""
+    def add_partition(self, disk: str, number: int, *, fs_uuid: str | None = None,
+                      label: str | None = None) -> str:
+        """Partition ``number`` of ``disk`` as the kernel shows it after a partition
+        table read (``/sys/block/sdX/sdXN``, ``partition``, ``dev`` = the disk's minor
+        + N) and udev links it (``...-lun-L-partN``, ``scsi-<wwid>-partN``, and
+        ``by-uuid``/``by-label`` when a filesystem is on it). Returns its name."""
+        blk = self._device_dir(disk)
+        if blk is None:
+            raise SimError(f"no block device {disk}", ERR_INVAL)
+        name = f"{disk}p{number}" if disk[-1].isdigit() else f"{disk}{number}"
+        pdir = os.path.join(blk, name)
+        os.makedirs(os.path.join(pdir, "holders"), exist_ok=True)
+        major, minor = _read(os.path.join(blk, "dev")).split(":")
+        _write(os.path.join(pdir, "dev"), f"{major}:{int(minor) + number}\n")
+        for attr, val in (("partition", str(number)), ("start", str(2048 * number)),
+                          ("size", "204800"), ("ro", "0")):
+            _write(os.path.join(pdir, attr), val + "\n")
+        _symlink(pdir, os.path.join(self.sys, "class", "block", name))
+        _symlink(pdir, os.path.join(self.sys, "dev", "block",
+                                    _read(os.path.join(pdir, "dev"))))
+        _write(os.path.join(self.dev, name), f"simulated partition {name}\n")
+        node = os.path.join(self.dev, name)
+        disk_node = os.path.join(self.dev, disk)
+        for sub in ("by-path", "by-id"):
+            d = os.path.join(self.dev, "disk", sub)
+            for link in os.listdir(d):
+                if "-part" not in link and os.path.realpath(os.path.join(d, link)) == disk_node:
+                    _symlink(node, os.path.join(d, f"{link}-part{number}"))
+        if fs_uuid:
+            _symlink(node, os.path.join(self.dev, "disk", "by-uuid", fs_uuid))
+        if label:
+            _symlink(node, os.path.join(self.dev, "disk", "by-label", label))
+        return name
+
+    def add_dm(self, slaves: list[str], dm_name: str, uuid: str | None = None, *,
+               lvm: tuple[str, str] | None = None) -> str:
+        """A device-mapper map on ``slaves`` (disks, partitions or other maps):
+        multipath when uuid starts with "mpath-" (the default), dm-crypt with
+        "CRYPT-...", LVM with "LVM-..." (``lvm=(vg, lv)`` adds udev's /dev/<vg>/<lv>)."""
         st = self._load_state()
         n = st["next_dm"]
         st["next_dm"] += 1
         self._save_state(st)
         name = f"dm-{n}"
-        d = os.path.join(self.sys, "devices", "virtual", "block", name)
+        d = self._virtual_block(name, f"252:{n}", slaves)
         os.makedirs(os.path.join(d, "dm"))
-        os.makedirs(os.path.join(d, "holders"))
-        os.makedirs(os.path.join(d, "slaves"))
         _write(os.path.join(d, "dm", "name"), dm_name + "\n")
         _write(os.path.join(d, "dm", "uuid"), (uuid or f"mpath-{dm_name}") + "\n")
-        _write(os.path.join(d, "dev"), f"252:{n}\n")
-        for s in slaves:
-            blk = self._device_dir(s)
-            _symlink(blk, os.path.join(d, "slaves", s))
-            _symlink(d, os.path.join(blk, "holders", name))
-        _symlink(d, os.path.join(self.sys, "block", name))
-        _symlink(d, os.path.join(self.sys, "class", "block", name))
         _write(os.path.join(self.dev, name), f"simulated dm device {name}\n")
         _symlink(os.path.join(self.dev, name), os.path.join(self.dev, "mapper", dm_name))
+        if lvm:
+            _symlink(os.path.join(self.dev, name), os.path.join(self.dev, *lvm))
         return name
+
+    def add_md(self, slaves: list[str], name: str = "md127", level: str = "raid1") -> str:
+        """An md array on ``slaves`` (major 9), as mdadm --assemble leaves it."""
+        d = self._virtual_block(name, f"9:{int(name[2:]) if name[2:].isdigit() else 127}",
+                                slaves)
+        os.makedirs(os.path.join(d, "md"))
+        _write(os.path.join(d, "md", "level"), level + "\n")
+        _write(os.path.join(d, "md", "array_state"), "clean\n")
+        _write(os.path.join(self.dev, name), f"simulated md device {name}\n")
+        return name
+
+    def _virtual_block(self, name: str, devt: str, slaves: list[str]) -> str:
+        """/sys/devices/virtual/block/<name> stacked on ``slaves`` (each slave's
+        ``holders`` and the new device's ``slaves`` link the two)."""
+        d = os.path.join(self.sys, "devices", "virtual", "block", name)
+        os.makedirs(os.path.join(d, "holders"))
+        os.makedirs(os.path.join(d, "slaves"))
+        _write(os.path.join(d, "dev"), devt + "\n")
+        _write(os.path.join(d, "size"), "204800\n")
+        for s in slaves:
+            sdir = self._device_dir(s)
+            if sdir is None:
+                raise SimError(f"no block device {s}", ERR_INVAL)
+            _symlink(sdir, os.path.join(d, "slaves", s))
+            _symlink(d, os.path.join(sdir, "holders", name))
+        _symlink(d, os.path.join(self.sys, "block", name))
+        _symlink(d, os.path.join(self.sys, "class", "block", name))
+        _symlink(d, os.path.join(self.sys, "dev", "block", devt))
+        return d
+
+    def back_with(self, name: str, real_device: str) -> str:
+        """Make simulated block device ``name`` a real one: /dev/<name> becomes a block
+        special file with ``real_device``'s number (a loop device, say), and sysfs
+        ``dev`` says that number. Opening, mounting or claiming (O_EXCL) /dev/<name>
+        then acts on the real device, and /proc/self/mountinfo shows its number."""
+        st = os.stat(real_device)
+        if not stat.S_ISBLK(st.st_mode):
+            raise SimError(f"{real_device} is not a block device", ERR_INVAL)
+        d = self._device_dir(name)
+        if d is None:
+            raise SimError(f"no block device {name}", ERR_INVAL)
+        devt = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+        self._unlink_devt(_read(os.path.join(d, "dev")))
+        _write(os.path.join(d, "dev"), devt + "\n")
+        _symlink(d, os.path.join(self.sys, "dev", "block", devt))
+        node = os.path.join(self.dev, name)
+        _unlink(node)
+        os.mknod(node, stat.S_IFBLK | 0o600, st.st_rdev)
+        return devt
+
+    # -- firmware ------------------------------------------------------------
+
+    def set_ibft(self, portal: str, iqn: str, lun: int = 0, index: int = 0,
+                 initiator: str = INITIATOR) -> None:
+        """The iSCSI Boot Firmware Table the kernel's iscsi_ibft module exposes in
+        /sys/firmware/ibft: the target the host booted from (iscsi_ibft.c's formats:
+        the LUN as 8 bytes "%02x" each, IPv4 addresses dotted)."""
+        addr, port, _ = split_portal(portal)
+        base = os.path.join(self.sys, "firmware", "ibft")
+        tdir = os.path.join(base, f"target{index}")
+        os.makedirs(tdir, exist_ok=True)
+        lun_bytes = [0] * 8
+        lun_bytes[1] = lun & 0xFF
+        lun_bytes[0] = (lun >> 8) & 0x3F
+        for attr, val in (("index", str(index)), ("flags", "3"), ("ip-addr", addr),
+                          ("port", str(port)), ("lun", "".join(f"{b:02x}" for b in lun_bytes)),
+                          ("nic-assoc", "0"), ("chap-type", "0"), ("target-name", iqn)):
+            _write(os.path.join(tdir, attr), val + "\n")
+        idir = os.path.join(base, "initiator")
+        os.makedirs(idir, exist_ok=True)
+        for attr, val in (("index", "0"), ("flags", "3"), ("initiator-name", initiator)):
+            _write(os.path.join(idir, attr), val + "\n")
+        # the NIC the firmware booted through, linked to its PCI function and netdev
+        edir = os.path.join(base, "ethernet0")
+        os.makedirs(edir, exist_ok=True)
+        for attr, val in (("index", "0"), ("flags", "3"), ("ip-addr", "192.0.2.200"),
+                          ("prefix-len", "24"), ("subnet-mask", "255.255.255.0"),
+                          ("origin", "1"), ("gateway", "192.0.2.1"), ("vlan", "0"),
+                          ("mac", "52:54:00:12:34:56")):
+            _write(os.path.join(edir, attr), val + "\n")
+        pci = os.path.join(self.sys, "devices", "pci0000:00", "0000:00:03.0")
+        os.makedirs(os.path.join(pci, "net", "eth0"), exist_ok=True)
+        _symlink(pci, os.path.join(edir, "device"))
+
+    # -- iscsid ----------------------------------------------------------------
+
+    def set_iscsid(self, running: bool) -> None:
+        """Whether iscsid answers: logins and logouts go through it (its IPC socket);
+        listings and the node database do not need it."""
+        st = self._load_state()
+        st["iscsid_down"] = not running
+        self._save_state(st)
+
+    def iscsid_running(self) -> bool:
+        return not self._load_state().get("iscsid_down", False)
 
     # -- conveniences for tests ---------------------------------------------
 
@@ -875,11 +1054,10 @@ def _mode_session(sim: SimHost, opts: dict, out: Out) -> int:
     if "r" in opts:
         sessions = [s for s in sessions if str(s["sid"]) == str(opts["r"])]
         if not sessions:
+            out.e("could not read session targetname: 5")
             raise SimError(f"Could not get session info for sid {opts['r']}", ERR_SYSFS_LOOKUP)
     if opts.get("u"):
-        for s in sessions:
-            _logout(sim, s, out)
-        return 0
+        return _logout_sessions(sim, sessions, out)
     if not sessions:
         raise SimError("No active sessions.", ERR_NO_OBJS_FOUND)
     level = int(opts.get("P", -1))
@@ -894,11 +1072,32 @@ def _mode_session(sim: SimHost, opts: dict, out: Out) -> int:
     return 0
 
 
-def _logout(sim: SimHost, s: dict, out: Out) -> None:
+def _logout(sim: SimHost, s: dict, out: Out) -> bool:
+    """One session's logout (session_mgmt.c's iscsi_logout_portal + log_logout_msg);
+    False when iscsid, which does the logout, cannot be reached."""
     portal = f"{s['address']},{s['port']}"
-    out.p(f"Logging out of session [sid: {s['sid']}, target: {s['iqn']}, portal: {portal}]")
+    desc = f"[sid: {s['sid']}, target: {s['iqn']}, portal: {portal}]"
+    out.p(f"Logging out of session {desc}")
+    if not sim.iscsid_running():
+        out.e("can not connect to iSCSI daemon (111)!")
+        out.e(f"Could not logout of {desc}.")
+        out.e(f"initiator reported error (20 - {_ERRSTR[20]})")
+        return False
     sim.logout(s["sid"])
-    out.p(f"Logout of [sid: {s['sid']}, target: {s['iqn']}, portal: {portal}] successful.")
+    out.p(f"Logout of {desc} successful.")
+    return True
+
+
+def _logout_sessions(sim: SimHost, sessions: list[dict], out: Out) -> int:
+    """iscsi_logout_portals: a session whose logout failed does not count as found, so
+    when none could be logged out the result is "No matching sessions found" (21)."""
+    done = [s for s in sessions if _logout(sim, s, out)]
+    if not done:
+        raise SimError("No matching sessions found", ERR_NO_OBJS_FOUND)
+    if len(done) < len(sessions):
+        out.e("Could not logout of all requested sessions")
+        return ERR_ISCSID_NOTCONN
+    return 0
 
 
 def _match_records(sim: SimHost, opts: dict) -> list[tuple[str, dict]]:
@@ -986,6 +1185,12 @@ def _mode_node(sim: SimHost, opts: dict, out: Out) -> int:
                 rc = rc or ERR_SESS_EXISTS
                 continue
             out.p(f"Logging in to {desc}")
+            if not sim.iscsid_running():
+                out.e("can not connect to iSCSI daemon (111)!")
+                out.e(f"Could not login to {desc}.")
+                out.e(f"initiator reported error (20 - {_ERRSTR[20]})")
+                rc = rc or ERR_ISCSID_NOTCONN
+                continue
             try:
                 sim.login(join_portal(addr, int(port)), rec["node.name"],
                           username=("" if rec["node.session.auth.username"] == "<empty>"
@@ -1012,9 +1217,7 @@ def _mode_node(sim: SimHost, opts: dict, out: Out) -> int:
                    and (addr is None or (s["address"] == addr and s["port"] == port))]
         if not matched:
             raise SimError("No matching sessions found", ERR_NO_OBJS_FOUND)
-        for s in matched:
-            _logout(sim, s, out)
-        return 0
+        return _logout_sessions(sim, matched, out)
     if op in (None, "show"):
         recs = _match_records(sim, opts)
         if not recs:
@@ -1061,7 +1264,8 @@ def _mode_node(sim: SimHost, opts: dict, out: Out) -> int:
 
 _ERRSTR = {2: "session not found", 4: "encountered connection failure",
            7: "invalid parameter", 8: "connection timed out", 15: "session exists",
-           21: "no objects found", 22: "sysfs lookup failure"}
+           20: "could not connect to iscsid", 21: "no objects found",
+           22: "sysfs lookup failure"}
 
 
 def _st_records(sim: SimHost) -> list[tuple[str, int]]:

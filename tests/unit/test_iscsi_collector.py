@@ -159,3 +159,110 @@ def test_bare_walk(sim):
     sid = sim.connect(P1, IQN)
     walk = iscsi.bare_walk(sim.sys, env=iscsi_sim.env(sim.root))
     assert list(walk) == [str(sid)] and sorted(walk[str(sid)]) == ["sda", "sdb"]
+
+
+# --------------------------------------------------------------------------
+# partitions, stacks, mounts, swap and boot firmware
+# --------------------------------------------------------------------------
+
+def _by_type(res, cls):
+    return {i.name: i for i in res.items if isinstance(i, cls)}
+
+
+def test_partitions_and_what_is_stacked_on_them(sim):
+    from reaper.records import BlockPartition
+    sim.add_target(IQN, [P1], [0, 1])
+    sid = sim.connect(P1, IQN)
+    a, b = sim.devices(sid)[0], sim.devices(sid)[1]
+    sim.add_partition(a, 1, fs_uuid="0b1e-77aa")
+    lv = sim.add_dm([f"{a}1"], "vg--x-lv", "LVM-abc", lvm=("vg-x", "lv"))
+    crypt = sim.add_dm([lv], "luks-z", "CRYPT-LUKS2-z")
+    md = sim.add_md([b], "md3")
+    fd = os.open(os.path.join(sim.dev, f"{a}1"), os.O_RDONLY)
+    try:
+        res = collect(sim)
+    finally:
+        os.close(fd)
+    (s,) = kinds(res)[0]
+    da, db = s.devices
+    assert da.partitions == (f"{a}1",) and da.holders == () and db.holders == (md,)
+    p = _by_type(res, BlockPartition)[f"{a}1"]
+    assert (p.disk, p.dev, p.holders, p.open_pids) == (a, "8:1", (lv,), (os.getpid(),))
+    assert f"/dev/disk/by-path/ip-{P1}-iscsi-{IQN}-lun-0-part1" in p.paths
+    assert "/dev/disk/by-uuid/0b1e-77aa" in p.paths
+    dms = _by_type(res, DmMap)
+    assert set(dms) == {lv, crypt, md}
+    assert dms[lv].kind == "dm" and dms[lv].holders == (crypt,) and dms[lv].slaves == (f"{a}1",)
+    assert "/dev/vg-x/lv" in dms[lv].paths and "/dev/mapper/vg--x-lv" in dms[lv].paths
+    assert dms[crypt].uuid == "CRYPT-LUKS2-z" and not dms[crypt].multipath
+    assert dms[md].kind == "md" and dms[md].dev == "9:3" and not dms[md].multipath
+
+
+def test_mounts_by_device_number_and_swap(sim, tmp_path):
+    from reaper.records import BlockPartition
+    sim.add_target(IQN, [P1], [0])
+    sid = sim.connect(P1, IQN)
+    a = sim.devices(sid)[0]
+    sim.add_partition(a, 1)
+    sim.add_partition(a, 2)
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "mountinfo").write_text(
+        "22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+        "90 22 8:1 / /srv/my\\040data rw,relatime shared:40 - ext4 /dev/sda1 rw\n")
+    swap_dev = next((f"/dev/{n}" for n in sorted(os.listdir("/sys/class/block"))
+                     if os.path.exists(f"/dev/{n}")
+                     and os.path.isfile(f"/sys/class/block/{n}/dev")), None)
+    if swap_dev is None or os.geteuid() != 0:
+        pytest.skip("needs root and a block device to stand for the swap partition")
+    sim.back_with(f"{a}2", swap_dev)
+    (proc / "swaps").write_text("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+                                f"{swap_dev}                               partition\t"
+                                "1048572\t\t0\t\t-2\n")
+    res = iscsi.collect(sim.sys, sim.dev, proc_root=str(proc), env=iscsi_sim.env(sim.root))
+    parts = _by_type(res, BlockPartition)
+    assert parts[f"{a}1"].mountpoints == ("/srv/my data",) and not parts[f"{a}1"].swap
+    assert parts[f"{a}2"].swap and parts[f"{a}2"].mountpoints == ()
+    (s,) = kinds(res)[0]
+    assert s.devices[0].mountpoints == () and not s.devices[0].mounted
+
+
+def test_boot_firmware_targets(sim):
+    from reaper.records import IscsiBootTarget
+    sim.set_ibft("10.0.0.7:3260", "iqn.x:boot")
+    boot = os.path.join(sim.sys, "firmware", "iscsi_boot0", "target0")
+    os.makedirs(boot)
+    for attr, val in (("target-name", "iqn.x:qla"), ("ip-addr", "fe80::7"), ("port", "3261")):
+        with open(os.path.join(boot, attr), "w") as f:
+            f.write(val + "\n")
+    res = collect(sim)
+    assert [i for i in res.items if isinstance(i, IscsiBootTarget)] == [
+        IscsiBootTarget("10.0.0.7:3260", "iqn.x:boot", "ibft"),
+        IscsiBootTarget("[fe80::7]:3261", "iqn.x:qla", "iscsi_boot0")]
+
+
+def test_the_domain_collector_resolves_block_sources(tmp_path):
+    """What a domain's block source is on this host, per pass: its kernel name and,
+    for a block device, its number (the iSCSI planner maps both back to a LUN)."""
+    from reaper.inventory.libvirt import resolve_block_disks
+    from reaper.records import Domain, DomainDisk
+    blk = next((n for n in sorted(os.listdir("/sys/class/block"))
+                if os.path.exists(f"/dev/{n}")), None)
+    if blk is None:
+        pytest.skip("no block device node on this host")
+    link = tmp_path / "data"
+    link.symlink_to(f"/dev/{blk}")
+    st = os.stat(f"/dev/{blk}")
+    dom = Domain("u", "appliance", "running", False, None, disks=(
+        DomainDisk("vdb", "disk", "block", str(link)),
+        DomainDisk("vdc", "disk", "file", "/dev/null"),
+        DomainDisk("vdd", "disk", "block", "/dev/disk/by-path/gone"),
+        DomainDisk("vda", "disk", "file", str(tmp_path / "disk.qcow2")),
+        DomainDisk("vde", "disk", "network", "iscsi:iqn.x/1")))
+    out = resolve_block_disks(dom)
+    assert [(d.resolved, d.devt) for d in out.disks] == [
+        (blk, f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"), ("null", None),
+        (None, None), (None, None), (None, None)]
+    plain = Domain("u", "x", "running", False, None, disks=(
+        DomainDisk("vda", "disk", "file", str(tmp_path / "disk.qcow2")),))
+    assert resolve_block_disks(plain) is plain

@@ -127,3 +127,80 @@ def test_discovery_and_discoverydb(sim):
                           f"\tPortal: {P1},1\n\t\tIface Name: default\n")
     r = adm(sim, "-m", "discovery", "-t", "sendtargets", "-p", "10.9.9.9:3260")
     assert r.returncode == 4
+
+
+def test_sd_device_numbers_follow_the_kernel():
+    from tests.iscsi_sim.sim import sd_devt
+    assert [sd_devt(i) for i in (0, 1, 15, 16, 31, 32, 255, 256)] == [
+        "8:0", "8:16", "8:240", "65:0", "65:240", "66:0", "135:240", "8:256"]
+    assert sd_devt(1, 2) == "8:18"
+
+
+def test_partitions_their_links_and_their_removal(sim):
+    sid = sim.connect(P1, IQN, luns=[0])
+    wwid = sim._load_targets()[IQN]["luns"]["0"]
+    part = sim.add_partition("sda", 1, fs_uuid="1234-abcd")
+    assert part == "sda1" and sim.partitions("sda") == ["sda1"]
+    pdir = os.path.join(sim.sys, "block", "sda", "sda1")
+    assert open(os.path.join(pdir, "dev")).read() == "8:1\n"
+    assert open(os.path.join(pdir, "partition")).read() == "1\n"
+    assert os.path.realpath(os.path.join(sim.sys, "class", "block", "sda1")) == \
+        os.path.realpath(pdir)
+    assert not os.path.exists(os.path.join(sim.sys, "block", "sda1"))   # as the kernel's
+    by_path = os.path.join(sim.dev, "disk", "by-path", f"ip-{P1}-iscsi-{IQN}-lun-0-part1")
+    by_id = os.path.join(sim.dev, "disk", "by-id", f"scsi-{wwid}-part1")
+    by_uuid = os.path.join(sim.dev, "disk", "by-uuid", "1234-abcd")
+    for link in (by_path, by_id, by_uuid):
+        assert os.readlink(link).startswith("../../") and \
+            os.path.realpath(link) == os.path.join(sim.dev, "sda1")
+    lv = sim.add_dm(["sda1"], "vg0-lv0", "LVM-abc", lvm=("vg0", "lv0"))
+    assert os.listdir(os.path.join(pdir, "holders")) == [lv]
+    assert os.readlink(os.path.join(sim.dev, "vg0", "lv0")) == f"../{lv}"
+    sim.delete_device("sda")
+    assert sim.devices(sid) == {} and not os.path.exists(os.path.join(sim.dev, "sda1"))
+    assert not any(os.path.lexists(p) for p in (by_path, by_id, by_uuid))
+    assert not os.path.lexists(os.path.join(sim.sys, "class", "block", "sda1"))
+    assert not os.path.lexists(os.path.join(sim.sys, "dev", "block", "8:1"))
+    assert os.listdir(os.path.join(sim.sys, "block", lv, "slaves")) == []    # dm stays
+
+
+def test_md_and_dm_stacks(sim):
+    sid = sim.connect(P1, IQN)
+    a, b = sim.devices(sid)[0], sim.devices(sid)[1]
+    md = sim.add_md([a, b], "md5")
+    mp = sim.add_dm([md], "crypt-x", "CRYPT-LUKS2-x")
+    assert open(os.path.join(sim.sys, "block", md, "dev")).read() == "9:5\n"
+    assert sorted(os.listdir(os.path.join(sim.sys, "block", md, "slaves"))) == [a, b]
+    assert os.listdir(os.path.join(sim.sys, "block", md, "holders")) == [mp]
+    assert os.path.isdir(os.path.join(sim.sys, "block", md, "md"))
+    assert os.listdir(os.path.join(sim.sys, "block", a, "holders")) == [md]
+
+
+def test_ibft(sim):
+    sim.set_ibft("10.0.0.7:3260", "iqn.x:boot", lun=1)
+    t = os.path.join(sim.sys, "firmware", "ibft", "target0")
+    read = {a: open(os.path.join(t, a)).read() for a in os.listdir(t)}
+    assert read["target-name"] == "iqn.x:boot\n" and read["ip-addr"] == "10.0.0.7\n"
+    assert read["port"] == "3260\n" and read["lun"] == "0001000000000000\n"
+
+
+def test_logout_and_login_without_iscsid(sim):
+    sid = sim.login(P1, IQN)            # a session without a node record
+    sim.set_iscsid(False)
+    desc = f"[sid: {sid}, target: {IQN}, portal: 10.0.0.1,3260]"
+    for args in (["-m", "session", "-r", str(sid), "-u"],
+                 ["-m", "node", "-T", IQN, "-p", P1, "--logout"]):
+        r = adm(sim, *args)
+        assert r.returncode == 21 and r.stdout == f"Logging out of session {desc}\n"
+        assert r.stderr.splitlines() == [
+            "iscsiadm: can not connect to iSCSI daemon (111)!",
+            f"iscsiadm: Could not logout of {desc}.",
+            "iscsiadm: initiator reported error (20 - could not connect to iscsid)",
+            "iscsiadm: No matching sessions found"]
+        assert len(sim.sessions()) == 1
+    sim.set_iscsid(True)
+    r = adm(sim, "-m", "session", "-r", str(sid), "-u")     # no node record needed
+    assert r.returncode == 0 and sim.sessions() == []
+    r = adm(sim, "-m", "session", "-r", str(sid), "-u")
+    assert r.returncode == 22 and r.stderr.splitlines()[-1] == \
+        f"iscsiadm: Could not get session info for sid {sid}"

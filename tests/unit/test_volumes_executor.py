@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import subprocess
 
 import pytest
 import sqlalchemy as sa
@@ -51,8 +53,8 @@ class FakeConnector:
                     devs = self.sim.devices(s["sid"])
                     if lun in devs:
                         self.sim.delete_device(devs[lun])
-                    if not self.sim.devices(s["sid"]):
-                        self.sim.logout(s["sid"])
+                    if not self.sim.devices(s["sid"]) and self.sim.iscsid_running():
+                        self.sim.logout(s["sid"])   # iscsid down: iscsiadm exits 21
             for path, rec in self.sim.node_records():
                 if rec["node.name"] == iqn and not any(s["iqn"] == iqn
                                                        for s in self.sim.sessions()):
@@ -99,13 +101,22 @@ class World:
             list_domains=lambda conn: CollectorResult("domain", True, tuple(self.domains)),
             connector=lambda: FakeConnector(sim, self.calls, self.fail),
             linuxscsi=lambda: FakeLinuxSCSI(sim, self.calls),
-            lock_path=lambda: self.lock_path)
+            lock_path=lambda: self.lock_path,
+            logout_session=self.logout_session)
+        self.state = None
+
+    def logout_session(self, sid):
+        """The simulator's own iscsiadm, as the real step runs it."""
+        self.calls.append(("logout_session", sid))
+        r = subprocess.run(["iscsiadm", "-m", "session", "-r", str(sid), "-u"],
+                           capture_output=True, text=True, env=iscsi_sim.env(self.sim.root))
+        return r.stderr.strip()
 
     def ctx(self):
         pol = Policy(host=HOST, hypervisor_hostname=HOST, instances_path="/x",
                      actions=default_actions())
-        return teardown.Context(conn=object(), engine=self.engine, state=None, policy=pol,
-                                clock=lambda: NOW, extras={"iscsi": self.handles})
+        return teardown.Context(conn=object(), engine=self.engine, state=self.state,
+                                policy=pol, clock=lambda: NOW, extras={"iscsi": self.handles})
 
     def plan(self):
         """What the planner makes of the simulated host right now (leaks reaped)."""
@@ -139,6 +150,7 @@ def test_leak_is_disconnected_through_os_brick_without_secrets(world, sim):
     assert "disconnected through os-brick" in detail and "logged out" in detail
     ((_, props, info),) = world.calls
     assert props == {"target_portal": P1, "target_iqn": IQN2, "target_lun": 0,
+                     "target_portals": [P1], "target_iqns": [IQN2], "target_luns": [0],
                      "device_path": "/dev/sda"}
     assert info == {"path": "/dev/sda"}
     assert sim.sessions() == [] and sim.node_records() == []
@@ -155,7 +167,6 @@ def test_leak_now_in_a_domain_is_aborted(world, sim):
 
 
 def test_leak_now_open_is_aborted(world, sim):
-    import os
     sim.connect(P1, IQN2)
     t = leak_plan(world, IQN2)
     fd = os.open(os.path.join(sim.dev, "sda"), os.O_RDONLY)
@@ -281,3 +292,151 @@ def test_reread_bdms(engine):
     rows = vx.reread_bdms(engine, HOST)
     assert [r[0] for r in rows] == keep
     assert json.loads(rows[0][3])["driver_volume_type"] == "iscsi"
+
+
+# --------------------------------------------------------------------------
+# Partitions and the host's own sessions at act time (issue 9, item 12)
+# --------------------------------------------------------------------------
+
+def test_leak_whose_partition_is_now_open_is_aborted(world, sim):
+    sim.connect(P1, IQN2)
+    sim.add_partition("sda", 1)
+    t = leak_plan(world, IQN2)
+    fd = os.open(os.path.join(sim.dev, "sda1"), os.O_RDONLY)
+    try:
+        with pytest.raises(teardown.Aborted, match="partition sda1 open by pid"):
+            vx.disconnect_volumes(world.ctx(), t)
+    finally:
+        os.close(fd)
+    assert world.calls == []
+
+
+def test_leak_whose_partition_got_an_lvm_map_is_aborted(world, sim):
+    sim.connect(P1, IQN2)
+    sim.add_partition("sda", 1)
+    t = leak_plan(world, IQN2)
+    sim.add_dm(["sda1"], "vg-lv", "LVM-1", lvm=("vg", "lv"))
+    with pytest.raises(teardown.Aborted, match=r"partition sda1 held by dm-0 \(LVM-1\)"):
+        vx.disconnect_volumes(world.ctx(), t)
+
+
+def test_leak_of_a_target_the_firmware_booted_from_is_aborted(world, sim):
+    sim.connect(P1, IQN2)
+    t = leak_plan(world, IQN2)
+    sim.set_ibft(P1, IQN2)
+    with pytest.raises(teardown.Aborted, match="the host booted from target"):
+        vx.disconnect_volumes(world.ctx(), t)
+    assert world.calls == [] and len(sim.sessions()) == 1
+
+
+# --------------------------------------------------------------------------
+# Sessions without a node record (issue 9, item 14)
+# --------------------------------------------------------------------------
+
+@pytest.fixture
+def state(tmp_path):
+    from reaper.state import StateDB
+    db = StateDB(str(tmp_path / "state"))
+    yield db
+    db.close()
+
+
+def test_props_always_name_their_targets_explicitly(world, sim):
+    """So that os-brick never looks a single-path target up in the discovery database
+    (empty for a session without a node record: it would then skip the cleanup)."""
+    sim.login(P1, IQN2)
+    detail = vx.disconnect_volumes(world.ctx(), leak_plan(world, IQN2))
+    ((_, props, _),) = [c for c in world.calls if c[0] == "disconnect_volume"]
+    assert (props["target_portals"], props["target_iqns"], props["target_luns"]) == \
+        ([P1], [IQN2], [0])
+    assert "logged out" in detail and sim.sessions() == []
+
+
+def test_nodeless_session_left_by_os_brick_is_logged_out_by_its_id(world, sim):
+    sid = sim.login(P1, IQN2)
+    t = leak_plan(world, IQN2)
+    assert t.volumes[0]["targets"][0]["node"] is False
+    world.fail = "iscsiadm -m discoverydb: exit 21"        # os-brick gave up
+    detail = vx.disconnect_volumes(world.ctx(), t)
+    assert [c[0] for c in world.calls] == ["disconnect_volume", "remove_connection",
+                                           "logout_session"]
+    assert f"logged out by session id the session(s) without a node record ({sid})" in detail
+    assert sim.sessions() == []
+
+
+def test_os_brick_failure_with_a_node_record_still_fails_the_step(world, sim):
+    sim.connect(P1, IQN2)
+    world.fail = "flush failed"
+    with pytest.raises(vx.VolumeError, match="flush failed"):
+        vx.disconnect_volumes(world.ctx(), leak_plan(world, IQN2))
+    assert [c[0] for c in world.calls] == ["disconnect_volume"]
+
+
+def test_nodeless_session_that_stays_logged_in_needs_an_operator(world, sim, state):
+    sid = sim.login(P1, IQN2)
+    other = sim.login(P1, IQN, luns=[0])
+    world.state = state
+    t = leak_plan(world, IQN2)
+    sim.set_iscsid(False)
+    with pytest.raises(teardown.Aborted, match=f"needs an operator: session {sid} .* "
+                                               f"iscsiadm -m session -r {sid} -u"):
+        vx.disconnect_volumes(world.ctx(), t)
+    assert sim.devices(sid) == {} and len(sim.sessions()) == 2
+    (note,) = vx.operator_notes(state)
+    assert (note.portal, note.iqn, note.sid, note.since) == (P1, IQN2, str(sid),
+                                                             NOW.isoformat())
+    assert "No matching sessions found" in note.reason
+    # the planner now reports it and plans nothing for it; the other leak still goes
+    res = iscsi.collect(sim.sys, sim.dev, env=iscsi_sim.env(sim.root))
+    from reaper import planner
+    from reaper.records import Inventory, NovaView
+    inv = Inventory(CollectorResult("domain", True, ()), CollectorResult("instance_dir", True, ()),
+                    extra={"iscsi_session": CollectorResult(
+                        "iscsi_session", True, res.items + vx.operator_notes(state))})
+    pol = Policy(host=HOST, hypervisor_hostname=HOST, instances_path="/x",
+                 actions=default_actions() | {Classification.LEAKED_ISCSI: Action.REAP})
+    plan = vp.extend(planner.PlanContext(inv, NovaView(ok=True), pol, NOW,
+                                         planner.Plan((), ())))
+    acts = {f.resource: f.action for f in plan.findings}
+    mine = f"{P1} {IQN} lun 0 ({sim.devices(other)[0]})"
+    assert acts == {f"{P1} {IQN2} (no LUN)": Action.LOG, mine: Action.REAP}
+    assert [t.instance_uuid for t in plan.teardowns] == [mine]
+    # a note of a session that is gone is dropped when the next one is written
+    sim.set_iscsid(True)
+    sim.logout(sid)
+    sim.set_iscsid(False)
+    t2 = leak_plan(world, IQN)
+    with pytest.raises(teardown.Aborted, match="needs an operator"):
+        vx.disconnect_volumes(world.ctx(), t2)
+    assert [n.sid for n in vx.operator_notes(state)] == [str(other)]
+
+
+def test_operator_notes_survive_garbage():
+    class S:
+        def __init__(self, v):
+            self.v = v
+
+        def get_flag(self, name):
+            return self.v
+    assert vx.operator_notes(None) == ()
+    assert vx.operator_notes(S("{not json")) == ()
+    assert vx.operator_notes(S('[{"portal": 1}]')) == ()
+    assert vx.operator_notes(S(None)) == ()
+
+
+def test_nodeless_session_that_got_a_new_lun_meanwhile_is_kept(world, sim, state):
+    sid = sim.login(P1, IQN, luns=[0])
+    world.state = state
+    t = leak_plan(world, IQN)
+
+    class Racing(FakeConnector):
+        def disconnect_volume(self, props, device_info, force=False, ignore_errors=False):
+            self.calls.append(("disconnect_volume", props, device_info))
+            self.sim.delete_device(self.sim.devices(sid)[0])
+            self.sim.add_lun(sid, 1)            # nova-compute attached LUN 1 meanwhile
+
+    world.handles.connector = lambda: Racing(sim, world.calls)
+    detail = vx.disconnect_volumes(world.ctx(), t)
+    assert f"kept session(s) {sid}: a LUN appeared on it meanwhile" in detail
+    assert [c[0] for c in world.calls] == ["disconnect_volume"]
+    assert list(sim.devices(sid)) == [1] and vx.operator_notes(state) == ()

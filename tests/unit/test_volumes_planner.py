@@ -14,9 +14,9 @@ from reaper import planner
 from reaper.planner import volumes
 from reaper.policy import Policy, default_actions
 from reaper.records import (
-    Action, BdmRow, Classification, CollectorResult, DirKind, DmMap, Domain, DomainDisk,
-    InstanceDir, InstanceRow, Inventory, IscsiNode, IscsiSession, MigrationRow, NovaView,
-    ResourceKind, ScsiDevice,
+    Action, BdmRow, BlockPartition, Classification, CollectorResult, DirKind, DmMap, Domain,
+    DomainDisk, InstanceDir, InstanceRow, Inventory, IscsiBootTarget, IscsiNode,
+    IscsiOperatorNote, IscsiSession, MigrationRow, NovaView, ResourceKind, ScsiDevice,
 )
 
 HOST, OTHER = "cmp-1", "cmp-2"
@@ -48,13 +48,19 @@ def policy(action="reap", **kw) -> Policy:
 
 
 def dev(name, lun, portal=P1, iqn=IQN, sid="1", holders=(), open_pids=(), mounted=False,
-        wwid=None):
+        wwid=None, partitions=(), devt="8:0"):
     host = int(sid) + 1
     return ScsiDevice(name=name, hctl=f"{host}:0:0:{lun}", lun=lun, state="running",
-                      wwid=wwid or f"naa.{name}", dev="8:0",
+                      wwid=wwid or f"naa.{name}", dev=devt,
                       paths=(f"/dev/{name}",
                              f"/dev/disk/by-path/ip-{portal}-iscsi-{iqn}-lun-{lun}"),
-                      holders=tuple(holders), open_pids=tuple(open_pids), mounted=mounted)
+                      holders=tuple(holders), open_pids=tuple(open_pids), mounted=mounted,
+                      partitions=tuple(partitions))
+
+
+def part(name, disk="sdb", n=1, portal=P1, iqn=IQN, lun=0, devt="8:17", **kw):
+    return BlockPartition(name=name, disk=disk, dev=devt, paths=(
+        f"/dev/{name}", f"/dev/disk/by-path/ip-{portal}-iscsi-{iqn}-lun-{lun}-part{n}"), **kw)
 
 
 def sess(sid="1", portal=P1, iqn=IQN, devices=(), node_type="non-flash"):
@@ -213,6 +219,87 @@ R12 = [
      dict(items=[S_ONE], action="ignore"), [], None),
     ("iSCSI collector failed: nothing",
      dict(items=[S_ONE], iscsi_ok=False), [], None),
+    # -- partitions, stacks and the host's own sessions (issue 9, item 12)
+    ("a partition open by a process",
+     dict(items=[sess(devices=[dev("sdb", 0, partitions=["sdb1"])]),
+                 part("sdb1", open_pids=(4242,))]), [], None),
+    ("a partition named by a domain through a -partN by-path link",
+     dict(items=[sess(devices=[dev("sdb", 0, partitions=["sdb1"])]), part("sdb1")],
+          domains=[domain(B, [f"/dev/disk/by-path/ip-{P1}-iscsi-{IQN}-lun-0-part1"],
+                          nova=False)]), [], None),
+    ("a -partN by-path link whose device is gone still names the LUN",
+     dict(items=[S_ONE], domains=[domain(B, [f"/dev/disk/by-path/ip-{P1}-iscsi-{IQN}-lun-0"
+                                             f"-part3"], nova=False)]), [], None),
+    ("a partition named by a domain as /dev/sdb1",
+     dict(items=[sess(devices=[dev("sdb", 0, partitions=["sdb1"])]), part("sdb1")],
+          domains=[domain(B, ["/dev/sdb1"], nova=False)]), [], None),
+    ("a domain source the domain collector resolved to the partition",
+     dict(items=[sess(devices=[dev("sdb", 0, partitions=["sdb1"])]), part("sdb1")],
+          domains=[Domain(B, "appliance", "running", False, None, disks=(
+              DomainDisk("vdb", "disk", "block", "/srv/links/data", resolved="sdb1"),))]),
+     [], None),
+    ("a domain source that is the partition's device number",
+     dict(items=[sess(devices=[dev("sdb", 0, partitions=["sdb1"])]), part("sdb1")],
+          domains=[Domain(B, "appliance", "running", False, None, disks=(
+              DomainDisk("vdb", "disk", "block", "/srv/nodes/data", devt="8:17"),))]),
+     [], None),
+    ("an LVM volume over a partition, named by a domain",
+     dict(items=[sess(devices=[dev("sdb", 0, partitions=["sdb1"])]),
+                 part("sdb1", holders=("dm-1",)),
+                 DmMap("dm-1", "vg-lv", "LVM-x", ("sdb1",), paths=("/dev/dm-1",
+                                                                   "/dev/vg/lv"))],
+          domains=[domain(B, ["/dev/vg/lv"], nova=False)]), [], None),
+    ("a partition held by an LVM map",
+     dict(items=[sess(devices=[dev("sdb", 0, partitions=["sdb1"])]),
+                 part("sdb1", holders=("dm-1",)), DmMap("dm-1", "vg-lv", "LVM-x", ("sdb1",))]),
+     [], None),
+    ("a partition in an md array",
+     dict(items=[sess(devices=[dev("sdb", 0, partitions=["sdb1"])]),
+                 part("sdb1", holders=("md127",)),
+                 DmMap("md127", None, None, ("sdb1",), kind="md")]), [], None),
+    ("a partition used as swap",
+     dict(items=[sess(devices=[dev("sdb", 0, partitions=["sdb1"])]), part("sdb1", swap=True)]),
+     [], None),
+    ("a multipath map whose partition map is held",
+     dict(items=[sess(devices=[dev("sdb", 0, holders=["dm-0"])]),
+                 DmMap("dm-0", "mpatha", "mpath-36001", ("sdb",), holders=("dm-1",)),
+                 DmMap("dm-1", "mpatha1", "part1-mpath-36001", ("dm-0",))]), [], None),
+    ("a mounted partition makes the whole session the host's: its other LUN is left",
+     dict(items=[sess(devices=[dev("sdb", 0, partitions=["sdb1"]), dev("sdc", 1)]),
+                 part("sdb1", mountpoints=("/srv/data",))]), [], None),
+    ("root on LVM on a partition: the boot session is never touched",
+     dict(items=[sess(devices=[dev("sdb", 0, partitions=["sdb2"]), dev("sdc", 1)]),
+                 part("sdb2", n=2, holders=("dm-0",)),
+                 DmMap("dm-0", "vg0-root", "LVM-r", ("sdb2",), mountpoints=("/",))]),
+     [], None),
+    ("the iBFT names the target: the boot session is never touched",
+     dict(items=[S_ONE, IscsiBootTarget(P2, IQN.upper(), "ibft")]), [], None),
+    ("the iBFT target's node record is never reported",
+     dict(items=[IscsiNode(P1, "1", IQN), IscsiBootTarget(P1, IQN, "ibft")]), [], None),
+    ("another path to the target of the host's root: never touched, its record neither",
+     dict(items=[sess(devices=[dev("sdb", 0, partitions=["sdb2"])]),
+                 part("sdb2", n=2, mountpoints=("/",)), sess("2", P2),
+                 IscsiNode(P2, "1", IQN), IscsiNode("10.0.0.3:3260", "1", IQN)]), [], None),
+    ("a partition that is neither used nor named: the LUN is leaked",
+     dict(items=[sess(devices=[dev("sdb", 0, partitions=["sdb1"])]), part("sdb1")]),
+     [f"{P1} {IQN} lun 0 (sdb)"], Action.REAP),
+    # -- sessions the disconnect step could not log out (issue 9, item 14)
+    ("a session noted as needing an operator is only logged",
+     dict(items=[sess(sid="7"), IscsiOperatorNote(P1, IQN, "7", "iscsid down", "t0")]),
+     [f"{P1} {IQN} (no LUN)"], Action.LOG),
+    ("a note about another session id does not hold a new session",
+     dict(items=[sess(sid="8"), IscsiOperatorNote(P1, IQN, "7", "iscsid down", "t0")]),
+     [f"{P1} {IQN} (no LUN)"], Action.REAP),
+    # -- hostile connection_info never stops a pass and keeps what it might name
+    ("deeply nested connection_info of a live instance: only logging",
+     dict(items=[S_ONE], rows=[row()],
+          bdms=[bdm(conn='{"driver_volume_type": "iscsi", "data": ' + "[" * 100000
+                     + "]" * 100000 + "}")]),
+     [f"{P1} {IQN} lun 0 (sdb)"], Action.LOG),
+    ("an infinite LUN in a live instance's connection_info: only logging",
+     dict(items=[S_ONE], rows=[row()],
+          bdms=[bdm(conn=ci().replace('"target_lun": 0', '"target_lun": 1e999'))]),
+     [f"{P1} {IQN} lun 0 (sdb)"], Action.LOG),
     ("RBD BDM is not iSCSI and protects nothing",
      dict(items=[S_ONE], rows=[row()],
           bdms=[bdm(conn=json.dumps({"driver_volume_type": "rbd", "data": {"name": "v/x"}}))]),
@@ -332,6 +419,22 @@ PARSE = [
      "no target_portal"),
     ("bad lun", ci(lun="x"), [], "unusable"),
     ("lists differ", ci(target_portals=[P1, P2], target_iqns=[IQN]), [], "does not match"),
+    ("deeply nested", '{"driver_volume_type": "iscsi", "data": {"x": ' + "[" * 200000
+     + "]" * 200000 + "}}", [], "RecursionError"),
+    ("too large", ci(pad="x" * (2 << 20)), [], "too large"),
+    ("infinite lun", ci().replace('"target_lun": 0', '"target_lun": 1e999'), [], "unusable"),
+    ("fractional lun", ci(lun=1.5), [], "unusable"),
+    ("negative lun", ci(lun=-1), [], "out of range"),
+    ("huge lun", ci(lun=2 ** 70), [], "out of range"),
+    ("list lun", ci(lun=[0]), [], "unusable"),
+    ("portal not a string", ci(portal={"ip": "10.0.0.1"}), [], "target_portal"),
+    ("iqn not a string", ci(iqn=7), [], "target_iqn"),
+    ("portals of dicts", ci(target_portals=[{"a": 1}]), [], "target portal"),
+    ("too many portals", ci(target_portals=[P1] * 1000, target_luns=[0] * 1000), [],
+     "not a list of portals"),
+    ("driver not a string", json.dumps({"driver_volume_type": ["iscsi"], "data": {}}), [],
+     "no driver_volume_type"),
+    ("not text", b"\x00\xff", [], "not valid JSON"),
 ]
 
 
@@ -513,3 +616,96 @@ def test_a_domain_whose_xml_could_not_be_read_makes_every_leak_log_only():
 ])
 def test_norm_portal(portal, want):
     assert volumes.norm_portal(portal) == want
+
+
+# --------------------------------------------------------------------------
+# Partitions, stacks, the host's own sessions (issue 9, item 12)
+# --------------------------------------------------------------------------
+
+def test_in_use_evidence_names_the_partition_and_its_holder():
+    items = [sess(devices=[dev("sdb", 0, partitions=["sdb1"]), dev("sdc", 1)]),
+             part("sdb1", holders=("dm-1",)), DmMap("dm-1", "vg-lv", "LVM-x", ("sdb1",))]
+    plan = run(items=items)
+    (f,) = leaks(plan)
+    assert f.resource == f"{P1} {IQN} lun 1 (sdc)"
+    assert f.evidence["luns"]["0"] == "in use: partition sdb1 held by dm-1 (LVM-x)"
+    assert f.evidence["logout"] is False
+
+
+def test_teardown_through_a_partition_link_finds_the_lun():
+    # An evacuated instance's domain used a partition of a LUN (its only LUN here).
+    items = [sess(devices=[dev("sdb", 1, partitions=["sdb1"])]), part("sdb1", lun=1)]
+    plan = run(items=items, domains=[domain(C, [f"/dev/disk/by-path/ip-{P1}-iscsi-{IQN}-lun-1"
+                                                f"-part1"])],
+               rows=[row(C, host=OTHER)], migs=[mig(C)])
+    (item,) = _teardown(plan, C).volumes
+    assert [(tg["device"], tg["logout"]) for tg in item["targets"]] == [("sdb", True)]
+    assert item["keep"] is None
+
+
+def test_teardown_keeps_a_lun_of_the_hosts_own_session():
+    items = [sess(devices=[dev("sdb", 1), dev("sdc", 2, partitions=["sdc1"])]),
+             part("sdc1", disk="sdc", lun=2, mountpoints=("/var/lib/x",))]
+    plan = run(items=items, domains=[domain(C, ["/dev/sdb"])], rows=[row(C, host=OTHER)],
+               migs=[mig(C)])
+    (item,) = _teardown(plan, C).volumes
+    assert item["keep"].startswith("the host's own session: LUN 2: sdc1 (over sdc) holds a "
+                                   "filesystem the host has mounted on /var/lib/x")
+    assert item["targets"][0]["logout"] is False
+
+
+def test_ibft_names_the_session_even_on_another_portal():
+    # The firmware logged in through one portal, the other path came up later.
+    plan = run(items=[sess("2", P2, devices=[dev("sdc", 0, portal=P2, sid="2")]),
+                      IscsiBootTarget(P1, IQN, "ibft")])
+    assert leaks(plan) == []
+
+
+# --------------------------------------------------------------------------
+# Sessions without a node record (issue 9, item 14)
+# --------------------------------------------------------------------------
+
+def test_leak_targets_say_whether_a_node_record_exists():
+    plan = run(items=[sess(devices=[dev("sdb", 0)]), sess("2", P2, IQN2, devices=[
+        dev("sdc", 0, portal=P2, iqn=IQN2, sid="2")]), IscsiNode(P2, "1", IQN2)])
+    nodes = {t.volumes[0]["targets"][0]["iqn"]: t.volumes[0]["targets"][0]["node"]
+             for t in leak_plans(plan)}
+    assert nodes == {IQN: False, IQN2: True}
+    ev = {f.evidence["iqn"]: f.evidence["node_record"] for f in leaks(plan)}
+    assert ev == {IQN: False, IQN2: True}
+
+
+def test_operator_note_is_evidence_and_no_teardown():
+    plan = run(items=[sess(sid="7", devices=[dev("sdb", 0)]),
+                      IscsiOperatorNote(P1, IQN, "7", "iscsid did not answer", "2026-01-01")])
+    (f,) = leaks(plan)
+    assert f.action is Action.LOG and "needs an operator: iscsid did not answer" in f.reason
+    assert f.evidence["needs_operator"] is True
+    assert f.evidence["operator_note"] == {"reason": "iscsid did not answer",
+                                           "since": "2026-01-01"}
+    assert leak_plans(plan) == []
+
+
+def test_hostile_connection_info_never_raises_from_the_planner():
+    rows_ = [row()]
+    for text in ('{"driver_volume_type": "iscsi", "data": ' + "{" * 50000,
+                 '{"driver_volume_type": "iscsi", "data": ' + '{"a":' * 100000
+                 + "1" + "}" * 100000 + "}",
+                 "[" * 1000000, "x" * (5 << 20)):
+        plan = run(items=[S_ONE], rows=rows_, bdms=[bdm(conn=text)])
+        (f,) = leaks(plan)
+        assert f.action is Action.LOG
+
+
+def test_host_own_reasons():
+    host = volumes.Host.from_items([
+        sess(devices=[dev("sdb", 0, partitions=["sdb2"])]), sess("2", P2),
+        part("sdb2", n=2, holders=("dm-0",)),
+        DmMap("dm-0", "vg0-root", "LVM-r", ("sdb2",), mountpoints=("/",)),
+        sess("3", P1, IQN2), IscsiBootTarget(P1, IQN2, "ibft")])
+    s1, s2, s3 = host.sessions
+    assert host.host_own(s1) == ("LUN 0: dm-0 (over sdb) holds a filesystem the host has "
+                                 "mounted on /")
+    assert host.host_own(s2) == f"same target as the host's own session 1: {host.host_own(s1)}"
+    assert host.host_own(s3) == f"the host booted from target {IQN2} (firmware table ibft: {P1})"
+    assert host.own_iqn(IQN.upper()) and not host.own_iqn("iqn.x:other")

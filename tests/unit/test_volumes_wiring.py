@@ -144,3 +144,24 @@ def test_observation_guard_holds_a_leak_back(registries, tmp_path, sim):
     (f,) = [f for f in rep.findings if f["classification"] == "leaked_iscsi"]
     assert f["action"] == "reap" and f["result"] == "waiting_grace"
     assert rep.actions == [] and len(sim.sessions()) == 1
+
+
+def test_the_collector_adds_the_operator_notes_of_the_state_db(tmp_path, sim):
+    """Sessions the disconnect step could not log out (kept in the state DB) reach the
+    planner with the host's iSCSI state, so they are reported rather than retried."""
+    import json
+
+    from reaper.executor import volumes as vol_exec
+    from reaper.records import IscsiOperatorNote
+
+    class R:
+        state = state_mod.StateDB(str(tmp_path / "state"))
+    try:
+        assert volume_wiring.collect(R).items == ()
+        R.state.set_flag(vol_exec.NOTE_FLAG, json.dumps(
+            [{"portal": P1, "iqn": "iqn.x:y", "sid": "3", "reason": "r", "since": "t"}]),
+            __import__("datetime").datetime(2026, 1, 1))
+        res = volume_wiring.collect(R)
+        assert res.ok and res.items == (IscsiOperatorNote(P1, "iqn.x:y", "3", "r", "t"),)
+    finally:
+        R.state.close()
