@@ -56,6 +56,15 @@ def caller_of(ctxt) -> dict:
     return caller
 
 
+def _who(caller: dict | None) -> str:
+    """The caller in a few words, kept with the pause flag ("paused by ...")."""
+    caller = caller or {}
+    who = f"user {caller['user']}" if caller.get("user") else "an RPC caller"
+    if caller.get("project"):
+        who += f" (project {caller['project']})"
+    return who + f" over RPC, request {caller.get('request_id') or '?'}"
+
+
 def _audit_args(args: dict) -> dict:
     """The arguments as the audit shows them: short, and JSON whatever was sent."""
     out = {}
@@ -124,7 +133,7 @@ class ReaperEndpoint:
                 f"{self.agent.host}" + (" (dry_run=true only plans)"
                                         if method in ("reap", "reclaim") else ""))
         try:
-            reply, pass_id = self._run(method, args)
+            reply, pass_id = self._run(method, args, caller)
         except Busy as e:
             return self._refuse(method, caller, sent, "busy", rpc.BUSY, str(e))
         except Paused as e:
@@ -139,7 +148,7 @@ class ReaperEndpoint:
         self._audit(method, caller, sent, "ok", "done", pass_id)
         return reply
 
-    def _run(self, method: str, args: dict) -> tuple[dict, str]:
+    def _run(self, method: str, args: dict, caller: dict | None = None) -> tuple[dict, str]:
         agent = self.agent
         if method in rpc.PASS_METHODS:
             rep = agent.run_pass(method, dry_run=args.get("dry_run"),
@@ -149,9 +158,9 @@ class ReaperEndpoint:
         if method == "status":
             return agent.status(), "-"
         if method == "pause":
-            return agent.pause(args["reason"]), "-"
+            return agent.pause(args["reason"], by=_who(caller)), "-"
         if method == "resume":
-            return agent.resume(), "-"
+            return agent.resume(by=_who(caller)), "-"
         pid = args["pass_id"]
         if not agent.approve(pid):
             return rpc.error_reply(rpc.NOT_FOUND,
