@@ -164,7 +164,9 @@ class CoreHost:
     def journal(self) -> list[tuple]:
         db = sqlite3.connect(self.state_path / state_mod.DB_NAME)
         try:
-            return db.execute("SELECT id, instance_uuid, status, error, owner FROM journal "
+            cols = {r[1] for r in db.execute("PRAGMA table_info(journal)")}
+            owner = "owner" if "owner" in cols else "NULL"     # a journal without owners
+            return db.execute(f"SELECT id, instance_uuid, status, error, {owner} FROM journal "
                               "ORDER BY id").fetchall()
         finally:
             db.close()
