@@ -148,8 +148,12 @@ def test_an_unreadable_journal_entry_is_quarantined_and_the_pass_goes_on(host, p
     (q,) = audit_records(handles, "journal_quarantined")
     assert q["evidence"]["journal_id"] == jid and q["instance_uuid"] == u["orphan"]
     assert q["result"] == "quarantined"
+    from reaper import notifications
+    assert notifications.event_for(q)[:2] == ("reaper.journal.quarantined", "warn")
     rep = reaper.run_pass("reap")                      # once only
     assert len(audit_records(handles, "journal_quarantined")) == 1
+    from reaper.auditlog import reports
+    assert reports.failures(audit_records(handles)).by_category.get("journal quarantined") == 1
     assert rep.quarantined == [] and service.Agent(reaper).status()["journal_quarantined"] == 1
 
 
