@@ -36,6 +36,8 @@ class Intervals:
     reap: int
     reclaim: int
     jitter: float
+    # How long a timer's pass waits for another process's pass to end.
+    pass_lock_timeout: float = 300.0
 
     def as_dict(self) -> dict:
         return {"reap": self.reap, "reclaim": self.reclaim, "jitter": self.jitter}
@@ -232,5 +234,5 @@ def _build(values: dict, table: dict, policy: policy_mod.Policy) -> ConfigSnapsh
         secret=frozenset(k for k, (_, opt) in table.items() if opt.secret),
         policy=policy,
         intervals=Intervals(view.reaper.reconcile_interval, view.reaper.reclaim_poll_interval,
-                            view.reaper.interval_jitter),
+                            view.reaper.interval_jitter, view.reaper.pass_lock_timeout),
         rpc=RpcSettings(view.rpc.allow_remote_reap, view.rpc.pass_wait_timeout))

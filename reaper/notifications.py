@@ -62,6 +62,8 @@ def event_for(rec: dict) -> tuple[str, str, dict] | None:
         return None         # interrupted: the journal resumes it; the resumed one notifies
     if event == "guard_tripped":
         return "reaper.guard.tripped", "warn", rec
+    if event == "journal_quarantined":      # a teardown this version cannot resume
+        return "reaper.journal.quarantined", "warn", rec
     if event == "pass_summary":
         return "reaper.pass.end", "info", rec
     if event == "agent_state" and rec.get("result") in ("paused", "resumed"):

@@ -34,6 +34,8 @@ from typing import Callable, Iterable
 
 from oslo_log import log as logging
 
+from reaper import passlock
+
 LOG = logging.getLogger(__name__)
 
 TRIGGER_EVENT = "nova_log_trigger"
@@ -484,8 +486,14 @@ def audit_instance(reaper, trig: Trigger, log_path: str) -> dict:
     with what it found in the audit log (with the pass's id, so ``audit-log story``
     shows the trigger next to its findings). Never raises for a failed pass: a
     database outage or a collector failure is in the record's result."""
+    paused = None
     try:
-        rep = reaper.run_pass("audit", only_uuid=trig.instance_uuid)
+        rep = reaper.run_pass("audit", only_uuid=trig.instance_uuid, source="nova-log watcher")
+    except passlock.Busy as e:
+        # Another pass held the host longer than [reaper] pass_lock_timeout.
+        LOG.warning("targeted audit of %s not run: %s", trig.instance_uuid, e)
+        pass_id, result, found, errors, guards, code = (
+            f"req-{uuidlib.uuid4()}", "busy", [], [f"busy: {e}"], [], 75)
     except Exception as e:  # noqa: BLE001 - run_pass reports its own errors; belt and braces
         LOG.exception("targeted audit of %s failed", trig.instance_uuid)
         pass_id, result, found, errors, guards, code = (
@@ -495,12 +503,14 @@ def audit_instance(reaper, trig: Trigger, log_path: str) -> dict:
         found = [{k: f.get(k) for k in ("kind", "resource", "classification", "action",
                                           "result")} for f in rep.findings]
         guards = [g.get("guard") for g in rep.guards]
+        paused = rep.paused
     return reaper.audit.record(
         TRIGGER_EVENT, pass_id, kind="instance", resource=trig.instance_uuid,
         instance_uuid=trig.instance_uuid, action="audit", result=result,
         reason=f"nova-compute logged a failed {trig.operation}: {trig.message}",
         evidence={**trig.as_evidence(), "nova_log": log_path, "findings": found,
-                  "guards": guards, "errors": errors, "exit_code": code})
+                  "guards": guards, "errors": errors, "exit_code": code,
+                  **({"host_paused": paused} if paused else {})})
 
 
 def watch(reaper, path: str, *, from_start: bool = False, debounce: float = 60.0,
@@ -527,7 +537,7 @@ def watch(reaper, path: str, *, from_start: bool = False, debounce: float = 60.0
                         trig.operation, trig.instance_uuid, trig.rule)
             try:
                 rec = audit_instance(reaper, trig, path)
-                if rec.get("result") == "error":
+                if rec.get("result") in ("error", "busy"):
                     stats.audits_failed += 1
                 if on_audit is not None:
                     on_audit(rec)

@@ -18,7 +18,7 @@ def list_opts():
         ("database", db.database_opts),
         ("libvirt", libvirt.libvirt_opts),
         ("rpc", rpc_server.rpc_opts),
-        ("reaper", itertools.chain(policy.reaper_opts, audit.audit_opts,
+        ("reaper", itertools.chain(policy.reaper_opts, reconcile.pass_opts, audit.audit_opts,
                                    domain.executor_opts, service.agent_opts,
                                    volume_wiring.reaper_opts, network_wiring.reaper_opts,
                                    metrics.metrics_opts, notifications.notification_opts)),

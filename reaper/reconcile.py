@@ -1,6 +1,19 @@
 """One reconciliation pass: collect -> view -> plan -> guard -> execute -> audit.
 
-This is the imperative shell around the pure planner and guards.
+This is the imperative shell around the pure planner and guards. Whatever starts
+it (the agent's timers or RPC, ``reaper-manage``, ``reaper-agent --once``, the
+nova-log watcher), a pass:
+
+- holds the host's pass lock (reaper.passlock) from start to end, so passes of
+  different processes never overlap; a pass that cannot get it in time raises
+  ``passlock.Busy`` and does nothing;
+- reads the host's pause from the state DB itself: a paused host runs audits and
+  dry runs, and refuses destruction with the ``paused`` guard;
+- resumes only journal entries whose owner is gone (a crash), never one a live
+  process holds, and in a targeted pass only its own instance's;
+- sets aside (quarantines) journal entries it cannot read instead of failing;
+- acts on nothing it cannot journal: a state DB it cannot use trips the
+  ``state_unavailable`` guard.
 """
 from __future__ import annotations
 
@@ -14,7 +27,8 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from reaper import audit as audit_mod
-from reaper import config, guards, identity, planner, policy as policy_mod, state as state_mod
+from reaper import config, guards, identity, passlock, planner, policy as policy_mod, procid
+from reaper import state as state_mod
 from reaper.executor import teardown
 from reaper.inventory import dirs as dir_inv
 from reaper.inventory import libvirt as libvirt_inv
@@ -37,6 +51,23 @@ default_opts = [
                     "never checked."),
 ]
 CONF.register_opts(default_opts)
+
+pass_opts = [
+    cfg.FloatOpt("pass_lock_timeout", default=300.0, min=0.0, mutable=True,
+                 help="Seconds a pass waits for the host's pass lock (a file under "
+                      "state_path shared by reaper-agent, reaper-manage and the nova-log "
+                      "watcher: one pass per host at a time) while another pass holds "
+                      "it. Then it gives up as busy: reaper-manage and reaper-agent --once "
+                      "exit 75 (EX_TEMPFAIL), a timer pass is skipped until its next turn. "
+                      "RPC-started passes wait [rpc] pass_wait_timeout instead; "
+                      "reaper-manage --lock-timeout overrides it."),
+    cfg.FloatOpt("state_db_timeout", default=30.0, min=0.0,
+                 help="Seconds a write to the state DB waits while another process holds "
+                      "its SQLite write lock. Past that the pass trips the "
+                      "'state_unavailable' guard (exit 1) and acts on nothing it cannot "
+                      "journal."),
+]
+CONF.register_opts(pass_opts, group="reaper")
 
 MODES = ("audit", "reap", "reclaim")
 
@@ -72,17 +103,27 @@ class Reaper:
     # teardowns) and the watchdog ping (called between phases and steps).
     should_stop: Callable[[], bool] = lambda: False
     heartbeat: Callable[[], None] = lambda: None
+    # Seconds a pass waits for the pass lock unless its caller says otherwise.
+    lock_timeout: float = 300.0
+    # The host's pass lock; None: the one under the state DB's directory.
+    pass_lock: passlock.PassLock | None = None
     _parse_cache: libvirt_inv.ParseCache = dataclasses.field(
         default_factory=libvirt_inv.ParseCache, repr=False)
+
+    def __post_init__(self):
+        if self.pass_lock is None:
+            self.pass_lock = passlock.PassLock(os.path.dirname(self.state.path))
 
     @classmethod
     def from_conf(cls, conf=CONF) -> "Reaper":
         pol = policy_mod.from_conf(conf)
         return cls(policy=pol, libvirt_uri=conf.libvirt.connection_uri,
                    engine=nova_db.engine_from_conf(conf),
-                   state=state_mod.StateDB(conf.state_path),
+                   state=state_mod.StateDB(conf.state_path,
+                                           busy_timeout=conf.reaper.state_db_timeout),
                    audit=audit_mod.AuditLog(conf.reaper.audit_log or None, pol.host),
-                   compute_id_file=conf.compute_id_file)
+                   compute_id_file=conf.compute_id_file,
+                   lock_timeout=conf.reaper.pass_lock_timeout)
 
     def close(self) -> None:
         self.state.close()
@@ -173,13 +214,26 @@ class Reaper:
     def run_pass(self, mode: str = "audit", dry_run: bool | None = None,
                  only_uuid: str | None = None,
                  policy: policy_mod.Policy | None = None,
-                 on_planned: Callable[[PassReport], None] | None = None) -> PassReport:
-        """One pass. ``on_planned`` is called once the plan is made and audited,
-        before anything is executed (the agent's READY=1)."""
+                 on_planned: Callable[[PassReport], None] | None = None, *,
+                 source: str = "pass", wait: float | None = None) -> PassReport:
+        """One pass, under the host's pass lock. It waits at most ``wait`` seconds
+        (default ``lock_timeout``) for a pass of any process to end, then raises
+        ``passlock.Busy`` having done nothing. ``source`` names who asked (timer,
+        rpc, reaper-manage...) in the lock's owner record. ``on_planned`` is called
+        once the plan is made and audited, before anything is executed (the
+        agent's READY=1)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
+        only_uuid = only_uuid.strip().lower() if only_uuid else None
         pol = policy or self.policy
         dry = pol.dry_run if dry_run is None else dry_run
+        owner = {"mode": mode, "source": source, "dry_run": dry, "instance_uuid": only_uuid}
+        with self.pass_lock.hold(owner, self.lock_timeout if wait is None else wait,
+                                 heartbeat=self.heartbeat, should_stop=self.should_stop):
+            return self._locked_pass(mode, dry, only_uuid, pol, on_planned)
+
+    def _locked_pass(self, mode: str, dry: bool, only_uuid: str | None,
+                     pol: policy_mod.Policy, on_planned) -> PassReport:
         acting = mode != "audit" and not dry
         pass_id = f"req-{uuidlib.uuid4()}"
         now = self.clock()
@@ -197,13 +251,35 @@ class Reaper:
                     conn.close()
                 except Exception:  # noqa: BLE001
                     pass
+        try:
+            rep.journal = {"backlog": self.state.backlog(),
+                           "quarantined": self.state.quarantined()}
+        except state_mod.StateError as e:
+            LOG.warning("cannot count the journal: %s", e)
         rep.finished_at = self.clock().isoformat()
         self.audit.record("pass_summary", pass_id, result=str(rep.exit_code),
                           reason=f"{mode} pass" + (" (dry run)" if dry else ""),
                           evidence=rep.summary, mode=mode, db_queries=rep.db_queries,
                           started_at=rep.started_at, finished_at=rep.finished_at,
-                          **({"instance_only": only_uuid} if only_uuid else {}))
+                          **({"instance_only": only_uuid} if only_uuid else {}),
+                          **({"paused": rep.paused} if rep.paused else {}))
         return rep
+
+    def _state_guard(self, what: str, e: Exception) -> GuardResult:
+        LOG.error("state DB %s: %s while %s", self.state.path, e, what)
+        return GuardResult(
+            "state_unavailable", True,
+            f"the state DB ({self.state.path}) failed while {what}: {e}; nothing is "
+            f"done that cannot be journaled", evidence={"error": str(e), "while": what})
+
+    def _pause_guard(self, pol, pause: dict) -> GuardResult:
+        by = f" by {pause['by']}" if pause.get("by") else ""
+        since = f" since {pause['since'][:19]}" if pause.get("since") else ""
+        return GuardResult(
+            "paused", True,
+            f"host {pol.host} is paused ({pause.get('reason') or 'no reason given'}){by}"
+            f"{since}: only audits and dry runs run until it is resumed",
+            evidence=dict(pause))
 
     def _load(self, conn, pol) -> tuple[Inventory, object]:
         inv = self._collect(conn)
@@ -216,6 +292,12 @@ class Reaper:
         ctx = teardown.Context(conn=conn, engine=self.engine, state=self.state,
                                policy=pol, clock=self.clock, extras=self.extras,
                                should_stop=self.should_stop, heartbeat=self.heartbeat)
+        # The pause is the pass's own business, whoever started it: read it first.
+        state_broken: GuardResult | None = None
+        try:
+            rep.paused = self.state.pause_state()
+        except state_mod.StateError as e:
+            state_broken = self._state_guard("reading the pause flag", e)
         inv, view = self._load(conn, pol)
         self.heartbeat()
         rep.db_queries += view.queries
@@ -223,12 +305,24 @@ class Reaper:
         ident = guards.host_identity(view, pol, self._compute_id(), node_error)
         if ident.tripped and view.ok:
             tripped.append(ident)
+        if acting and rep.paused:
+            tripped.append(self._pause_guard(pol, rep.paused))
+        if state_broken is not None:
+            tripped.append(state_broken)
         pass_blocked = any(g.scope == "pass" for g in tripped)
         blocked_kinds = {g.scope for g in tripped if g.scope != "pass"}
 
-        # Finish what an earlier, interrupted pass started (re-verified inside).
-        if acting and not pass_blocked and mode == "reap":
-            resumed = self._resume(ctx, rep, blocked_kinds)
+        # Set aside journal entries this version cannot read, then finish what an
+        # earlier, interrupted pass started (re-verified inside).
+        if acting and not pass_blocked:
+            try:
+                self._quarantine(rep, only_uuid)
+                resumed = self._resume(ctx, rep, blocked_kinds, only_uuid) \
+                    if mode == "reap" else 0
+            except state_mod.StateError as e:
+                state_broken = self._state_guard("resuming the journal", e)
+                tripped.append(state_broken)
+                pass_blocked, resumed = True, 0
             if resumed:
                 inv, view = self._load(conn, pol)
                 rep.db_queries += view.queries
@@ -243,12 +337,17 @@ class Reaper:
             teardowns = [t for t in teardowns if t.action in (Action.RECLAIM, Action.RELEASE)]
         # Only a full pass counts as an observation: targeted ones (an RPC reap of one
         # instance, the nova-log watcher's audits) must not hurry the grace period.
-        if not view.ok:
-            observations = {}
-        elif only_uuid is None:
-            observations = self.state.observe(plan.findings, self.clock())
-        else:
-            observations = self.state.observed([f.key for f in plan.findings])
+        observations = {}
+        if view.ok and state_broken is None:
+            try:
+                if only_uuid is None:
+                    observations = self.state.observe(plan.findings, self.clock())
+                else:
+                    observations = self.state.observed([f.key for f in plan.findings])
+            except state_mod.StateError as e:
+                state_broken = self._state_guard("recording observations", e)
+                tripped.append(state_broken)
+                pass_blocked = True
 
         # Which teardowns may run now: guards, then the grace period per resource.
         runnable, waiting = [], {}
@@ -267,17 +366,22 @@ class Reaper:
             keys = [state_mod.teardown_key(t) for t in runnable
                     if not guards.urgent_power_off(t)]
             ttl = datetime.timedelta(seconds=pol.approval_ttl)
-            approval = (self.state.approval_covering(keys, not_before=self.clock() - ttl)
-                        if acting else None)
-            mass = guards.mass_destruction(runnable, inv, pol, approved=approval is not None)
-            if mass.tripped:
-                tripped.append(mass)
+            try:
+                approval = (self.state.approval_covering(keys, not_before=self.clock() - ttl)
+                            if acting else None)
+                mass = guards.mass_destruction(runnable, inv, pol,
+                                               approved=approval is not None)
+                if mass.tripped:
+                    tripped.append(mass)
+                    pass_blocked = True
+                    urgent = [t for t in runnable if guards.urgent_power_off(t)]
+                    if acting:
+                        self.state.record_blocked(rep.pass_id, keys, self.clock())
+                elif approval and acting:
+                    self.state.use_approval(approval, self.clock())
+            except state_mod.StateError as e:
+                tripped.append(self._state_guard("checking approvals", e))
                 pass_blocked = True
-                urgent = [t for t in runnable if guards.urgent_power_off(t)]
-                if acting:
-                    self.state.record_blocked(rep.pass_id, keys, self.clock())
-            elif approval and acting:
-                self.state.use_approval(approval, self.clock())
         for g in tripped:
             rep.guards.append(self.audit.guard(rep.pass_id, g) | {"guard": g.name})
 
@@ -302,9 +406,13 @@ class Reaper:
 
         if not acting or (pass_blocked and not urgent):
             return
-        # A teardown still in the journal (it failed this pass and retries next
-        # pass) is not started a second time under a new entry.
-        pending = {e.plan.instance_uuid for e in self.state.unfinished()}
+        try:
+            # A teardown still in the journal (it failed this pass and retries next
+            # pass, or a live process holds it) is not started again under a new entry.
+            pending = {e.plan.instance_uuid for e in self.state.unfinished(teardown.steps_for)}
+        except state_mod.StateError as e:
+            rep.errors.append(f"state DB unavailable, nothing done: {e}")
+            return
         # Like nova-compute's init_host, evacuated instances go first (power-offs of
         # evacuating ones before anything; only those when the mass guard tripped).
         order = lambda t: (not guards.urgent_power_off(t),  # noqa: E731
@@ -316,25 +424,67 @@ class Reaper:
             if t.instance_uuid in pending:
                 LOG.info("teardown of %s waits for its journaled attempt", t.instance_uuid)
                 continue
-            out = teardown.execute(ctx, t, rep.pass_id)
+            try:
+                out = teardown.execute(ctx, t, rep.pass_id)
+            except state_mod.StateError as e:
+                # The journal cannot be written: whatever step was started is
+                # journaled as started (and resumes next pass); nothing further runs.
+                LOG.error("state DB failed during the teardown of %s: %s", t.instance_uuid, e)
+                rep.errors.append(f"state DB failed during the teardown of {t.instance_uuid}: "
+                                  f"{e}; no further teardown this pass")
+                break
             rep.actions.append(self._record_outcome(rep.pass_id, out))
 
-    def _resume(self, ctx, rep: PassReport, blocked_kinds: set[str]) -> int:
+    def _quarantine(self, rep: PassReport, only_uuid: str | None) -> None:
+        """Set aside the journal entries this version cannot read (one audit record
+        each, when it happens), so they never stop this pass or another teardown."""
+        me = self.state.is_me
+        for q in self.state.quarantine_unreadable(
+                self.clock(), teardown.steps_for, instance_uuid=only_uuid,
+                leave=lambda owner: _held_elsewhere(owner, me)):
+            LOG.warning("journal entry %s (%s) quarantined: %s", q.id, q.instance_uuid, q.error)
+            rep.quarantined.append(self.audit.record(
+                "journal_quarantined", rep.pass_id, kind=ResourceKind.INSTANCE,
+                resource=q.instance_uuid, instance_uuid=q.instance_uuid,
+                result="quarantined",
+                reason=f"journal entry {q.id} cannot be read by this version ({q.error}): "
+                       f"set aside, not resumed",
+                evidence={"journal_id": q.id, "journal_pass_id": q.pass_id,
+                          "error": q.error, "plan": q.plan_text}))
+
+    def _resume(self, ctx, rep: PassReport, blocked_kinds: set[str],
+                only_uuid: str | None = None) -> int:
         n = 0
-        for entry in self.state.unfinished():
+        for entry in self.state.unfinished(teardown.steps_for):
             if self.should_stop():
                 break
+            if only_uuid is not None and entry.plan.instance_uuid != only_uuid:
+                continue            # a targeted pass touches its own instance only
             if _teardown_kinds(entry.plan) & blocked_kinds:
                 LOG.info("journaled teardown %s waits: a collector it needs failed", entry.id)
                 continue
+            if _held_elsewhere(entry.owner, self.state.is_me):
+                rep.actions.append(self._record_held(rep.pass_id, entry))
+                continue
             LOG.info("resuming journaled teardown %s of %s (steps so far: %s)",
                      entry.id, entry.plan.instance_uuid, entry.steps)
+            self.state.take_over(entry.id, self.clock())
             out = teardown.execute(ctx, entry.plan, rep.pass_id, journal_id=entry.id,
                                    done_steps=entry.steps)
             rec = self._record_outcome(rep.pass_id, out, resumed_from=entry.pass_id)
             rep.actions.append(rec)
             n += 1
         return n
+
+    def _record_held(self, pass_id: str, entry) -> dict:
+        """A journaled teardown a live process holds: reported, not resumed."""
+        o = entry.owner or {}
+        reason = (f"journal entry {entry.id} is held by a live process ({o.get('process')} "
+                  f"pid {o.get('pid')}): not resumed here; that process finishes or "
+                  f"retries it")
+        LOG.info("%s", reason)
+        out = teardown.Outcome(entry.plan, "held_elsewhere", reason, journal_id=entry.id)
+        return self._record_outcome(pass_id, out, resumed_from=entry.pass_id)
 
     def _record_outcome(self, pass_id: str, out: teardown.Outcome, **extra) -> dict:
         p = out.plan
@@ -353,6 +503,15 @@ class Reaper:
             **extra)
         rec["steps"] = out.steps
         return rec
+
+
+def _held_elsewhere(owner: dict | None, is_me: Callable[[dict | None], bool]) -> bool:
+    """Whether a journal entry's owner is a live process other than this one. Passes
+    of this process are serialised by the pass lock, so our own entries are never
+    in progress when a pass looks at them; another live owner's may be."""
+    if not owner:
+        return False            # written before owners were recorded: as if crashed
+    return not is_me(owner) and procid.alive(owner)
 
 
 def _teardown_kinds(t) -> set[str]:
@@ -380,7 +539,7 @@ def _with_dir_size(f):
 
 def build_from_conf(conf=CONF) -> Reaper:
     config.CONF  # noqa: B018 - [DEFAULT] options registered on import
-    os.makedirs(conf.state_path, exist_ok=True)
+    os.makedirs(conf.state_path, mode=0o700, exist_ok=True)
     from reaper import volume_wiring  # iSCSI volumes: collector, R12/R13, disconnect step
     from reaper import network_wiring  # VIFs: collectors, R11, unplug step
     return network_wiring.enable(volume_wiring.enable(Reaper.from_conf(conf), conf), conf)

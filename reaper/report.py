@@ -10,8 +10,11 @@ EXIT_ERROR = 1
 EXIT_FINDINGS = 3
 EXIT_ACTIONS = 4
 EXIT_GUARD = 5
+# sysexits' EX_TEMPFAIL: another pass held the host's pass lock longer than this one
+# would wait (reaper-manage, reaper-agent --once); nothing was done, try again later.
+EXIT_BUSY = 75
 
-ERROR_GUARDS = {"view_unavailable", "collector_failed"}
+ERROR_GUARDS = {"view_unavailable", "collector_failed", "state_unavailable"}
 
 
 @dataclasses.dataclass
@@ -27,6 +30,12 @@ class PassReport:
     actions: list[dict] = dataclasses.field(default_factory=list)
     errors: list[str] = dataclasses.field(default_factory=list)
     db_queries: int = 0
+    # The host's pause as the pass read it ({"reason", "by", "since"}), or None.
+    paused: dict | None = None
+    # Journal entries this pass set aside as unreadable (their audit records).
+    quarantined: list[dict] = dataclasses.field(default_factory=list)
+    # The journal after the pass: {"backlog": running entries, "quarantined": n}.
+    journal: dict = dataclasses.field(default_factory=dict)
 
     @property
     def summary(self) -> dict:
@@ -38,7 +47,9 @@ class PassReport:
             by_result[a["result"]] = by_result.get(a["result"], 0) + 1
         return {"findings": len(self.findings), "by_classification": by_cls,
                 "actions": by_result, "guards_tripped": [g["guard"] for g in self.guards],
-                "errors": len(self.errors), "exit_code": self.exit_code}
+                "errors": len(self.errors), "exit_code": self.exit_code,
+                "paused": self.paused is not None,
+                "journal_quarantined": self.journal.get("quarantined")}
 
     @property
     def exit_code(self) -> int:
@@ -64,6 +75,10 @@ class PassReport:
     def to_table(self) -> str:
         lines = [f"host {self.host}  pass {self.pass_id}  mode {self.mode}"
                  + ("  (dry run)" if self.dry_run else "")]
+        if self.paused and not any(g["guard"] == "paused" for g in self.guards):
+            lines.append(f"PAUSED ({self.paused.get('reason')}): audits and dry runs only")
+        for q in self.quarantined:
+            lines.append(f"QUARANTINED {q['reason']}")
         for g in self.guards:
             lines.append(f"GUARD {g['guard']}: {g['reason']}")
         for e in self.errors:
@@ -85,8 +100,11 @@ class PassReport:
             lines.append(f"{a['result'].upper()} {a['classification']} {a['instance_uuid']}"
                          f" ({a['reason']})" + (f" [{steps}]" if steps else ""))
         s = self.summary
+        quarantined = (f", {s['journal_quarantined']} journal entries quarantined"
+                       if s["journal_quarantined"] else "")
         lines.append(f"summary: {s['findings']} findings, actions {s['actions'] or '{}'}, "
-                     f"guards tripped {s['guards_tripped'] or 'none'}, exit {s['exit_code']}")
+                     f"guards tripped {s['guards_tripped'] or 'none'}{quarantined}, "
+                     f"exit {s['exit_code']}")
         return "\n".join(lines)
 
 

@@ -1,7 +1,15 @@
 """The reaper's local state DB (SQLite under state_path).
 
 Holds what must survive a restart or a crash: observations for the grace guard,
-the teardown journal, and operator approvals for the mass-destruction guard.
+the teardown journal, operator approvals for the mass-destruction guard, and the
+host's pause. The directory is created 0700 and the DB (with its -wal/-shm, which
+SQLite creates with the DB file's mode) 0600: plans name instances and paths.
+
+Every journal entry records its owner (pid, process start time, boot id: see
+reaper.procid), so a pass can tell a crashed entry from one a live process holds.
+An entry this version cannot read (plan JSON that does not parse, a classification,
+action or step it does not know, as a newer version may write) is quarantined
+instead of stopping every later pass.
 """
 from __future__ import annotations
 
@@ -12,9 +20,16 @@ import os
 import functools
 import sqlite3
 import threading
-from typing import Iterable
+from typing import Callable, Iterable
 
+from reaper import procid
 from reaper.records import Action, Classification, Finding, TeardownPlan
+
+DB_NAME = "reaper-state.sqlite"
+# Errors of a state DB that cannot be used right now (locked beyond the busy
+# timeout, unreadable, read-only, full): a pass reports them and acts on nothing
+# it cannot journal.
+StateError = sqlite3.Error
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS observations (
@@ -29,11 +44,12 @@ CREATE TABLE IF NOT EXISTS journal (
     pass_id TEXT NOT NULL,
     instance_uuid TEXT,
     plan TEXT NOT NULL,
-    status TEXT NOT NULL,          -- running | done | aborted
+    status TEXT NOT NULL,          -- running | done | aborted | quarantined
     attempts INTEGER NOT NULL DEFAULT 1,
     error TEXT,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    owner TEXT                     -- JSON: pid, start, boot_id, process (reaper.procid)
 );
 CREATE INDEX IF NOT EXISTS journal_status_idx ON journal (status);
 CREATE TABLE IF NOT EXISTS journal_steps (
@@ -77,7 +93,11 @@ def plan_to_json(plan: TeardownPlan) -> str:
 
 
 def plan_from_json(text: str) -> TeardownPlan:
+    """The plan of a journal entry; raises ValueError (or TypeError/KeyError) when this
+    version cannot read it."""
     d = json.loads(text)
+    if not isinstance(d, dict):
+        raise ValueError("the plan is not a JSON object")
     d["classification"] = Classification(d["classification"])
     d["action"] = Action(d["action"])
     d["dirs"] = tuple(d["dirs"])
@@ -95,6 +115,28 @@ class JournalEntry:
     plan: TeardownPlan
     steps: dict[str, str]          # step -> status
     attempts: int
+    owner: dict | None = None      # reaper.procid identity of the process that runs it
+    status: str = "running"
+
+
+@dataclasses.dataclass(frozen=True)
+class Quarantined:
+    """A journal entry this version could not read, now set aside."""
+    id: int
+    pass_id: str
+    instance_uuid: str | None
+    error: str
+    plan_text: str                 # the start of the unreadable plan, for the audit
+
+
+def _owner_from(text: str | None) -> dict | None:
+    if not text:
+        return None
+    try:
+        owner = json.loads(text)
+    except ValueError:
+        return None
+    return owner if isinstance(owner, dict) else None
 
 
 def _locked(method):
@@ -106,17 +148,39 @@ def _locked(method):
     return wrapper
 
 
+def _private_file(path: str) -> None:
+    """Create ``path`` 0600 if missing; narrow it to 0600 if it is ours and wider."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+    st = os.lstat(path)
+    if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+        os.chmod(path, 0o600)
+
+
 class StateDB:
-    def __init__(self, state_path: str):
+    def __init__(self, state_path: str, busy_timeout: float = 30.0):
+        """``busy_timeout``: seconds a statement waits for another process's write
+        lock on the DB before it fails with ``database is locked``."""
+        # A new directory is private; an existing one is left as the operator made it
+        # (it may be shared with something else): only our files in it are narrowed.
         os.makedirs(state_path, mode=0o700, exist_ok=True)
-        self.path = os.path.join(state_path, "reaper-state.sqlite")
+        self.path = os.path.join(state_path, DB_NAME)
+        _private_file(self.path)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                _private_file(self.path + suffix)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+        self._db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None,
                                    check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         # Every journal write must be on disk before the step it describes runs.
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(_SCHEMA)         # no write lock needed once it exists
+        if not self._has_owner_column():        # a DB of an earlier version
+            self._db.execute("ALTER TABLE journal ADD COLUMN owner TEXT")
+        self._me = procid.current()
+
+    def _has_owner_column(self) -> bool:
+        return any(r[1] == "owner" for r in self._db.execute("PRAGMA table_info(journal)"))
 
     @_locked
     def close(self) -> None:
@@ -158,11 +222,24 @@ class StateDB:
 
     @_locked
     def begin(self, plan: TeardownPlan, pass_id: str, now: datetime.datetime) -> int:
+        """A new entry, owned by this process."""
         cur = self._db.execute(
-            "INSERT INTO journal (pass_id, instance_uuid, plan, status, created_at, updated_at) "
-            "VALUES (?, ?, ?, 'running', ?, ?)",
-            (pass_id, plan.instance_uuid, plan_to_json(plan), _ts(now), _ts(now)))
+            "INSERT INTO journal (pass_id, instance_uuid, plan, status, created_at, "
+            "updated_at, owner) VALUES (?, ?, ?, 'running', ?, ?, ?)",
+            (pass_id, plan.instance_uuid, plan_to_json(plan), _ts(now), _ts(now),
+             json.dumps(self._me)))
         return cur.lastrowid
+
+    @_locked
+    def take_over(self, journal_id: int, now: datetime.datetime) -> None:
+        """This process resumes the entry: it is ours from now on (a third process
+        sees a live owner and leaves it alone)."""
+        self._db.execute("UPDATE journal SET owner=?, status='running', updated_at=? "
+                         "WHERE id=?", (json.dumps(self._me), _ts(now), journal_id))
+
+    def is_me(self, owner: dict | None) -> bool:
+        """Whether a journal owner is this process (this StateDB's opener)."""
+        return procid.same(owner, self._me)
 
     @_locked
     def step(self, journal_id: int, step: str, status: str, now: datetime.datetime,
@@ -185,21 +262,76 @@ class StateDB:
             "UPDATE journal SET attempts=attempts+1, error=?, updated_at=? WHERE id=?",
             (error, _ts(now), journal_id))
 
+    def _read(self, row, known_steps) -> JournalEntry | str:
+        """The entry of a journal row, or why this version cannot read it."""
+        jid, pass_id, _uuid, plan_text, attempts, owner, status = row
+        steps = dict(self._db.execute(
+            "SELECT step, status FROM journal_steps WHERE journal_id=?", (jid,)))
+        try:
+            plan = plan_from_json(plan_text)
+        except (ValueError, TypeError, KeyError) as e:
+            return f"unreadable plan: {type(e).__name__}: {e}"
+        if known_steps is not None:
+            try:
+                known = set(known_steps(plan))
+            except Exception as e:  # noqa: BLE001 - an odd plan must not stop the reader
+                return f"cannot tell the steps of the plan: {type(e).__name__}: {e}"
+            unknown = sorted(set(steps) - known)
+            if unknown:
+                return f"step(s) {', '.join(unknown)} unknown to this version"
+        return JournalEntry(jid, pass_id, plan, steps, attempts, _owner_from(owner), status)
+
+    def _rows(self, statuses: tuple[str, ...]):
+        marks = ",".join("?" * len(statuses))
+        return self._db.execute(
+            "SELECT id, pass_id, instance_uuid, plan, attempts, owner, status FROM journal "
+            f"WHERE status IN ({marks}) ORDER BY id", statuses).fetchall()
+
     @_locked
-    def unfinished(self) -> list[JournalEntry]:
-        rows = self._db.execute(
-            "SELECT id, pass_id, plan, attempts FROM journal WHERE status='running' ORDER BY id"
-        ).fetchall()
+    def unfinished(self, known_steps: Callable[[TeardownPlan], Iterable[str]] | None = None
+                   ) -> list[JournalEntry]:
+        """Entries to resume: running ones, and quarantined ones this version can read
+        (a newer version may have set aside what an older one could not read). Entries
+        that cannot be read are left out, never raised: see quarantine_unreadable.
+        ``known_steps(plan)``: the steps this version knows for a plan."""
         out = []
-        for jid, pass_id, plan, attempts in rows:
-            steps = dict(self._db.execute(
-                "SELECT step, status FROM journal_steps WHERE journal_id=?", (jid,)))
-            out.append(JournalEntry(jid, pass_id, plan_from_json(plan), steps, attempts))
+        for row in self._rows(("running", "quarantined")):
+            entry = self._read(row, known_steps)
+            if isinstance(entry, JournalEntry):
+                out.append(entry)
+        return out
+
+    @_locked
+    def quarantine_unreadable(self, now: datetime.datetime,
+                              known_steps: Callable[[TeardownPlan], Iterable[str]] | None = None,
+                              instance_uuid: str | None = None,
+                              leave: Callable[[dict | None], bool] = lambda _o: False
+                              ) -> list[Quarantined]:
+        """Set aside the running entries this version cannot read (only those of
+        ``instance_uuid`` when given; never one whose owner ``leave`` says to leave
+        alone, such as a live process that can read it); returns the newly set aside."""
+        out = []
+        for row in self._rows(("running",)):
+            jid, pass_id, uuid, plan_text, _attempts, owner, _status = row
+            if instance_uuid is not None and uuid != instance_uuid:
+                continue
+            why = self._read(row, known_steps)
+            if isinstance(why, JournalEntry) or leave(_owner_from(owner)):
+                continue
+            self._db.execute("UPDATE journal SET status='quarantined', error=?, updated_at=? "
+                             "WHERE id=? AND status='running'", (why, _ts(now), jid))
+            out.append(Quarantined(jid, pass_id, uuid, why, str(plan_text)[:500]))
         return out
 
     @_locked
     def backlog(self) -> int:
         return self._db.execute("SELECT count(*) FROM journal WHERE status='running'").fetchone()[0]
+
+    @_locked
+    def quarantined(self) -> int:
+        """Entries set aside as unreadable (they wait for a version that reads them)."""
+        return self._db.execute(
+            "SELECT count(*) FROM journal WHERE status='quarantined'").fetchone()[0]
 
     # -- mass-destruction approvals -----------------------------------------
 
@@ -250,6 +382,32 @@ class StateDB:
         else:
             self._db.execute("INSERT OR REPLACE INTO flags VALUES (?, ?, ?)",
                              (name, value, _ts(now)))
+
+    # -- pause -------------------------------------------------------------------
+
+    @_locked
+    def pause_state(self) -> dict | None:
+        """The host's pause: {"reason", "by", "since"}, or None when not paused."""
+        rows = dict((n, (v, t)) for n, v, t in self._db.execute(
+            "SELECT name, value, updated_at FROM flags WHERE name IN ('paused', 'paused_by')"))
+        if "paused" not in rows:
+            return None
+        reason, since = rows["paused"]
+        return {"reason": reason, "by": rows.get("paused_by", (None, None))[0],
+                "since": since}
+
+    @_locked
+    def set_pause(self, reason: str | None, by: str | None, now: datetime.datetime) -> None:
+        """Pause (``reason`` given) or resume (None), with who asked, in one transaction."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM flags WHERE name IN ('paused', 'paused_by')")
+            if reason is not None:
+                self._db.execute("INSERT INTO flags VALUES ('paused', ?, ?)",
+                                 (reason, _ts(now)))
+                if by:
+                    self._db.execute("INSERT INTO flags VALUES ('paused_by', ?, ?)",
+                                     (by, _ts(now)))
 
     @_locked
     def use_approval(self, pass_id: str, now: datetime.datetime) -> None:

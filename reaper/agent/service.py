@@ -1,10 +1,14 @@
-"""The agent: the host's one pass lock, pause/approve, and the periodic main loop.
+"""The agent: pause/approve, status, and the periodic main loop.
 
-Every pass on this host goes through ``Agent.run_pass`` (timers, init_host, RPC
-calls), so there is one pass at a time. The main loop runs the timers, pings the
-systemd watchdog, reloads mutable options on SIGHUP between passes, and on
-SIGTERM lets the current teardown finish the step it is in, then exits; the
-journal holds the rest for the next start.
+Every pass of the agent (timers, init_host, RPC calls) goes through
+``Agent.run_pass`` into ``Reaper.run_pass``, which holds the host's pass lock
+(reaper.passlock: one pass per host, across processes, reaper-manage and the
+nova-log watcher included) and reads the host's pause itself; the agent only
+chooses how long a caller waits (``busy`` after that) and turns a paused refusal
+into :class:`Paused` for RPC. The main loop runs the timers, pings the systemd
+watchdog, reloads mutable options on SIGHUP between passes, and on SIGTERM lets
+the current teardown finish the step it is in, then exits; the journal holds the
+rest for the next start.
 
 Everything the running agent reads from its configuration comes from one
 immutable :class:`reaper.confsnap.ConfigSnapshot` (``Agent.config``), replaced
@@ -13,7 +17,6 @@ raises, the loop logs it, records the pass as failed and keeps serving.
 """
 from __future__ import annotations
 
-import datetime
 import random
 import signal
 import threading
@@ -24,7 +27,8 @@ from typing import Callable
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from reaper import confsnap, reconcile
+from reaper import confsnap, passlock, reconcile
+from reaper import state as state_mod
 from reaper.agent import schedule
 from reaper.agent.sdnotify import SdNotify
 from reaper.report import PassReport
@@ -51,16 +55,18 @@ CONF.register_opts(agent_opts, group="reaper")
 EXIT_CONFIG = 78
 
 
-class Busy(Exception):
-    """Another pass holds this host's pass lock for longer than the caller would wait."""
+# Another pass (of any process) held the host's pass lock longer than the caller
+# would wait. The pass lock raises it; RPC answers 'busy'.
+Busy = passlock.Busy
 
 
 class Paused(Exception):
-    """The agent is paused: no destructive pass runs (audits and dry runs still do)."""
+    """The host is paused: the pass refused to destroy (its ``paused`` guard); audits
+    and dry runs still run. ``report`` is the refused pass's report."""
 
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    def __init__(self, message: str, report: PassReport | None = None):
+        super().__init__(message)
+        self.report = report
 
 
 class Agent:
@@ -74,8 +80,6 @@ class Agent:
         self.stop_event = threading.Event()
         self._wake = threading.Event()
         self._reload = threading.Event()
-        self._pass_lock = threading.Lock()
-        self._running: dict | None = None
         self._last: PassReport | None = None
         self._ready = False
         self._rng = rng or random.Random()
@@ -102,46 +106,41 @@ class Agent:
     @property
     def paused(self) -> str | None:
         """The reason given to pause, or None when not paused (survives restarts)."""
-        return self.reaper.state.get_flag("paused")
+        pause = self.reaper.state.pause_state()
+        return None if pause is None else pause["reason"]
+
+    def _paused_or_unknown(self) -> str | None:
+        """``paused``, for what must not fail (status lines, the main loop): a state
+        DB that cannot be read right now shows as unknown."""
+        try:
+            return self.paused
+        except state_mod.StateError as e:
+            LOG.warning("cannot read the pause flag: %s", e)
+            return "unknown: the state DB cannot be read"
 
     def run_pass(self, mode: str, dry_run: bool | None = None, only_uuid: str | None = None,
                  *, source: str = "timer", wait: float | None = None) -> PassReport:
+        """One pass through the reaper (which holds the host's pass lock and checks
+        the pause). ``wait``: seconds to wait for a running pass (default
+        ``[reaper] pass_lock_timeout``), then :class:`Busy`. A destructive pass the
+        pause refused raises :class:`Paused` after it ran as an audit."""
         if mode not in reconcile.MODES:
             raise ValueError(f"mode must be one of {', '.join(reconcile.MODES)}")
-        self._refuse_if_paused(mode, dry_run)
-        deadline = None if wait is None else self._mono() + wait
-        while not self._pass_lock.acquire(timeout=1.0):
-            self.sd.watchdog()
-            if deadline is not None and self._mono() >= deadline:
-                r = self._running or {}
-                raise Busy(f"a {r.get('mode', '?')} pass ({r.get('source', '?')}) has held "
-                           f"this host since {r.get('since', '?')}; try again later")
-        try:
-            if self.stop_event.is_set() and mode != "audit":
-                raise Busy("the agent is stopping")
-            self._refuse_if_paused(mode, dry_run)
-            self._running = {"mode": mode, "source": source, "since": _now(),
-                             "instance_uuid": only_uuid}
-            rep = self.reaper.run_pass(mode, dry_run=dry_run, only_uuid=only_uuid,
-                                       on_planned=self._planned)
-            self._last = rep
-        finally:
-            self._running = None
-            self._pass_lock.release()
+        if self.stop_event.is_set() and mode != "audit":
+            raise Busy("the agent is stopping")
+        rep = self.reaper.run_pass(mode, dry_run=dry_run, only_uuid=only_uuid,
+                                   on_planned=self._planned, source=source, wait=wait)
+        self._last = rep
         self.sd.status(self.status_line())
         for listener in list(self.pass_listeners):
             try:
                 listener(self, rep)
             except Exception:  # noqa: BLE001 - metrics never stop the agent
                 LOG.exception("pass listener %r failed", listener)
+        refused = [g for g in rep.guards if g["guard"] == "paused"]
+        if refused:
+            raise Paused(refused[0]["reason"], rep)
         return rep
-
-    def _refuse_if_paused(self, mode: str, dry_run: bool | None) -> None:
-        dry = self.reaper.policy.dry_run if dry_run is None else dry_run
-        reason = self.paused
-        if mode != "audit" and not dry and reason is not None:
-            raise Paused(f"host {self.host} is paused ({reason}): only audits and dry runs "
-                         f"run until it is resumed")
 
     def _planned(self, rep: PassReport) -> None:
         if not self._ready:
@@ -150,26 +149,44 @@ class Agent:
                           f"executing")
 
     def status(self) -> dict:
+        """What RPC's status() answers. A state DB that cannot be read right now
+        (locked, broken) shows as None counts and a ``state_error``, never an error."""
         last = self._last
-        return {
+        st = self.reaper.state
+        state_error = None
+        try:
+            pause = st.pause_state()
+            backlog, quarantined = st.backlog(), st.quarantined()
+            blocked = st.blocked_unapproved()
+        except state_mod.StateError as e:
+            state_error = f"state DB: {e}"
+            pause, backlog, quarantined, blocked = None, None, None, []
+        out = {
             "host": self.host,
-            "paused": self.paused is not None,
-            "paused_reason": self.paused,
-            "running": dict(self._running) if self._running else None,
+            "paused": pause is not None,
+            "paused_reason": None if pause is None else pause["reason"],
+            "paused_by": None if pause is None else pause["by"],
+            "paused_since": None if pause is None else pause["since"],
+            # the pass holding the host's pass lock: the agent's or another process's
+            "running": self.reaper.pass_lock.holder(),
             "last_pass": None if last is None else {
                 "pass_id": last.pass_id, "mode": last.mode, "dry_run": last.dry_run,
                 "started_at": last.started_at, "finished_at": last.finished_at,
                 "summary": last.summary},
-            "journal_backlog": self.reaper.state.backlog(),
+            "journal_backlog": backlog,
+            "journal_quarantined": quarantined,
             "guards_tripped": [] if last is None else [g["guard"] for g in last.guards],
-            "blocked_passes": self.reaper.state.blocked_unapproved(),
+            "blocked_passes": blocked,
             "dry_run": self.reaper.policy.dry_run,
         }
+        if state_error:
+            out["state_error"] = state_error
+        return out
 
     def status_line(self) -> str:
         """One line for systemd's STATUS= (``systemctl status``)."""
         last = self._last
-        head = "PAUSED; " if self.paused is not None else ""
+        head = "PAUSED; " if self._paused_or_unknown() is not None else ""
         if last is None:
             return head + "no pass yet"
         s = last.summary
@@ -179,16 +196,20 @@ class Agent:
                 f"{s['findings']} findings, actions {acts}, guards {guards}, "
                 f"exit {s['exit_code']}")
 
-    def pause(self, reason: str = "") -> dict:
+    def pause(self, reason: str = "", by: str | None = None) -> dict:
+        """Set the host's persistent pause flag (every pass of every process reads
+        it); ``by`` says who asked (RPC: the caller), for the refusal's message."""
         reason = reason.strip() or "paused by an operator"
-        self.reaper.state.set_flag("paused", reason, reconcile.utcnow())
-        self.reaper.audit.record("agent_state", "-", result="paused", reason=reason)
+        self.reaper.state.set_pause(reason, by, reconcile.utcnow())
+        self.reaper.audit.record("agent_state", "-", result="paused", reason=reason,
+                                 **({"by": by} if by else {}))
         self.sd.status(self.status_line())
         return self.status()
 
-    def resume(self) -> dict:
-        self.reaper.state.set_flag("paused", None, reconcile.utcnow())
-        self.reaper.audit.record("agent_state", "-", result="resumed", reason="resumed")
+    def resume(self, by: str | None = None) -> dict:
+        self.reaper.state.set_pause(None, None, reconcile.utcnow())
+        self.reaper.audit.record("agent_state", "-", result="resumed", reason="resumed",
+                                 **({"by": by} if by else {}))
         self.sd.status(self.status_line())
         return self.status()
 
@@ -221,6 +242,7 @@ class Agent:
             return False
         self._config = out.snapshot
         self.reaper.policy = out.snapshot.policy
+        self.reaper.lock_timeout = out.snapshot.intervals.pass_lock_timeout
         if out.needs_restart:
             LOG.warning("configuration reloaded; these options change only on a restart "
                         "and keep their running value: %s", ", ".join(sorted(out.needs_restart)))
@@ -243,9 +265,13 @@ class Agent:
     # -- the service ----------------------------------------------------------------
 
     def _periodic(self, mode: str, source: str) -> PassReport | None:
+        """A timer's pass. On a paused host it runs as an audit, so reports and
+        metrics stay current without a refused pass (and a 'paused' guard record)
+        every interval; the pass itself still refuses should the pause come between.
+        Never raises: the main loop must survive anything a pass meets."""
         started = reconcile.utcnow().isoformat()
         try:
-            if self.paused is not None and not self.reaper.policy.dry_run:
+            if self._paused_or_unknown() is not None and not self.reaper.policy.dry_run:
                 mode, source = "audit", source + " (paused: audit only)"
             return self.run_pass(mode, source=source)
         except (Paused, Busy) as e:
@@ -345,8 +371,7 @@ class Agent:
             self._wake.clear()
 
         self.sd.stopping("stopping: the current step finishes, the journal keeps the rest")
-        with self._pass_lock:        # an RPC-started pass stops at its next step too
-            pass
+        self.reaper.pass_lock.wait_idle()   # an RPC-started pass stops at its next step too
         try:
             backlog = self.reaper.state.backlog()
         except Exception as e:  # noqa: BLE001 - stopping must not fail on the state DB

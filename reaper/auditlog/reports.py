@@ -192,6 +192,8 @@ def failure_category(rec: dict) -> str | None:
             return "pass error"
     if event in ("rpc_call", "nova_log_trigger") and result in ERROR_RESULTS:
         return f"{event} {result}"
+    if event == "journal_quarantined":     # a teardown this version cannot resume
+        return "journal quarantined"
     return None
 
 

@@ -14,7 +14,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from reaper import config
-from reaper.report import EXIT_ERROR, EXIT_GUARD
+from reaper.report import EXIT_BUSY, EXIT_ERROR, EXIT_GUARD
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
@@ -22,13 +22,16 @@ LOG = logging.getLogger(__name__)
 cli_opts = [
     cfg.BoolOpt("once", default=False,
                 help="Run one reap pass, print its report and exit with the one-shot exit "
-                     "codes (0 nothing, 3 findings, 4 actions, 5 guard, 1 error) instead "
-                     "of running as a service. Service exit codes: 0 stopped by SIGTERM, "
+                     "codes (0 nothing, 3 findings, 4 actions, 5 guard or paused host, 1 "
+                     "error, 75 busy: another pass held the host's pass lock longer than "
+                     "[reaper] pass_lock_timeout) instead of running as a service. Service exit codes: 0 stopped by SIGTERM, "
                      "1 error, 78 bad configuration or host identity (not restarted)."),
 ]
 
 
 def main(argv: list[str] | None = None) -> int:
+    from reaper import procid
+    procid.set_name("reaper-agent")
     CONF.register_cli_opts(cli_opts)
     from reaper.agent import service
     try:
@@ -58,8 +61,13 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 rep = agent.run_pass("reap", source="once")
             except service.Paused as e:
+                if e.report is not None:
+                    print(e.report.to_table())
                 print(f"reaper-agent: {e}", file=sys.stderr)
                 return EXIT_GUARD          # refused, like a guard
+            except service.Busy as e:
+                print(f"reaper-agent: busy: {e}", file=sys.stderr)
+                return EXIT_BUSY
             print(rep.to_table())
             return rep.exit_code
         rpc = _start_rpc(agent)

@@ -2,6 +2,7 @@
 watch-nova-log)."""
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -11,17 +12,41 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from reaper import config
-from reaper.report import EXIT_ERROR, EXIT_FINDINGS
+from reaper.report import EXIT_BUSY, EXIT_ERROR, EXIT_FINDINGS
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
 
 
+PASS_EPILOG = """\
+exit codes:
+  0   nothing to do
+  3   findings reported
+  4   actions taken
+  5   a guard refused the plan (among them: the host is paused, see
+      reaper-ctl pause/resume; only audits and dry runs run while it is)
+  1   error (DB or libvirt unreachable, state DB unusable, a step failed,
+      bad configuration)
+  75  busy (EX_TEMPFAIL): another pass (reaper-agent, reaper-manage, the
+      nova-log watcher) held this host's pass lock for longer than
+      --lock-timeout; nothing was done, try again later
+
+One pass per host at a time, across processes: every pass, audits included,
+takes the pass lock under [DEFAULT] state_path."""
+
+
 def _add_pass_parser(subparsers, name, help_text, dry_run_flag):
-    p = subparsers.add_parser(name, help=help_text, description=help_text)
+    p = subparsers.add_parser(name, help=help_text, description=help_text,
+                              epilog=PASS_EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--format", choices=["table", "json"], default="table",
                    help="table for people, json for tools (the whole pass report)")
-    p.add_argument("--instance", metavar="UUID", help="only report/act on this instance")
+    p.add_argument("--instance", metavar="UUID",
+                   help="only report/act on this instance (journaled teardowns of other "
+                        "instances are not resumed either)")
+    p.add_argument("--lock-timeout", type=float, metavar="SECONDS",
+                   help="wait at most SECONDS for another pass on this host to end, then "
+                        "exit 75 (default: [reaper] pass_lock_timeout)")
     if dry_run_flag:
         p.add_argument("--dry-run", action="store_true",
                        help="plan and report, change nothing (overrides [reaper] dry_run)")
@@ -120,14 +145,25 @@ command_opt = cfg.SubCommandOpt("command", title="Commands", handler=add_command
 
 
 def _pass(mode: str) -> int:
-    from reaper import reconcile
+    from reaper import passlock, reconcile
+    args = CONF.command
+    if args.lock_timeout is not None and args.lock_timeout < 0:
+        print(f"reaper-manage {mode}: --lock-timeout must be 0 or more", file=sys.stderr)
+        return EXIT_ERROR
     reaper = reconcile.build_from_conf(CONF)
     try:
-        dry = True if getattr(CONF.command, "dry_run", False) else None
-        rep = reaper.run_pass(mode, dry_run=dry, only_uuid=CONF.command.instance)
+        dry = True if getattr(args, "dry_run", False) else None
+        rep = reaper.run_pass(mode, dry_run=dry, only_uuid=args.instance,
+                              source="reaper-manage", wait=args.lock_timeout)
+    except passlock.Busy as e:
+        print(f"reaper-manage {mode}: busy: {e}", file=sys.stderr)
+        return EXIT_BUSY
     finally:
         reaper.close()
-    print(rep.to_json() if CONF.command.format == "json" else rep.to_table())
+    print(rep.to_json() if args.format == "json" else rep.to_table())
+    for g in rep.guards:
+        if g["guard"] == "paused":      # the one line that says why nothing was done
+            print(f"reaper-manage {mode}: {g['reason']}", file=sys.stderr)
     return rep.exit_code
 
 
@@ -239,6 +275,8 @@ def _watch_nova_log() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from reaper import procid
+    procid.set_name("reaper-manage")
     CONF.register_cli_opt(command_opt)
     try:
         config.load(sys.argv[1:] if argv is None else argv, quiet_audit=True)

@@ -61,6 +61,15 @@ def caller_of(ctxt) -> dict:
     return caller
 
 
+def _who(caller: dict | None) -> str:
+    """The caller in a few words, kept with the pause flag ("paused by ...")."""
+    caller = caller or {}
+    who = f"user {caller['user']}" if caller.get("user") else "an RPC caller"
+    if caller.get("project"):
+        who += f" (project {caller['project']})"
+    return who + f" over RPC, request {caller.get('request_id') or '?'}"
+
+
 def _audit_args(args: dict) -> dict:
     """The arguments as the audit shows them: short, and JSON whatever was sent."""
     out = {}
@@ -131,7 +140,7 @@ class ReaperEndpoint:
                     f"{method} is destructive and [rpc] allow_remote_reap is false on "
                     f"{self.agent.host}" + (" (dry_run=true only plans)"
                                             if method in ("reap", "reclaim") else ""))
-            reply, pass_id = self._run(method, args, settings)
+            reply, pass_id = self._run(method, args, settings, caller)
         except Busy as e:
             return self._refuse(method, caller, sent, "busy", rpc.BUSY, str(e))
         except Paused as e:
@@ -146,7 +155,8 @@ class ReaperEndpoint:
         self._audit(method, caller, sent, "ok", "done", pass_id)
         return reply
 
-    def _run(self, method: str, args: dict, settings) -> tuple[dict, str]:
+    def _run(self, method: str, args: dict, settings,
+             caller: dict | None = None) -> tuple[dict, str]:
         agent = self.agent
         if method in rpc.PASS_METHODS:
             rep = agent.run_pass(method, dry_run=args.get("dry_run"),
@@ -156,9 +166,9 @@ class ReaperEndpoint:
         if method == "status":
             return agent.status(), "-"
         if method == "pause":
-            return agent.pause(args["reason"]), "-"
+            return agent.pause(args["reason"], by=_who(caller)), "-"
         if method == "resume":
-            return agent.resume(), "-"
+            return agent.resume(by=_who(caller)), "-"
         pid = args["pass_id"]
         if not agent.approve(pid):
             return rpc.error_reply(rpc.NOT_FOUND,

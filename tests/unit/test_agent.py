@@ -76,8 +76,9 @@ def test_one_pass_at_a_time(host):
     inside, release = threading.Event(), threading.Event()
 
     def heartbeat():                  # called inside every pass: hold the first one
-        inside.set()
-        release.wait(10)
+        if threading.current_thread() is t:
+            inside.set()
+            release.wait(10)
     reaper.heartbeat = heartbeat
     t = threading.Thread(target=agent.run_pass, args=("audit",), kwargs={"source": "rpc"})
     t.start()

@@ -151,3 +151,29 @@ def test_demo_runs(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "evacuated" in r.stdout and "reclaimable" in r.stdout
     assert "domains left:" in r.stdout and "build-server" in r.stdout
+
+
+def test_reap_and_reclaim_on_a_paused_host_exit_5_with_one_line(tmp_path):
+    from reaper import reconcile, state
+    url, uri, _ = _host(tmp_path)
+    conf = write_conf(tmp_path, base_conf(tmp_path, url, uri))
+    st = state.StateDB(str(tmp_path / "state"))
+    st.set_flag("paused", "kernel upgrade", reconcile.utcnow())     # as RPC's pause
+    st.close()
+    orphans = os.listdir(tmp_path / "instances")
+    for cmd in ("reap", "reclaim"):
+        r = manage(cmd, conf=conf)
+        assert r.returncode == 5, r.stdout + r.stderr
+        (line,) = [x for x in r.stderr.splitlines() if x.startswith("reaper-manage")]
+        assert line.startswith(f"reaper-manage {cmd}: host {HOST} is paused (kernel upgrade)")
+        assert line.endswith("only audits and dry runs run until it is resumed")
+        assert "GUARD paused" in r.stdout
+    assert os.listdir(tmp_path / "instances") == orphans
+    r = manage("audit", conf=conf)
+    assert r.returncode == 3 and "PAUSED (kernel upgrade)" in r.stdout
+
+
+def test_pass_help_documents_the_exit_codes_busy_included():
+    r = manage("reap", "--help")
+    assert r.returncode == 0
+    assert "75  busy (EX_TEMPFAIL)" in r.stdout and "--lock-timeout" in r.stdout
