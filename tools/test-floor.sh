@@ -4,7 +4,8 @@
 # tests/unit/test_floor_constraints.py), in a second virtualenv, .venv-floor.
 # The venv is rebuilt only when setup.cfg or the constraints change (a stamp, as
 # tools/install-deps.sh does); pip's cache is shared with .venv's.
-# tools/run-tests.sh calls it; `tox -e floor` does the same through tox.
+# tools/run-tests.sh calls it when REAPER_TEST_FLOOR=1; `tox -e floor` does the
+# same through tox.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

@@ -1,4 +1,4 @@
-"""The install steps of doc/install.rst, walked as far as a machine without systemd as
+"""The install steps of doc/install.md, walked as far as a machine without systemd as
 PID 1 allows, under a throwaway root directory instead of /: the wheel is built
 from this tree, installed into a virtualenv (as at /opt/reaper), the sample
 configuration, the units and the logrotate file are copied out of the installed
