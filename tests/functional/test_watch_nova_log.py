@@ -272,7 +272,7 @@ def test_cli_watcher_restarted_sees_what_was_logged_while_it_was_down(tmp_path):
             proc.communicate()
     assert proc.returncode == 0, err[-2000:]
     assert "0 audits" in out
-    append(log, sections()[1])                  # seed 003's failed detach, while down
+    append(log, sections()[1])                  # a failed detach, while it is down
     os.rename(log, str(log) + ".1")
     append(log, sections()[3])                  # the failed delete, in the new file
     proc = _manage(conf, str(log), "--exit-at-eof")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import grp
 import os
 import pathlib
+import re
 import shutil
 import stat
 import subprocess
@@ -49,6 +50,14 @@ def run(*cmd, **kw) -> subprocess.CompletedProcess:
                        env=env, **kw)
     assert r.returncode == 0, f"{cmd}: {r.stdout[-2000:]}{r.stderr[-2000:]}"
     return r
+
+
+def documented_install_lines() -> list[str]:
+    """The `install ...` commands of doc/install.md's shell blocks."""
+    text = (REPO / "doc/install.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+    return [line.strip() for b in blocks for line in b.splitlines()
+            if line.startswith("install ")]
 
 
 @pytest.fixture(scope="module")
@@ -91,22 +100,21 @@ def test_install_steps_from_wheel_to_enabled_units(wheel, tmp_path):
                             ).stdout.strip())
     (site / "_deps_from_test_venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     share = venv / "share/reaper"
-    # install -d -m 0750 /etc/reaper
-    # install -m 0640 /opt/reaper/share/reaper/etc/reaper.conf.sample /etc/reaper/reaper.conf
     etc = root / "etc"
-    conf = etc / "reaper/reaper.conf"
-    run("install", "-d", "-m", "0750", conf.parent)
-    run("install", "-m", "0640", share / "etc/reaper.conf.sample", conf)
-    assert stat.S_IMODE(conf.stat().st_mode) == 0o640
-    assert stat.S_IMODE(conf.parent.stat().st_mode) == 0o750
-    # install -m 0644 /opt/reaper/share/reaper/systemd/*.service /etc/systemd/system/
-    # install -m 0644 /opt/reaper/share/reaper/logrotate/reaper /etc/logrotate.d/reaper
     units = etc / "systemd/system"
     units.mkdir(parents=True)
-    for u in sorted((share / "systemd").glob("*.service")):
-        run("install", "-m", "0644", u, units)
     (etc / "logrotate.d").mkdir()
-    run("install", "-m", "0644", share / "logrotate/reaper", etc / "logrotate.d/reaper")
+    # The doc's `install` lines (configuration, units, logrotate file), run as
+    # written but under the throwaway root.
+    steps = documented_install_lines()
+    assert len(steps) == 4, steps
+    for line in steps:
+        line = line.replace("/opt/reaper/", f"{venv}/").replace(" /etc/", f" {etc}/")
+        run("bash", "-c", f"set -e; {line}")
+    conf = etc / "reaper/reaper.conf"
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o640
+    assert stat.S_IMODE(conf.parent.stat().st_mode) == 0o750
+    assert (etc / "logrotate.d/reaper").read_bytes() == (share / "logrotate/reaper").read_bytes()
     names = sorted(p.name for p in units.iterdir())
     assert names == ["reaper-agent.service", "reaper-watch-nova-log.service"]
     # systemd-analyze verify: ExecStart must exist, which it does under the prefix
