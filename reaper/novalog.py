@@ -18,13 +18,19 @@ Layers, pure to effectful:
   which instance; each rule names where in Nova its message is logged.
 - ``Detector``: the three above plus a per-instance debounce.
 - ``Follower``: ``tail -F`` over rotation (rename and create, copytruncate).
+- ``Position`` / ``PositionStore``: where the watcher had read to, kept under
+  ``state_path`` so a restarted watcher catches up on what was logged while it
+  was down, also across a rotation it did not see.
 - ``watch``: the loop: follow, detect, audit, record; it survives bad lines,
   database outages and pass errors, and stops on request.
 """
 from __future__ import annotations
 
+import base64
 import collections
 import dataclasses
+import hashlib
+import json
 import os
 import re
 import threading
@@ -366,6 +372,76 @@ class Detector:
 
 # -- tail -F -------------------------------------------------------------------------
 
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """How far the watcher had handled a log: the file (device and inode, which
+    survive a rename), the byte offset just past the last line handled, and the
+    bytes before that offset (to tell the same file from one rewritten in place,
+    or a new file that got the old inode back)."""
+    path: str
+    dev: int
+    ino: int
+    offset: int
+    tail: bytes = b""
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "dev": self.dev, "ino": self.ino, "offset": self.offset,
+                "tail": base64.b64encode(self.tail).decode("ascii")}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Position":
+        return cls(str(d["path"]), int(d["dev"]), int(d["ino"]), int(d["offset"]),
+                   base64.b64decode(d.get("tail") or ""))
+
+
+class PositionStore:
+    """One small JSON file per watched log, replaced atomically (write, fsync,
+    rename), so a crash leaves the previous position or the new one."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    @classmethod
+    def under(cls, state_path: str, log_path: str) -> "PositionStore":
+        """The store for ``log_path`` in ``state_path`` (named after the log, with a
+        hash of its absolute path so two watchers of two logs never share one)."""
+        abspath = os.path.abspath(log_path)
+        digest = hashlib.sha256(abspath.encode()).hexdigest()[:12]
+        name = f"nova-log-position.{os.path.basename(abspath)}.{digest}.json"
+        return cls(os.path.join(state_path, name))
+
+    def load(self) -> Position | None:
+        try:
+            with open(self.path) as f:
+                return Position.from_json(json.load(f))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            LOG.warning("ignoring unreadable position file %s: %s", self.path, e)
+            return None
+
+    def save(self, pos: Position) -> None:
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(pos.to_json(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+def _rotated_candidates(path: str) -> list[str]:
+    """``path`` and its uncompressed rotated siblings (``nova-compute.log.1``,
+    ``nova-compute.log-20240311``), where a file we were reading may now be."""
+    d, base = os.path.split(os.path.abspath(path))
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return [path]
+    sibs = sorted(n for n in names if n != base and n.startswith(base)
+                  and not n.endswith((".gz", ".bz2", ".xz", ".zst", ".lz4", ".tmp")))
+    return [path] + [os.path.join(d, n) for n in sibs]
+
+
 class Follower:
     """Complete new lines of a file, across rotation like ``tail -F``: a renamed
     file is read to its end before the new one is opened (from its start); a file
@@ -376,9 +452,10 @@ class Follower:
     CHUNK = 1 << 16
     SIGNATURE = 64      # bytes before our position, re-read to notice a rewrite
 
-    def __init__(self, path: str, from_start: bool = False):
+    def __init__(self, path: str, from_start: bool = False, resume: Position | None = None):
         self.path = path
         self._from_start = from_start
+        self._resume = resume
         self._f = None
         self._ino = None
         self._buf = b""
@@ -386,6 +463,7 @@ class Follower:
         self._waited = False
         self.rotations = 0
         self.truncations = 0
+        self.resumed: str | None = None     # how a saved position was used (see _resume_at)
 
     def close(self) -> None:
         if self._f is not None:
@@ -405,6 +483,58 @@ class Follower:
             f.seek(0, os.SEEK_END)
         self._f, self._ino, self._sig = f, (st.st_dev, st.st_ino), b""
         return True
+
+    def position(self) -> Position | None:
+        """Where the lines returned so far end (a partial line is not included), or
+        None while no file is open."""
+        if self._f is None:
+            return None
+        dev, ino = self._ino
+        offset = self._f.tell() - len(self._buf)
+        n = min(self.SIGNATURE, offset)
+        tail = os.pread(self._f.fileno(), n, offset - n) if n else b""
+        return Position(self.path, dev, ino, offset, tail)
+
+    def _resume_at(self, pos: Position) -> bool:
+        """Reopen the file ``pos`` was in, wherever rotation moved it (the path
+        itself, or an uncompressed sibling such as ``.1``), at ``pos.offset``; the
+        normal rotation check then reads its rest and moves on to the new file.
+        If that file was rewritten in place, read it from its start; if it is gone
+        (compressed, removed), read the current file from its start and say what
+        may have been missed."""
+        for cand in _rotated_candidates(self.path):
+            try:
+                f = open(cand, "rb")
+            except OSError:
+                continue
+            st = os.fstat(f.fileno())
+            if (st.st_dev, st.st_ino) != (pos.dev, pos.ino):
+                f.close()
+                continue
+            n = len(pos.tail)
+            same = st.st_size >= pos.offset and (
+                not n or os.pread(f.fileno(), n, pos.offset - n) == pos.tail)
+            if same:
+                f.seek(pos.offset)
+                self._f, self._ino, self._sig = f, (st.st_dev, st.st_ino), pos.tail
+                self.resumed = "here" if cand == self.path else f"rotated:{cand}"
+                LOG.info("resuming %s at byte %d%s", cand, pos.offset,
+                         "" if cand == self.path else f" (rotated from {self.path})")
+                return True
+            f.close()
+            if cand == self.path:
+                self.truncations += 1
+                self.resumed = "rewritten"
+                LOG.warning("%s was truncated or rewritten while not watched: reading it "
+                            "from its start", self.path)
+                return self._open(at_end=False)
+            break
+        self.resumed = "lost"
+        LOG.warning("the file last read as %s (inode %d, up to byte %d) is gone, maybe "
+                    "compressed or removed by rotation: reading %s from its start; what "
+                    "was logged to the old file after that byte was not seen",
+                    pos.path, pos.ino, pos.offset, self.path)
+        return self._open(at_end=False)
 
     def _drain(self) -> bytes:
         chunks = []
@@ -427,6 +557,11 @@ class Follower:
 
     def read_lines(self) -> list[str]:
         """Whatever complete lines were written since the last call (maybe none)."""
+        if self._f is None and self._resume is not None and self._ino is None:
+            pos, self._resume = self._resume, None
+            if not self._resume_at(pos):
+                self._waited = True
+                return []
         if self._f is None:
             # Start at the end of a file that is there when we start (like tail);
             # read a file that appears later, or replaces one, from its start.
@@ -473,6 +608,7 @@ class WatchStats:
     detect: DetectStats = dataclasses.field(default_factory=DetectStats)
     rotations: int = 0
     truncations: int = 0
+    resumed: str | None = None      # None: started fresh; else how the saved position was used
 
 
 def _result_of(rep) -> str:
@@ -513,21 +649,57 @@ def audit_instance(reaper, trig: Trigger, log_path: str) -> dict:
                   **({"host_paused": paused} if paused else {})})
 
 
+_FROM_STATE = object()
+
+
+def _default_store(reaper, path: str) -> PositionStore | None:
+    """The position store in the reaper's ``state_path`` (where its state DB is)."""
+    db_path = getattr(getattr(reaper, "state", None), "path", None)
+    if not db_path:
+        return None
+    return PositionStore.under(os.path.dirname(db_path), path)
+
+
 def watch(reaper, path: str, *, from_start: bool = False, debounce: float = 60.0,
           poll_interval: float = 0.5, max_triggers: int | None = None,
           exit_at_eof: bool = False, stop: threading.Event | None = None,
           clock: Callable[[], float] = time.monotonic,
-          on_audit: Callable[[dict], None] | None = None) -> WatchStats:
+          on_audit: Callable[[dict], None] | None = None,
+          position_store: PositionStore | None | object = _FROM_STATE) -> WatchStats:
     """Follow ``path`` and audit every instance Nova reports a failed detach, delete,
     evacuation, rebuild or migration for, until ``stop`` is set, ``max_triggers``
     audits have run, or (``exit_at_eof``) the file has been read to its end.
     ``reaper`` needs ``run_pass(mode, only_uuid=...)`` and ``audit.record``;
-    ``on_audit`` gets each trigger's audit record (the CLI prints it)."""
+    ``on_audit`` gets each trigger's audit record (the CLI prints it).
+
+    The position is kept in ``position_store`` (by default a file in the reaper's
+    ``state_path``; None keeps none) each time everything read so far has been
+    handled (the writer went quiet and the last record was classified and
+    audited). A watcher started again resumes there, across a rotation too (see
+    ``Follower._resume_at``), so failures logged while it was stopped are still
+    audited; ``from_start`` ignores the saved position and reads the whole file.
+    A stop in the middle of a burst keeps the previous position: the lines after
+    it are read again on the next start (an audit may run twice, never none)."""
     stop = stop or threading.Event()
-    follower = Follower(path, from_start=from_start)
+    store = _default_store(reaper, path) if position_store is _FROM_STATE else position_store
+    saved = store.load() if store is not None and not from_start else None
+    follower = Follower(path, from_start=from_start, resume=saved)
     detector = Detector(debounce, clock)
     stats = WatchStats(detect=detector.stats)
-    LOG.info("watching %s for failed nova-compute operations (debounce %ss)", path, debounce)
+    LOG.info("watching %s for failed nova-compute operations (debounce %ss)%s", path, debounce,
+             f"; resuming at byte {saved.offset} of inode {saved.ino}" if saved else "")
+    last_saved = saved
+
+    def checkpoint() -> None:
+        nonlocal last_saved
+        pos = follower.position() if store is not None else None
+        if pos is None or pos == last_saved:
+            return
+        try:
+            store.save(pos)
+            last_saved = pos
+        except OSError as e:
+            LOG.warning("cannot save the position in %s: %s", store.path, e)
 
     def handle(triggers: list[Trigger]) -> bool:
         for trig in triggers:
@@ -569,6 +741,8 @@ def watch(reaper, path: str, *, from_start: bool = False, debounce: float = 60.0
                 if not handle(triggers):
                     go_on = False
                     break
+            if go_on and not lines:
+                checkpoint()        # everything read so far is handled
             if not go_on or (not lines and exit_at_eof):
                 break
             if not lines:
@@ -576,5 +750,6 @@ def watch(reaper, path: str, *, from_start: bool = False, debounce: float = 60.0
     finally:
         follower.close()
         stats.rotations, stats.truncations = follower.rotations, follower.truncations
+        stats.resumed = follower.resumed
     LOG.info("stopped watching %s: %s", path, stats)
     return stats

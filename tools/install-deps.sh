@@ -23,7 +23,9 @@ PKGS=(libvirt-dev pkg-config gcc python3-venv python3-dev)
 if ((SERVICES)); then
     PKGS+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
            mariadb-server openvswitch-switch rabbitmq-server open-iscsi tgt iproute2
-           systemd)   # systemd-analyze checks the unit file; not run as init here
+           systemd    # systemd-analyze checks the unit files; not run as init here
+           logrotate  # the shipped logrotate file is run on a test log
+           prometheus)  # promtool checks and unit-tests the alert rules
 fi
 
 missing=()

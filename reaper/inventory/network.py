@@ -16,6 +16,10 @@ here is decoded by a message class that reads only the seven attributes the
 reaper needs (name, MAC, link, master, operstate, carrier, kind, link netnsid,
 and a vxlan's underlay device) straight from the buffer, ~10x faster. ``decode_fast_equals_pyroute2`` in the
 functional tests checks it against pyroute2's own decoder on a real dump.
+The fast decoder plugs into pyroute2's internals (its message classes and the
+socket's message map, which moved between 0.7 and 0.9); where they are not as
+expected, the dump is read through pyroute2's public API (``get_attr``) instead,
+slower but the same dicts (``link_from_message``).
 
 The same handle deletes devices for the unplug step (``delete``, ``set_down``).
 """
@@ -30,10 +34,14 @@ import threading
 from oslo_config import cfg
 from oslo_log import log as logging
 from pyroute2 import IPRoute
-from pyroute2.netlink import nlmsg
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTM_NEWLINK
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfbase
+
+try:    # pyroute2 internals the fast decoder builds on; without them: the public API
+    from pyroute2.netlink import nlmsg
+    from pyroute2.netlink.rtnl import RTM_NEWLINK
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfbase
+except ImportError:     # pragma: no cover - depends on the pyroute2 release
+    nlmsg = ifinfbase = RTM_NEWLINK = None
 
 from reaper.records import CollectorResult, NetDevice
 
@@ -93,10 +101,10 @@ def _nested_u32(data, start: int, stop: int, want: int) -> int | None:
     return None
 
 
-class _LinkMsg(nlmsg):
+class _LinkMsg(nlmsg if nlmsg is not None else dict):
     """RTM_NEWLINK decoded into ``msg["reaper"]``, a plain dict of what we need."""
 
-    fields = ifinfbase.fields
+    fields = getattr(ifinfbase, "fields", ())
     nla_map = ((IFLA_IFNAME, "IFLA_IFNAME", "asciiz"),)   # non-empty: NLAs get decoded
 
     def decode_nlas(self, offset):
@@ -148,6 +156,52 @@ class _LinkMsg(nlmsg):
         dict.__setitem__(self, "reaper", out)
 
 
+_OPERSTATE_CODES = {name: code for code, name in OPERSTATES.items()}
+
+
+def link_from_message(m) -> dict:
+    """The dict ``_LinkMsg`` makes, from a message pyroute2 decoded itself (its
+    public ``get_attr``): the fallback when the fast decoder cannot be installed."""
+    out = {"index": m["index"]}
+    for key, attr in (("ifname", "IFLA_IFNAME"), ("mac", "IFLA_ADDRESS"),
+                      ("link", "IFLA_LINK"), ("master", "IFLA_MASTER"),
+                      ("carrier", "IFLA_CARRIER"), ("netnsid", "IFLA_LINK_NETNSID")):
+        value = m.get_attr(attr)
+        if value is not None:
+            out[key] = value
+    state = m.get_attr("IFLA_OPERSTATE")
+    if state is not None:       # pyroute2 names it ("UP"); the fast decoder keeps the code
+        out["operstate"] = (_OPERSTATE_CODES.get(state.lower(), 0) if isinstance(state, str)
+                            else int(state))
+    info = m.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    if kind is not None:
+        out["kind"] = kind
+        data = info.get_attr("IFLA_INFO_DATA") if kind == "vxlan" else None
+        dev = data.get_attr("IFLA_VXLAN_LINK") if hasattr(data, "get_attr") else None
+        if dev:
+            out["vxlan_link"] = dev
+    return out
+
+
+def install_fast_decoder(ipr) -> bool:
+    """Make ``ipr`` decode links with ``_LinkMsg``: its own copy of the message map,
+    found where this pyroute2 keeps it (``ipr.asyncore.marshal`` from 0.8,
+    ``ipr.marshal`` before). False, and nothing changed, when it is not there."""
+    if nlmsg is None or RTM_NEWLINK is None or not getattr(ifinfbase, "fields", None):
+        return False
+    for owner in (getattr(ipr, "asyncore", None), ipr):
+        marshal = getattr(owner, "marshal", None)
+        msg_map = getattr(marshal, "msg_map", None)
+        if isinstance(msg_map, dict) and RTM_NEWLINK in msg_map:
+            try:
+                marshal.msg_map = {**msg_map, RTM_NEWLINK: _LinkMsg}
+            except (AttributeError, TypeError):
+                return False
+            return True
+    return False
+
+
 class NetlinkUnavailable(Exception):
     pass
 
@@ -160,8 +214,11 @@ class Netlink:
     Safe to share between threads.
     """
 
-    def __init__(self, namespace: str | None = None):
+    def __init__(self, namespace: str | None = None, fast: bool = True):
         self.namespace = namespace or None
+        self.fast = fast        # False: pyroute2's own decoder (tests compare the two)
+        self.decoder = None     # "fast" or "pyroute2" once a socket is open
+        self._ext_mask = True   # the kernel leaves statistics out of the dump
         self._ipr = None
         self._ns_ino = None
         self._lock = threading.Lock()
@@ -190,8 +247,12 @@ class Netlink:
             raise NetlinkUnavailable(f"cannot open rtnetlink in namespace "
                                      f"{self.namespace or '(host)'}: {e}") from None
         # This socket's own copy of the message map: the fast decoder for links only.
-        marshal = ipr.asyncore.marshal
-        marshal.msg_map = {**marshal.msg_map, RTM_NEWLINK: _LinkMsg}
+        fast = self.fast and install_fast_decoder(ipr)
+        if self.fast and not fast and self.decoder is None:
+            LOG.info("pyroute2 %s: its internals are not where the fast link decoder "
+                     "expects them; dumping links through its public API",
+                     getattr(__import__("pyroute2"), "__version__", "?"))
+        self.decoder = "fast" if fast else "pyroute2"
         self._ipr, self._ns_ino = ipr, ino
         return ipr
 
@@ -214,8 +275,16 @@ class Netlink:
             for attempt in (1, 2):
                 ipr = self._socket()
                 try:
-                    return [{"index": m["index"], **m["reaper"]}
-                            for m in ipr.get_links(ext_mask=_SKIP_STATS)]
+                    msgs = ipr.get_links(ext_mask=_SKIP_STATS) if self._ext_mask else []
+                    if not msgs:
+                        # Every namespace has lo, so an empty dump is pyroute2 before
+                        # 0.8 taking ext_mask for a userspace filter (no link has such
+                        # a field): dump without it, statistics and all, from now on.
+                        self._ext_mask = False
+                        msgs = ipr.get_links()
+                    # a message the fast decoder did not see decodes the slow way
+                    return [{"index": m["index"], **m["reaper"]} if "reaper" in m
+                            else link_from_message(m) for m in msgs]
                 except NetlinkError:
                     raise
                 except Exception as e:  # noqa: BLE001 - a broken socket: reopen once

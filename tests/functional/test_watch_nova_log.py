@@ -244,3 +244,43 @@ def test_cli_watcher_audits_a_past_log(tmp_path):
     proc = _manage(conf, str(tmp_path / "missing.log"), "--exit-at-eof")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "no such file" in err
+
+
+def test_cli_watcher_restarted_sees_what_was_logged_while_it_was_down(tmp_path):
+    """The service is stopped (SIGTERM), nova-compute logs a failed detach and the log
+    is rotated, the service starts again: the failure is audited (the position is kept
+    in state_path), and what was audited before is not audited again."""
+    import sqlalchemy as sa
+
+    from reaper.nova import schema
+    url = f"sqlite:///{tmp_path / 'nova.sqlite'}"
+    engine = sa.create_engine(url)
+    schema.create_all(engine)
+    conf = _conf(tmp_path, url, build_host(tmp_path, engine))
+    log = tmp_path / "nova-compute.log"
+    append(log, sections()[8])
+    proc = _manage(conf, str(log), "--poll-interval", "0.1")
+    try:
+        end = time.monotonic() + 60       # running and caught up: its position is saved
+        while time.monotonic() < end and not list((tmp_path / "state").glob("nova-log-pos*")):
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-2000:]
+    assert "0 audits" in out
+    append(log, sections()[1])                  # a failed detach, while it is down
+    os.rename(log, str(log) + ".1")
+    append(log, sections()[3])                  # the failed delete, in the new file
+    proc = _manage(conf, str(log), "--exit-at-eof")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert [r["instance_uuid"] for r in read_audit(tmp_path / "audit.log")
+            if r["event"] == novalog.TRIGGER_EVENT] == [SEED, DELETED]
+    proc = _manage(conf, str(log), "--exit-at-eof")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "0 audits" in out, err[-2000:]

@@ -291,3 +291,111 @@ def test_watch_stops_when_asked(host, tmp_path):
     stop.set()
     t.join(timeout=30)
     assert not t.is_alive() and result["stats"].triggers == 0
+
+
+# -- the position kept across restarts ---------------------------------------------------
+
+U1, U2, U3 = (f"{n}1111111-2222-4333-8444-555555555555" for n in "abc")
+
+
+def destroy_failed(u: str, second: int = 41) -> str:
+    return (f"2024-03-11 09:20:{second:02d}.517 41733 ERROR nova.virt.libvirt.driver "
+            f"[req-1 req-2 u p - d d] [instance: {u}] Error from libvirt during destroy. "
+            "Code=38 Error=Failed to terminate process 73122 with SIGKILL\n")
+
+
+def history(n: int = 20) -> str:
+    return "".join(f"2024-03-11 09:00:{i % 60:02d}.000 41733 INFO nova.compute.manager [-] "
+                   f"line {i}\n" for i in range(n))
+
+
+def triggered(stats_and_records) -> list[str]:
+    return [r["instance_uuid"] for r in stats_and_records]
+
+
+def run_once(reaper, log) -> tuple[novalog.WatchStats, list[str]]:
+    """One watcher run that stops at the end of the file, as a restarted service
+    would see it (no --from-start)."""
+    seen = []
+    stats = novalog.watch(reaper, str(log), exit_at_eof=True, on_audit=seen.append)
+    return stats, triggered(seen)
+
+
+def test_lines_logged_while_the_watcher_was_down_are_seen_after_restart(host, tmp_path):
+    reaper, handles, _ = host
+    log = tmp_path / "nova-compute.log"
+    log.write_text(history())
+    stats, seen = run_once(reaper, log)             # first start: from the end, like tail
+    assert seen == [] and stats.resumed is None
+    state_dir = pathlib.Path(reaper.state.path).parent
+    [pos_file] = state_dir.glob("nova-log-position.nova-compute.log.*.json")
+    saved = json.loads(pos_file.read_text())
+    assert (saved["ino"], saved["offset"]) == (os.stat(log).st_ino, log.stat().st_size)
+    with open(log, "a") as w:                       # logged while the watcher is stopped
+        w.write(destroy_failed(U1) + history(3) + "a partial li")
+    stats, seen = run_once(reaper, log)
+    assert seen == [U1] and stats.resumed == "here"
+    # the partial line is not part of the saved position: it is read once complete
+    with open(log, "a") as w:
+        w.write("ne\n" + destroy_failed(U2))
+    stats, seen = run_once(reaper, log)
+    assert seen == [U2] and stats.detect.lines == 2
+    # nothing new: nothing audited again
+    assert run_once(reaper, log)[1] == []
+
+
+def test_restart_after_a_rotation_reads_the_rest_of_the_old_file_then_the_new(host, tmp_path):
+    reaper, handles, _ = host
+    log = tmp_path / "nova-compute.log"
+    log.write_text(history())
+    run_once(reaper, log)
+    with open(log, "a") as w:
+        w.write(destroy_failed(U1))
+    os.rename(log, tmp_path / "nova-compute.log.1")     # logrotate, create mode
+    log.write_text(history(2) + destroy_failed(U2, 50))
+    stats, seen = run_once(reaper, log)
+    assert seen == [U1, U2] and stats.rotations == 1
+    assert stats.resumed == f"rotated:{tmp_path / 'nova-compute.log.1'}"
+    assert run_once(reaper, log)[1] == []
+
+
+def test_restart_when_the_old_file_is_gone_or_rewritten(host, tmp_path):
+    reaper, handles, _ = host
+    log = tmp_path / "nova-compute.log"
+    log.write_text(history())
+    run_once(reaper, log)
+    # rotated and compressed while stopped: its rest cannot be read, the new file is
+    os.rename(log, tmp_path / "nova-compute.log.1")
+    log.write_text(destroy_failed(U1))
+    (tmp_path / "nova-compute.log.1").unlink()       # (gzip removes the original)
+    stats, seen = run_once(reaper, log)
+    assert seen == [U1] and stats.resumed == "lost"
+    # a new file that got the old inode back is told apart by the bytes before the
+    # saved offset, and read from its start
+    pos = novalog.Position(str(log), log.stat().st_dev, log.stat().st_ino, 10, b"different")
+    f = novalog.Follower(str(log), resume=pos)
+    assert f.read_lines() == [destroy_failed(U1).rstrip("\n")] and f.resumed == "rewritten"
+    f.close()
+    # copytruncate while stopped, and already longer than where we were: from its start
+    with open(log, "r+") as w:
+        w.truncate(0)
+        w.write(history(40) + destroy_failed(U2))
+    stats, seen = run_once(reaper, log)
+    assert seen == [U2] and stats.resumed == "rewritten" and stats.truncations == 1
+
+
+def test_from_start_ignores_the_saved_position_and_none_keeps_none(host, tmp_path):
+    reaper, handles, _ = host
+    log = tmp_path / "nova-compute.log"
+    log.write_text(destroy_failed(U1) + destroy_failed(U3, 45))
+    stats = novalog.watch(reaper, str(log), from_start=True, exit_at_eof=True, debounce=0)
+    assert stats.triggers == 2 and stats.resumed is None
+    stats = novalog.watch(reaper, str(log), from_start=True, exit_at_eof=True, debounce=0)
+    assert stats.triggers == 2
+    store = novalog.PositionStore(str(tmp_path / "other.json"))
+    novalog.watch(reaper, str(log), exit_at_eof=True, position_store=None)
+    assert not (tmp_path / "other.json").exists()
+    novalog.watch(reaper, str(log), exit_at_eof=True, position_store=store)
+    assert store.load().offset == log.stat().st_size
+    (tmp_path / "other.json").write_text("{not json")   # a damaged file: started afresh
+    assert store.load() is None
