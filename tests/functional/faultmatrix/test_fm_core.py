@@ -106,7 +106,8 @@ class CoreHost:
         opts.update(reaper_opts)
         conf = self.root / "reaper.conf"
         conf.write_text(
-            f"[DEFAULT]\nhost = {self.host}\ninstances_path = {self.instances}\n"
+            f"[DEFAULT]\nhost = {self.host}\nhypervisor_hostname = {self.host}\n"
+            f"instances_path = {self.instances}\n"
             f"state_path = {self.state_path}\nuse_stderr = true\n"
             f"[database]\nconnection = {self.url}\n"
             f"[libvirt]\nconnection_uri = {self.uri}\n[network]\nenabled = false\n"

@@ -201,7 +201,8 @@ def test_orphan_dir_resumed_by_another_process_after_its_domain_is_defined_again
     (d / "disk").write_bytes(DISK_BYTES)
     conf = tmp_path / "reaper.conf"
     conf.write_text(
-        f"[DEFAULT]\nhost = {host}\ninstances_path = {tmp_path / 'instances'}\n"
+        f"[DEFAULT]\nhost = {host}\nhypervisor_hostname = {host}\n"
+        f"instances_path = {tmp_path / 'instances'}\n"
         f"state_path = {tmp_path / 'state'}\n[database]\nconnection = {url}\n"
         f"[libvirt]\nconnection_uri = qemu:///system\n[network]\nenabled = false\n"
         f"[reaper]\naudit_log = {tmp_path / 'audit.log'}\ngrace_observations = 1\n"
