@@ -37,8 +37,12 @@ audit_opts = [
                help="JSON-lines audit log (one record per finding, action, tripped guard "
                     "and pass summary). Created mode 0640 (its directory 0750 when the "
                     "reaper creates it); an existing file keeps a stricter mode and loses "
-                    "any permission beyond 0640. Empty: only the normal log. Changing it "
-                    "needs a restart."),
+                    "any permission beyond 0640. Rotate it by renaming (logrotate's "
+                    "create, as etc/logrotate.d/reaper does, with delaycompress; never "
+                    "copytruncate): the file is reopened before the next record. The "
+                    "normal log gets one short line per record. Empty: no file, and the "
+                    "normal log gets the whole JSON records instead. Changing it needs a "
+                    "restart."),
 ]
 CONF.register_opts(audit_opts, group="reaper")
 
