@@ -18,9 +18,13 @@ for arg in "$@"; do
     esac
 done
 
-# libvirt-python is built from PyPI against libvirt-dev, hence pkg-config and gcc.
-PKGS=(libvirt-dev pkg-config gcc python3-venv python3-dev)
+# libvirt-python and systemd-python (the journal extra) are built from PyPI against
+# libvirt-dev and libsystemd-dev, hence pkg-config and gcc.
+PKGS=(libvirt-dev libsystemd-dev pkg-config gcc python3-venv python3-dev)
 if ((SERVICES)); then
+    # systemd: systemd-analyze checks the unit file and a private systemd-journald
+    # takes --use-journal's logs in a test (not run as init here); logrotate rotates
+    # a live audit log with etc/logrotate.d/reaper in a test.
     PKGS+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
            mariadb-server openvswitch-switch rabbitmq-server open-iscsi tgt iproute2
            systemd    # systemd-analyze checks the unit files; not run as init here
@@ -72,7 +76,7 @@ meta=()
 for f in setup.cfg setup.py pyproject.toml; do [[ -f $f ]] && meta+=("$f"); done
 if ((${#meta[@]})); then
     want=$(cat "${meta[@]}" | sha256sum | cut -d' ' -f1)
-    target=(-e "${REPO}[test]")
+    target=(-e "${REPO}[test,journal]")
 else
     # Before the lead's packaging lands: the runtime and test dependencies by name.
     want=bare

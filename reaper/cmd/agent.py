@@ -13,7 +13,7 @@ import threading
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from reaper import config
+from reaper import config, logsetup
 from reaper.report import EXIT_BUSY, EXIT_ERROR, EXIT_GUARD
 
 CONF = cfg.CONF
@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     from reaper.agent import service
     try:
         config.load(sys.argv[1:] if argv is None else argv)
-        logging.setup(CONF, "reaper")
+        logsetup.setup(CONF, "reaper", "reaper-agent")
+    except logsetup.JournalUnavailable as e:
+        return e.code
     except (cfg.Error, ValueError) as e:
         print(f"reaper-agent: configuration error: {e}", file=sys.stderr)
         return EXIT_ERROR if CONF.once else service.EXIT_CONFIG

@@ -28,7 +28,7 @@ import time
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from reaper import rpc
+from reaper import logsetup, rpc
 from reaper.rpc import client as rpc_client
 
 LOG = logging.getLogger(__name__)
@@ -347,7 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     except (cfg.Error, ValueError) as e:
         print(f"reaper-ctl: configuration error: {e}", file=sys.stderr)
         return EXIT_ERROR
-    logging.setup(conf, "reaper-ctl")
+    try:
+        logsetup.setup(conf, "reaper-ctl", "reaper-ctl")
+    except logsetup.JournalUnavailable as e:
+        return e.code
     method = conf.command.name
     try:
         args = call_args(method, conf.command)

@@ -11,7 +11,7 @@ import threading
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from reaper import config
+from reaper import config, logsetup
 from reaper.report import EXIT_BUSY, EXIT_ERROR, EXIT_FINDINGS
 
 CONF = cfg.CONF
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     CONF.register_cli_opt(command_opt)
     try:
         config.load(sys.argv[1:] if argv is None else argv, quiet_audit=True)
-        logging.setup(CONF, "reaper")
+        logsetup.setup(CONF, "reaper", "reaper-manage")
     except (cfg.Error, ValueError) as e:
         print(f"reaper-manage: configuration error: {e}", file=sys.stderr)
         return EXIT_ERROR
