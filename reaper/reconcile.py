@@ -77,7 +77,7 @@ class Reaper:
         pol = policy_mod.from_conf(conf)
         return cls(policy=pol, libvirt_uri=conf.libvirt.connection_uri,
                    engine=nova_db.engine_from_conf(conf),
-                   state=state_mod.StateDB(conf.state_path),
+                   state=state_mod.open_checked(conf.state_path),
                    audit=audit_mod.AuditLog(conf.reaper.audit_log or None, pol.host),
                    compute_id_file=conf.compute_id_file)
 
