@@ -289,6 +289,26 @@ class FmHost:
     def release(hold_dir: pathlib.Path) -> None:
         (hold_dir / "release").touch()
 
+    @property
+    def state_db(self) -> pathlib.Path:
+        return self.state_path / "reaper-state.sqlite"
+
+    def state_files(self) -> dict[str, bytes]:
+        """The state DB's files (main, -wal, -shm) and their bytes."""
+        return {n: (self.state_path / n).read_bytes() for n in sorted(os.listdir(
+            self.state_path)) if n.startswith("reaper-state.sqlite")}
+
+    def checkpoint_state(self) -> None:
+        """Move everything the -wal holds into the main file and remove the -wal and
+        -shm, as the last process to close the state DB does."""
+        import sqlite3
+        c = sqlite3.connect(self.state_db)
+        try:
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            c.close()
+        assert set(self.state_files()) == {"reaper-state.sqlite"}, self.state_files().keys()
+
     def journal(self) -> list:
         """The journal's unfinished entries (reaper.state.JournalEntry)."""
         from reaper import state as state_mod
