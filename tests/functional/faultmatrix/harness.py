@@ -431,11 +431,15 @@ class FmHost:
         self._domain(r, start=False, disks=[d / "disk"])
         return r
 
-    def orphan_dir(self, name: str = "orphan_dir") -> Role:
-        """The directory of an instance deleted two days ago; nothing else left."""
+    def orphan_dir(self, name: str = "orphan_dir", alive_on: str | None = None) -> Role:
+        """The directory of an instance deleted two days ago; nothing else left. With
+        ``alive_on``, the instance lives on that host instead (a move away left it)."""
         r = self._role(name)
-        novadb.add_instance(self.db.engine, r.uuid, host=self.name, deleted=True,
-                            deleted_at=novadb.utcnow() - OLD)
+        if alive_on:
+            novadb.add_instance(self.db.engine, r.uuid, host=alive_on)
+        else:
+            novadb.add_instance(self.db.engine, r.uuid, host=self.name, deleted=True,
+                                deleted_at=novadb.utcnow() - OLD)
         self._dir(r)
         return r
 
@@ -456,13 +460,18 @@ class FmHost:
         self._dir(r, "_del")
         return r
 
-    def leaked_vif(self, name: str = "leaked_vif") -> Role:
+    def leaked_vif(self, name: str = "leaked_vif", alive_on: str | None = None) -> Role:
         """A hybrid-plugged VIF (qbr, qvb/qvo, tap, OVS port with iface-id) of an
-        instance deleted two days ago; no domain, no directory."""
+        instance deleted two days ago; no domain, no directory. With ``alive_on``, the
+        instance lives on that host and its network_info names the port (a move away
+        left the plumbing here)."""
         r = self._role(name)
-        novadb.add_instance(self.db.engine, r.uuid, host=self.name, deleted=True,
-                            deleted_at=novadb.utcnow() - OLD)
-        self._vif(r, network_info=False)
+        if alive_on:
+            novadb.add_instance(self.db.engine, r.uuid, host=alive_on)
+        else:
+            novadb.add_instance(self.db.engine, r.uuid, host=self.name, deleted=True,
+                                deleted_at=novadb.utcnow() - OLD)
+        self._vif(r, network_info=bool(alive_on))
         return r
 
     def leaked_iscsi(self, name: str = "leaked_iscsi") -> Role:
@@ -471,9 +480,9 @@ class FmHost:
         self._iscsi(r, PORTAL_LEAK)
         return r
 
-    def build(self, kind: str, name: str | None = None) -> Role:
+    def build(self, kind: str, name: str | None = None, **kw) -> Role:
         """The role of teardown kind ``kind`` (a KIND_STEPS key)."""
-        return getattr(self, kind)(name or kind)
+        return getattr(self, kind)(name or kind, **kw)
 
     # -- reading the host back --------------------------------------------------
 
