@@ -1,11 +1,14 @@
 """Fixtures of the fault matrix: ``fm_host`` (a throwaway host, see harness.FmHost) and
 the services its module shares.
 
-Module scope: the network namespace and the OVS integration bridge (services;
-each test's devices and ports are removed after it). Function scope: everything
-under test, i.e. the Nova DB, the directories, the state DB, the KVM domains (the
-functional ``kvm_domain_factory``, which undefines them whatever happens), the VIF
-devices and the iSCSI simulator.
+Module scope (``fm_services``): a network namespace, an OVS integration bridge, the
+instances_path directory and, in it, the live instance's running guest (a KVM guest
+takes ~1.5 s to start and destroy; harness.BystanderGuest rebuilds it if a scenario
+touched it). Function scope: everything under test, i.e. the Nova DB, the state DB,
+the audit log and config, the target's directories (removed after the test, all but
+the guest's), its KVM domains (the functional ``kvm_domain_factory``, which
+undefines them whatever happens), the VIF devices and OVS ports (removed after the
+test), the iSCSI simulator.
 
 The Nova DB is SQLite unless a test parametrizes ``fm_db`` indirectly with
 "mariadb" (``@pytest.mark.parametrize("fm_db", [pytest.param("mariadb",

@@ -1,15 +1,16 @@
 """A throwaway compute host for the fault matrix, and reaper-manage passes run on it as
 separate processes (so that a pass can be SIGKILLed and the next one find what it left).
 
-``FmHost`` holds one host's state under the test's tmp dir: ``instances/``,
-``state/`` (the reaper's state DB), ``audit.log``, ``reaper.conf``, a Nova DB
-(SQLite file, or a MariaDB database), an iSCSI simulator root (``iscsi/``). Its
-domains are real KVM/QEMU domains in libvirtd (``qemu:///system``: libvirt state must
-outlive the killed process, which the in-process test driver does not), named
-``fm-<host suffix>-<role>``; its VIF devices live in a network namespace of the test
-module's own, their OVS ports on an integration bridge of its own. Every pass runs
-in a private mount namespace where the simulator's /sys, /dev and /etc/iscsi stand
-for the host's (tests/iscsi_sim), through ``killer.py``.
+``FmHost`` is one host: a name of its own (``fm-<hex>``), a config file, a Nova DB
+(SQLite file, or a MariaDB database), a state DB under ``state/``, an audit log, an
+iSCSI simulator root (``iscsi/``), all under the test's tmp dir; and, shared with the
+other scenarios of its module (``Services``), an instances_path, a network namespace
+for its VIF devices and an OVS integration bridge for their ports. Its domains are
+real KVM/QEMU domains in libvirtd (``qemu:///system``: libvirt state must outlive
+the killed process, which the in-process test driver does not), named
+``fm-<hex>-<role>``. Every pass runs through ``killer.py`` in a private mount
+namespace where the simulator's /sys, /dev and /etc/iscsi stand for the host's
+(tests/iscsi_sim).
 
 The builders (``bystander``, ``evacuated``, ``running_deleted``, ``reclaimable``,
 ``orphan_dir``, ``stale_resize``, ``interrupted_delete``, ``leaked_vif``,
@@ -18,6 +19,19 @@ iSCSI pieces of one situation, labelled with the role's name. ``snapshot()`` rea
 the whole host back with those labels in place of uuids, port ids and IQNs, so two
 hosts built the same way compare equal, and ``without(snapshot, role)`` is what an
 uninterrupted teardown of that role leaves.
+
+Typical use (the fixture ``fm_host`` gives the host)::
+
+    fm_host.bystander()                     # a live instance that must survive
+    fm_host.build("orphan_dir")
+    before = fm_host.snapshot()
+    assert fm_host.run("reap", kill_after="delete_files").killed
+    p = fm_host.run("reap")                 # harness.Pass: rc, report, stderr
+    fm_host.assert_torn_down(before, "orphan_dir")
+
+``start``/``wait_held``/``release``/``finish`` run a pass held at a point
+(``hold_before_act=True``, ``hold_after="claim"``...) for races and concurrent
+passes.
 """
 from __future__ import annotations
 
