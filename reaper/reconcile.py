@@ -119,8 +119,8 @@ class Reaper:
         pol = policy_mod.from_conf(conf)
         return cls(policy=pol, libvirt_uri=conf.libvirt.connection_uri,
                    engine=nova_db.engine_from_conf(conf),
-                   state=state_mod.StateDB(conf.state_path,
-                                           busy_timeout=conf.reaper.state_db_timeout),
+                   state=state_mod.open_checked(conf.state_path,
+                                                busy_timeout=conf.reaper.state_db_timeout),
                    audit=audit_mod.AuditLog(conf.reaper.audit_log or None, pol.host),
                    compute_id_file=conf.compute_id_file,
                    lock_timeout=conf.reaper.pass_lock_timeout)

@@ -412,3 +412,65 @@ class StateDB:
     @_locked
     def use_approval(self, pass_id: str, now: datetime.datetime) -> None:
         self._db.execute("UPDATE blocked_passes SET used_at=? WHERE pass_id=?", (_ts(now), pass_id))
+
+
+# -- opening for a pass ----------------------------------------------------------
+
+class StateDBError(Exception):
+    """The state DB cannot be read whole or cannot be written: nothing may be done."""
+
+
+# SQLite's result codes (sqlite3.Error.sqlite_errorname) by what the operator must do.
+_NOT_WRITABLE = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def open_checked(state_path: str, busy_timeout: float = 30.0) -> StateDB:
+    """The state DB for a pass, known to be whole and writable; else StateDBError.
+
+    Every teardown step is journaled here before it runs, and the grace period is
+    counted here: a pass that cannot read all of it (a damaged page could hide a
+    journaled teardown or inflate an observation count) or cannot write it must not
+    act at all. An integrity check and taking the write lock once, at open, turn
+    either into one clear error before anything is looked at, instead of an
+    exception half way through a pass. A file that is simply absent is created: that
+    only delays destruction (grace starts over; half-done teardowns are planned
+    again from what is seen, and re-verified).
+    """
+    path = os.path.join(state_path, "reaper-state.sqlite")
+    st = None
+    try:
+        st = StateDB(state_path, busy_timeout=busy_timeout)
+        with st._lock:
+            problems = [r[0] for r in st._db.execute("PRAGMA integrity_check(3)")]
+            if problems != ["ok"]:
+                text = " ".join(" ".join(p.split()) for p in problems)
+                err = sqlite3.DatabaseError(f"integrity check: {text[:300]}")
+                err.sqlite_errorname = "SQLITE_CORRUPT"
+                raise err
+            # A write that is rolled back: refused when the file or directory is
+            # read-only (taking the write lock alone is not, on a read-only file).
+            st._db.execute("BEGIN IMMEDIATE")
+            try:
+                st._db.execute("CREATE TABLE write_probe (x INTEGER)")
+            finally:
+                st._db.rollback()
+    except (sqlite3.Error, OSError) as e:
+        if st is not None:
+            st.close()
+        raise StateDBError(_unusable(path, e)) from None
+    return st
+
+
+def _unusable(path: str, e: Exception) -> str:
+    name = getattr(e, "sqlite_errorname", "") or ""
+    if name.startswith(_DAMAGED):
+        return (f"state DB {path} is damaged ({e}); nothing was done. Move it and its "
+                f"-wal/-shm files aside: the next pass starts a new one (grace starts "
+                f"over, half-done teardowns are planned again from what is seen, and a "
+                f"pause set with 'pause' is forgotten)")
+    if name.startswith(_NOT_WRITABLE) or isinstance(e, OSError):
+        return (f"state DB {path} is not writable ({e}); nothing was done: every "
+                f"teardown step is journaled there before it runs. Make "
+                f"{os.path.dirname(path)} and the file writable")
+    return f"state DB {path} is unusable ({e}); nothing was done"

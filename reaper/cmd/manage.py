@@ -169,7 +169,7 @@ def _pass(mode: str) -> int:
 
 def _approve() -> int:
     from reaper import reconcile, state
-    st = state.StateDB(CONF.state_path)
+    st = state.open_checked(CONF.state_path)
     try:
         if st.approve(CONF.command.pass_id, reconcile.utcnow()):
             print(f"approved {CONF.command.pass_id}: the next reap pass may run its plan once")
