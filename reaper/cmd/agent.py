@@ -25,7 +25,8 @@ cli_opts = [
                      "codes (0 nothing, 3 findings, 4 actions, 5 guard or paused host, 1 "
                      "error, 75 busy: another pass held the host's pass lock longer than "
                      "[reaper] pass_lock_timeout) instead of running as a service. Service exit codes: 0 stopped by SIGTERM, "
-                     "1 error, 78 bad configuration or host identity (not restarted)."),
+                     "1 error, 78 bad configuration, host identity, or a damaged or "
+                     "read-only state DB (not restarted)."),
 ]
 
 
@@ -42,9 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     except (cfg.Error, ValueError) as e:
         print(f"reaper-agent: configuration error: {e}", file=sys.stderr)
         return EXIT_ERROR if CONF.once else service.EXIT_CONFIG
-    from reaper import reconcile
+    from reaper import reconcile, state
     try:
         reaper = reconcile.build_from_conf(CONF)
+    except state.StateDBError as e:
+        # Damaged or read-only: restarting every few seconds repairs nothing.
+        print(f"reaper-agent: cannot start: {e}", file=sys.stderr)
+        return EXIT_ERROR if CONF.once or not e.needs_operator else service.EXIT_CONFIG
     except Exception as e:  # noqa: BLE001
         print(f"reaper-agent: cannot start: {e}", file=sys.stderr)
         return EXIT_ERROR

@@ -185,9 +185,16 @@ def unplug_vifs(ctx, plan) -> str:
             report.append(f"{p}: kept (now used by domain(s) {', '.join(users[p])})")
         else:
             todo.append(item)
+    unplugged = 0
     for item in todo:
         vm_ok = set(item.get("vm_uuids", ())) | {None} | ({own} if own else set())
-        report.append(_unplug_one(handles, item, vm_ok))
+        detail = _unplug_one(handles, item, vm_ok)
+        unplugged += not detail.startswith(f"{item['prefix']}: kept whole")
+        report.append(detail)
+    if leak and items and not unplugged:
+        # A leak teardown that removed nothing did not clean a leak: it is reported
+        # as aborted (kept), not as done, so no "leak cleaned" is claimed.
+        raise teardown.Aborted("; ".join(report))
     return "; ".join(report) or "nothing to unplug"
 
 

@@ -177,3 +177,26 @@ def test_pass_help_documents_the_exit_codes_busy_included():
     r = manage("reap", "--help")
     assert r.returncode == 0
     assert "75  busy (EX_TEMPFAIL)" in r.stdout and "--lock-timeout" in r.stdout
+
+
+def _agent(*args, conf):
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    return subprocess.run([sys.executable, "-m", "reaper.cmd.agent", "--config-file",
+                           str(conf), *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_a_damaged_state_db_stops_the_agent_without_a_restart_loop(tmp_path):
+    """Damaged: no restart repairs it, so the service exits 78 (the unit does not
+    restart on it) and --once exits 1; nothing is deleted either way."""
+    url, uri, _ = _host(tmp_path)
+    conf = write_conf(tmp_path, base_conf(tmp_path, url, uri) + "[rpc]\nenabled = false\n")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "reaper-state.sqlite").write_bytes(os.urandom(8192))
+    dirs = sorted(os.listdir(tmp_path / "instances"))
+    r = _agent(conf=conf)
+    assert r.returncode == 78, r.stderr
+    assert "damaged" in r.stderr and "Traceback" not in r.stderr
+    r = _agent("--once", conf=conf)
+    assert r.returncode == 1 and "damaged" in r.stderr
+    assert sorted(os.listdir(tmp_path / "instances")) == dirs

@@ -87,6 +87,14 @@ class FakeOvs:
         pass
 
 
+
+def unplug_kept(ctx, plan) -> str:
+    """A leak teardown that removed nothing did not clean a leak: the step aborts, and
+    its reason says what was kept and why."""
+    with pytest.raises(teardown.Aborted) as e:
+        net_exec.unplug_vifs(ctx, plan)
+    return str(e.value)
+
 def hybrid_links(prefix=P, tap=True, carrier=0):
     links = [{"index": 10, "ifname": "qbr" + prefix, "kind": "bridge"},
              {"index": 11, "ifname": "qvb" + prefix, "kind": "veth", "link": 12, "master": 10},
@@ -205,7 +213,7 @@ def test_what_changed_since_planning_keeps_the_whole_vif(engine, fake_ovs_delete
     now = [dict(ln) for ln in planned]
     change(now)
     nl, ovs = FakeNetlink(now), FakeOvs(["qvo" + P])
-    out = net_exec.unplug_vifs(ctx_for(engine, nl, ovs), leak_plan([item(planned)]))
+    out = unplug_kept(ctx_for(engine, nl, ovs), leak_plan([item(planned)]))
     assert out.startswith(f"{P}: kept whole (") and kept in out
     assert nl.calls == [] and fake_ovs_delete == [] and "qvo" + P in ovs.ports
 
@@ -227,7 +235,7 @@ def test_an_ovs_port_that_must_stay_keeps_the_whole_vif(engine, fake_ovs_delete,
     ovs = FakeOvs([dataclasses.replace(
         OvsPort(name="qvo" + P, bridge="br-int", uuid="row", iface_type="", iface_id=PORT,
                 attached_mac=None, vm_uuid=None), **port)])
-    out = net_exec.unplug_vifs(ctx_for(engine, nl, ovs), leak_plan([item(links)]))
+    out = unplug_kept(ctx_for(engine, nl, ovs), leak_plan([item(links)]))
     assert out.startswith(f"{P}: kept whole (") and kept in out, out
     assert nl.calls == [] and fake_ovs_delete == []
 
@@ -236,11 +244,11 @@ def test_a_device_or_port_that_appeared_since_planning_keeps_the_whole_vif(
         engine, fake_ovs_delete):
     planned = hybrid_links(tap=False)
     nl = FakeNetlink(hybrid_links())            # a tap was added to the bridge
-    out = net_exec.unplug_vifs(ctx_for(engine, nl, FakeOvs(["qvo" + P])),
+    out = unplug_kept(ctx_for(engine, nl, FakeOvs(["qvo" + P])),
                                leak_plan([item(planned)]))
     assert f"tap{P} appeared since planned" in out and nl.calls == []
     nl = FakeNetlink(planned)
-    out = net_exec.unplug_vifs(ctx_for(engine, nl, FakeOvs(["qvo" + P])),
+    out = unplug_kept(ctx_for(engine, nl, FakeOvs(["qvo" + P])),
                                leak_plan([item(planned, ovs_ports=())]))
     assert f"OVS port qvo{P} appeared since planned" in out and nl.calls == []
 
@@ -262,7 +270,7 @@ def test_a_port_claimed_in_the_db_since_planning_is_kept(engine, fake_ovs_delete
     novadb.add_info_cache(engine, v, [novadb.vif(PORT)])
     links = hybrid_links()
     nl = FakeNetlink(links)
-    out = net_exec.unplug_vifs(ctx_for(engine, nl, FakeOvs(["qvo" + P])),
+    out = unplug_kept(ctx_for(engine, nl, FakeOvs(["qvo" + P])),
                                leak_plan([item(links)]))
     assert out == f"{P}: kept (now claimed by instance(s) {v})"
     assert nl.calls == [] and fake_ovs_delete == []
@@ -271,7 +279,7 @@ def test_a_port_claimed_in_the_db_since_planning_is_kept(engine, fake_ovs_delete
 def test_a_leak_whose_vm_uuid_is_live_again_is_kept(engine, fake_ovs_delete):
     novadb.add_instance(engine, U, host=HOST)
     links = hybrid_links()
-    out = net_exec.unplug_vifs(ctx_for(engine, FakeNetlink(links), FakeOvs()),
+    out = unplug_kept(ctx_for(engine, FakeNetlink(links), FakeOvs()),
                                leak_plan([item(links)]))
     assert out == f"{P}: kept (its vm-uuid {U} is live on this host)"
 
@@ -281,7 +289,7 @@ def test_another_domain_using_it_keeps_it(engine, fake_ovs_delete):
     dom = Domain(uuid="99999999-0000-0000-0000-000000000000", name="build-box", state="running",
                  nova_owned=False, nova_uuid=None,
                  interfaces=(DomainInterface("bridge", None, "vnet0", "qbr" + P),))
-    out = net_exec.unplug_vifs(ctx_for(engine, FakeNetlink(links), FakeOvs(), [dom]),
+    out = unplug_kept(ctx_for(engine, FakeNetlink(links), FakeOvs(), [dom]),
                                leak_plan([item(links)]))
     assert out == f"{P}: kept (now used by domain(s) build-box)"
 
