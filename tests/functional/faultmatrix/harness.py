@@ -12,13 +12,14 @@ the killed process, which the in-process test driver does not), named
 namespace where the simulator's /sys, /dev and /etc/iscsi stand for the host's
 (tests/iscsi_sim).
 
-The builders (``bystander``, ``evacuated``, ``running_deleted``, ``reclaimable``,
-``orphan_dir``, ``stale_resize``, ``interrupted_delete``, ``leaked_vif``,
-``leaked_iscsi``) each make one *role*: the Nova rows, directories, domain, VIF and
-iSCSI pieces of one situation, labelled with the role's name. ``snapshot()`` reads
-the whole host back with those labels in place of uuids, port ids and IQNs, so two
-hosts built the same way compare equal, and ``without(snapshot, role)`` is what an
-uninterrupted teardown of that role leaves.
+The builders (``bystander``, ``evacuated``, ``evacuating``, ``running_deleted``,
+``reclaimable``, ``orphan_dir``, ``stale_resize``, ``interrupted_delete``,
+``leaked_vif``, ``leaked_iscsi``) each make one *role*: the Nova rows, directories,
+domain, VIF and iSCSI pieces of one situation, labelled with the role's name.
+``snapshot()`` reads the whole host back with those labels in place of uuids, port
+ids and IQNs, so two hosts built the same way compare equal, and ``without(snapshot,
+role)`` is what an uninterrupted teardown of that role leaves (``powered_off(snapshot,
+role)`` for the kinds in ``POWER_OFF_KINDS``, whose teardown only stops the guest).
 
 Typical use (the fixture ``fm_host`` gives the host)::
 
@@ -48,6 +49,7 @@ import uuid as uuidlib
 
 import sqlalchemy as sa
 
+from reaper.nova import schema
 from tests import iscsi_sim
 from tests.conftest import InstancesPath
 from tests.fixtures import netplumb as npl
@@ -63,9 +65,9 @@ PASS_TIMEOUT = 180
 PASS_MODES = ("audit", "reap", "reclaim")
 
 # The steps of each teardown kind the matrix drives, in the executor's order.
-# (The evacuating kind, added with its own slice, has one: power_off.)
 KIND_STEPS: dict[str, tuple[str, ...]] = {
     "evacuated": ("destroy_domain", "unplug_vifs", "delete_files", "undefine_domain"),
+    "evacuating": ("power_off",),
     "running_deleted": ("destroy_domain", "unplug_vifs", "delete_files", "undefine_domain"),
     "reclaimable": ("claim", "destroy_domain", "unplug_vifs", "delete_files",
                     "undefine_domain", "finalize_db"),
@@ -74,6 +76,15 @@ KIND_STEPS: dict[str, tuple[str, ...]] = {
     "interrupted_delete": ("delete_files",),
     "leaked_vif": ("unplug_vifs",),
     "leaked_iscsi": ("disconnect_volumes",),
+}
+# Kinds whose teardown only powers the guest off and keeps everything else (see
+# ``powered_off``); a pass after it still reports them, as LEFT_FINDINGS says.
+POWER_OFF_KINDS = frozenset({"evacuating"})
+# (classification, action, result) of the findings of its own a pass still reports
+# after a kind's teardown: an evacuating guest stays reported until the evacuation
+# is done (then the evacuated teardown follows) or failed.
+LEFT_FINDINGS: dict[str, list[tuple[str, str, str]]] = {
+    "evacuating": [("evacuating", "shutdown", "logged")],
 }
 
 
@@ -90,6 +101,7 @@ class Role:
     port: str | None = None             # Neutron port id of its VIF
     iqn: str | None = None              # iSCSI target
     dirs: tuple[str, ...] = ()
+    migration: int | None = None        # id of a migration row snapshot() reads back
 
 
 @dataclasses.dataclass
@@ -342,11 +354,22 @@ class FmHost:
 
     def assert_torn_down(self, before: dict, kind: str) -> None:
         """The host is ``before`` without role ``kind`` (a reclaimed row finalized),
-        and the journal holds no unfinished entry."""
+        and the journal holds no unfinished entry. For a kind of POWER_OFF_KINDS,
+        ``assert_powered_off``."""
+        if kind in POWER_OFF_KINDS:
+            return self.assert_powered_off(before, kind)
         row = "changed" if kind == "reclaimable" else "same"
         assert comparable(self.snapshot(), kind, row=row) == without(before, kind, row=row)
         if kind == "reclaimable":
             assert_reclaimed(self.row(self.roles[kind]))
+        assert self.journal() == []
+
+    def assert_powered_off(self, before: dict, role: str) -> None:
+        """The host is ``before`` with role ``role``'s guest shut off and still
+        defined, its directory, VIF devices, OVS port, row and migration as they were,
+        everything else untouched; the journal holds no unfinished entry."""
+        assert before["domains"].get(role) in ("running", "paused"), before
+        assert self.snapshot() == powered_off(before, role)
         assert self.journal() == []
 
     def audit(self) -> list[dict]:
@@ -420,6 +443,40 @@ class FmHost:
         self._vif(r)
         self._domain(r, start=True, disks=[d / "disk"])
         return r
+
+    def evacuating(self, name: str = "evacuating", status: str = "accepted",
+                   row_on: str = "source") -> Role:
+        """Being evacuated from this host (migration ``status``, 'accepted' or
+        'pre-migrating'; the instance rebuilding, its row still on this host with
+        ``row_on="source"`` or already on the destination with ``"dest"``), its guest
+        still running here with its directory and VIF. Its migration is snapshotted."""
+        r = self._role(name)
+        novadb.add_instance(self.db.engine, r.uuid,
+                            host=self.name if row_on == "source" else OTHER,
+                            task_state="rebuilding")
+        r.migration = novadb.add_migration(self.db.engine, r.uuid, self.name, OTHER,
+                                           status, "evacuation")["id"]
+        d = self._dir(r)
+        self._vif(r)
+        self._domain(r, start=True, disks=[d / "disk"])
+        return r
+
+    def finish_evacuation(self, r: Role, status: str = "done") -> None:
+        """Nova ends the evacuation of ``r`` on the destination: the migration gets
+        ``status`` and (when 'done') the row moves there, rebuilt (task_state NULL)."""
+        with self.db.engine.begin() as c:
+            c.execute(sa.update(schema.migrations)
+                      .where(schema.migrations.c.id == r.migration).values(status=status))
+            if status == "done":
+                c.execute(sa.update(schema.instances)
+                          .where(schema.instances.c.uuid == r.uuid)
+                          .values(host=OTHER, node=OTHER, task_state=None))
+
+    def migration_row(self, r: Role) -> dict | None:
+        with self.db.engine.connect() as c:
+            m = c.execute(sa.select(schema.migrations)
+                          .where(schema.migrations.c.id == r.migration)).mappings().first()
+        return None if m is None else dict(m)
 
     def running_deleted(self, name: str = "running_deleted") -> Role:
         """Deleted in Nova two days ago, its guest still running here with its
@@ -529,8 +586,10 @@ class FmHost:
                 snap["domains"][r.name] = state
             row = self.row(r)
             if row is not None:
-                snap["rows"][r.name] = {k: (v.isoformat() if isinstance(v, datetime.datetime)
-                                            else v) for k, v in row.items()}
+                snap["rows"][r.name] = _plain(row)
+            if r.migration is not None:
+                mig = self.migration_row(r)
+                snap.setdefault("migrations", {})[r.name] = None if mig is None else _plain(mig)
         snap["dirs"] = sorted(self.label(n) for n in os.listdir(self.instances.path))
         snap["devices"] = sorted(self.label(n) for n in npl.links(self.services.netns)
                                  - {"lo"})
@@ -564,10 +623,25 @@ def without(snap: dict, role: str, *, row: str = "same") -> dict:
     out["domains"].pop(role, None)
     if row == "changed":
         out["rows"].pop(role, None)
+        out.get("migrations", {}).pop(role, None)
     for key in ("dirs", "devices", "ovs_ports", "iscsi_sessions", "iscsi_nodes",
                 "iscsi_luns"):
         out[key] = [x for x in out[key] if role not in x]
     return out
+
+
+def powered_off(snap: dict, role: str) -> dict:
+    """``snap`` with ``role``'s guest shut off (still defined) and nothing else
+    changed: what a power-off teardown (POWER_OFF_KINDS) leaves."""
+    out = json.loads(json.dumps(snap))
+    out["domains"][role] = "shutoff"
+    return out
+
+
+def _plain(row) -> dict:
+    """A DB row as JSON-comparable values (datetimes as ISO strings)."""
+    return {k: (v.isoformat() if isinstance(v, datetime.datetime) else v)
+            for k, v in row.items()}
 
 
 def comparable(snap: dict, role: str, *, row: str = "same") -> dict:
@@ -575,6 +649,7 @@ def comparable(snap: dict, role: str, *, row: str = "same") -> dict:
     out = json.loads(json.dumps(snap))
     if row == "changed":
         out["rows"].pop(role, None)
+        out.get("migrations", {}).pop(role, None)
     return out
 
 

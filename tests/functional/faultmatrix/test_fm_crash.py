@@ -23,6 +23,7 @@ pytestmark = pytest.mark.functional
 
 UNINTERRUPTED = [
     pytest.param("evacuated", id="evacuated-uninterrupted"),
+    pytest.param("evacuating", id="evacuating-uninterrupted"),
     pytest.param("running_deleted", id="running-deleted-uninterrupted"),
     pytest.param("reclaimable", id="reclaim-uninterrupted"),
     pytest.param("orphan_dir", id="orphan-dir-uninterrupted"),
@@ -46,17 +47,10 @@ CRASHES = [
     pytest.param("evacuated", "before", "undefine_domain", id="evacuated-kill-before-undefine_domain"),
     pytest.param("evacuated", "unjournaled", "undefine_domain", id="evacuated-kill-unjournaled-undefine_domain"),
     pytest.param("evacuated", "after", "undefine_domain", id="evacuated-kill-after-undefine_domain"),
-    # evacuating: power_off. The evacuating kind (an evacuation from this host still
-    # 'accepted' or 'pre-migrating': the guest is powered off, nothing else) comes with
-    # its own slice; when it lands, add its builder to harness.FmHost (role
-    # "evacuating"), its steps to harness.KIND_STEPS, its uninterrupted row to
-    # UNINTERRUPTED, and here:
-    #   pytest.param("evacuating", "before", "power_off", id="evacuating-kill-before-power_off"),
-    #   pytest.param("evacuating", "unjournaled", "power_off",
-    #                id="evacuating-kill-unjournaled-power_off"),
-    #   pytest.param("evacuating", "after", "power_off", id="evacuating-kill-after-power_off"),
-    # (its end state is not "gone": assert_torn_down needs a variant that expects the
-    # domain shut off and everything else kept).
+    # evacuating: power_off (the guest is only stopped: see harness.powered_off)
+    pytest.param("evacuating", "before", "power_off", id="evacuating-kill-before-power_off"),
+    pytest.param("evacuating", "unjournaled", "power_off", id="evacuating-kill-unjournaled-power_off"),
+    pytest.param("evacuating", "after", "power_off", id="evacuating-kill-after-power_off"),
     # running_deleted: destroy_domain, unplug_vifs, delete_files, undefine_domain
     pytest.param("running_deleted", "before", "destroy_domain", id="running-deleted-kill-before-destroy_domain"),
     pytest.param("running_deleted", "after", "destroy_domain", id="running-deleted-kill-after-destroy_domain"),
@@ -105,6 +99,7 @@ CRASHES = [
 # Every step of every kind has its "before" and "after" rows, and nothing else is
 # listed. "unjournaled" rows are there once per distinct way a step resumes: the
 # evacuated kind's steps (running-deleted and reclaim run the same code for them),
+# the evacuating kind's power-off (re-verified against the evacuation, not a reap),
 # the reclaim's own claim and finalize_db, a directory that is renamed first
 # (orphan-dir; stale-resize is the same) or already a _del (interrupted-delete),
 # a leaked VIF's and a leaked iSCSI session's own teardown.
@@ -117,6 +112,12 @@ assert {p.values for p in CRASHES if p.values[1] == "unjournaled"} <= {
 assert sorted(p.values[0] for p in UNINTERRUPTED) == sorted(harness.KIND_STEPS)
 
 
+def left(fm_host, report: dict) -> list[tuple[str, str, str]]:
+    """(classification, action, result) of the report's findings of the host's roles."""
+    return [(f["classification"], f["action"], f["result"])
+            for f in fm_host.own(report["findings"])]
+
+
 @pytest.mark.parametrize("kind", UNINTERRUPTED)
 def test_uninterrupted_teardown(fm_host, kind):
     """One reap pass tears down one instance or leak of the kind next to a live instance, uninterrupted.
@@ -124,9 +125,12 @@ def test_uninterrupted_teardown(fm_host, kind):
     Expect: exit 4 and one action, done, that ran exactly the kind's steps; the
     target's domain, directories, VIF devices and OVS port, iSCSI session, node
     record and LUN are gone (a reclaimed row is soft-deleted as Nova does, every other
-    row unchanged); the live instance's guest still runs on its directory, its VIF,
-    OVS port, session and row are untouched; no journal entry is left running; the
-    pass's own findings after the teardown are none.
+    row unchanged), but an evacuating guest is only shut off, still defined, with its
+    directory, VIF devices, OVS port, row and migration kept; the live instance's
+    guest still runs on its directory, its VIF, OVS port, session and row are
+    untouched; no journal entry is left running; the next pass does nothing, leaves
+    the host so and finds nothing of the target's but an evacuating guest, still
+    reported as evacuating.
     """
     fm_host.bystander()
     fm_host.build(kind)
@@ -139,7 +143,8 @@ def test_uninterrupted_teardown(fm_host, kind):
     fm_host.assert_torn_down(before, kind)
     again = fm_host.run("reap")
     assert again.rc in (0, 3) and again.report["actions"] == [], again
-    assert fm_host.own(again.report["findings"]) == [], again
+    assert left(fm_host, again.report) == harness.LEFT_FINDINGS.get(kind, []), again
+    fm_host.assert_torn_down(before, kind)
 
 
 @pytest.mark.parametrize("kind,when,step", CRASHES)
@@ -149,9 +154,11 @@ def test_sigkill_at_a_step_boundary(fm_host, kind, when, step):
     Expect: the killed pass leaves one running journal entry with the earlier steps
     done and this one started (done for "after"); the next pass resumes it (exit 4, the
     action done, resumed from the killed pass) and the host ends exactly as an
-    uninterrupted pass leaves it: the target's resources gone, a reclaimed row
+    uninterrupted pass leaves it: the target's resources gone (an evacuating guest
+    only shut off, still defined, everything else of it kept), a reclaimed row
     soft-deleted, the live instance and everything else untouched, no running journal
-    entry and none of the target's findings left.
+    entry and none of the target's findings left but an evacuating guest's, still
+    reported as evacuating.
     """
     fm_host.bystander()
     fm_host.build(kind)
@@ -169,5 +176,52 @@ def test_sigkill_at_a_step_boundary(fm_host, kind, when, step):
     (act,) = resumed.report["actions"]
     assert (act["classification"], act["result"]) == (kind, "done"), resumed
     assert act.get("resumed_from") == entry.pass_id
-    assert fm_host.own(resumed.report["findings"]) == [], resumed
+    assert left(fm_host, resumed.report) == harness.LEFT_FINDINGS.get(kind, []), resumed
     fm_host.assert_torn_down(before, kind)
+
+
+@pytest.mark.parametrize("shared", [
+    pytest.param(False, id="evacuating-done-after-power_off-local-storage"),
+    pytest.param(True, id="evacuating-done-after-power_off-shared-storage"),
+])
+def test_evacuation_done_after_journaled_power_off(fm_host, shared):
+    """A reap pass is SIGKILLed right after the journal records an evacuating guest's power-off as done, and the evacuation then completes (migration done, the row rebuilt on the destination) before the next pass.
+
+    Expect: the next pass (exit 4) finishes the journaled power-off, resumed from the
+    killed pass, then tears the guest down fully as evacuated in the same pass: domain
+    undefined, VIF devices and OVS port gone, its directory deleted on local storage
+    and kept on shared storage; the row and migration stay as Nova left them, the live
+    instance is untouched, no journal entry is left running and a further pass does
+    nothing (it only logs the kept directory on shared storage as orphan_dir: the
+    instance may be alive on another host).
+    """
+    if shared:
+        fm_host.write_conf(instances_path_shared="true")
+    fm_host.bystander()
+    r = fm_host.build("evacuating")
+    killed = fm_host.run("reap", kill_after="power_off")
+    assert killed.killed, killed
+    (entry,) = fm_host.journal()
+    assert entry.steps == {"power_off": "done"}
+    assert fm_host.domain_state(r) == "shutoff"
+    fm_host.finish_evacuation(r)
+    before = fm_host.snapshot()
+
+    p = fm_host.run("reap")
+    assert p.rc == 4, p
+    acts = p.report["actions"]
+    assert [(a["classification"], a["result"], a.get("resumed_from")) for a in acts] == [
+        ("evacuating", "done", entry.pass_id), ("evacuated", "done", None)], p
+    assert [s for s, _ in acts[0]["steps"]] == ["power_off"]
+    assert tuple(s for s, _ in acts[1]["steps"]) == tuple(
+        s for s in harness.KIND_STEPS["evacuated"] if not (shared and s == "delete_files"))
+    expected = harness.without(before, "evacuating")
+    if shared:
+        expected["dirs"] = before["dirs"]
+    assert fm_host.snapshot() == expected
+    assert fm_host.journal() == []
+    again = fm_host.run("reap")
+    assert again.rc in (0, 3) and again.report["actions"] == [], again
+    assert left(fm_host, again.report) == (
+        [("orphan_dir", "log", "logged")] if shared else []), again
+    assert fm_host.snapshot() == expected
