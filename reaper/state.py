@@ -431,6 +431,7 @@ class StateDBError(Exception):
 # SQLite's result codes (sqlite3.Error.sqlite_errorname) by what the operator must do.
 _NOT_WRITABLE = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")
 _DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED")
 
 
 def open_checked(state_path: str, busy_timeout: float = 30.0) -> StateDB:
@@ -458,11 +459,18 @@ def open_checked(state_path: str, busy_timeout: float = 30.0) -> StateDB:
                 raise err
             # A write that is rolled back: refused when the file or directory is
             # read-only (taking the write lock alone is not, on a read-only file).
-            st._db.execute("BEGIN IMMEDIATE")
+            # Another process holding the write lock (SQLITE_BUSY) is no damage: the
+            # pass then trips its state_unavailable guard, and a later one runs.
             try:
-                st._db.execute("CREATE TABLE write_probe (x INTEGER)")
-            finally:
-                st._db.rollback()
+                st._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                if not (getattr(e, "sqlite_errorname", "") or "").startswith(_TRANSIENT):
+                    raise
+            else:
+                try:
+                    st._db.execute("CREATE TABLE write_probe (x INTEGER)")
+                finally:
+                    st._db.rollback()
     except (sqlite3.Error, OSError) as e:
         if st is not None:
             st.close()

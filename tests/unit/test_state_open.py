@@ -1,6 +1,7 @@
 """Opening the state DB for a pass: whole and writable, or one clear error."""
 from __future__ import annotations
 
+import datetime
 import os
 import sqlite3
 
@@ -58,3 +59,19 @@ def test_a_read_only_state_db_is_not_writable(tmp_path, monkeypatch):
     with pytest.raises(state_mod.StateDBError) as e:
         state_mod.open_checked(str(tmp_path))
     assert "not writable" in str(e.value) and _db(tmp_path) in str(e.value)
+
+
+def test_a_state_db_locked_by_another_process_is_not_damage(tmp_path):
+    """Another process's write lock passes by itself: the DB opens (the pass trips its
+    state_unavailable guard later), it is not refused as damaged or read-only."""
+    state_mod.StateDB(str(tmp_path)).close()
+    holder = sqlite3.connect(_db(tmp_path), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        st = state_mod.open_checked(str(tmp_path), busy_timeout=0.2)
+        with pytest.raises(state_mod.StateError):
+            st.set_flag("x", "y", datetime.datetime(2026, 1, 1))
+        st.close()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
