@@ -236,7 +236,10 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
     except Aborted as e:
         if resuming:
             ctx.state.finish(journal_id, "aborted", ctx.clock(), str(e))
-        return Outcome(plan, "aborted", str(e), journal_id=journal_id)
+        # What an interrupted attempt already did stays in the record: the pass that
+        # did it may have died before writing its own.
+        earlier = [(s, "done earlier") for s in steps_for(plan) if done_steps.get(s) == "done"]
+        return Outcome(plan, "aborted", str(e), steps=earlier, journal_id=journal_id)
     except Exception as e:      # DB unreachable while re-verifying: act on nothing
         if resuming:
             ctx.state.retry(journal_id, ctx.clock(), f"re-verify failed: {e}")
