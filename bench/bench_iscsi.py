@@ -1,8 +1,8 @@
 """Benchmark the iSCSI collector + R12 matching against the bare enumeration.
 
-A simulated initiator host (tests/iscsi_sim: this kernel has no iscsi_tcp, so no real
-session can exist here) with --sessions sessions of --luns LUNs each, one node record
-per session, --bdms live BDMs (two per instance; nine in ten name a LUN that exists,
+A simulated initiator host (tests/iscsi_sim: a benchmark host needs neither the
+iscsi_tcp module nor a target) with --sessions sessions of --luns LUNs each, one node
+record per session, --bdms live BDMs (two per instance; nine in ten name a LUN that exists,
 the rest name LUNs of targets this host has no session with) and one domain per
 instance whose disks point at its LUNs by-path. Prints, for the same run:
 
@@ -170,7 +170,7 @@ def main() -> int:
         t0 = time.perf_counter()
         sim = build_tree(root, args.sessions, args.luns)
         print(f"simulated host built in {time.perf_counter() - t0:.1f}s "
-              f"(this kernel has no iscsi_tcp: see tests/iscsi_sim)")
+              f"(simulated initiator: see tests/iscsi_sim)")
         env = iscsi_sim.env(sim.root)
         report("with the simulator's iscsiadm (Python, reads the simulated sysfs and "
                "node database):", measure(sim.sys, sim.dev, "iscsiadm", env, args),

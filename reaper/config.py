@@ -43,7 +43,7 @@ def hypervisor_hostname(conf=CONF) -> str:
 
 
 def load(argv: list[str] | None, project: str = "reaper", default_config_files=None,
-         quiet_audit: bool = False) -> cfg.ConfigOpts:
+         quiet_audit: bool = False, cli_opts: list[cfg.Opt] = ()) -> cfg.ConfigOpts:
     """Parse CLI + config files; oslo.config raises a clear error on malformed input.
 
     Logs go to stderr so stdout carries only reports (``--format json`` stays
@@ -55,19 +55,76 @@ def load(argv: list[str] | None, project: str = "reaper", default_config_files=N
     if quiet_audit:
         logging.set_defaults(default_log_levels=logging.get_default_log_levels()
                              + ["reaper.audit=WARN"])
-    CONF(argv or [], project=project, default_config_files=default_config_files)
+    parse(CONF, argv or [], cli_opts, project=project,
+          default_config_files=default_config_files)
     validate(CONF)
     return CONF
 
 
+class BadValue(cfg.ConfigFileValueError):
+    """An option's value is refused; the message names the option, the value, the
+    file and what is allowed (not oslo.config's ``LocationInfo(...)``). Still the
+    oslo.config error (and a ValueError) that callers catch."""
+
+
+def parse(conf: cfg.ConfigOpts, argv: list[str], cli_opts: list[cfg.Opt] = (), **kw) -> None:
+    """``conf(argv, **kw)`` with ``--version`` (the package's) and a clear error for a
+    command-line option set to a bad value in a file: oslo.config exits 1 itself on
+    those (``argument --use_journal: Invalid...``, no file named); here that is a
+    :class:`BadValue` naming the file and what is allowed. ``cli_opts``: the program's
+    own command-line options (looked for in [DEFAULT])."""
+    from reaper import version_string
+    try:
+        conf(argv, version=version_string(), **kw)
+    except SystemExit as e:
+        if e.code != 1:
+            raise                       # --help, --version (0), usage errors (2)
+        from reaper import conffiles
+        described = conffiles.first_bad_value(conf, list(argv), list(cli_opts))
+        if described is None:
+            raise
+        raise BadValue(described) from None
+
+
 def validate(conf) -> None:
-    """Read every option once so a bad value fails at start-up, not mid-pass."""
-    from reaper import opts
-    for group, group_opts in opts.list_opts():
-        section = conf if group == "DEFAULT" else getattr(conf, group)
-        for opt in group_opts:
+    """Read every option once so a bad value fails at start-up, not mid-pass: the
+    reaper's, and oslo.log's that ``conf`` registered."""
+    from reaper import conffiles, opts
+    listed = [(group.name if isinstance(group, cfg.OptGroup) else group, opt, False)
+              for group, group_opts in opts.list_opts() for opt in group_opts]
+    listed += [(group, opt, True) for group, opt in conffiles.namespace_opts("oslo.log")]
+    for group, opt, optional in listed:
+        try:
+            section = conf if group == "DEFAULT" else getattr(conf, group)
             getattr(section, opt.dest)
+        except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+            if not optional:
+                raise
+            continue                    # oslo.log's, not registered (a reload's conf)
+        except (cfg.ConfigFileValueError, cfg.ConfigSourceValueError) as e:
+            raise BadValue(conffiles.describe_bad_value(conf, group, opt, e)) from None
     _check_instances_path(conf.instances_path)
+
+
+def warn_unknown_names(conf, log=None) -> list[str]:
+    """A warning per section or option of the config files that nothing reads (a
+    misspelled name is otherwise ignored without a word); never fatal."""
+    from reaper import conffiles
+    log = log or logging.getLogger(__name__)
+    try:
+        lines = conffiles.unknown_names(conf)
+    except Exception:   # noqa: BLE001 - a warning, never a reason not to start
+        log.debug("cannot check the config files for unknown names", exc_info=True)
+        return []
+    for line in lines:
+        log.warning("%s", line)
+    return lines
+
+
+def error_text(e: BaseException) -> str:
+    """One line for a configuration error, without oslo.config's internals."""
+    from reaper import conffiles
+    return conffiles.clean_message(str(e))
 
 
 def _check_instances_path(path: str) -> None:

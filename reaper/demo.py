@@ -12,7 +12,9 @@ import datetime
 import json
 import logging as std_logging
 import os
+import re
 import shutil
+import sys
 import tempfile
 import uuid as uuidlib
 from xml.sax.saxutils import escape
@@ -175,6 +177,7 @@ def build(root: str) -> tuple[reconcile.Reaper, dict, list[DemoInstance]]:
         ])
 
     domains = []
+    xml_by_name = {}
     for member in cast:
         if member.dir:
             suffix = {"instance": "", "resize": "_resize", "del": "_del"}[member.dir]
@@ -189,9 +192,11 @@ def build(root: str) -> tuple[reconcile.Reaper, dict, list[DemoInstance]]:
                     else "build-server")
             disks = [os.path.join(inst_path, member.uuid, "disk")] if member.dir else []
             state = SHUTOFF if member.label.startswith("soft") else RUNNING
-            domains.append(domain_xml(member.uuid, name, nova=member.label != "notnova",
-                                      state=state, disks=disks,
-                                      volumes=[extra_vol] if member.label == "drift" else []))
+            xml_by_name[name] = domain_xml(member.uuid, name, nova=member.label != "notnova",
+                                           state=state, disks=disks,
+                                           volumes=[extra_vol] if member.label == "drift"
+                                           else [])
+            domains.append(xml_by_name[name])
     node = os.path.join(root, "node.xml")
     with open(node, "w") as f:
         f.write(node_xml(domains))
@@ -209,10 +214,71 @@ def build(root: str) -> tuple[reconcile.Reaper, dict, list[DemoInstance]]:
         audit=audit_mod.AuditLog(os.path.join(root, "audit.log"), HOST),
         connect=lambda: conn)
     return reaper, {"conn": conn, "engine": engine, "instances_path": inst_path,
-                    "audit_log": os.path.join(root, "audit.log")}, cast
+                    "audit_log": os.path.join(root, "audit.log"), "node": node,
+                    "domain_xml": xml_by_name}, cast
 
 
-def run(keep: bool = False, fmt: str = "table") -> int:
+def keep(root: str, reaper: reconcile.Reaper, handles: dict) -> str:
+    """Make the demo host usable after the demo: the test driver's host file as the
+    passes left it, and a reaper.conf for reaper-manage; returns the config's path.
+
+    libvirt's test driver keeps its changes per connection: without rewriting
+    node.xml, a new connection would bring back every domain the reap destroyed.
+    The configuration keeps the demo off this machine's own resources (no network
+    or iSCSI of this host, no nova-compute's compute_id file) and uses the demo's
+    policy (no grace, no destroy limit)."""
+    conn, xml_by_name = handles["conn"], handles["domain_xml"]
+    left = []
+    for dom in conn.listAllDomains(0):
+        state = dom.state()[0]
+        left.append(re.sub(r"<test:runstate>\d+</test:runstate>",
+                           f"<test:runstate>{state}</test:runstate>", xml_by_name[dom.name()]))
+    with open(handles["node"], "w") as f:
+        f.write(node_xml(left))
+    pol = reaper.policy
+    for d in ("sys", "dev"):
+        os.makedirs(os.path.join(root, "empty", d), exist_ok=True)
+    path = os.path.join(root, "reaper.conf")
+    with open(path, "w") as f:
+        f.write(f"""\
+# reaper-manage demo --keep: the demo host's configuration.
+#   reaper-manage --config-file {path} audit
+[DEFAULT]
+host = {pol.host}
+hypervisor_hostname = {pol.hypervisor_hostname}
+instances_path = {pol.instances_path}
+state_path = {os.path.dirname(reaper.state.path)}
+compute_id_file =
+
+[database]
+connection = {handles["engine"].url.render_as_string(hide_password=False)}
+
+[libvirt]
+connection_uri = test://{handles["node"]}
+
+[reaper]
+audit_log = {handles["audit_log"]}
+reclaim_instance_interval = {pol.reclaim_instance_interval}
+running_deleted_timeout = {pol.running_deleted_timeout}
+grace_observations = {pol.grace_observations}
+grace_seconds = {pol.grace_seconds}
+max_destroy_per_pass = {pol.max_destroy_per_pass}
+max_destroy_fraction = {pol.max_destroy_fraction}
+instances_path_shared = {pol.instances_path_shared}
+
+# this machine's own devices, OVS ports and iSCSI sessions are not the demo's
+[network]
+enabled = false
+
+[iscsi]
+sysfs_root = {os.path.join(root, "empty", "sys")}
+dev_root = {os.path.join(root, "empty", "dev")}
+iscsiadm = reaper-demo-no-iscsiadm
+""")
+    return path
+
+
+def run(keep_dir: bool = False, fmt: str = "table") -> int:
     # The audit records are in the audit log; keep the terminal for the report.
     std_logging.getLogger("reaper").setLevel(std_logging.ERROR)
     root = tempfile.mkdtemp(prefix="reaper-demo-")
@@ -244,12 +310,18 @@ def run(keep: bool = False, fmt: str = "table") -> int:
         else:
             print(f"\ndomains left: {', '.join(left)}")
             print(f"instance dirs left: {', '.join(sorted(os.listdir(handles['instances_path'])))}")
-            print(f"audit log: {handles['audit_log']}" + ("" if keep else " (removed; --keep "
-                                                                           "keeps it)"))
+            print(f"audit log: {handles['audit_log']}" + ("" if keep_dir else " (removed; "
+                                                                               "--keep keeps it)"))
+        if keep_dir:
+            conf = keep(root, reaper, handles)
+            hint = (f"kept {root}: the Nova DB, the test driver's host as the passes left "
+                    f"it, instance dirs, state DB, audit log and {conf} for them. "
+                    f"Continue with:\n  reaper-manage --config-file {conf} audit")
+            print(hint, file=sys.stderr if fmt == "json" else sys.stdout)
         reaper.close()
         return 0 if rep2.exit_code == 4 else rep2.exit_code
     finally:
-        if not keep:
+        if not keep_dir:
             shutil.rmtree(root, ignore_errors=True)
 
 

@@ -1,4 +1,4 @@
-"""Guards of DESIGN.md section 5: pure checks that refuse whole plans that look wrong.
+"""Guards (doc/design.md "Guards"): pure checks that refuse whole plans that look wrong.
 
 A tripped guard with scope "pass" blocks every destructive action of the pass; a
 guard scoped to a resource kind blocks only that kind.

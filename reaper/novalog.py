@@ -1,8 +1,9 @@
 """Watch nova-compute's log; audit an instance when Nova says an operation on it failed.
 
 Nova knows first when a delete, a volume detach, an evacuation or a migration goes
-wrong half way (seed 003: the guest never released the volume, Nova rolled the
-volume back to in-use, nobody looked at the host). Such a failure is exactly when
+wrong half way (a detach that timed out: the guest released the volume later, or
+never, while Nova had already rolled the volume back to in-use, and nobody looked at
+the host: R13's attachment drift). Such a failure is exactly when
 leftovers appear, so ``reaper-manage watch-nova-log`` follows the log like
 ``tail -F`` and runs a targeted, read-only audit of that one instance.
 
@@ -171,7 +172,7 @@ def _rule(name, operation, pattern, source, frames=()):
 _ERROR_STATE = r"Setting instance vm_state to ERROR"
 _IN_INSTANCE = rf"from instance (?P<uuid>{_UUID})"
 RULES: tuple[Rule, ...] = (
-    # Volume detach (seed 003).
+    # Volume detach: Nova gave up, the guest may still hold the volume (R13).
     _rule("detach_failed", DETACH,
           rf"Failed to detach volume (?P<volume_id>{_UUID}) from (?P<mountpoint>[^\s:]+)",
           "nova/virt/block_device.py DriverVolumeBlockDevice._driver_detach (Pike+; "

@@ -539,7 +539,11 @@ def _with_dir_size(f):
 
 def build_from_conf(conf=CONF) -> Reaper:
     config.CONF  # noqa: B018 - [DEFAULT] options registered on import
+    from reaper import novaurl
+    novaurl.check(conf.database.connection)     # mysql:// without MySQLdb, no SQLite file
     os.makedirs(conf.state_path, mode=0o700, exist_ok=True)
     from reaper import volume_wiring  # iSCSI volumes: collector, R12/R13, disconnect step
     from reaper import network_wiring  # VIFs: collectors, R11, unplug step
-    return network_wiring.enable(volume_wiring.enable(Reaper.from_conf(conf), conf), conf)
+    reaper = Reaper.from_conf(conf)
+    novaurl.never_create(reaper.engine)
+    return network_wiring.enable(volume_wiring.enable(reaper, conf), conf)

@@ -102,10 +102,20 @@ class PassReport:
         s = self.summary
         quarantined = (f", {s['journal_quarantined']} journal entries quarantined"
                        if s["journal_quarantined"] else "")
-        lines.append(f"summary: {s['findings']} findings, actions {s['actions'] or '{}'}, "
-                     f"guards tripped {s['guards_tripped'] or 'none'}{quarantined}, "
+        lines.append(f"summary: {s['findings']} findings, actions: {counts(s['actions'])}, "
+                     f"guards: {names(s['guards_tripped'])}{quarantined}, "
                      f"exit {s['exit_code']}")
         return "\n".join(lines)
+
+
+def counts(by_name: dict | None) -> str:
+    """``{'done': 7, 'aborted': 1}`` as people read it: ``aborted 1, done 7``."""
+    return ", ".join(f"{k} {v}" for k, v in sorted((by_name or {}).items())) or "none"
+
+
+def names(items: list | None) -> str:
+    """``['view_unavailable', 'collector_failed']`` as ``view_unavailable, collector_failed``."""
+    return ", ".join(str(x) for x in items or []) or "none"
 
 
 def _short(resource: str, width: int = 60) -> str:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real test host (DESIGN.md section 7): libvirt (qemu:///system), MariaDB,
+# The real parts the functional tests use: libvirt (qemu:///system), MariaDB,
 # Open vSwitch and RabbitMQ, started by hand because there is no systemd here.
 #
 #   testhost.sh start    start whatever is not answering yet, wait until it answers

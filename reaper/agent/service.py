@@ -27,7 +27,7 @@ from typing import Callable
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from reaper import confsnap, passlock, reconcile
+from reaper import config, confsnap, passlock, reconcile
 from reaper import state as state_mod
 from reaper.agent import schedule
 from reaper.agent.sdnotify import SdNotify
@@ -242,6 +242,7 @@ class Agent:
             return False
         self._config = out.snapshot
         self.reaper.policy = out.snapshot.policy
+        config.warn_unknown_names(self.conf, LOG)      # a name misspelled in this edit
         self.reaper.lock_timeout = out.snapshot.intervals.pass_lock_timeout
         if out.needs_restart:
             LOG.warning("configuration reloaded; these options change only on a restart "

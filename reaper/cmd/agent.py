@@ -36,16 +36,21 @@ def main(argv: list[str] | None = None) -> int:
     CONF.register_cli_opts(cli_opts)
     from reaper.agent import service
     try:
-        config.load(sys.argv[1:] if argv is None else argv)
+        config.load(sys.argv[1:] if argv is None else argv, cli_opts=cli_opts)
         logsetup.setup(CONF, "reaper", "reaper-agent")
     except logsetup.JournalUnavailable as e:
         return e.code
     except (cfg.Error, ValueError) as e:
-        print(f"reaper-agent: configuration error: {e}", file=sys.stderr)
+        print(f"reaper-agent: configuration error: {config.error_text(e)}", file=sys.stderr)
         return EXIT_ERROR if CONF.once else service.EXIT_CONFIG
-    from reaper import reconcile, state
+    config.warn_unknown_names(CONF, LOG)
+    from reaper import novaurl, reconcile, state
     try:
         reaper = reconcile.build_from_conf(CONF)
+    except novaurl.BadNovaURL as e:
+        # A URL that cannot work as written: a restart does not fix it either.
+        print(f"reaper-agent: configuration error: {e}", file=sys.stderr)
+        return EXIT_ERROR if CONF.once else service.EXIT_CONFIG
     except state.StateDBError as e:
         # Damaged or read-only: restarting every few seconds repairs nothing.
         print(f"reaper-agent: cannot start: {e}", file=sys.stderr)

@@ -28,7 +28,7 @@ import time
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from reaper import logsetup, rpc
+from reaper import config, logsetup, rpc
 from reaper.rpc import client as rpc_client
 
 LOG = logging.getLogger(__name__)
@@ -256,10 +256,13 @@ def hosts_from_db(conf) -> list[str]:
     """Every host with a nova-compute service row that is not deleted."""
     import sqlalchemy as sa
 
+    from reaper import novaurl
     from reaper.nova import db as nova_db
     from reaper.nova import schema
 
+    novaurl.check(conf.database.connection)
     engine = nova_db.engine_from_conf(conf)
+    novaurl.never_create(engine)
     s = schema.services
     try:
         with engine.connect() as c:
@@ -306,13 +309,47 @@ def _load_conf(argv: list[str]) -> cfg.ConfigOpts:
     conf.set_default("default_log_levels", logging.get_default_log_levels()
                      + ["oslo_messaging=WARN", "oslo.messaging=WARN", "amqp=ERROR",
                         "kombu=ERROR"])
-    conf(argv, project="reaper", prog="reaper-ctl",
-         description="Ask reaper agents over RPC: one host (--host) or all (--all).",
-         epilog="Global options go before the command: "
-                "reaper-ctl --all --format json audit. "
-                "Exit codes: 0 fine, 3 findings, 4 actions taken, 5 a guard refused a plan, "
-                "6 some host did not answer, 1 an error, 2 bad usage.")
+    _register_transport_url(conf)
+    config.parse(conf, argv, cli_opts, project="reaper", prog="reaper-ctl",
+                 description="Ask reaper agents over RPC: one host (--host) or all (--all).",
+                 epilog="Global options go before the command: "
+                        "reaper-ctl --all --format json audit. "
+                        "Exit codes: 0 fine, 3 findings, 4 actions taken, 5 a guard refused "
+                        "a plan, 6 some host did not answer, 1 an error, 2 bad usage (or "
+                        "no [DEFAULT] transport_url configured).")
     return conf
+
+
+def _register_transport_url(conf: cfg.ConfigOpts) -> None:
+    """oslo.messaging's ``[DEFAULT] transport_url``, registered before parsing so that
+    :func:`transport_problem` can ask where its value came from."""
+    import oslo_messaging.opts
+    for group, opts in oslo_messaging.opts.list_opts():
+        if group is None:
+            conf.register_opts([o for o in opts if o.dest == "transport_url"])
+
+
+def transport_problem(conf: cfg.ConfigOpts) -> str | None:
+    """Why the broker to use is not known, or None.
+
+    oslo.messaging's default transport_url (``rabbit://``) is guest@localhost: without
+    a config file, or with one that does not set it, reaper-ctl would quietly talk to
+    whatever broker runs here, or to none and say the broker is down, neither being
+    what the operator meant. Set it explicitly to use that broker after all.
+    """
+    try:
+        where = conf.get_location("transport_url").location
+    except (cfg.NoSuchOptError, AttributeError):
+        where = None
+    if where is not None and where.is_user_controlled:
+        return None
+    files = list(conf.config_file or [])
+    found = (f"the config files ({', '.join(files)}) do not set it" if files else
+             "no config file was found (/etc/reaper/reaper-ctl.conf, "
+             "/etc/reaper/reaper.conf, or --config-file)")
+    return ("no [DEFAULT] transport_url: " + found + "; set transport_url = "
+            "rabbit://USER:PASSWORD@HOST:5672/ (the agents' broker) instead of letting "
+            "oslo.messaging fall back to guest@localhost")
 
 
 class _Progress:
@@ -345,15 +382,19 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:             # --help (0) or an argparse usage error (2)
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     except (cfg.Error, ValueError) as e:
-        print(f"reaper-ctl: configuration error: {e}", file=sys.stderr)
+        print(f"reaper-ctl: configuration error: {config.error_text(e)}", file=sys.stderr)
         return EXIT_ERROR
     try:
         logsetup.setup(conf, "reaper-ctl", "reaper-ctl")
     except logsetup.JournalUnavailable as e:
         return e.code
+    config.warn_unknown_names(conf, LOG)
     method = conf.command.name
     try:
         args = call_args(method, conf.command)
+        problem = transport_problem(conf)
+        if problem:
+            raise UsageError(problem)
         hosts = select_hosts(conf)
     except (rpc.BadArgument, UsageError) as e:
         print(f"reaper-ctl {method}: {e}", file=sys.stderr)

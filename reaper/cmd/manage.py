@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import uuid as uuidlib
 
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -16,6 +17,9 @@ from reaper.report import EXIT_BUSY, EXIT_ERROR, EXIT_FINDINGS
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
+
+# A wrong command line (as argparse's own errors): nothing was run.
+EXIT_USAGE = 2
 
 
 PASS_EPILOG = """\
@@ -27,6 +31,8 @@ exit codes:
       reaper-ctl pause/resume; only audits and dry runs run while it is)
   1   error (DB or libvirt unreachable, state DB unusable, a step failed,
       bad configuration)
+  2   wrong command line (an unknown option, --instance not a uuid):
+      nothing was run
   75  busy (EX_TEMPFAIL): another pass (reaper-agent, reaper-manage, the
       nova-log watcher) held this host's pass lock for longer than
       --lock-timeout; nothing was done, try again later
@@ -68,7 +74,9 @@ def add_command_parsers(subparsers):
         "demo", help="Build a throwaway host (libvirt test driver, SQLite Nova DB, instance "
                      "dirs) in a temporary directory, run an audit and a reap pass on it, and "
                      "print what was found and done. Needs no root and no services.")
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the temporary directory, with a reaper.conf for it: the "
+                        "demo prints the reaper-manage command to go on with")
     p.add_argument("--format", choices=["table", "json"], default="table")
     _add_audit_log_parsers(subparsers)
     _add_watch_parser(subparsers)
@@ -144,16 +152,34 @@ command_opt = cfg.SubCommandOpt("command", title="Commands", handler=add_command
                                 help="What to do; `reaper-manage COMMAND --help` for more.")
 
 
+def instance_uuid(value: str | None) -> str | None:
+    """``--instance`` as Nova writes uuids (lower case, dashed); ValueError when it is
+    not a uuid: a pass limited to an instance that cannot exist would still collect
+    and plan the whole host, and report nothing about the typo."""
+    if value is None:
+        return None
+    try:
+        return str(uuidlib.UUID(value.strip()))
+    except ValueError:
+        raise ValueError(f"--instance {value!r} is not an instance uuid (expected e.g. "
+                         f"0e7b1b5c-2e1e-4b6f-9a53-5d3f1c1f2a10)") from None
+
+
 def _pass(mode: str) -> int:
     from reaper import passlock, reconcile
     args = CONF.command
+    try:
+        only = instance_uuid(args.instance)
+    except ValueError as e:
+        print(f"reaper-manage {mode}: {e}", file=sys.stderr)
+        return EXIT_USAGE
     if args.lock_timeout is not None and args.lock_timeout < 0:
         print(f"reaper-manage {mode}: --lock-timeout must be 0 or more", file=sys.stderr)
         return EXIT_ERROR
     reaper = reconcile.build_from_conf(CONF)
     try:
         dry = True if getattr(args, "dry_run", False) else None
-        rep = reaper.run_pass(mode, dry_run=dry, only_uuid=args.instance,
+        rep = reaper.run_pass(mode, dry_run=dry, only_uuid=only,
                               source="reaper-manage", wait=args.lock_timeout)
     except passlock.Busy as e:
         print(f"reaper-manage {mode}: busy: {e}", file=sys.stderr)
@@ -282,13 +308,14 @@ def main(argv: list[str] | None = None) -> int:
         config.load(sys.argv[1:] if argv is None else argv, quiet_audit=True)
         logsetup.setup(CONF, "reaper", "reaper-manage")
     except (cfg.Error, ValueError) as e:
-        print(f"reaper-manage: configuration error: {e}", file=sys.stderr)
+        print(f"reaper-manage: configuration error: {config.error_text(e)}", file=sys.stderr)
         return EXIT_ERROR
+    config.warn_unknown_names(CONF, LOG)
     name = CONF.command.name
     try:
         if name == "demo":
             from reaper import demo
-            return demo.run(keep=CONF.command.keep, fmt=CONF.command.format)
+            return demo.run(keep_dir=CONF.command.keep, fmt=CONF.command.format)
         if name == "approve":
             return _approve()
         if name == "audit-log":

@@ -60,7 +60,7 @@ STEP_HANDLERS: dict[str, Callable[["Context", TeardownPlan], str]] = {}
 
 
 def steps_for(plan: TeardownPlan) -> list[str]:
-    """The teardown order of DESIGN.md section 4, for what this plan holds."""
+    """Nova's teardown order (doc/design.md "Teardown order"), for what this plan holds."""
     if plan.action is Action.SHUTDOWN:
         return ["power_off"]
     if plan.action is Action.RELEASE:
@@ -213,8 +213,8 @@ def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool,
         res = nova_reclaim.finalize(ctx.engine, uuid, ctx.clock(), host=ctx.policy.host)
         if not (res["finalized"] or res["already_finalized"]):
             raise Aborted(f"DB not finalized: {res['result']}: {res['reason']}")
-        counts = {k: v for k, v in (res["counts"] or {}).items() if v}
-        return f"{res['result']}: {counts or res['reason']}"
+        counts = ", ".join(f"{table} {n}" for table, n in (res["counts"] or {}).items() if n)
+        return f"{res['result']}: {counts or res['reason']}"    # "finalized: instances 1, ..."
     raise ValueError(f"unknown step {step}")
 
 

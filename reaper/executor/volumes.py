@@ -1,4 +1,4 @@
-"""Executor step "disconnect_volumes" (DESIGN section 4, step 3), also the whole of a
+"""Executor step "disconnect_volumes" (doc/design.md "Teardown order", step 3), also the whole of a
 leaked-iSCSI cleanup, through os-brick.
 
 Each volume item of a TeardownPlan (see reaper.planner.volumes) is handled in one

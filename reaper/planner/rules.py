@@ -1,4 +1,4 @@
-"""The rule table of DESIGN.md section 3, as pure functions.
+"""The rule table (R1-R13, doc/design.md "Classifications"), as pure functions.
 
 Every function here takes records and returns records: no I/O, no clock (``now``
 is an argument), so the whole table is unit-tested without libvirt or a DB.

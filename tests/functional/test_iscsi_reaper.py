@@ -1,8 +1,9 @@
 """Whole reaper passes over iSCSI volumes: real reaper-manage, real os-brick, real
 libvirtd domains, a real Nova DB (SQLite and MariaDB), and a SIMULATED initiator.
 
-Why simulated: this kernel has no ``iscsi_tcp`` module, so no initiator session can
-log in here. tests/iscsi_sim stands in for the kernel + iscsid + iscsiadm only: an
+Why simulated: test hosts (containers, CI runners) cannot be counted on to load the
+``iscsi_tcp`` kernel module or reach an iSCSI target, so no initiator session can log
+in. tests/iscsi_sim stands in for the kernel + iscsid + iscsiadm only: an
 ``iscsiadm`` that prints open-iscsi 2.1.8's formats and exit codes, a sysfs and
 /dev/disk tree on disk, and ``tee``/``blockdev`` shims for the kernel's side of
 sysfs writes. os-brick is pointed at it without patching anything: the simulator's

@@ -1,8 +1,9 @@
 """How faithful the iSCSI simulator is: the real open-iscsi iscsiadm and the real
 os-brick, run against the simulated host in a private mount namespace.
 
-The initiator has to be simulated (this kernel has no iscsi_tcp module, so no
-session can log in). But the real ``/usr/sbin/iscsiadm`` can still *read* the
+The initiator has to be simulated (test hosts, containers and CI runners, cannot be
+counted on to load the iscsi_tcp kernel module or reach an iSCSI target, so no session
+can log in). But the real ``/usr/sbin/iscsiadm`` can still *read* the
 simulated host: with /sys and /etc/iscsi bound to the simulator's tree it lists the
 simulator's sessions (from sysfs) and node records (from its node database). Both
 must print the same thing. And os-brick's own connect_volume/disconnect_volume must

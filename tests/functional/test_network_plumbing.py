@@ -306,7 +306,7 @@ def test_ovs_down_is_a_clean_failure_and_a_retry(world, private_ovsdb):  # noqa:
     assert down.exit_code == 1, down.to_table()
     assert [g["guard"] for g in down.guards] == ["collector_failed"]
     assert down.guards[0]["scope"] == "ovs_port"
-    # DESIGN 5: no destructive action for a kind whose collector failed. The
+    # doc/design.md "Guards": no destructive action for a kind whose collector failed. The
     # reclaim needs an unplug, so it does not start at all (not even its claim);
     # the orphan directory needs nothing of OVS and goes.
     results = {a["classification"]: a["result"] for a in down.actions}

@@ -1,5 +1,5 @@
 """Whole passes against real parts: libvirtd with KVM domains, instance directories on
-disk, and a Nova DB on MariaDB and on SQLite (DESIGN.md section 7).
+disk, and a Nova DB on MariaDB and on SQLite (the services tools/testhost.sh starts).
 
 Each test uses a host name of its own, so the other domains libvirtd may hold are
 "unknown" to it and, by the rules under test, never touched.

@@ -350,6 +350,31 @@ def test_approve_lets_a_blocked_plan_run_once(fleet, capsys, allowed):
         assert rep["hosts"][host]["blocked_passes"] == []
 
 
+def test_tables_read_as_words_not_python(fleet, capsys, allowed):
+    """reaper-ctl's tables (one host: the whole report; several: one row each) show
+    counts and guard names as words (``actions: done 2``), never dict or list reprs;
+    JSON keeps its structure."""
+    host = "rpc-words"
+    with fleet.extra_agent(host, max_destroy_per_pass=1):
+        dirs = [fleet.orphan_dir(host), fleet.orphan_dir(host)]
+        code, out, _ = run_ctl(fleet, capsys, "--host", host, "reap")
+        assert code == ctl.EXIT_GUARD
+        assert out.splitlines()[-1] == ("summary: 2 findings, actions: none, guards: "
+                                        "mass_destruction, exit 5")
+        blocked = re.search(r"pass (req-\S+)", out).group(1)
+        code, out, _ = run_ctl(fleet, capsys, "--host", host, "status")
+        assert code == ctl.EXIT_OK and "mass_destruction" in out and blocked in out
+        assert "{'" not in out and "['" not in out, out
+        assert run_ctl(fleet, capsys, "--host", host, "approve", blocked)[0] == ctl.EXIT_OK
+        code, out, _ = run_ctl(fleet, capsys, "--host", host, "reap")
+        assert code == ctl.EXIT_ACTIONS and not any(d.exists() for d in dirs)
+        assert out.splitlines()[-1] == "summary: 2 findings, actions: done 2, guards: none, exit 4"
+        code, rep, _ = ctl_json(fleet, capsys, "--host", host, "status")
+        assert rep["hosts"][host]["last_pass"]["summary"]["actions"] == {"done": 2}
+        code, out, _ = run_ctl(fleet, capsys, "--host", host, "--host", "rpc-03", "audit")
+        assert "{'" not in out and "['" not in out, out
+
+
 # --------------------------------------------------------------------------
 # refusals and bad arguments
 # --------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 that is then rotated, a real Reaper (libvirt's test driver, the Nova DB on SQLite
 and on MariaDB), and `reaper-manage watch-nova-log` as a process stopped by SIGTERM.
 
-The host: the seed-003 instance, live here, whose volume Nova still lists (its
+The host: an instance whose detach failed half way, live here, whose volume Nova still lists (its
 block_device_mapping is live) but the guest released after Nova gave up the detach:
 the volume is gone from the domain XML (R13, attachment drift); an instance whose
 delete failed while its domain kept running (R5); and an orphan directory nobody
@@ -34,8 +34,8 @@ pytestmark = pytest.mark.functional
 
 FIXTURE = pathlib.Path(__file__).parent.parent / "fixtures" / "nova-compute.log"
 HOST = "watch-compute-1"
-SEED = "4bfefe2b-3611-4c65-a293-657cf6eaf271"            # section 1: failed detach
-SEED_VOLUME = "0d6c7c6b-52a4-4c4c-9d60-2b4c6c1f6a52"
+DETACHED = "4bfefe2b-3611-4c65-a293-657cf6eaf271"            # section 1: failed detach
+DETACHED_VOLUME = "0d6c7c6b-52a4-4c4c-9d60-2b4c6c1f6a52"
 DELETED = "5b0f8a2e-1c3d-4e5f-a6b7-c8d9e0f1a2b3"         # section 3: failed delete
 ORPHAN = "0badf00d-0000-4000-8000-00000000dead"
 
@@ -57,8 +57,8 @@ def build_host(root: pathlib.Path, engine) -> str:
     """Rows, directories and node.xml of the host; returns the libvirt URI."""
     (root / "instances").mkdir(parents=True)
     novadb.add_compute_node(engine, HOST)
-    seed = novadb.add_instance(engine, SEED, host=HOST)
-    novadb.add_bdm(engine, SEED, volume_id=SEED_VOLUME)
+    detached = novadb.add_instance(engine, DETACHED, host=HOST)
+    novadb.add_bdm(engine, DETACHED, volume_id=DETACHED_VOLUME)
     old = novadb.utcnow() - datetime.timedelta(days=2)
     deleted = novadb.add_instance(engine, DELETED, host=HOST, deleted=True, deleted_at=old)
     novadb.add_instance(engine, ORPHAN, host=HOST, deleted=True, deleted_at=old)
@@ -66,7 +66,7 @@ def build_host(root: pathlib.Path, engine) -> str:
     (root / "instances" / ORPHAN / "disk").write_bytes(b"\0" * 512)
     node = root / "node.xml"
     node.write_text(demo.node_xml([
-        demo.domain_xml(SEED, f"instance-{seed['id']:08x}"),        # no volume left in it
+        demo.domain_xml(DETACHED, f"instance-{detached['id']:08x}"),        # no volume left in it
         demo.domain_xml(DELETED, f"instance-{deleted['id']:08x}")]))
     return f"test://{node}"
 
@@ -127,14 +127,14 @@ def test_watcher_follows_the_log_through_rotation(nova_db, tmp_path):
     t.start()
     try:
         time.sleep(0.2)                     # let it reach the end of the file first
-        append(log, sections()[1])          # seed 003's failed detach
-        trig, recs = wait_for_trigger(tmp_path / "audit.log", SEED)
+        append(log, sections()[1])          # the failed detach
+        trig, recs = wait_for_trigger(tmp_path / "audit.log", DETACHED)
         assert trig["result"] == "findings" and trig["evidence"]["operation"] == "detach"
-        assert trig["evidence"]["facts"]["volume_id"] == SEED_VOLUME
-        assert findings_of(recs, trig["pass_id"]) == [(SEED, "attachment_drift")]
+        assert trig["evidence"]["facts"]["volume_id"] == DETACHED_VOLUME
+        assert findings_of(recs, trig["pass_id"]) == [(DETACHED, "attachment_drift")]
         drift = next(r for r in recs if r["event"] == "finding"
                      and r["pass_id"] == trig["pass_id"])
-        assert drift["evidence"] == {"volume_id": SEED_VOLUME, "in_domain_xml": False,
+        assert drift["evidence"] == {"volume_id": DETACHED_VOLUME, "in_domain_xml": False,
                                      "live_bdm": True}
         # logrotate renames the log and nova-compute starts a new one
         os.rename(log, str(log) + ".1")
@@ -150,7 +150,7 @@ def test_watcher_follows_the_log_through_rotation(nova_db, tmp_path):
     assert stats.triggers == 2 and stats.rotations == 1 and stats.audits_failed == 0
     recs = read_audit(tmp_path / "audit.log")
     assert [r["instance_uuid"] for r in recs if r["event"] == novalog.TRIGGER_EVENT] \
-        == [SEED, DELETED]
+        == [DETACHED, DELETED]
     # targeted and read-only: the orphan directory was never a finding, nothing acted
     assert ORPHAN not in {r["instance_uuid"] for r in recs}
     assert not [r for r in recs if r["event"] == "action"]
@@ -197,8 +197,8 @@ def test_cli_watcher_stops_cleanly_on_sigterm(tmp_path):
             if any(r["event"] == novalog.TRIGGER_EVENT for r in read_audit(tmp_path / "audit.log")):
                 break
             time.sleep(0.5)
-        trig, recs = wait_for_trigger(tmp_path / "audit.log", SEED)
-        assert findings_of(recs, trig["pass_id"]) == [(SEED, "attachment_drift")]
+        trig, recs = wait_for_trigger(tmp_path / "audit.log", DETACHED)
+        assert findings_of(recs, trig["pass_id"]) == [(DETACHED, "attachment_drift")]
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -206,7 +206,7 @@ def test_cli_watcher_stops_cleanly_on_sigterm(tmp_path):
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err[-2000:]
-    assert f"detach {SEED}: findings (1 findings, pass {trig['pass_id']})" in out
+    assert f"detach {DETACHED}: findings (1 findings, pass {trig['pass_id']})" in out
     assert f"watched {log}:" in out and "Traceback" not in err
 
 
@@ -227,15 +227,15 @@ def test_cli_watcher_audits_a_past_log(tmp_path):
     trig = [r for r in read_audit(tmp_path / "audit.log") if r["event"] == novalog.TRIGGER_EVENT]
     assert len(trig) == 9
     assert {r["instance_uuid"]: r["result"] for r in trig if r["result"] != "clean"} == {
-        SEED: "findings", DELETED: "findings"}
+        DETACHED: "findings", DELETED: "findings"}
     assert "9 audits (3 debounced, 0 failed)" in out
-    # the story of the seed instance: its finding, then the trigger that found it
+    # the story of the half-detached instance: its finding, then the trigger that found it
     r = subprocess.run([sys.executable, "-m", "reaper.cmd.manage", "--config-file", str(conf),
-                        "audit-log", "story", SEED], capture_output=True, text=True,
+                        "audit-log", "story", DETACHED], capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=os.getcwd()), timeout=120)
     assert r.returncode == 0, r.stderr
     # the finding, the targeted pass's summary (it names the instance) and the trigger
-    assert f"{SEED}: 3 records in 1 passes" in r.stdout
+    assert f"{DETACHED}: 3 records in 1 passes" in r.stdout
     assert "attachment_drift/log -> audit_only" in r.stdout or \
         "attachment_drift/log -> logged" in r.stdout
     assert "nova_log_trigger  instance" in r.stdout and "operation: detach" in r.stdout
@@ -280,7 +280,7 @@ def test_cli_watcher_restarted_sees_what_was_logged_while_it_was_down(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
     assert [r["instance_uuid"] for r in read_audit(tmp_path / "audit.log")
-            if r["event"] == novalog.TRIGGER_EVENT] == [SEED, DELETED]
+            if r["event"] == novalog.TRIGGER_EVENT] == [DETACHED, DELETED]
     proc = _manage(conf, str(log), "--exit-at-eof")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and "0 audits" in out, err[-2000:]

@@ -1,4 +1,5 @@
-"""Simulated iSCSI initiator for the tests (this kernel has no iscsi_tcp): see sim.py."""
+"""Simulated iSCSI initiator for the tests (no real session can log in on a test host): see
+sim.py."""
 from __future__ import annotations
 
 import os

@@ -1,8 +1,9 @@
 """A small simulator of a Linux iSCSI initiator: open-iscsi 2.1.8's ``iscsiadm``,
 the kernel's iscsi_tcp/SCSI sysfs and udev's /dev links, kept in one directory.
 
-Why it exists: the test host's kernel has no ``iscsi_tcp`` module, so no real
-initiator session can be logged in here (not even discovery works without it).
+Why it exists: test hosts (containers, CI runners) cannot be counted on to load the
+``iscsi_tcp`` kernel module or to reach an iSCSI target, so no real initiator session
+can be logged in (not even discovery works without the module).
 Everything above that boundary is real: os-brick, the reaper, libvirt, the Nova DB.
 The simulator stands only for the kernel + iscsid + iscsiadm, and aims to be
 faithful where the reaper and os-brick look:

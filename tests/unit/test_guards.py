@@ -1,4 +1,4 @@
-"""Guards of DESIGN.md section 5, as pure functions."""
+"""Guards (doc/design.md "Guards"), as pure functions."""
 from __future__ import annotations
 
 import datetime

@@ -1,9 +1,10 @@
 """The iSCSI collector against the simulated initiator (tests/iscsi_sim).
 
-The initiator is simulated because this kernel has no iscsi_tcp: no session can log
-in here. The collector is pointed at the simulator through its options' values
-(sysfs_root, dev_root) and PATH (the simulator's iscsiadm); nothing is patched.
-Its parsing is checked against os-brick's own parsing of the same output.
+The initiator is simulated because test hosts cannot be counted on to load the
+iscsi_tcp kernel module or reach a target: no real session can log in. The collector
+is pointed at the simulator through its options' values (sysfs_root, dev_root) and
+PATH (the simulator's iscsiadm); nothing is patched. Its parsing is checked against
+os-brick's own parsing of the same output.
 """
 from __future__ import annotations
 

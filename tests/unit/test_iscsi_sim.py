@@ -1,8 +1,9 @@
 """The iSCSI initiator simulator itself (tests/iscsi_sim): formats and exit codes.
 
-This kernel has no iscsi_tcp, so the reaper's iSCSI tests run against this simulator;
-these tests pin the behaviour it copies from open-iscsi 2.1.8 and the kernel (the
-functional test_iscsi_sim_fidelity.py compares it with the real iscsiadm binary).
+No real session can log in on a test host, so the reaper's iSCSI tests run against
+this simulator; these tests pin the behaviour it copies from open-iscsi 2.1.8 and the
+kernel (the functional test_iscsi_sim_fidelity.py compares it with the real iscsiadm
+binary).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The rule table of DESIGN.md section 3, row by row, without libvirt or a DB."""
+"""The rule table (R1-R13, doc/design.md "Classifications"), row by row, without libvirt or a DB."""
 from __future__ import annotations
 
 import datetime

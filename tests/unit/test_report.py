@@ -44,3 +44,14 @@ def test_json_and_table_render():
     assert d["findings"][0]["classification"] == "evacuated"
     table = r.to_table()
     assert "CLASSIFICATION" in table and "evacuated" in table and "DONE" in table
+
+
+def test_summary_line_reads_as_words():
+    r = rep(findings=[("evacuated", "reap"), ("orphan_dir", "reap")], actions=["done", "done"])
+    assert r.to_table().splitlines()[-1] == ("summary: 2 findings, actions: done 2, guards: "
+                                             "none, exit 4")
+    r = rep(findings=[("evacuated", "reap")], guards=["view_unavailable", "collector_failed"])
+    assert r.to_table().splitlines()[-1] == ("summary: 1 findings, actions: none, guards: "
+                                             "view_unavailable, collector_failed, exit 1")
+    assert json.loads(r.to_json())["summary"]["guards_tripped"] == ["view_unavailable",
+                                                                    "collector_failed"]

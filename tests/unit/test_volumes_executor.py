@@ -1,6 +1,6 @@
 """The disconnect step's compare-and-act, on the simulated initiator with os-brick faked.
 
-The initiator is simulated (this kernel has no iscsi_tcp); here os-brick's connector
+The initiator is simulated (no real session can log in on a test host); here os-brick's connector
 and LinuxSCSI are small fakes acting on the simulator, so the step's decisions can be
 checked one by one. The real os-brick runs against the simulator in
 tests/functional/test_iscsi_reaper.py.

@@ -562,7 +562,7 @@ def test_teardown_without_iscsi_disks_has_no_volume_step():
 # --------------------------------------------------------------------------
 
 def test_drift_evidence_shows_the_host_side():
-    # seed 003: the detach failed half way: the guest still has VOL1, the BDM is gone
+    # a detach that failed half way: the guest still has VOL1, the BDM is gone
     d = domain(A, ["/dev/sdb"], serials={"/dev/sdb": VOL1})
     plan = run(items=[S_ONE], domains=[d], rows=[row()])
     (f,) = [f for f in plan.findings if f.classification is Classification.ATTACHMENT_DRIFT]

@@ -1,6 +1,6 @@
 """volume_wiring.enable plugs iSCSI into a Reaper; one in-process audit pass shows it.
 
-The initiator is simulated (tests/iscsi_sim: this kernel has no iscsi_tcp); the pass
+The initiator is simulated (tests/iscsi_sim: no real session can log in on a test host); the pass
 reads it through the [iscsi] options and PATH. Audit only: nothing is disconnected
 (disconnects run against the real os-brick in tests/functional/test_iscsi_reaper.py).
 """

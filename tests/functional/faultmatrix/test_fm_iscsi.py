@@ -1,8 +1,8 @@
 """Fault matrix, iSCSI slice: LUNs used through partitions, stacks and boot, sessions
 without a node record, hostile connection_info.
 
-Whole ``reaper-manage reap`` passes in the simulated initiator's mount namespace (this
-kernel has no iscsi_tcp; see tests/functional/test_iscsi_reaper.py), with real
+Whole ``reaper-manage reap`` passes in the simulated initiator's mount namespace (no real
+session can log in on a test host; see tests/functional/test_iscsi_reaper.py), with real
 os-brick, libvirtd and Nova DB, and real block devices where the kernel's answer
 matters: a simulated partition backed by a loop device is opened, mounted or claimed
 for real (mountinfo, /proc/*/fd, O_EXCL see the real device).
