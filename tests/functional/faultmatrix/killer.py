@@ -115,9 +115,9 @@ def install(args) -> None:
     fault = _Fault(args)
     run_step, verify = teardown._run_step, teardown._verify
 
-    def _run_step(ctx, plan, step, resuming):
+    def _run_step(ctx, plan, step, resuming, *a, **kw):
         fault.at("before", step, plan)
-        detail = run_step(ctx, plan, step, resuming)
+        detail = run_step(ctx, plan, step, resuming, *a, **kw)
         fault.at("unjournaled", step, plan)
         ctx.state = _AfterNextCall(ctx, ctx.state, lambda: fault.at("after", step, plan))
         return detail
