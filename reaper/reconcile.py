@@ -355,8 +355,8 @@ class Reaper:
         # A claimed row whose teardown is still in our journal is not a stranded claim.
         journaled = frozenset(e.plan.instance_uuid for e in self.state.unfinished())
         plan = planner.build_plan(inv, view, pol, self.clock(), journaled=journaled)
-        if any(planner.writes_nova_db(t) for t in plan.teardowns) \
-                and not db_access().writable:
+        if any(planner.writes_nova_db(t) and only_uuid in (None, t.instance_uuid)
+               for t in plan.teardowns) and not db_access().writable:
             plan = planner.without_db_writes(plan, db_access().reason)
         findings = [_with_dir_size(f) for f in plan.findings
                     if only_uuid in (None, f.instance_uuid)]
