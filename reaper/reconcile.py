@@ -13,7 +13,10 @@ nova-log watcher), a pass:
   process holds, and in a targeted pass only its own instance's;
 - sets aside (quarantines) journal entries it cannot read instead of failing;
 - acts on nothing it cannot journal: a state DB it cannot use trips the
-  ``state_unavailable`` guard.
+  ``state_unavailable`` guard;
+- writes Nova's DB only if it may (``[database] read_only``, resolved by
+  ``reaper.nova.grants.detect`` once in a pass that has a write to do): else its
+  reclaims and releases are reported, not done, and journaled reclaims wait.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from reaper.executor import teardown
 from reaper.inventory import dirs as dir_inv
 from reaper.inventory import libvirt as libvirt_inv
 from reaper.nova import db as nova_db
+from reaper.nova import grants as nova_grants
 from reaper.nova import view as nova_view
 from reaper.records import (Action, Classification, CollectorResult, GuardResult, Inventory,
                             ResourceKind)
@@ -107,6 +111,9 @@ class Reaper:
     lock_timeout: float = 300.0
     # The host's pass lock; None: the one under the state DB's directory.
     pass_lock: passlock.PassLock | None = None
+    # [database] read_only: "auto" (asked of the DB in a pass that would write),
+    # "true" or "false".
+    db_read_only: str = "auto"
     _parse_cache: libvirt_inv.ParseCache = dataclasses.field(
         default_factory=libvirt_inv.ParseCache, repr=False)
 
@@ -123,7 +130,8 @@ class Reaper:
                                                 busy_timeout=conf.reaper.state_db_timeout),
                    audit=audit_mod.AuditLog(conf.reaper.audit_log or None, pol.host),
                    compute_id_file=conf.compute_id_file,
-                   lock_timeout=conf.reaper.pass_lock_timeout)
+                   lock_timeout=conf.reaper.pass_lock_timeout,
+                   db_read_only=conf.database.read_only)
 
     def close(self) -> None:
         self.state.close()
@@ -262,7 +270,8 @@ class Reaper:
                           evidence=rep.summary, mode=mode, db_queries=rep.db_queries,
                           started_at=rep.started_at, finished_at=rep.finished_at,
                           **({"instance_only": only_uuid} if only_uuid else {}),
-                          **({"paused": rep.paused} if rep.paused else {}))
+                          **({"paused": rep.paused} if rep.paused else {}),
+                          **({"db_read_only": rep.db_read_only} if rep.db_read_only else {}))
         return rep
 
     def _state_guard(self, what: str, e: Exception) -> GuardResult:
@@ -280,6 +289,21 @@ class Reaper:
             f"host {pol.host} is paused ({pause.get('reason') or 'no reason given'}){by}"
             f"{since}: only audits and dry runs run until it is resumed",
             evidence=dict(pause))
+
+    def _db_access(self, rep: PassReport) -> Callable[[], nova_grants.Access]:
+        """Whether this pass may write Nova's DB, asked at most once and only when
+        something would write (a reclaim, a release, a journaled reclaim to resume)."""
+        memo: list[nova_grants.Access] = []
+
+        def access() -> nova_grants.Access:
+            if not memo:
+                memo.append(nova_grants.detect(self.engine, self.db_read_only))
+                rep.db_queries += memo[0].queries
+                if not memo[0].writable:
+                    LOG.info("Nova DB read-only for this pass: %s", memo[0].reason)
+                    rep.db_read_only = memo[0].reason
+            return memo[0]
+        return access
 
     def _load(self, conn, pol) -> tuple[Inventory, object]:
         inv = self._collect(conn)
@@ -311,13 +335,14 @@ class Reaper:
             tripped.append(state_broken)
         pass_blocked = any(g.scope == "pass" for g in tripped)
         blocked_kinds = {g.scope for g in tripped if g.scope != "pass"}
+        db_access = self._db_access(rep)
 
         # Set aside journal entries this version cannot read, then finish what an
         # earlier, interrupted pass started (re-verified inside).
         if acting and not pass_blocked:
             try:
                 self._quarantine(rep, only_uuid)
-                resumed = self._resume(ctx, rep, blocked_kinds, only_uuid) \
+                resumed = self._resume(ctx, rep, blocked_kinds, only_uuid, db_access) \
                     if mode == "reap" else 0
             except state_mod.StateError as e:
                 state_broken = self._state_guard("resuming the journal", e)
@@ -330,6 +355,9 @@ class Reaper:
         # A claimed row whose teardown is still in our journal is not a stranded claim.
         journaled = frozenset(e.plan.instance_uuid for e in self.state.unfinished())
         plan = planner.build_plan(inv, view, pol, self.clock(), journaled=journaled)
+        if any(planner.writes_nova_db(t) and only_uuid in (None, t.instance_uuid)
+               for t in plan.teardowns) and not db_access().writable:
+            plan = planner.without_db_writes(plan, db_access().reason)
         findings = [_with_dir_size(f) for f in plan.findings
                     if only_uuid in (None, f.instance_uuid)]
         teardowns = [t for t in plan.teardowns if only_uuid in (None, t.instance_uuid)]
@@ -453,7 +481,8 @@ class Reaper:
                           "error": q.error, "plan": q.plan_text}))
 
     def _resume(self, ctx, rep: PassReport, blocked_kinds: set[str],
-                only_uuid: str | None = None) -> int:
+                only_uuid: str | None = None,
+                db_access: Callable[[], nova_grants.Access] | None = None) -> int:
         n = 0
         for entry in self.state.unfinished(teardown.steps_for):
             if self.should_stop():
@@ -465,6 +494,11 @@ class Reaper:
                 continue
             if _held_elsewhere(entry.owner, self.state.is_me):
                 rep.actions.append(self._record_held(rep.pass_id, entry))
+                continue
+            if db_access is not None and _pending_db_writes(entry) \
+                    and not db_access().writable:
+                rep.actions.append(self._record_read_only(rep.pass_id, entry,
+                                                          db_access().reason))
                 continue
             LOG.info("resuming journaled teardown %s of %s (steps so far: %s)",
                      entry.id, entry.plan.instance_uuid, entry.steps)
@@ -484,6 +518,17 @@ class Reaper:
                   f"retries it")
         LOG.info("%s", reason)
         out = teardown.Outcome(entry.plan, "held_elsewhere", reason, journal_id=entry.id)
+        return self._record_outcome(pass_id, out, resumed_from=entry.pass_id)
+
+    def _record_read_only(self, pass_id: str, entry, why: str) -> dict:
+        """A journaled reclaim whose next steps write Nova's DB, which is read-only
+        now: not resumed (its claim, if made, stays this host's), reported."""
+        pending = sorted(_pending_db_writes(entry))
+        reason = (f"journal entry {entry.id} waits: its steps {', '.join(pending)} write "
+                  f"Nova's DB, which is read-only for the reaper ({why}); it resumes in a "
+                  f"pass that may write")
+        LOG.info("%s", reason)
+        out = teardown.Outcome(entry.plan, "held_read_only", reason, journal_id=entry.id)
         return self._record_outcome(pass_id, out, resumed_from=entry.pass_id)
 
     def _record_outcome(self, pass_id: str, out: teardown.Outcome, **extra) -> dict:
@@ -512,6 +557,12 @@ def _held_elsewhere(owner: dict | None, is_me: Callable[[dict | None], bool]) ->
     if not owner:
         return False            # written before owners were recorded: as if crashed
     return not is_me(owner) and procid.alive(owner)
+
+
+def _pending_db_writes(entry) -> set[str]:
+    """The steps of a journaled teardown still to run that write Nova's DB."""
+    return {s for s in teardown.steps_for(entry.plan)
+            if s in planner.DB_WRITING_STEPS and entry.steps.get(s) != "done"}
 
 
 def _teardown_kinds(t) -> set[str]:

@@ -36,6 +36,9 @@ class PassReport:
     quarantined: list[dict] = dataclasses.field(default_factory=list)
     # The journal after the pass: {"backlog": running entries, "quarantined": n}.
     journal: dict = dataclasses.field(default_factory=dict)
+    # Why the pass could not write Nova's DB ([database] read_only), when it had a
+    # write to do: its reclaims and releases were reported, not done.
+    db_read_only: str | None = None
 
     @property
     def summary(self) -> dict:
@@ -77,6 +80,9 @@ class PassReport:
                  + ("  (dry run)" if self.dry_run else "")]
         if self.paused and not any(g["guard"] == "paused" for g in self.guards):
             lines.append(f"PAUSED ({self.paused.get('reason')}): audits and dry runs only")
+        if self.db_read_only:
+            lines.append(f"NOVA DB READ-ONLY: reclaims and claim releases only reported "
+                         f"({self.db_read_only})")
         for q in self.quarantined:
             lines.append(f"QUARANTINED {q['reason']}")
         for g in self.guards:

@@ -1,5 +1,5 @@
 """reaper-manage: local commands (audit, reap, reclaim, approve, demo, audit-log reports,
-watch-nova-log)."""
+watch-nova-log, db-grants)."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from reaper import config, logsetup
+from reaper.cmd import db_grants
 from reaper.report import EXIT_BUSY, EXIT_ERROR, EXIT_FINDINGS
 
 CONF = cfg.CONF
@@ -80,6 +81,7 @@ def add_command_parsers(subparsers):
     p.add_argument("--format", choices=["table", "json"], default="table")
     _add_audit_log_parsers(subparsers)
     _add_watch_parser(subparsers)
+    db_grants.add_parser(subparsers)
 
 
 def _add_report_args(p):
@@ -322,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             return _audit_log()
         if name == "watch-nova-log":
             return _watch_nova_log()
+        if name == "db-grants":
+            return db_grants.run(CONF)
         return _pass(name)
     except Exception as e:  # noqa: BLE001 - one clear line, not a traceback, for operators
         LOG.debug("failed", exc_info=True)

@@ -43,6 +43,33 @@ database_opts = [
                help="Seconds to wait for a MySQL/MariaDB server to answer one read or "
                     "write on the socket (PyMySQL read_timeout/write_timeout), so a "
                     "hung server cannot stall a pass forever."),
+    cfg.StrOpt("read_only", default="auto",
+               choices=[("auto", "decide from the account's grants (MySQL/MariaDB) or the "
+                                 "file's permissions (SQLite), at each pass that would "
+                                 "write"),
+                        ("true", "never write to Nova's DB: reclaim is off"),
+                        ("false", "do not check: reclaims write, and a write the account "
+                                  "may not make fails as a failed action")],
+               help="Whether the reaper may write to Nova's DB. Only a reclaim writes "
+                    "(the conditional claim of the instances row, its reaper_claim marker "
+                    "in instance_system_metadata, and finalize's soft delete of the row "
+                    "and its dependent rows); audits and every reap that does not reclaim "
+                    "(evacuated and running-deleted guests, instance directories, VIFs, "
+                    "iSCSI sessions) only read, so an account holding only the read "
+                    "grants (reaper-manage db-grants prints them) runs them all. "
+                    "Read-only, reclaimable instances and this host's stranded claims "
+                    "are reported with action 'log' and the reason, never claimed, "
+                    "released or finalized, and a journaled reclaim is not resumed (it "
+                    "waits, reported as held_read_only, until the DB may be written "
+                    "again). 'auto' asks at each pass that has such a write to do: on "
+                    "MySQL/MariaDB, SHOW GRANTS must cover every privilege of "
+                    "reaper-manage db-grants --reclaim (all of them, so that no reclaim "
+                    "starts that could not be finished), else the DB counts as "
+                    "read-only; on SQLite, the file and its directory must be writable; "
+                    "any other database counts as read-only. Grants that come through a "
+                    "role are not seen by 'auto': set 'false' then. "
+                    "reaper-manage db-grants --check shows what the account holds and "
+                    "what 'auto' decides."),
 ]
 
 CONF.register_opts(database_opts, group="database")

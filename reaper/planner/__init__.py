@@ -287,6 +287,36 @@ def build_plan(inv: Inventory, view: NovaView, policy: Policy,
     return plan
 
 
+# The executor steps that write Nova's DB (reaper.nova.reclaim); nothing else does.
+DB_WRITING_STEPS = frozenset({"claim", "release_claim", "finalize_db"})
+
+
+def writes_nova_db(t: TeardownPlan) -> bool:
+    """A reclaim (claim ... finalize) or the release of a stranded claim."""
+    return t.action in (Action.RECLAIM, Action.RELEASE) or t.finalize_db
+
+
+def without_db_writes(plan: Plan, why: str) -> Plan:
+    """``plan`` for a Nova DB the reaper may not write: every teardown that would write
+    it (reclaims, releases of stranded claims) is dropped whole, and its findings are
+    kept as 'log' with ``why``. Whatever those teardowns held (the instance's domain,
+    directories, VIFs, volumes) stays: the extensions gave it to them, so it is not
+    turned into a leak either. Teardowns that only read the DB are unchanged."""
+    dropped = [t for t in plan.teardowns if writes_nova_db(t)]
+    if not dropped:
+        return plan
+    verb = {Action.RECLAIM: "not reclaimed", Action.RELEASE: "claim not released"}
+    notes = {f.key: f"{verb.get(t.action, 'not done')}: the Nova DB is read-only for the "
+                    f"reaper ({why})"
+             for t in dropped for f in t.findings}
+    findings = tuple(
+        dataclasses.replace(f, action=Action.LOG, reason=f"{f.reason}; {notes[f.key]}",
+                            evidence={**f.evidence, "db_read_only": why})
+        if f.key in notes else f for f in plan.findings)
+    return Plan(findings=findings,
+                teardowns=tuple(t for t in plan.teardowns if not writes_nova_db(t)))
+
+
 def _drift(dom, volume_ids: set[str]) -> list[Finding]:
     extra, missing = rules.attachment_drift(dom, volume_ids)
     out = []
