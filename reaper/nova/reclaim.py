@@ -1,7 +1,7 @@
 """The only writes the reaper makes to Nova's DB: claim, release and finalize a reclaim.
 
 Mirrors nova-compute's ``_reclaim_queued_deletes`` -> ``_delete_instance`` ->
-``instance_destroy`` (DESIGN.md section 4 step 6), with one difference made for
+``instance_destroy`` (doc/design.md, "Teardown order"), with one difference made for
 safety: the reaper first *claims* the row with a conditional UPDATE
 (``task_state NULL -> 'deleting'`` only while the row is still ``soft-delete`` on our
 host and expired). Nova's restore saves with ``expected_task_state=[None]``, so

@@ -305,7 +305,7 @@ instance_id_mappings = sa.Table(
     sa.Index("ix_instance_id_mappings_uuid", "uuid"),
 )
 
-# Dependent rows soft-deleted with the instance on reclaim (DESIGN.md section 4 step 6),
+# Dependent rows soft-deleted with the instance on reclaim (doc/design.md, "Teardown order"),
 # with the column that names the instance.
 DEPENDENT_TABLES: tuple[tuple[sa.Table, str], ...] = (
     (instance_info_caches, "instance_uuid"),

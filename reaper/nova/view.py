@@ -50,7 +50,7 @@ from reaper.records import (
 LOG = logging.getLogger(__name__)
 
 # Statuses after which a migration no longer holds anything on either host. NOT in
-# here: 'done' (an evacuation whose source has not cleaned up yet, DESIGN R2),
+# here: 'done' (an evacuation whose source has not cleaned up yet: R2 in doc/design.md, "Classifications"),
 # 'finished' (a resize awaiting confirm/revert) and every running status.
 FINAL_MIGRATION_STATUSES = ("completed", "confirmed", "reverted", "error", "failed",
                             "cancelled")
