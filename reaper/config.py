@@ -69,20 +69,24 @@ class BadValue(cfg.ConfigFileValueError):
 
 def parse(conf: cfg.ConfigOpts, argv: list[str], cli_opts: list[cfg.Opt] = (), **kw) -> None:
     """``conf(argv, **kw)`` with ``--version`` (the package's) and a clear error for a
-    command-line option set to a bad value in a file: oslo.config exits 1 itself on
+    command-line option set to a bad value in a file: oslo.config exits by itself on
     those (``argument --use_journal: Invalid...``, no file named); here that is a
     :class:`BadValue` naming the file and what is allowed. ``cli_opts``: the program's
-    own command-line options (looked for in [DEFAULT])."""
+    own command-line options (looked for in [DEFAULT]).
+
+    That exit is ``SystemExit(1)`` in current oslo.config, but a bare ``SystemExit``
+    (code None: exit status 0, as if all went well) in older ones such as the
+    declared floor: both are taken as that error, so a bad value never exits 0."""
     from reaper import version_string
     try:
         conf(argv, version=version_string(), **kw)
     except SystemExit as e:
-        if e.code != 1:
+        if e.code not in (1, None):
             raise                       # --help, --version (0), usage errors (2)
         from reaper import conffiles
         described = conffiles.first_bad_value(conf, list(argv), list(cli_opts))
         if described is None:
-            raise
+            raise SystemExit(1) from None
         raise BadValue(described) from None
 
 

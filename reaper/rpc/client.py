@@ -102,12 +102,32 @@ def _login() -> str | None:
 
 
 def _size_connection_pool(conf, size: int) -> None:
+    """Raise the RabbitMQ driver's ``[oslo_messaging_rabbit] rpc_conn_pool_size``
+    default to ``size`` (a configured larger value stays).
+
+    The driver reads the option in that group in every supported oslo.messaging,
+    but older releases (the declared floor among them) list it with the [DEFAULT]
+    options (the driver registers those in its group too, [DEFAULT] being a
+    deprecated place for it): it is taken from wherever ``list_opts`` lists it and
+    registered in the driver's group, the same option the driver registers later."""
     group = "oslo_messaging_rabbit"
-    for name, opts in oslo_messaging.opts.list_opts():
-        if name == group:
-            conf.register_opts(opts, group=group)
-            if conf[group].rpc_conn_pool_size < size:
-                conf.set_default("rpc_conn_pool_size", size, group=group)
+    listed = dict(oslo_messaging.opts.list_opts())
+    opts = list(listed.get(group, []))
+    if not any(o.dest == "rpc_conn_pool_size" for o in opts):
+        opts += [o for o in listed.get(None, []) if o.dest == "rpc_conn_pool_size"]
+    conf.register_opts(opts, group=group)
+    if conf[group].rpc_conn_pool_size < size:
+        conf.set_default("rpc_conn_pool_size", size, group=group)
+
+
+def _new_rpc_client(transport, target, **kw):
+    """``oslo_messaging.get_rpc_client``; oslo.messaging releases before it (the
+    declared floor among them) build the client with the ``RPCClient`` constructor,
+    which later releases still accept but log a warning for."""
+    get_rpc_client = getattr(oslo_messaging, "get_rpc_client", None)
+    if get_rpc_client is None:
+        return oslo_messaging.RPCClient(transport, target, **kw)
+    return get_rpc_client(transport, target, **kw)
 
 
 class ReaperClient:
@@ -123,7 +143,7 @@ class ReaperClient:
         if transport is None and parallel:
             _size_connection_pool(conf, parallel)
         self.transport = transport if transport is not None else rpc.get_transport(conf, url)
-        self._client = oslo_messaging.get_rpc_client(
+        self._client = _new_rpc_client(
             self.transport, rpc.target(), timeout=timeout, retry=SEND_RETRY,
             transport_options=oslo_messaging.TransportOptions(at_least_once=True))
 

@@ -104,3 +104,33 @@ def test_without_bindings_one_line_and_exit_78(tmp_path):
     assert r.returncode == 78 and r.stdout == ""
     assert r.stderr.startswith("reaper-test: configuration error: use_journal")
     assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+_WARN = textwrap.dedent(_SETUP) + 'log.getLogger("reaper.test").warning("fmlogs-plain")\n'
+
+
+def test_stderr_lines_carry_no_colour_escapes(tmp_path):
+    """oslo.log releases without ``log_color`` (the declared floor among them) ended
+    every stderr line with a colour reset escape, which the journal (the unit's
+    stderr) and anything reading the output got too."""
+    r = run(_WARN, str(tmp_path / "no-socket"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "['StreamHandler']"
+    (line,) = [x for x in r.stderr.splitlines() if "fmlogs-plain" in x]
+    assert line.endswith(" fmlogs-plain") and "\x1b" not in r.stderr
+
+
+def test_log_color_asked_for_is_kept(tmp_path):
+    from oslo_config import cfg
+    from oslo_log import log
+    registered = cfg.ConfigOpts()
+    log.register_options(registered)
+    if "log_color" not in registered:
+        pytest.skip("this oslo.log has no log_color option (it always colours)")
+    conf = tmp_path / "reaper.conf"
+    conf.write_text("[DEFAULT]\nlog_color = true\n")
+    r = run(_WARN, str(tmp_path / "no-socket"), "--config-file", str(conf))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "['ColorHandler']"
+    (line,) = [x for x in r.stderr.splitlines() if "fmlogs-plain" in x]
+    assert line.endswith("\x1b[00m")

@@ -125,6 +125,36 @@ def test_make_context_generates_a_request_id(monkeypatch):
     assert (a["user_name"], a["project_name"]) == ("bob", "admin")
 
 
+# -- the RabbitMQ driver's connection pool --------------------------------------------
+
+def _conf(tmp_path, body: str = ""):
+    from oslo_config import cfg
+    path = tmp_path / "reaper-ctl.conf"
+    path.write_text(body)
+    conf = cfg.ConfigOpts()
+    conf(["--config-file", str(path)], default_config_files=[], default_config_dirs=[])
+    return conf
+
+
+def test_a_client_for_a_fan_out_sizes_the_connection_pool(tmp_path):
+    """The pool's default is raised to the number of calls in flight, and the driver
+    and the client load on that conf (nothing connects yet). At the declared
+    oslo.messaging floor this failed twice: it lists rpc_conn_pool_size with the
+    [DEFAULT] options, not in [oslo_messaging_rabbit] where its driver reads it
+    ("no such option"), and it has no get_rpc_client."""
+    conf = _conf(tmp_path)
+    with rpc_client.ReaperClient(conf, url="rabbit://guest:guest@127.0.0.1:1/",
+                                 parallel=150, context={}) as client:
+        assert client.transport is not None
+    assert conf.oslo_messaging_rabbit.rpc_conn_pool_size == 150
+
+
+def test_a_configured_larger_connection_pool_stays(tmp_path):
+    conf = _conf(tmp_path, "[oslo_messaging_rabbit]\nrpc_conn_pool_size = 400\n")
+    rpc_client._size_connection_pool(conf, 150)
+    assert conf.oslo_messaging_rabbit.rpc_conn_pool_size == 400
+
+
 # -- reaper-ctl: arguments and the merged exit code -----------------------------------
 
 class Sub:
