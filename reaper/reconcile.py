@@ -179,6 +179,14 @@ class Reaper:
         except FileNotFoundError:
             return None
 
+    def _close_libvirt(self, conn) -> None:
+        """Close a connection _open_libvirt opened (a shared test connection stays)."""
+        if conn is not None and self.connect is None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+
     def _open_libvirt(self):
         if self.connect is not None:
             return self.connect()
@@ -210,11 +218,7 @@ class Reaper:
         try:
             pol, node_error = self.with_node_name(conn, self.policy)
         finally:
-            if conn is not None and self.connect is None:
-                try:
-                    conn.close()
-                except Exception:  # noqa: BLE001
-                    pass
+            self._close_libvirt(conn)
         view = nova_view.load_view(self.engine, pol.host, empty.local_uuids())
         return (view.ok and node_error is None,
                 guards.host_identity(view, pol, self._compute_id(), node_error))
@@ -254,11 +258,7 @@ class Reaper:
             LOG.exception("pass %s failed", pass_id)
             rep.errors.append(f"pass failed: {e}")
         finally:
-            if conn is not None and self.connect is None:
-                try:
-                    conn.close()
-                except Exception:  # noqa: BLE001
-                    pass
+            self._close_libvirt(conn)
         try:
             rep.journal = {"backlog": self.state.backlog(),
                            "quarantined": self.state.quarantined()}
