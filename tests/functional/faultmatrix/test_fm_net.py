@@ -136,7 +136,7 @@ def plain_veth_pair(w, port_id: str) -> dict[str, str]:
 
 
 def add_upper(w, lower: str, name: str, kind: tuple[str, ...]) -> None:
-    """Stack a device on ``lower``; skips the test when this kernel lacks the kind
+    """Stack a device on ``lower``; skips the test when the running kernel lacks the kind
     (this test host's kernel has no 8021q, for one)."""
     if kind[0] == "vxlan":
         cmd = ("link", "add", name, "type", *kind, "dev", lower)
@@ -144,7 +144,7 @@ def add_upper(w, lower: str, name: str, kind: tuple[str, ...]) -> None:
         cmd = ("link", "add", "link", lower, "name", name, "type", *kind)
     r = npl.ip(w.ns, *cmd, check=False)
     if r.returncode != 0 and "Unknown device type" in r.stderr:
-        pytest.skip(f"this kernel cannot create {kind[0]} devices")
+        pytest.skip(f"the running kernel cannot create {kind[0]} devices")
     assert r.returncode == 0, r.stderr
 
 
