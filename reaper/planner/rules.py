@@ -20,6 +20,9 @@ from reaper.records import (
 # with read_deleted='yes'): the destination is rebuilding the instance (accepted,
 # pre-migrating) or has rebuilt it (done). Two copies must never run at once.
 EVACUATING_STATUSES = frozenset({"accepted", "pre-migrating"})
+# A resize or cold migration that ended as Nova meant it to (confirmed or reverted):
+# only then is a live instance's leftover _resize directory no copy of anything.
+RESIZE_SETTLED_STATUSES = frozenset({"confirmed", "reverted"})
 EVACUATED_STATUSES = frozenset({"done"})
 EVACUATION_STATUSES = EVACUATING_STATUSES | EVACUATED_STATUSES
 # An evacuation that ended without a copy elsewhere: the guest here is all there is.
@@ -363,6 +366,14 @@ def _classify_dir(d, row, migs, host, domain_present, shared, ev) -> Verdict | N
         if (last.status or "") not in FINAL_MIGRATION_STATUSES:
             return None
         ev["newest_resize"] = migration_evidence([last])[0]
+        if last.status not in RESIZE_SETTLED_STATUSES:
+            # A resize that failed half way may have left the instance's only disk in
+            # the _resize directory (renamed there before the copy, never moved back).
+            return Verdict(Classification.STALE_RESIZE,
+                           f"_resize directory of a live instance whose newest "
+                           f"resize/migration ({last.migration_type} {last.id}) ended "
+                           f"{last.status}: it may hold the only copy of the disk; "
+                           f"only logging", ev, fixed_action=Action.LOG)
         cls, why = (Classification.STALE_RESIZE,
                     f"the instance is live here and its newest resize/migration "
                     f"({last.migration_type} {last.id}) is {last.status}")
