@@ -461,19 +461,19 @@ def test_finalize_marks_the_row_cleaned_and_counts_the_clean_attempt(engine):
     assert (row.deleted, row.deleted_at) == (row.id, later)
 
 
-@pytest.mark.parametrize("before,after", [("2", "3"), ("not-a-number", "1")])
-def test_finalize_adds_one_to_an_earlier_clean_attempts_in_place(engine, before, after):
-    u, _ = soft_deleted(engine)
-    rid = add_row(engine, s.instance_system_metadata, instance_uuid=u, key="clean_attempts",
-                  value=before)
-    old = add_row(engine, s.instance_system_metadata, deleted=True, instance_uuid=u,
-                  key="clean_attempts", value="7")          # deleted: not counted
-    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW)
-    assert reclaim.finalize(engine, u, NOW)["clean_attempts"] == after
-    rows = {r.id: r for r in sysmeta(engine, u, "clean_attempts")}
-    assert set(rows) == {rid, old}
-    assert (rows[rid].value, rows[rid].updated_at, rows[rid].deleted) == (after, NOW, rid)
-    assert rows[old].value == "7"
+def test_finalize_adds_one_to_an_earlier_clean_attempts_in_place(engine):
+    for before, after in (("2", "3"), ("not-a-number", "1")):
+        u, _ = soft_deleted(engine)
+        rid = add_row(engine, s.instance_system_metadata, instance_uuid=u,
+                      key="clean_attempts", value=before)
+        old = add_row(engine, s.instance_system_metadata, deleted=True, instance_uuid=u,
+                      key="clean_attempts", value="7")          # deleted: not counted
+        assert reclaim.claim(engine, u, HOST, INTERVAL, NOW)
+        assert reclaim.finalize(engine, u, NOW)["clean_attempts"] == after
+        rows = {r.id: r for r in sysmeta(engine, u, "clean_attempts")}
+        assert set(rows) == {rid, old}
+        assert (rows[rid].value, rows[rid].updated_at, rows[rid].deleted) == (after, NOW, rid)
+        assert rows[old].value == "7"
 
 
 def test_finalize_with_files_kept_leaves_cleaned_0_but_counts_the_attempt(engine):
@@ -520,28 +520,30 @@ def test_finalize_deletes_the_instances_tags_and_console_tokens(engine):
     assert hard_deleted_rows(engine, bystander) == {"tags": 1, "console_auth_tokens": 1}
 
 
-@pytest.mark.parametrize("fail_at", ["console_auth_tokens", "tags", "instance_id_mappings"])
-def test_a_finalize_failing_part_way_changes_nothing(engine, fail_at):
+def test_a_finalize_failing_part_way_changes_nothing(engine):
     """Every write of finalize is in one transaction: the last statements fail (their
     table is gone), and the claim, the marker, clean_attempts, cleaned, the emptied
     info cache and the soft deletes before them are all rolled back."""
-    u, _ = soft_deleted(engine)
-    add_dependents(engine, u)
-    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW, "req-1")
-    before = snapshot(engine)
-    s.metadata.tables[fail_at].drop(engine)
-    with pytest.raises(nova_db.NovaDBError):
-        reclaim.finalize(engine, u, NOW + datetime.timedelta(minutes=1), host=HOST,
-                         ports_released=True)
-    s.metadata.tables[fail_at].create(engine)
-    after = snapshot(engine)
-    for name, rows in before.items():
-        if name != fail_at:
-            assert after[name] == rows, name
-    row = instance_row(engine, u)
-    assert (row.deleted, row.cleaned, row.task_state) == (0, 0, "deleting")
-    assert sysmeta(engine, u, "clean_attempts") == [] and len(markers(engine, u)) == 1
-    assert info_cache(engine, u).network_info != "[]"
+    for fail_at in ("console_auth_tokens", "tags", "instance_id_mappings"):
+        u, _ = soft_deleted(engine)
+        add_dependents(engine, u)
+        assert reclaim.claim(engine, u, HOST, INTERVAL, NOW, "req-1")
+        before = snapshot(engine)
+        s.metadata.tables[fail_at].drop(engine)
+        try:
+            with pytest.raises(nova_db.NovaDBError):
+                reclaim.finalize(engine, u, NOW + datetime.timedelta(minutes=1), host=HOST,
+                                 ports_released=True)
+        finally:
+            s.metadata.tables[fail_at].create(engine)
+        after = snapshot(engine)
+        for name, rows in before.items():
+            if name != fail_at:
+                assert after[name] == rows, (fail_at, name)
+        row = instance_row(engine, u)
+        assert (row.deleted, row.cleaned, row.task_state) == (0, 0, "deleting"), fail_at
+        assert sysmeta(engine, u, "clean_attempts") == [] and len(markers(engine, u)) == 1
+        assert info_cache(engine, u).network_info != "[]"
 
 
 # --------------------------------------------------------------------------
