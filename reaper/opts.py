@@ -16,6 +16,7 @@ def list_opts():
     return [
         ("DEFAULT", itertools.chain(config.default_opts, reconcile.default_opts)),
         ("database", db.database_opts),
+        ("api_database", db.api_database_opts),
         ("libvirt", libvirt.libvirt_opts),
         ("rpc", rpc_server.rpc_opts),
         ("reaper", itertools.chain(policy.reaper_opts, reconcile.pass_opts, audit.audit_opts,

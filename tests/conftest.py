@@ -39,6 +39,23 @@ def service_unavailable(what: str, why: object) -> None:
     pytest.skip(msg)
 
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def nova_venv_python() -> str:
+    """The Python of the nova venv (Nova's own code, ``tools/nova-venv.sh`` builds it
+    in .venv-nova; REAPER_NOVA_VENV names another one). Missing: the test is
+    skipped, but fails under CI, where tools/run-tests.sh builds it first."""
+    venv = pathlib.Path(os.environ.get("REAPER_NOVA_VENV") or REPO / ".venv-nova")
+    python = venv / "bin" / "python"
+    if not python.exists():
+        msg = f"the nova venv {venv} is missing (build it with: tools/nova-venv.sh)"
+        if under_ci():
+            pytest.fail(f"{msg}; CI is set, so this is an error, not a skip", pytrace=False)
+        pytest.skip(msg)
+    return str(python)
+
+
 # --------------------------------------------------------------------------
 # instances_path: a Nova-like instances directory on disk
 # --------------------------------------------------------------------------

@@ -12,9 +12,9 @@ GRANT SELECT (`id`, `uuid`, `host`, `hypervisor_hostname`, `deleted`) ON `nova`.
 GRANT SELECT (`id`, `instance_uuid`, `key`, `value`, `deleted`) ON `nova`.`instance_system_metadata` TO 'reaper'@'%';
 
 -- Reclaim ([reaper] reclaim_instance_interval > 0): the claim, its marker, finalize.
-GRANT UPDATE (`vm_state`, `task_state`, `power_state`, `terminated_at`, `updated_at`, `deleted_at`, `deleted`) ON `nova`.`instances` TO 'reaper'@'%';
+GRANT UPDATE (`vm_state`, `task_state`, `power_state`, `cleaned`, `terminated_at`, `updated_at`, `deleted_at`, `deleted`) ON `nova`.`instances` TO 'reaper'@'%';
 GRANT INSERT (`instance_uuid`, `key`, `value`, `deleted`, `created_at`), UPDATE (`value`, `updated_at`, `deleted`, `deleted_at`), DELETE ON `nova`.`instance_system_metadata` TO 'reaper'@'%';
-GRANT UPDATE (`deleted`, `deleted_at`) ON `nova`.`instance_info_caches` TO 'reaper'@'%';
+GRANT UPDATE (`network_info`, `updated_at`, `deleted`, `deleted_at`) ON `nova`.`instance_info_caches` TO 'reaper'@'%';
 GRANT UPDATE (`deleted`, `deleted_at`) ON `nova`.`block_device_mapping` TO 'reaper'@'%';
 GRANT SELECT (`id`, `instance_uuid`, `deleted`), UPDATE (`deleted`, `deleted_at`) ON `nova`.`instance_metadata` TO 'reaper'@'%';
 GRANT SELECT (`id`, `instance_uuid`, `deleted`), UPDATE (`deleted`, `deleted_at`) ON `nova`.`instance_extra` TO 'reaper'@'%';
@@ -23,3 +23,5 @@ GRANT SELECT (`id`, `instance_uuid`, `deleted`), UPDATE (`deleted`, `deleted_at`
 GRANT SELECT (`id`, `instance_uuid`, `deleted`), UPDATE (`deleted`, `deleted_at`) ON `nova`.`virtual_interfaces` TO 'reaper'@'%';
 GRANT UPDATE (`deleted`, `deleted_at`) ON `nova`.`migrations` TO 'reaper'@'%';
 GRANT SELECT (`id`, `uuid`, `deleted`), UPDATE (`deleted`, `deleted_at`) ON `nova`.`instance_id_mappings` TO 'reaper'@'%';
+GRANT SELECT (`resource_id`), DELETE ON `nova`.`tags` TO 'reaper'@'%';
+GRANT SELECT (`instance_uuid`), DELETE ON `nova`.`console_auth_tokens` TO 'reaper'@'%';

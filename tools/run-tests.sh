@@ -14,6 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash tools/install-deps.sh
+# Nova's own code for tests/functional/test_nova_parity.py (.venv-nova; a no-op
+# while its pin is unchanged, some 50 s to build it the first time).
+bash tools/nova-venv.sh
 bash tools/testhost.sh start
 
 # pytest exits 5 when nothing was collected; with a test suite in place that

@@ -190,6 +190,16 @@ def _release_failed_claim(ctx: Context, plan: TeardownPlan, pass_id: str,
         return f"release failed too: {e}"
 
 
+def _files_gone(ctx: Context, uuid: str) -> bool:
+    """What the libvirt driver's ``delete_instance_files`` reports, and so what
+    ``instances.cleaned`` says: none of ``<uuid>``, ``<uuid>_resize``, ``<uuid>_del``
+    is left under instances_path. False (files kept, e.g. on shared storage) leaves
+    ``cleaned = 0``: nova-compute's ``_run_pending_deletes`` retries them, as after a
+    failed delete of its own."""
+    base = os.path.join(ctx.policy.instances_path, uuid)
+    return not any(os.path.lexists(base + sfx) for sfx in ("", "_resize", "_del"))
+
+
 def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool,
               pass_id: str = "-", now: datetime.datetime | None = None) -> str:
     uuid = plan.instance_uuid
@@ -210,7 +220,8 @@ def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool,
     if step in STEP_HANDLERS:
         return STEP_HANDLERS[step](ctx, plan)
     if step == "finalize_db":
-        res = nova_reclaim.finalize(ctx.engine, uuid, ctx.clock(), host=ctx.policy.host)
+        res = nova_reclaim.finalize(ctx.engine, uuid, ctx.clock(), host=ctx.policy.host,
+                                    cleaned=_files_gone(ctx, uuid))
         if not (res["finalized"] or res["already_finalized"]):
             raise Aborted(f"DB not finalized: {res['result']}: {res['reason']}")
         counts = ", ".join(f"{table} {n}" for table, n in (res["counts"] or {}).items() if n)

@@ -72,11 +72,27 @@ database_opts = [
                     "what 'auto' decides."),
 ]
 
+api_database_opts = [
+    cfg.StrOpt("connection", secret=True,
+               help="SQLAlchemy URL of Nova's API database (nova_api), spelled as in "
+                    "nova.conf so that the same section can be copied here. The reaper "
+                    "never connects to it, whether it is set or not, because Nova's own "
+                    "reclaim leaves the API database untouched: nova-compute's "
+                    "_reclaim_queued_deletes -> _delete_instance -> instance_destroy "
+                    "writes only the cell database; the instance's instance_mappings "
+                    "row keeps queued_for_delete = true (set by nova-api when the "
+                    "instance was soft-deleted) and, like its request_specs row, is "
+                    "removed only when `nova-manage db archive_deleted_rows` archives "
+                    "the deleted instance. A reclaim by the reaper leaves it exactly so, "
+                    "and needs no grant on the API database."),
+]
+
 CONF.register_opts(database_opts, group="database")
+CONF.register_opts(api_database_opts, group="api_database")
 
 
 def list_opts():
-    return [("database", database_opts)]
+    return [("database", database_opts), ("api_database", api_database_opts)]
 
 
 class NovaDBError(Exception):

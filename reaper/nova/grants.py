@@ -15,11 +15,16 @@ account holding exactly these grants, so a statement that needs more fails there
 - :data:`RECLAIM`: the few extra privileges of a reclaim (``[reaper]
   reclaim_instance_interval`` above 0): the conditional claim of the ``instances``
   row, its ``reaper_claim`` marker in ``instance_system_metadata`` (inserted,
-  compare-and-swapped on adoption, hard-deleted on release), and finalize's soft
-  delete of the row and of its rows in every table of ``schema.DEPENDENT_TABLES``.
+  compare-and-swapped on adoption, hard-deleted on release), and finalize, which
+  leaves the rows as Nova's own reclaim does: ``instances.cleaned``, the
+  ``clean_attempts`` system_metadata key (inserted or updated), the info cache's
+  ``network_info`` emptied once the ports are released, the soft delete of the row
+  and of its rows in every table of ``schema.DEPENDENT_TABLES``, and the hard delete
+  of its ``tags`` and ``console_auth_tokens`` (no ``deleted`` column there).
   Column-level ``UPDATE``: the reaper can mark rows deleted, never rewrite what they
   hold (the host, the flavor, user data...). ``DELETE`` has no column level: it is
-  granted on ``instance_system_metadata`` only, for the marker.
+  granted on ``instance_system_metadata`` (the marker), ``tags`` and
+  ``console_auth_tokens`` (what ``instance_destroy`` deletes) only.
 - :data:`CTL`: ``reaper-ctl --all`` on a controller lists the hosts from ``services``.
 
 Column privileges because a statement on MariaDB/MySQL needs ``SELECT`` on every
@@ -97,10 +102,12 @@ READ: tuple[TableGrant, ...] = (
 )
 
 # instances: claim (task_state, updated_at), release (task_state, updated_at) and
-# finalize (vm_state, task_state, power_state, terminated_at, updated_at, deleted_at,
-# deleted = id); every column they read is in READ.
-_INSTANCE_WRITE = ("vm_state", "task_state", "power_state", "terminated_at", "updated_at",
-                   "deleted_at", "deleted")
+# finalize (vm_state, task_state, power_state, cleaned, terminated_at, updated_at,
+# deleted_at, deleted = id); every column they read is in READ.
+_INSTANCE_WRITE = ("vm_state", "task_state", "power_state", "cleaned", "terminated_at",
+                   "updated_at", "deleted_at", "deleted")
+# What finalize writes in a dependent table besides the soft delete.
+_FINALIZE_UPDATE = {"instance_info_caches": ("network_info", "updated_at")}
 
 
 def _reclaim() -> tuple[TableGrant, ...]:
@@ -117,8 +124,15 @@ def _reclaim() -> tuple[TableGrant, ...]:
         if table.name == "instance_system_metadata":
             continue            # above
         select = tuple(c for c in ("id", col, "deleted") if c not in read.get(table.name, ()))
-        out.append(TableGrant(table.name, select=select, update=_SOFT_DELETE,
-                              why="finalize soft-deletes the instance's rows"))
+        extra = _FINALIZE_UPDATE.get(table.name, ())
+        out.append(TableGrant(table.name, select=select,
+                              update=_uniq(extra, _SOFT_DELETE),
+                              why="finalize soft-deletes the instance's rows"
+                              + (" (and empties network_info)" if extra else "")))
+    for table, col in s.HARD_DELETED_TABLES:
+        out.append(TableGrant(table.name, select=(col,), delete=True,
+                              why="finalize deletes the instance's rows, as "
+                                  "instance_destroy does"))
     return tuple(out)
 
 

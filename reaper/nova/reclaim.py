@@ -195,26 +195,80 @@ def _archived(conn: sa.Connection, uuid: str) -> bool:
         raise
 
 
-def finalize(engine: sa.Engine, uuid: str, now: datetime.datetime,
-             host: str | None = None) -> dict[str, Any]:
-    """Finish a claimed reclaim in the DB, as ``_delete_instance`` + ``instance_destroy``.
+CLEAN_ATTEMPTS_KEY = "clean_attempts"
+EMPTY_NETWORK_INFO = "[]"
 
-    ONE transaction. The instance row must still be claimed by us (live,
-    ``soft-delete``, ``task_state='deleting'``, and, if ``host`` is given, on ``host``
-    with a ``reaper_claim`` marker of ``host``); it becomes
-    ``vm_state='deleted'``, ``task_state`` NULL, ``power_state=0``,
-    ``terminated_at=updated_at=now`` and is soft-deleted (``deleted=id``,
-    ``deleted_at=now``), and so is every live row of each table in
-    ``schema.DEPENDENT_TABLES`` naming the instance (``deleted`` = that row's own id,
-    ``updated_at`` left as it was, as oslo.db's ``soft_delete`` does). The claim
-    markers are hard-deleted first, as Nova removes a system_metadata key, so the end
-    state is exactly the one Nova's own reclaim leaves.
+
+def _clean_attempts(conn: sa.Connection, uuid: str, now: datetime.datetime) -> str:
+    """Count this delete in ``clean_attempts``, as the libvirt driver's ``_cleanup``
+    does when it deletes the instance directory: the live value plus one (``"1"``
+    the first time), updated in place or inserted. Nova's ``int()`` would raise on
+    a value that is not a number; here it counts as 0 (a reclaim is not held up by
+    a corrupt counter). Returns the value written."""
+    m = s.instance_system_metadata
+    live = sa.and_(m.c.instance_uuid == uuid, m.c.key == CLEAN_ATTEMPTS_KEY, m.c.deleted == 0)
+    row = conn.execute(sa.select(m.c.id, m.c.value).where(live).order_by(m.c.id)).first()
+    try:
+        attempts = int(row.value) if row is not None else 0
+    except (TypeError, ValueError):
+        LOG.warning("instance %s: clean_attempts %r is not a number: counted as 0",
+                    uuid, row.value)
+        attempts = 0
+    value = str(attempts + 1)
+    if row is None:
+        conn.execute(sa.insert(m).values(instance_uuid=uuid, key=CLEAN_ATTEMPTS_KEY,
+                                          value=value, deleted=0, created_at=now))
+    else:
+        conn.execute(sa.update(m).where(m.c.id == row.id)
+                     .values(value=value, updated_at=now))
+    return value
+
+
+def finalize(engine: sa.Engine, uuid: str, now: datetime.datetime,
+             host: str | None = None, *, cleaned: bool = True,
+             ports_released: bool = False) -> dict[str, Any]:
+    """Finish a claimed reclaim in the DB exactly as Nova's own reclaim leaves it.
+
+    ONE transaction, in the order of nova-compute's ``_delete_instance``:
+
+    1. the libvirt driver's ``_cleanup`` after ``delete_instance_files``:
+       ``system_metadata['clean_attempts']`` = its live value + 1 (``"1"`` the first
+       time; updated in place or inserted, as ``Instance.save()`` writes a key) and
+       ``instances.cleaned = 1`` when the instance's files are gone (``cleaned``;
+       False leaves 0, so nova-compute's ``_run_pending_deletes`` retries the files,
+       as after a failed ``delete_instance_files``);
+    2. with ``ports_released`` (the Neutron step unbound or deleted the ports, as
+       ``deallocate_for_instance`` does): ``instance_info_caches.network_info`` of the
+       live row set to ``'[]'`` (``updated_at`` = now), what that function's
+       ``update_instance_cache_with_nw_info(NetworkInfo([]))`` writes. Without it the
+       cache keeps the ports, which the reclaim then reports as leftovers;
+    3. ``_delete_instance``'s save: ``vm_state='deleted'``, ``task_state`` NULL,
+       ``power_state=0``, ``terminated_at=updated_at=now``;
+    4. ``instance_destroy``: the row soft-deleted (``deleted=id``, ``deleted_at=now``),
+       every live row of each table in ``schema.DEPENDENT_TABLES`` naming the instance
+       soft-deleted (``deleted`` = the row's own id, ``updated_at`` kept, as oslo.db's
+       ``soft_delete`` does; the clean_attempts row too), and the rows of
+       ``schema.HARD_DELETED_TABLES`` (``tags``, ``console_auth_tokens``: no
+       ``deleted`` column) deleted, as ``instance_destroy`` deletes them (and
+       ``_complete_deletion``'s ``clean_console_auths_for_instance`` before it).
+
+    The claim markers are hard-deleted first, as Nova removes a system_metadata key.
+
+    Nova's API database is not touched, because Nova's reclaim does not touch it:
+    nova-compute has no API DB access; ``instance_mappings.queued_for_delete`` was set
+    by nova-api's soft delete and stays; ``nova-manage db archive_deleted_rows``
+    removes the mapping (and the request spec) when it archives the row.
+
+    The instance row must still be claimed by us (live, ``soft-delete``,
+    ``task_state='deleting'``, and, if ``host`` is given, on ``host`` with a
+    ``reaper_claim`` marker of ``host``).
 
     Returns ``{"uuid", "result", "finalized", "already_finalized", "reason", "counts"}``
     where ``result`` is one of ``finalized`` (``counts`` per table, ``instances``
-    included), ``already_finalized`` (nothing changed: a repeat is harmless),
-    ``not_claimed`` or ``not_found`` (rolled back, nothing changed: the caller must
-    not report the reclaim as done).
+    included; plus ``clean_attempts`` and ``network_info_emptied``),
+    ``already_finalized`` (nothing changed: a repeat is harmless), ``not_claimed`` or
+    ``not_found`` (rolled back, nothing changed: the caller must not report the
+    reclaim as done).
     """
     now = _naive_utc(now)
     i_ = s.instances
@@ -225,11 +279,13 @@ def finalize(engine: sa.Engine, uuid: str, now: datetime.datetime,
     if host is not None:
         where.append(i_.c.host == host)
         where.append(sa.exists().where(_marker_rows(uuid), _ours(host, None)))
-    # _delete_instance's save and instance_destroy's soft_delete, in one statement:
-    # deleted = id is evaluated on the row itself.
+    # _cleanup's save (cleaned), _delete_instance's save and instance_destroy's
+    # soft_delete, in one statement: deleted = id is evaluated on the row itself.
     stmt = (sa.update(i_).where(*where)
             .values(vm_state=DELETED, task_state=None, power_state=NOSTATE,
+                    cleaned=1 if cleaned else 0,
                     terminated_at=now, updated_at=now, deleted_at=now, deleted=i_.c.id))
+    ic = s.instance_info_caches
     try:
         with engine.connect() as conn:
             trans = conn.begin()
@@ -244,12 +300,21 @@ def finalize(engine: sa.Engine, uuid: str, now: datetime.datetime,
                 counts = {"instances": 1}
                 markers = conn.execute(sa.delete(s.instance_system_metadata)
                                        .where(_marker_rows(uuid))).rowcount
+                attempts = _clean_attempts(conn, uuid, now)
+                emptied = 0
+                if ports_released:
+                    emptied = conn.execute(
+                        sa.update(ic).where(ic.c.instance_uuid == uuid, ic.c.deleted == 0)
+                        .values(network_info=EMPTY_NETWORK_INFO, updated_at=now)).rowcount
                 for table, col in s.DEPENDENT_TABLES:
                     res = conn.execute(
                         sa.update(table)
                         .where(table.c[col] == uuid, table.c.deleted == 0)
                         .values(deleted=table.c.id, deleted_at=now))
                     counts[table.name] = res.rowcount
+                for table, col in s.HARD_DELETED_TABLES:
+                    counts[table.name] = conn.execute(
+                        sa.delete(table).where(table.c[col] == uuid)).rowcount
                 trans.commit()
             except BaseException:
                 if trans.is_active:
@@ -259,7 +324,8 @@ def finalize(engine: sa.Engine, uuid: str, now: datetime.datetime,
         raise _db_error(exc, engine) from None
     LOG.info("finalized reclaim of %s: %s", uuid, counts)
     out.update(result="finalized", finalized=True, counts=counts,
-               claim_markers_removed=markers)
+               claim_markers_removed=markers, clean_attempts=attempts,
+               network_info_emptied=emptied)
     return out
 
 

@@ -305,6 +305,36 @@ instance_id_mappings = sa.Table(
     sa.Index("ix_instance_id_mappings_uuid", "uuid"),
 )
 
+# Tags have no ``deleted`` column (nor any timestamp): instance_destroy hard-deletes them.
+tags = sa.Table(
+    "tags", metadata,
+    sa.Column("resource_id", sa.String(36), primary_key=True, nullable=False),
+    sa.Column("tag", sa.Unicode(80), primary_key=True, nullable=False),
+    sa.Index("tags_tag_idx", "tag"),
+)
+
+# Console tokens: TimestampMixin only (no ``deleted``); hard-deleted with the instance.
+console_auth_tokens = sa.Table(
+    "console_auth_tokens", metadata,
+    sa.Column("created_at", sa.DateTime),
+    sa.Column("updated_at", sa.DateTime),
+    sa.Column("id", sa.Integer, primary_key=True, nullable=False),
+    sa.Column("token_hash", sa.String(255), nullable=False),
+    sa.Column("console_type", sa.String(255), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("port", sa.Integer, nullable=False),
+    sa.Column("tls_port", sa.Integer, nullable=True),
+    sa.Column("internal_access_path", sa.String(255)),
+    sa.Column("instance_uuid", sa.String(36), nullable=False),
+    sa.Column("expires", sa.Integer, nullable=False),
+    sa.Column("access_url_base", sa.String(255)),
+    sa.Index("console_auth_tokens_instance_uuid_idx", "instance_uuid"),
+    sa.Index("console_auth_tokens_host_expires_idx", "host", "expires"),
+    sa.Index("console_auth_tokens_token_hash_instance_uuid_idx", "token_hash",
+             "instance_uuid"),
+    sa.UniqueConstraint("token_hash", name="uniq_console_auth_tokens0token_hash"),
+)
+
 # Dependent rows soft-deleted with the instance on reclaim (doc/design.md, "Teardown order"),
 # with the column that names the instance.
 DEPENDENT_TABLES: tuple[tuple[sa.Table, str], ...] = (
@@ -318,6 +348,14 @@ DEPENDENT_TABLES: tuple[tuple[sa.Table, str], ...] = (
     (virtual_interfaces, "instance_uuid"),
     (migrations, "instance_uuid"),
     (instance_id_mappings, "uuid"),
+)
+
+
+# Rows instance_destroy hard-deletes (no ``deleted`` column), with the column naming
+# the instance.
+HARD_DELETED_TABLES: tuple[tuple[sa.Table, str], ...] = (
+    (tags, "resource_id"),
+    (console_auth_tokens, "instance_uuid"),
 )
 
 

@@ -145,9 +145,11 @@ def write_paths(eng: sa.Engine, r: Rows) -> None:
     assert reclaim.release(eng, r.reclaimable, HOST, now, marker=second)
     assert not reclaim.release(eng, r.reclaimable, HOST, now, marker=second)
     assert reclaim.claim(eng, r.reclaimable, HOST, 3600, now, "req-4")
-    res = reclaim.finalize(eng, r.reclaimable, now, host=HOST)
+    res = reclaim.finalize(eng, r.reclaimable, now, host=HOST, ports_released=True)
     assert res["result"] == "finalized", res
     assert all(res["counts"][t.name] >= 1 for t, _ in s.DEPENDENT_TABLES), res
+    assert all(res["counts"][t.name] >= 1 for t, _ in s.HARD_DELETED_TABLES), res
+    assert res["clean_attempts"] == "1" and res["network_info_emptied"] == 1, res
     assert reclaim.finalize(eng, r.reclaimable, now, host=HOST)["result"] == "already_finalized"
     assert reclaim.finalize(eng, r.live, now, host=HOST)["result"] == "not_claimed"
     assert reclaim.finalize(eng, r.archived, now)["result"] == "already_finalized"

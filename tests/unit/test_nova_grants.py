@@ -70,9 +70,16 @@ def test_the_grants_follow_the_columns_the_code_reads_and_the_tables_finalize_to
     for g in grants.READ + grants.RECLAIM + grants.CTL:
         cols = set(s.metadata.tables[g.table].c.keys())
         assert set(g.select + g.update + g.insert) <= cols, g.table
-    # DELETE only where the marker is removed.
+    # DELETE only where the marker is removed and where instance_destroy deletes
+    # (tables without a deleted column), with SELECT of the column naming the instance.
     assert [g.table for g in grants.RECLAIM + grants.READ if g.delete] == [
-        "instance_system_metadata"]
+        "instance_system_metadata", "tags", "console_auth_tokens"]
+    for table, col in s.HARD_DELETED_TABLES:
+        assert ("SELECT", table.name, col) in held and ("DELETE", table.name, None) in held
+    # finalize's other writes: cleaned, the emptied info cache.
+    assert ("UPDATE", "instances", "cleaned") in held
+    for c in ("network_info", "updated_at"):
+        assert ("UPDATE", "instance_info_caches", c) in held
 
 
 def test_names_that_cannot_go_into_the_script_are_refused():

@@ -75,13 +75,42 @@ def add_dependents(engine, uuid) -> dict[str, int]:
         elif table is s.security_group_instance_association:
             vals.update(security_group_id=1)
         ids[table.name] = add_row(engine, table, **vals)
+    add_hard_deleted(engine, uuid)
     return ids
 
 
-def snapshot(engine) -> dict[str, list[tuple]]:
+def add_hard_deleted(engine, uuid, tag="prod") -> None:
+    """A tag and a console token of the instance (tables without ``deleted``)."""
+    with engine.begin() as conn:
+        conn.execute(sa.insert(s.tags).values(resource_id=uuid, tag=tag))
+        conn.execute(sa.insert(s.console_auth_tokens).values(
+            token_hash=new_uuid().replace("-", "") * 2, console_type="novnc",
+            host="127.0.0.1", port=5900, instance_uuid=uuid, expires=2000000000,
+            created_at=NOW))
+
+
+def hard_deleted_rows(engine, uuid) -> dict[str, int]:
     with engine.connect() as conn:
-        return {t.name: [tuple(r) for r in conn.execute(sa.select(t).order_by(t.c.id))]
-                for t in [s.instances, *(t for t, _ in s.DEPENDENT_TABLES)]}
+        return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)
+                                     .where(t.c[col] == uuid)).scalar()
+                for t, col in s.HARD_DELETED_TABLES}
+
+
+ALL_COUNTED = [*(t.name for t, _ in s.DEPENDENT_TABLES), *(t.name for t, _ in
+                                                          s.HARD_DELETED_TABLES)]
+# add_dependents' rows, each counted once; system_metadata twice: its own key and the
+# clean_attempts key finalize writes before soft-deleting them all.
+EXPECTED_COUNTS = {"instances": 1, **{name: 1 for name in ALL_COUNTED},
+                   "instance_system_metadata": 2}
+
+
+def snapshot(engine) -> dict[str, list[tuple]]:
+    """Every row of every table finalize may write, in a stable order."""
+    tables = [s.instances, *(t for t, _ in s.DEPENDENT_TABLES),
+              *(t for t, _ in s.HARD_DELETED_TABLES)]
+    with engine.connect() as conn:
+        return {t.name: [tuple(r) for r in conn.execute(
+            sa.select(t).order_by(*t.primary_key.columns))] for t in tables}
 
 
 # --------------------------------------------------------------------------
@@ -297,7 +326,7 @@ def test_finalize_soft_deletes_the_instance_and_its_dependents(engine):
     before = snapshot(engine)
     res = reclaim.finalize(engine, u, later)
     assert res["result"] == "finalized" and res["finalized"] and not res["already_finalized"]
-    assert res["counts"] == {"instances": 1, **{t.name: 1 for t, _ in s.DEPENDENT_TABLES}}
+    assert res["counts"] == EXPECTED_COUNTS
 
     row = instance_row(engine, u)
     assert row.deleted == iid and row.deleted_at == later
@@ -315,10 +344,10 @@ def test_finalize_soft_deletes_the_instance_and_its_dependents(engine):
         assert r.deleted == old_fault and r.deleted_at == NOW     # untouched
     # Nothing of the bystander changed at all.
     after = snapshot(engine)
+    uuid_col = {"instances": "uuid", **{t.name: c for t, c in s.DEPENDENT_TABLES},
+                **{t.name: c for t, c in s.HARD_DELETED_TABLES}}
     for name, rows in before.items():
-        key = "instance_uuid" if name != "instance_id_mappings" else "uuid"
-        if name == "instances":
-            key = "uuid"
+        key = uuid_col[name]
         cols = list(s.metadata.tables[name].columns.keys())
         idx = cols.index(key)
         assert [r for r in rows if r[idx] == bystander] == \
@@ -335,14 +364,17 @@ def test_finalize_removes_our_marker_and_needs_it_when_host_is_given(engine):
     assert reclaim.claim(engine, u, HOST, INTERVAL, NOW, "req-1")
     res = reclaim.finalize(engine, u, NOW, host=HOST)
     assert res["finalized"] and res["claim_markers_removed"] == 1
-    assert res["counts"] == {"instances": 1, **{t.name: 1 for t, _ in s.DEPENDENT_TABLES}}
+    assert res["counts"] == EXPECTED_COUNTS
     # The DB end state is Nova's own: no trace of the marker, not even soft-deleted;
     # the instance's own system_metadata is soft-deleted as instance_destroy does.
     assert markers(engine, u, deleted=True) == []
     with engine.connect() as conn:
         sm = s.instance_system_metadata
-        assert conn.execute(sa.select(sm.c.deleted).where(sm.c.instance_uuid == u)
-                            ).scalars().all() == [ids["instance_system_metadata"]]
+        rows = conn.execute(sa.select(sm.c.id, sm.c.key, sm.c.deleted)
+                            .where(sm.c.instance_uuid == u).order_by(sm.c.id)).all()
+    assert [(r.key, r.deleted == r.id) for r in rows] == [
+        ("image_base", True), ("clean_attempts", True)]
+    assert rows[0].id == ids["instance_system_metadata"]
     forced, _ = soft_deleted(engine)
     nova_force_delete(engine, forced)
     before = snapshot(engine)
@@ -399,6 +431,119 @@ def test_finalize_is_one_transaction(engine):
     with engine.connect() as conn:
         assert conn.execute(sa.select(s.instance_info_caches.c.deleted)
                             .where(s.instance_info_caches.c.instance_uuid == u)).scalar() == 0
+
+
+def sysmeta(engine, uuid, key) -> list:
+    sm = s.instance_system_metadata
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sm).where(sm.c.instance_uuid == uuid, sm.c.key == key)
+                            .order_by(sm.c.id)).all()
+
+
+def info_cache(engine, uuid):
+    ic = s.instance_info_caches
+    with engine.connect() as conn:
+        return conn.execute(sa.select(ic).where(ic.c.instance_uuid == uuid)).one()
+
+
+def test_finalize_marks_the_row_cleaned_and_counts_the_clean_attempt(engine):
+    u, _ = soft_deleted(engine)
+    assert instance_row(engine, u).cleaned == 0
+    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW, "req-1")
+    later = NOW + datetime.timedelta(minutes=5)
+    res = reclaim.finalize(engine, u, later, host=HOST)
+    assert res["finalized"] and res["clean_attempts"] == "1"
+    assert instance_row(engine, u).cleaned == 1     # _run_pending_deletes leaves it be
+    # Written as Instance.save() adds a key (created now), then soft-deleted by
+    # instance_destroy with the rest of the instance's system_metadata.
+    (row,) = sysmeta(engine, u, "clean_attempts")
+    assert (row.value, row.created_at, row.updated_at) == ("1", later, None)
+    assert (row.deleted, row.deleted_at) == (row.id, later)
+
+
+def test_finalize_adds_one_to_an_earlier_clean_attempts_in_place(engine):
+    for before, after in (("2", "3"), ("not-a-number", "1")):
+        u, _ = soft_deleted(engine)
+        rid = add_row(engine, s.instance_system_metadata, instance_uuid=u,
+                      key="clean_attempts", value=before)
+        old = add_row(engine, s.instance_system_metadata, deleted=True, instance_uuid=u,
+                      key="clean_attempts", value="7")          # deleted: not counted
+        assert reclaim.claim(engine, u, HOST, INTERVAL, NOW)
+        assert reclaim.finalize(engine, u, NOW)["clean_attempts"] == after
+        rows = {r.id: r for r in sysmeta(engine, u, "clean_attempts")}
+        assert set(rows) == {rid, old}
+        assert (rows[rid].value, rows[rid].updated_at, rows[rid].deleted) == (after, NOW, rid)
+        assert rows[old].value == "7"
+
+
+def test_finalize_with_files_kept_leaves_cleaned_0_but_counts_the_attempt(engine):
+    u, _ = soft_deleted(engine)
+    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW)
+    res = reclaim.finalize(engine, u, NOW, cleaned=False)
+    assert res["finalized"] and res["clean_attempts"] == "1"
+    row = instance_row(engine, u)
+    assert row.cleaned == 0 and row.deleted == row.id       # Nova retries the files
+
+
+def test_finalize_empties_network_info_only_once_the_ports_are_released(engine):
+    kept, _ = soft_deleted(engine)
+    released, _ = soft_deleted(engine)
+    bystander, _ = soft_deleted(engine)
+    for u in (kept, released, bystander):
+        add_row(engine, s.instance_info_caches, instance_uuid=u,
+                network_info=json.dumps([{"id": "port-" + u[:8]}]))
+        assert u == bystander or reclaim.claim(engine, u, HOST, INTERVAL, NOW)
+    later = NOW + datetime.timedelta(minutes=1)
+    assert reclaim.finalize(engine, kept, later)["network_info_emptied"] == 0
+    res = reclaim.finalize(engine, released, later, ports_released=True)
+    assert res["network_info_emptied"] == 1
+    c = info_cache(engine, kept)
+    assert json.loads(c.network_info) == [{"id": "port-" + kept[:8]}] and c.updated_at is None
+    assert c.deleted == c.id
+    c = info_cache(engine, released)
+    assert c.network_info == "[]" and c.updated_at == later     # as deallocate leaves it
+    assert (c.deleted, c.deleted_at) == (c.id, later)
+    c = info_cache(engine, bystander)
+    assert c.network_info != "[]" and c.deleted == 0
+
+
+def test_finalize_deletes_the_instances_tags_and_console_tokens(engine):
+    u, _ = soft_deleted(engine)
+    bystander, _ = soft_deleted(engine)
+    add_hard_deleted(engine, u, "a")
+    add_hard_deleted(engine, u, "b")
+    add_hard_deleted(engine, bystander, "a")
+    assert reclaim.claim(engine, u, HOST, INTERVAL, NOW)
+    res = reclaim.finalize(engine, u, NOW)
+    assert res["counts"]["tags"] == 2 and res["counts"]["console_auth_tokens"] == 2
+    assert hard_deleted_rows(engine, u) == {"tags": 0, "console_auth_tokens": 0}
+    assert hard_deleted_rows(engine, bystander) == {"tags": 1, "console_auth_tokens": 1}
+
+
+def test_a_finalize_failing_part_way_changes_nothing(engine):
+    """Every write of finalize is in one transaction: the last statements fail (their
+    table is gone), and the claim, the marker, clean_attempts, cleaned, the emptied
+    info cache and the soft deletes before them are all rolled back."""
+    for fail_at in ("console_auth_tokens", "tags", "instance_id_mappings"):
+        u, _ = soft_deleted(engine)
+        add_dependents(engine, u)
+        assert reclaim.claim(engine, u, HOST, INTERVAL, NOW, "req-1")
+        before = snapshot(engine)
+        s.metadata.tables[fail_at].drop(engine)
+        try:
+            with pytest.raises(nova_db.NovaDBError):
+                reclaim.finalize(engine, u, NOW + datetime.timedelta(minutes=1), host=HOST,
+                                 ports_released=True)
+        finally:
+            s.metadata.tables[fail_at].create(engine)
+        after = snapshot(engine)
+        for name, rows in before.items():
+            if name != fail_at:
+                assert after[name] == rows, (fail_at, name)
+        row = instance_row(engine, u)
+        assert (row.deleted, row.cleaned, row.task_state) == (0, 0, "deleting"), fail_at
+        assert sysmeta(engine, u, "clean_attempts") == [] and len(markers(engine, u)) == 1
+        assert info_cache(engine, u).network_info != "[]"
 
 
 # --------------------------------------------------------------------------
