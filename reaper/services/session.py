@@ -94,10 +94,15 @@ def _session_opts() -> list[cfg.Opt]:
 def _auth_opts() -> list[cfg.Opt]:
     """For the sample config: the common auth options and those of the password
     plugins (the ones deployments use), without duplicates."""
-    seen: dict[str, cfg.Opt] = {}
-    for o in (ks_loading.get_auth_common_conf_options()
-              + ks_loading.get_auth_plugin_conf_options("password")
+    seen: dict[str, cfg.Opt] = {o.dest: o for o in ks_loading.get_auth_common_conf_options()}
+    for o in (ks_loading.get_auth_plugin_conf_options("password")
               + ks_loading.get_auth_plugin_conf_options("v3password")):
+        # Required only once a plugin is chosen (auth_type): the sample lists them
+        # and a reload's fresh ConfigOpts registers them, with no auth configured.
+        o.required = False
+        # keystoneauth1 registers a plugin's options when it loads the plugin:
+        # until then they are not on CONF (reaper.config.validate skips them).
+        o.reaper_auth_plugin = True
         seen.setdefault(o.dest, o)
     return list(seen.values())
 
