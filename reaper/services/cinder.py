@@ -62,7 +62,12 @@ def _terminate_detach(adapter, uuid: str, v: VolumeFact,
     mine = [a for a in vol.get("attachments") or [] if a.get("server_id") == uuid]
     if not mine:
         return None                 # already detached from this instance
-    conn = dict(v.connector) if v.connector else dict(connector())
+    try:
+        conn = dict(v.connector) if v.connector else dict(connector())
+    except CallFailed:
+        raise
+    except Exception as e:  # noqa: BLE001 - os-brick on this host: reported, retried
+        raise CallFailed(f"this host's connector: {type(e).__name__}: {e}") from None
     action = f"/volumes/{v.volume_id}/action"
     call(adapter, "POST", action, (200, 202), also=(GONE,),
          json={"os-terminate_connection": {"connector": conn}})

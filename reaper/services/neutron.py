@@ -5,8 +5,9 @@ ones (``preserve_on_delete`` on their VIF in the instance's network_info cache: 
 user brought them, they outlive the instance) and deletes the rest (Nova created
 them). Unbinding clears ``binding:host_id``, ``device_id`` and ``device_owner``,
 removes from ``binding:profile`` the keys the binding to this host's devices put
-there (Nova's list, :data:`reaper.services.BINDING_PROFILE_HOST_KEYS`) and, for a
-network without a ``dns_domain``, clears ``dns_name``.
+there (Nova's list, :data:`reaper.services.BINDING_PROFILE_HOST_KEYS`; sent only
+when the profile holds any) and, for a network without a ``dns_domain``, clears
+``dns_name``.
 
 Two differences from Nova, both to never act on doubt:
 
@@ -40,11 +41,13 @@ def split_ports(listed: Iterable[str], facts: InstanceFacts) -> tuple[list[str],
 
 def unbind_body(port: dict, network: dict | None) -> dict:
     """The update Nova's ``_unbind_ports`` sends for one port. Pure."""
-    profile = dict(port.get("binding:profile") or {})
-    for key in BINDING_PROFILE_HOST_KEYS:
-        profile.pop(key, None)
-    body = {"binding:host_id": None, "device_id": "", "device_owner": "",
-            "binding:profile": profile}
+    current = port.get("binding:profile") or {}
+    profile = {k: v for k, v in current.items() if k not in BINDING_PROFILE_HOST_KEYS}
+    body = {"binding:host_id": None, "device_id": "", "device_owner": ""}
+    if profile != current:
+        # Only when there is something to remove: Neutron lets only the 'service'
+        # role (admin under the deprecated defaults) write binding:profile.
+        body["binding:profile"] = profile
     if port.get("dns_name") and not (network or {}).get("dns_domain"):
         body["dns_name"] = ""
     return {"port": body}

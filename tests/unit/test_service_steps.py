@@ -60,7 +60,8 @@ def test_the_groups_are_novas_with_novas_service_types():
 def test_the_sample_generator_lists_the_groups_with_their_auth_options(tmp_path):
     from oslo_config import generator
     out = tmp_path / "reaper.conf.sample"
-    generator.main(["--config-file", "etc/reaper/reaper-config-generator.conf",
+    # the namespace etc/reaper/reaper-config-generator.conf names for the reaper's groups
+    generator.main(["--namespace", "reaper", "--wrap-width", "79",
                     "--output-file", str(out)])
     text = out.read_text()
     for group in ("[neutron]", "[cinder]", "[placement]", "[service_user]"):
@@ -140,6 +141,9 @@ def test_unbinding_clears_the_binding_and_keeps_foreign_profile_keys():
     assert body["binding:profile"] == {"trusted": True}
     assert body["dns_name"] == ""
     assert "dns_name" not in neutron.unbind_body(port, {"dns_domain": "ex.org."})["port"]
+    # a profile with nothing of this host's is not rewritten (that needs role service)
+    assert "binding:profile" not in neutron.unbind_body(
+        {"binding:profile": {"trusted": True}}, None)["port"]
 
 
 def test_ports_and_preserve_on_delete_come_from_network_info():
