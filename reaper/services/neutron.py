@@ -24,7 +24,11 @@ from __future__ import annotations
 from typing import Iterable
 
 from reaper.services import BINDING_PROFILE_HOST_KEYS, RELEASE_PORTS, InstanceFacts, StepResult
-from reaper.services._http import GONE, CallFailed, call
+from reaper.services._http import GONE, CallFailed, call, lacks_roles
+
+# Neutron shows (and lets update) other projects' ports and their bindings only to
+# these roles (its defaults: ADMIN_OR_SERVICE; binding:profile is the service's).
+ROLES = {"admin", "service"}
 
 
 def split_ports(listed: Iterable[str], facts: InstanceFacts) -> tuple[list[str], list[str]]:
@@ -78,6 +82,11 @@ def release_ports(adapter, facts: InstanceFacts) -> StepResult:
     """Delete the ports Nova created for the instance and unbind its pre-existing
     ones. Idempotent; never raises for a service failure (``done=False``)."""
     uuid = facts.uuid
+    why = lacks_roles(adapter, ROLES, "Neutron",
+                      "it would list none of the instance's ports")
+    if why:
+        return StepResult(RELEASE_PORTS, False, why, {"delete": [], "unbind": [
+            p.id for p in facts.ports], "listed": False}, error=why)
     try:
         _s, body = call(adapter, "GET", f"/v2.0/ports?device_id={uuid}", (200,))
     except CallFailed as e:
