@@ -424,3 +424,30 @@ def test_the_migration_waits_for_the_allocations_step(nova, tmp_path):
         assert c.execute(sa.select(schema.migrations.c.status)
                          .where(schema.migrations.c.id == m["id"])).scalar() == "done"
     assert len(st.unfinished(teardown.steps_for)) == 1
+
+
+def test_an_account_that_cannot_see_others_resources_is_refused_not_trusted():
+    """A 404 from a service that scopes the account to its own project would look like
+    "already gone": without the roles, the step acts on nothing and is not done."""
+    from reaper.services import _http
+
+    class Access:
+        role_names = ["service"]
+
+    class Auth:
+        def get_access(self, _session):
+            return Access()
+
+    class Adapter:              # only what token_roles reads: no request is made
+        auth = Auth()
+        session = None
+
+    assert _http.lacks_roles(Adapter(), {"admin"}, "Cinder", "x").startswith(
+        "the Cinder account has none of the roles ['admin']")
+    assert _http.lacks_roles(Adapter(), {"admin", "service"}, "Neutron", "x") is None
+    res = cinder.detach_volumes(Adapter(), InstanceFacts("u", volumes=(
+        VolumeFact("v1", "att1", True),)))
+    assert not res.done and res.left["attachment_delete"] == ["att1"]
+    # auth_type none: no token, no roles to check (the requests tell)
+    noauth = _unreachable(("neutron",)).neutron.adapter
+    assert _http.token_roles(noauth) is None
