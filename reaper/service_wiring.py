@@ -89,9 +89,13 @@ def _evacuation_facts(ctx, t: TeardownPlan) -> InstanceFacts | None:
         return None
     m = max(evacs, key=lambda x: x.id)
     node = next((n for n in ctx.view.compute_nodes
-                 if n.hypervisor_hostname == m.source_node), None)
+                 if n.hypervisor_hostname == m.source_node and n.uuid), None)
+    if node is None:
+        # As nova-compute: "the source node is not found": nothing is removed and
+        # the migration stays 'done' (its next start sees it again).
+        return None
     return InstanceFacts(uuid=t.instance_uuid, host=host, node=m.source_node,
-                         node_uuid=node.uuid if node else None, migration_id=m.id)
+                         node_uuid=node.uuid, migration_id=m.id)
 
 
 def extend(ctx, groups: frozenset[str]):

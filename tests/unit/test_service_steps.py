@@ -280,6 +280,11 @@ def test_an_evacuated_teardown_gets_this_nodes_provider_and_its_migration():
     assert (f.node_uuid, f.migration_id) == ("rp-uuid", 9)
     (t,) = service_wiring.extend(_ctx(view, [base]), groups=frozenset({"neutron"})).teardowns
     assert t.services == ()             # without [placement] the migration stays 'done'
+    other_node = _view(u, host=OTHER, migrations=[mig],
+                       nodes=[ComputeNodeRow(3, "rp-uuid", HOST, "another-node")])
+    (t,) = service_wiring.extend(_ctx(other_node, [base]),
+                                 groups=frozenset({"placement"})).teardowns
+    assert t.services == ()             # the source node is not this host's: left alone
     assert service_wiring.without_migration_write(
         TeardownPlan(u, Classification.EVACUATED, Action.REAP, "i", (), False, False, "e",
                      services=service_wiring.EVACUATED_STEPS)).services == (
