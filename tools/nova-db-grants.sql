@@ -21,7 +21,7 @@ GRANT SELECT (`id`, `instance_uuid`, `deleted`), UPDATE (`deleted`, `deleted_at`
 GRANT SELECT (`id`, `instance_uuid`, `deleted`), UPDATE (`deleted`, `deleted_at`) ON `nova`.`instance_faults` TO 'reaper'@'%';
 GRANT SELECT (`id`, `instance_uuid`, `deleted`), UPDATE (`deleted`, `deleted_at`) ON `nova`.`security_group_instance_association` TO 'reaper'@'%';
 GRANT SELECT (`id`, `instance_uuid`, `deleted`), UPDATE (`deleted`, `deleted_at`) ON `nova`.`virtual_interfaces` TO 'reaper'@'%';
-GRANT UPDATE (`deleted`, `deleted_at`) ON `nova`.`migrations` TO 'reaper'@'%';
+GRANT UPDATE (`status`, `updated_at`, `deleted`, `deleted_at`) ON `nova`.`migrations` TO 'reaper'@'%';
 GRANT SELECT (`id`, `uuid`, `deleted`), UPDATE (`deleted`, `deleted_at`) ON `nova`.`instance_id_mappings` TO 'reaper'@'%';
 GRANT SELECT (`resource_id`), DELETE ON `nova`.`tags` TO 'reaper'@'%';
 GRANT SELECT (`instance_uuid`), DELETE ON `nova`.`console_auth_tokens` TO 'reaper'@'%';

@@ -110,6 +110,11 @@ _INSTANCE_WRITE = ("vm_state", "task_state", "power_state", "cleaned", "terminat
 _FINALIZE_UPDATE = {"instance_info_caches": ("network_info", "updated_at")}
 
 
+# migrations: an evacuation torn down here is marked completed (status, updated_at),
+# as Nova's _destroy_evacuated_instances does; every column it reads is in READ.
+_MIGRATION_WRITE = ("status", "updated_at")
+
+
 def _reclaim() -> tuple[TableGrant, ...]:
     out = [
         TableGrant("instances", update=_INSTANCE_WRITE,
@@ -125,10 +130,12 @@ def _reclaim() -> tuple[TableGrant, ...]:
             continue            # above
         select = tuple(c for c in ("id", col, "deleted") if c not in read.get(table.name, ()))
         extra = _FINALIZE_UPDATE.get(table.name, ())
+        why = "finalize soft-deletes the instance's rows" + (" (and empties network_info)" if extra else "")
+        if table.name == "migrations":
+            # reaper.nova.evacuation: an evacuation torn down here ends 'completed'.
+            extra, why = _MIGRATION_WRITE, why + "; evacuations completed"
         out.append(TableGrant(table.name, select=select,
-                              update=_uniq(extra, _SOFT_DELETE),
-                              why="finalize soft-deletes the instance's rows"
-                              + (" (and empties network_info)" if extra else "")))
+                              update=_uniq(extra, _SOFT_DELETE), why=why))
     for table, col in s.HARD_DELETED_TABLES:
         out.append(TableGrant(table.name, select=(col,), delete=True,
                               why="finalize deletes the instance's rows, as "
