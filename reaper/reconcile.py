@@ -597,4 +597,10 @@ def build_from_conf(conf=CONF) -> Reaper:
     from reaper import network_wiring  # VIFs: collectors, R11, unplug step
     reaper = Reaper.from_conf(conf)
     novaurl.never_create(reaper.engine)
-    return network_wiring.enable(volume_wiring.enable(reaper, conf), conf)
+    reaper = network_wiring.enable(volume_wiring.enable(reaper, conf), conf)
+    from reaper import nova_notify  # Nova's instance.delete.* events of reclaims
+    try:
+        nova_notify.enable(reaper, conf)
+    except Exception as e:  # noqa: BLE001 - reporting must never keep the reaper down
+        LOG.error("Nova delete notifications not enabled: %s", e)
+    return reaper

@@ -59,6 +59,21 @@ class Aborted(Exception):
 STEP_HANDLERS: dict[str, Callable[["Context", TeardownPlan], str]] = {}
 
 
+# Key of ``Context.extras`` holding callables ``fn(ctx, plan, step, pass_id)`` told of
+# every step done (Nova's delete notifications, reaper.nova_notify). They only report:
+# one that raises is logged and never fails or holds up the teardown.
+STEP_LISTENERS = "step_listeners"
+
+
+def _step_done(ctx: Context, plan: TeardownPlan, step: str, pass_id: str) -> None:
+    for listener in ctx.extras.get(STEP_LISTENERS, ()):
+        try:
+            listener(ctx, plan, step, pass_id)
+        except Exception:  # noqa: BLE001 - a listener never fails a teardown
+            LOG.exception("step listener %r failed after step %s of %s", listener, step,
+                          plan.instance_uuid)
+
+
 def steps_for(plan: TeardownPlan) -> list[str]:
     """Nova's teardown order (doc/design.md "Teardown order"), for what this plan holds."""
     if plan.action is Action.SHUTDOWN:
@@ -283,5 +298,6 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
             return dataclasses.replace(out, result="failed", reason=f"{step} failed: {e}")
         ctx.state.step(journal_id, step, "done", ctx.clock(), detail)
         out.steps.append((step, detail))
+        _step_done(ctx, plan, step, pass_id)
     ctx.state.finish(journal_id, "done", ctx.clock())
     return out

@@ -33,6 +33,7 @@ from reaper.nova import db as nova_db
 from reaper.nova import grants
 from reaper.nova import reclaim
 from reaper.nova import schema as s
+from reaper.nova import snapshot as nova_snapshot
 from reaper.nova import view as nova_view
 from reaper.records import CLAIM_MARKER_KEY
 from tests.conftest import service_unavailable
@@ -155,6 +156,20 @@ def write_paths(eng: sa.Engine, r: Rows) -> None:
     assert reclaim.release(eng, r.claimed, HOST, now)           # any marker of this host
 
 
+def notify_paths(eng: sa.Engine, r: Rows) -> None:
+    """The delete notifications' reads (reaper.nova.snapshot): an instance claimed for
+    its reclaim (.start) and, finalized, the rows soft-deleted with it (.end)."""
+    now = novadb.utcnow()
+    assert reclaim.claim(eng, r.reclaimable, HOST, 3600, now, "req-n")
+    start = nova_snapshot.read(eng, r.reclaimable)
+    assert start.instance["task_state"] == "deleting" and start.bdms and start.network_info
+    assert start.metadata and start.system_metadata
+    assert reclaim.finalize(eng, r.reclaimable, now, host=HOST)["finalized"]
+    end = nova_snapshot.read(eng, r.reclaimable)
+    assert end.instance["vm_state"] == "deleted" and end.metadata == start.metadata
+    assert end.bdms == [dict(b, deleted=b["id"], deleted_at=now) for b in start.bdms]
+
+
 # The functions of the reaper that run statements on Nova's DB, and the modules that
 # hold them: a new one must be added to the paths above (and its grants reviewed).
 EXERCISED = {
@@ -164,6 +179,7 @@ EXERCISED = {
                             "marker_for"},
     "reaper.executor.network": {"db_claims", "vm_claims"},
     "reaper.executor.volumes": {"reread_bdms"},
+    "reaper.nova.snapshot": {"read"},
 }
 # Modules that import the schema slice without querying Nova's DB on a compute host:
 # the demo builds its own DB, reaper-ctl reads services (the --ctl grants), grants
@@ -208,6 +224,15 @@ def test_the_reclaim_grants_run_every_write(gdb):
     write_paths(eng, rows)
     row = novadb.get_instance(gdb.admin, rows.reclaimable)
     assert row["vm_state"] == "deleted" and row["deleted"] == row["id"]
+    notify_paths(eng, build_rows(gdb.admin))
+
+
+def test_the_read_grants_cannot_read_the_delete_notifications(gdb):
+    """Without the reclaim grants the notification reads are refused (and no reclaim
+    runs there anyway: read_only = auto)."""
+    rows = build_rows(gdb.admin)
+    with pytest.raises(nova_db.NovaDBError, match="denied"):
+        nova_snapshot.read(gdb.engine("ro"), rows.reclaimable)
 
 
 def test_the_read_grants_refuse_every_write_and_change_nothing(gdb):
@@ -259,6 +284,14 @@ def test_every_privilege_granted_is_needed(gdb):
         try:
             assert not grants.detect(eng).writable, need
             if _denied(write_paths, eng, build_rows(gdb.admin)) is None:
+                unneeded.append(need)
+        finally:
+            _revoke(gdb, "rc", need, grant_back=True)
+    for need in grants.needs(grants.NOTIFY):
+        _revoke(gdb, "rc", need)
+        try:
+            assert grants.detect(eng).writable, need        # reads: not asked by detect
+            if _denied(notify_paths, eng, build_rows(gdb.admin)) is None:
                 unneeded.append(need)
         finally:
             _revoke(gdb, "rc", need, grant_back=True)
