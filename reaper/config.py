@@ -102,9 +102,11 @@ def validate(conf) -> None:
             section = conf if group == "DEFAULT" else getattr(conf, group)
             getattr(section, opt.dest)
         except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
-            if not optional:
+            if not (optional or getattr(opt, "reaper_auth_plugin", False)):
                 raise
-            continue                    # oslo.log's, not registered (a reload's conf)
+            # oslo.log's, not registered (a reload's conf); an auth plugin's options
+            # of [neutron]... (keystoneauth1 registers them when it loads the plugin)
+            continue
         except (cfg.ConfigFileValueError, cfg.ConfigSourceValueError) as e:
             raise BadValue(conffiles.describe_bad_value(conf, group, opt, e)) from None
     _check_instances_path(conf.instances_path)

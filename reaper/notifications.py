@@ -48,6 +48,12 @@ def event_for(rec: dict) -> tuple[str, str, dict] | None:
     if event == "action":
         result = rec.get("result")
         if result == "done":
+            ev = rec.get("evidence") or {}
+            if ev.get("services_retry"):
+                # A journaled teardown whose host part and DB were done earlier
+                # finished its Neutron/Cinder/Placement steps: not a second delete.
+                return ("reaper.instance.services_finished", "info",
+                        {**rec, "leftovers": ev.get("controller_leftovers") or {}})
             if rec.get("action") == "shutdown":
                 return "reaper.instance.shutdown", "info", rec
             etype = _DONE_EVENTS.get(rec.get("classification"), "reaper.leak.cleaned")

@@ -31,6 +31,7 @@ from oslo_log import log as logging
 
 from reaper import audit as audit_mod
 from reaper import config, guards, identity, passlock, planner, policy as policy_mod, procid
+from reaper import service_wiring
 from reaper import state as state_mod
 from reaper.executor import teardown
 from reaper.inventory import dirs as dir_inv
@@ -41,6 +42,7 @@ from reaper.nova import view as nova_view
 from reaper.records import (Action, Classification, CollectorResult, GuardResult, Inventory,
                             ResourceKind)
 from reaper.report import PassReport
+from reaper.services import COMPLETE_MIGRATION
 
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
@@ -358,6 +360,12 @@ class Reaper:
         if any(planner.writes_nova_db(t) and only_uuid in (None, t.instance_uuid)
                for t in plan.teardowns) and not db_access().writable:
             plan = planner.without_db_writes(plan, db_access().reason)
+        if any(COMPLETE_MIGRATION in t.services and only_uuid in (None, t.instance_uuid)
+               for t in plan.teardowns) and not db_access().writable:
+            # The evacuation stays 'done' (nova-compute's next start completes it);
+            # the host teardown and the Placement step still run.
+            plan = dataclasses.replace(plan, teardowns=tuple(
+                service_wiring.without_migration_write(t) for t in plan.teardowns))
         findings = [_with_dir_size(f) for f in plan.findings
                     if only_uuid in (None, f.instance_uuid)]
         teardowns = [t for t in plan.teardowns if only_uuid in (None, t.instance_uuid)]
@@ -544,7 +552,8 @@ class Reaper:
             reason=out.reason,
             evidence={"steps": out.steps, "destroy_disks": p.destroy_disks,
                       "dirs": list(p.dirs), "journal_id": out.journal_id,
-                      **({"controller_leftovers": out.leftovers} if out.leftovers else {})},
+                      **({"controller_leftovers": out.leftovers} if out.leftovers else {}),
+                      **({"services_retry": True} if out.services_retry else {})},
             **extra)
         rec["steps"] = out.steps
         return rec
@@ -597,7 +606,9 @@ def build_from_conf(conf=CONF) -> Reaper:
     from reaper import network_wiring  # VIFs: collectors, R11, unplug step
     reaper = Reaper.from_conf(conf)
     novaurl.never_create(reaper.engine)
-    reaper = network_wiring.enable(volume_wiring.enable(reaper, conf), conf)
+    # Neutron/Cinder/Placement steps: only for the sections configured
+    reaper = service_wiring.enable(network_wiring.enable(volume_wiring.enable(reaper, conf),
+                                                         conf), conf)
     from reaper import nova_notify  # Nova's instance.delete.* events of reclaims
     try:
         nova_notify.enable(reaper, conf)

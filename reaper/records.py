@@ -354,6 +354,12 @@ class TeardownPlan:
     # step adopts exactly this claim instead of making a new one, and a release step
     # releases exactly it.
     claim_marker: str | None = None
+    # The service steps (reaper.services step names, in Nova's order) that run after
+    # the host teardown and before finalize_db, and the instance's facts they act on
+    # (reaper.services.InstanceFacts.to_dict()): journaled, so a step retried in a
+    # later pass acts on what was planned even after the Nova rows are gone.
+    services: tuple[str, ...] = ()
+    service_facts: Mapping[str, Any] | None = None
 
     @property
     def destroys_instance(self) -> bool:

@@ -103,6 +103,7 @@ def plan_from_json(text: str) -> TeardownPlan:
     d["dirs"] = tuple(d["dirs"])
     d["vifs"] = tuple(d.get("vifs", ()))
     d["volumes"] = tuple(d.get("volumes", ()))
+    d["services"] = tuple(d.get("services", ()))
     d["findings"] = ()
     known = {f.name for f in dataclasses.fields(TeardownPlan)}
     return TeardownPlan(**{k: v for k, v in d.items() if k in known})

@@ -21,7 +21,7 @@ GRANT SELECT (`id`, `instance_uuid`, `deleted`), UPDATE (`deleted`, `deleted_at`
 GRANT SELECT (`id`, `instance_uuid`, `deleted`), UPDATE (`deleted`, `deleted_at`) ON `nova`.`instance_faults` TO 'reaper'@'%';
 GRANT SELECT (`id`, `instance_uuid`, `deleted`), UPDATE (`deleted`, `deleted_at`) ON `nova`.`security_group_instance_association` TO 'reaper'@'%';
 GRANT SELECT (`id`, `instance_uuid`, `deleted`), UPDATE (`deleted`, `deleted_at`) ON `nova`.`virtual_interfaces` TO 'reaper'@'%';
-GRANT UPDATE (`deleted`, `deleted_at`) ON `nova`.`migrations` TO 'reaper'@'%';
+GRANT UPDATE (`status`, `updated_at`, `deleted`, `deleted_at`) ON `nova`.`migrations` TO 'reaper'@'%';
 GRANT SELECT (`id`, `uuid`, `deleted`), UPDATE (`deleted`, `deleted_at`) ON `nova`.`instance_id_mappings` TO 'reaper'@'%';
 
 -- Reclaim's delete notifications ([notifications] nova_delete_events): what Nova's payload is made of.

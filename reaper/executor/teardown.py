@@ -15,12 +15,15 @@ from typing import Callable
 from oslo_log import log as logging
 
 from reaper import planner
+from reaper import service_wiring
 from reaper.executor import domain as domain_steps
 from reaper.executor import files as file_steps
 from reaper.inventory import libvirt as libvirt_inv
 from reaper.nova import reclaim as nova_reclaim
 from reaper.nova import view as nova_view
 from reaper.records import Action, ClaimMarker, Classification, TeardownPlan
+from reaper.services import COMPLETE_MIGRATION, RELEASE_PORTS, REMOVE_NODE_ALLOCATIONS
+from reaper.services import SERVICE_OF, ServiceFailed
 
 LOG = logging.getLogger(__name__)
 
@@ -33,6 +36,10 @@ class Outcome:
     steps: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     leftovers: dict | None = None
     journal_id: int | None = None
+    # A resumed entry whose host teardown (and finalize) were done in an earlier
+    # attempt: only its service steps ran (their notification is not a second
+    # "reclaimed"/"reaped").
+    services_retry: bool = False
 
 
 @dataclasses.dataclass
@@ -57,6 +64,9 @@ class Aborted(Exception):
 # Steps contributed by further resource kinds: name -> fn(ctx, plan) -> detail.
 # "unplug_vifs" and "disconnect_volumes" run after destroy_domain, before files.
 STEP_HANDLERS: dict[str, Callable[["Context", TeardownPlan], str]] = {}
+# Steps outside the host (reaper.service_wiring): a failure is journaled and retried
+# next pass but stops neither the following steps nor finalize_db.
+SOFT_STEPS = frozenset(SERVICE_OF) | {COMPLETE_MIGRATION}
 
 
 # Key of ``Context.extras`` holding callables ``fn(ctx, plan, step, pass_id)`` told of
@@ -93,6 +103,9 @@ def steps_for(plan: TeardownPlan) -> list[str]:
         steps.append("delete_files")
     if plan.domain_name:
         steps.append("undefine_domain")
+    # After the host teardown, before the DB finalize, in Nova's order (the plan
+    # holds them so: network, volumes, allocations; evacuated: allocations, migration).
+    steps.extend(s for s in plan.services if s not in steps)
     if plan.finalize_db:
         steps.append("finalize_db")
     return steps
@@ -205,8 +218,16 @@ def _release_failed_claim(ctx: Context, plan: TeardownPlan, pass_id: str,
         return f"release failed too: {e}"
 
 
+def _ports_released(plan: TeardownPlan, done_steps: dict[str, str]) -> bool:
+    """Whether Neutron has released the instance's ports (the network step is done):
+    only then may finalize empty its network_info cache, as Nova's
+    deallocate_for_instance does."""
+    return RELEASE_PORTS in plan.services and done_steps.get(RELEASE_PORTS) == "done"
+
+
 def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool,
-              pass_id: str = "-", now: datetime.datetime | None = None) -> str:
+              pass_id: str = "-", now: datetime.datetime | None = None,
+              done_steps: dict[str, str] | None = None) -> str:
     uuid = plan.instance_uuid
     if step == "claim":
         return _claim(ctx, plan, resuming, pass_id, now or ctx.clock())
@@ -225,6 +246,8 @@ def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool,
     if step in STEP_HANDLERS:
         return STEP_HANDLERS[step](ctx, plan)
     if step == "finalize_db":
+        ports_released = _ports_released(plan, done_steps or {})  # noqa: F841 - TODO below
+        # TODO(lead): once s15-novadb is merged, pass ports_released=ports_released here.
         res = nova_reclaim.finalize(ctx.engine, uuid, ctx.clock(), host=ctx.policy.host)
         if not (res["finalized"] or res["already_finalized"]):
             raise Aborted(f"DB not finalized: {res['result']}: {res['reason']}")
@@ -267,9 +290,23 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
         journal_id = ctx.state.begin(plan, pass_id, ctx.clock())
     out.journal_id = journal_id
     out.leftovers = leftovers
+    done = dict(done_steps)                 # step -> status, as this attempt goes on
+    service_status: dict[str, dict] = {}    # service step -> its leftover record
+    pending: list[str] = []                 # service steps left for the next pass
+    host_steps = [s for s in steps_for(plan) if s not in SOFT_STEPS]
+    out.services_retry = bool(plan.services) and bool(host_steps) and all(
+        done_steps.get(s) == "done" for s in host_steps)
     for step in steps_for(plan):
         if done_steps.get(step) == "done":
             out.steps.append((step, "done earlier"))
+            if step in SOFT_STEPS:
+                service_status[step] = _status(step, "done", "done earlier")
+            continue
+        if step == COMPLETE_MIGRATION and done.get(REMOVE_NODE_ALLOCATIONS) != "done":
+            # Only once the allocations are off this node: a migration left 'done'
+            # is what makes nova-compute's next start finish both.
+            out.steps.append((step, f"waits for {REMOVE_NODE_ALLOCATIONS}"))
+            pending.append(step)
             continue
         if ctx.should_stop():
             # The journal entry stays 'running': the next start resumes here.
@@ -281,13 +318,30 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
         ctx.state.step(journal_id, step, "started", started)
         try:
             detail = _run_step(ctx, plan, step, resuming or done_steps.get(step) == "started",
-                               pass_id, started)
+                               pass_id, started, done)
+        except ServiceFailed as e:
+            if e.result.error == "not configured":
+                # The section was removed since the plan: the step is given up, and
+                # what it would do stays in the leftovers.
+                detail = f"not done: {e.result.detail}"
+                ctx.state.step(journal_id, step, "done", ctx.clock(), detail)
+                done[step] = "done"
+                out.steps.append((step, detail))
+                service_status[step] = _status(step, "not_configured", detail)
+                continue
+            _soft_failure(ctx, journal_id, step, e.result.detail, out, pending)
+            service_status[step] = e.result.record()
+            continue
         except Aborted as e:
             ctx.state.step(journal_id, step, "failed", ctx.clock(), str(e))
             ctx.state.finish(journal_id, "aborted", ctx.clock(), str(e))
             result = "backed_off" if step == "claim" else "aborted"
             return dataclasses.replace(out, result=result, reason=str(e))
         except Exception as e:
+            if step in SOFT_STEPS:
+                _soft_failure(ctx, journal_id, step, str(e), out, pending)
+                service_status[step] = _status(step, "failed", str(e), error=str(e))
+                continue
             LOG.warning("teardown of %s: step %s failed: %s", plan.instance_uuid, step, e)
             ctx.state.step(journal_id, step, "failed", ctx.clock(), str(e))
             ctx.state.retry(journal_id, ctx.clock(), f"{step}: {e}")
@@ -297,7 +351,42 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
                     ctx, plan, pass_id, started)))
             return dataclasses.replace(out, result="failed", reason=f"{step} failed: {e}")
         ctx.state.step(journal_id, step, "done", ctx.clock(), detail)
+        done[step] = "done"
         out.steps.append((step, detail))
         _step_done(ctx, plan, step, pass_id)
+        if step in SOFT_STEPS:
+            service_status[step] = _status(step, "done", detail)
+    if plan.service_facts is not None:
+        left = service_wiring.leftovers(plan, service_status, leftovers)
+        if plan.action is Action.RECLAIM or pending:
+            out.leftovers = left
+    if pending:
+        # The host part is done; the entry stays running and the next pass retries
+        # exactly the service steps that are not done.
+        why = "; ".join(f"{s}: {service_status.get(s, {}).get('detail') or 'waits'}"
+                        for s in pending)
+        ctx.state.retry(journal_id, ctx.clock(), f"service steps pending: {why}")
+        if out.services_retry:
+            return dataclasses.replace(out, result="failed",
+                                       reason=f"service steps failed again: {why}")
+        return dataclasses.replace(
+            out, reason=f"{plan.reason}; left for the next pass: {', '.join(pending)}")
     ctx.state.finish(journal_id, "done", ctx.clock())
     return out
+
+
+def _status(step: str, status: str, detail: str, error: str | None = None) -> dict:
+    """The leftover record of a service step (see reaper.services.StepResult.record)."""
+    return {"step": step, "service": SERVICE_OF.get(step), "status": status,
+            "detail": detail, "error": error, "left": {}, "kept": {}}
+
+
+def _soft_failure(ctx: Context, journal_id: int, step: str, detail: str, out: Outcome,
+                  pending: list[str]) -> None:
+    """A service step that failed: journaled failed, retried next pass; the teardown
+    goes on with the next step."""
+    LOG.warning("teardown of %s: step %s failed (retried next pass): %s",
+                out.plan.instance_uuid, step, detail)
+    ctx.state.step(journal_id, step, "failed", ctx.clock(), detail)
+    out.steps.append((step, f"failed: {detail}"))
+    pending.append(step)

@@ -107,6 +107,11 @@ _INSTANCE_WRITE = ("vm_state", "task_state", "power_state", "terminated_at", "up
                    "deleted_at", "deleted")
 
 
+# migrations: an evacuation torn down here is marked completed (status, updated_at),
+# as Nova's _destroy_evacuated_instances does; every column it reads is in READ.
+_MIGRATION_WRITE = ("status", "updated_at")
+
+
 def _reclaim() -> tuple[TableGrant, ...]:
     out = [
         TableGrant("instances", update=_INSTANCE_WRITE,
@@ -121,8 +126,11 @@ def _reclaim() -> tuple[TableGrant, ...]:
         if table.name == "instance_system_metadata":
             continue            # above
         select = tuple(c for c in ("id", col, "deleted") if c not in read.get(table.name, ()))
-        out.append(TableGrant(table.name, select=select, update=_SOFT_DELETE,
-                              why="finalize soft-deletes the instance's rows"))
+        update, why = _SOFT_DELETE, "finalize soft-deletes the instance's rows"
+        if table.name == "migrations":
+            # reaper.nova.evacuation: an evacuation torn down here ends 'completed'.
+            update, why = _MIGRATION_WRITE + _SOFT_DELETE, why + "; evacuations completed"
+        out.append(TableGrant(table.name, select=select, update=update, why=why))
     return tuple(out)
 
 

@@ -288,7 +288,8 @@ def build_plan(inv: Inventory, view: NovaView, policy: Policy,
 
 
 # The executor steps that write Nova's DB (reaper.nova.reclaim); nothing else does.
-DB_WRITING_STEPS = frozenset({"claim", "release_claim", "finalize_db"})
+DB_WRITING_STEPS = frozenset({"claim", "release_claim", "finalize_db",
+                              "complete_migration"})
 
 
 def writes_nova_db(t: TeardownPlan) -> bool:

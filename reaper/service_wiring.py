@@ -1,0 +1,289 @@
+"""Service steps in the reaper: one planner extension, four step handlers.
+
+Importing this module registers the ``[neutron]``, ``[cinder]``, ``[placement]`` and
+``[service_user]`` options (reaper.services.session). ``enable`` plugs the rest into
+a Reaper when at least one service is configured: ``planner.EXTENSIONS`` (the
+instance's facts and service steps on every reclaim and evacuated teardown),
+``teardown.STEP_HANDLERS`` for each step, and ``reaper.extras["services"]`` (the
+keystoneauth1 adapters).
+
+Order and the DB finalize. The service steps run after the host teardown and
+before ``finalize_db``, in Nova's order: network (``release_ports``), volumes
+(``detach_volumes``), allocations (``delete_allocations``). A step that fails (a
+service unreachable or refusing) does not stop the others nor the finalize: the
+Nova DB is finalized as soon as the host is clean, and the failed step stays in
+the same journal entry, which is retried every pass until it is done (its facts
+are journaled in the plan, so it never needs the Nova rows again). Why not wait,
+as Nova's reclaim does for the network and the allocations? A finalize that
+waits leaves the row claimed (``deleting``) by this host for as long as a service
+is down, and a host that dies meanwhile leaves it claimed forever; finalizing
+frees the row, reports the reclaim (``reaper.instance.reclaimed``) with exactly
+what is left in its ``leftovers``, and a controller-side finisher can finish those
+from the record alone. Nothing is done on doubt afterwards: each retry compares at
+the service (a port, attachment or volume the service no longer ties to the
+instance is left alone), and what is gone counts as done. The one thing that
+waits for a step is the emptying of ``network_info``: finalize gets
+``ports_released=True`` only when the network step is done.
+
+Evacuated instances: after the host teardown, ``remove_node_allocations`` (this
+node's resource provider tree out of the instance's allocations), then
+``complete_migration`` (the evacuation's migration ``done -> completed``), which
+runs only once the allocations step is done: a migration left ``done`` is what
+tells nova-compute's next start to do both itself. Without ``[placement]``
+configured neither step is planned and the evacuation stays ``done``, as before.
+
+A service that is not configured has no step: what it would do stays in the
+reclaim's leftovers, as before.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from reaper import planner
+from reaper.nova import evacuation as nova_evacuation
+from reaper.planner import rules
+from reaper.records import Action, Classification, TeardownPlan
+from reaper.services import (COMPLETE_MIGRATION, DELETE_ALLOCATIONS, DETACH_VOLUMES,
+                             GROUP_OF, RELEASE_PORTS, REMOVE_NODE_ALLOCATIONS, SERVICE_OF,
+                             InstanceFacts, ServiceFailed, StepResult)
+from reaper.services import cinder, neutron, placement
+from reaper.services import facts as facts_mod
+from reaper.services import session
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+RECLAIM_STEPS = (RELEASE_PORTS, DETACH_VOLUMES, DELETE_ALLOCATIONS)
+EVACUATED_STEPS = (REMOVE_NODE_ALLOCATIONS, COMPLETE_MIGRATION)
+ALL_STEPS = RECLAIM_STEPS + EVACUATED_STEPS
+
+
+def list_opts():
+    return session.list_opts()
+
+
+# -- planner extension (pure) ------------------------------------------------
+
+def reclaim_steps(facts: InstanceFacts, groups: frozenset[str]) -> tuple[str, ...]:
+    """The service steps of a reclaim, for the configured groups, in Nova's order."""
+    out = []
+    if "neutron" in groups:
+        out.append(RELEASE_PORTS)
+    if "cinder" in groups and facts.volumes:
+        out.append(DETACH_VOLUMES)
+    if "placement" in groups:
+        out.append(DELETE_ALLOCATIONS)
+    return tuple(out)
+
+
+def _evacuation_facts(ctx, t: TeardownPlan) -> InstanceFacts | None:
+    host = ctx.policy.host
+    migs = [m for m in ctx.view.migrations if m.instance_uuid == t.instance_uuid]
+    evacs = rules.evacuations_from(migs, host, rules.EVACUATED_STATUSES)
+    if not evacs:
+        return None
+    m = max(evacs, key=lambda x: x.id)
+    node = next((n for n in ctx.view.compute_nodes
+                 if n.hypervisor_hostname == m.source_node), None)
+    return InstanceFacts(uuid=t.instance_uuid, host=host, node=m.source_node,
+                         node_uuid=node.uuid if node else None, migration_id=m.id)
+
+
+def extend(ctx, groups: frozenset[str]):
+    """Give every reclaim and evacuated (domain) teardown its facts and service steps."""
+    changed = []
+    for t in ctx.plan.teardowns:
+        if t.services:
+            changed.append(t)
+            continue
+        facts, steps = None, ()
+        if t.action is Action.RECLAIM:
+            row = ctx.view.instances.get(t.instance_uuid)
+            facts = facts_mod.instance_facts(
+                t.instance_uuid, row.host if row else ctx.policy.host,
+                row.node if row else None, cache=ctx.view.info_caches.get(t.instance_uuid),
+                bdms=ctx.view.bdms)
+            steps = reclaim_steps(facts, groups)
+        elif (t.classification is Classification.EVACUATED and t.action is Action.REAP
+              and t.domain_name and "placement" in groups):
+            facts = _evacuation_facts(ctx, t)
+            steps = EVACUATED_STEPS if facts is not None else ()
+        if facts is not None:
+            t = dataclasses.replace(t, services=steps, service_facts=facts.to_dict())
+        changed.append(t)
+    return dataclasses.replace(ctx.plan, teardowns=tuple(changed))
+
+
+def without_migration_write(t: TeardownPlan) -> TeardownPlan:
+    """An evacuated teardown for a Nova DB the reaper may not write: the migration stays
+    'done' (nova-compute's next start completes it)."""
+    if COMPLETE_MIGRATION not in t.services:
+        return t
+    return dataclasses.replace(t, services=tuple(s for s in t.services
+                                                 if s != COMPLETE_MIGRATION))
+
+
+# -- step handlers -------------------------------------------------------------
+
+def facts_of(plan: TeardownPlan) -> InstanceFacts:
+    if plan.service_facts is None:
+        raise ServiceFailed(StepResult("-", False, "the plan holds no instance facts"))
+    return InstanceFacts.from_dict(plan.service_facts)
+
+
+def _adapter(ctx, step: str):
+    group = GROUP_OF[SERVICE_OF[step]]
+    clients = ctx.extras.get("services")
+    client = clients.get(group) if clients is not None else None
+    if client is None or not client.configured:
+        raise ServiceFailed(StepResult(step, False, f"[{group}] is not configured here "
+                                                    f"(no auth_type)", error="not configured"))
+    if client.adapter is None:
+        raise ServiceFailed(StepResult(step, False, client.error or "no adapter",
+                                       error=client.error))
+    return client.adapter
+
+
+def _finish(result: StepResult) -> str:
+    if not result.done:
+        raise ServiceFailed(result)
+    return result.detail
+
+
+def _connector(ctx, facts: InstanceFacts):
+    make = ctx.extras.get("host_connector")
+    if make is not None:
+        return make()
+    return cinder.host_connector(facts.host)
+
+
+def run_release_ports(ctx, plan: TeardownPlan) -> str:
+    return _finish(neutron.release_ports(_adapter(ctx, RELEASE_PORTS), facts_of(plan)))
+
+
+def run_detach_volumes(ctx, plan: TeardownPlan) -> str:
+    facts = facts_of(plan)
+    return _finish(cinder.detach_volumes(_adapter(ctx, DETACH_VOLUMES), facts,
+                                         functools.partial(_connector, ctx, facts)))
+
+
+def run_delete_allocations(ctx, plan: TeardownPlan) -> str:
+    return _finish(placement.delete_allocations(_adapter(ctx, DELETE_ALLOCATIONS),
+                                                facts_of(plan)))
+
+
+def run_remove_node_allocations(ctx, plan: TeardownPlan) -> str:
+    return _finish(placement.remove_node_allocations(
+        _adapter(ctx, REMOVE_NODE_ALLOCATIONS), facts_of(plan)))
+
+
+def run_complete_migration(ctx, plan: TeardownPlan) -> str:
+    facts = facts_of(plan)
+    if facts.migration_id is None:
+        raise RuntimeError("no evacuation migration in the plan")
+    res = nova_evacuation.complete_migration(ctx.engine, facts.migration_id, plan.instance_uuid,
+                                             ctx.policy.host, ctx.clock())
+    return f"migration {facts.migration_id} {res}"
+
+
+HANDLERS = {
+    RELEASE_PORTS: run_release_ports,
+    DETACH_VOLUMES: run_detach_volumes,
+    DELETE_ALLOCATIONS: run_delete_allocations,
+    REMOVE_NODE_ALLOCATIONS: run_remove_node_allocations,
+    COMPLETE_MIGRATION: run_complete_migration,
+}
+
+
+def register_handlers() -> None:
+    """The step handlers (idempotent). Registered whenever this module is enabled, so
+    a journaled step resumes even after its service is unconfigured (it then fails,
+    reported, until the section is back or the entry is set aside)."""
+    from reaper.executor import teardown
+    teardown.STEP_HANDLERS.update(HANDLERS)
+
+
+# -- leftovers -------------------------------------------------------------------
+
+def leftovers(plan: TeardownPlan, status: dict[str, dict[str, Any]],
+              base: dict | None = None) -> dict | None:
+    """The leftover record of a teardown with service facts: ``base`` (today's
+    reaper.nova.reclaim.leftovers, or rebuilt from the facts) with what the done
+    steps finished taken out, ``services`` (per service: the step's record, or
+    not_configured) and ``facts`` when anything is left. ``status``: step -> record."""
+    if plan.service_facts is None:
+        return base
+    facts = InstanceFacts.from_dict(plan.service_facts)
+    if plan.action is Action.RECLAIM:
+        vols = [v for v in facts.volumes]
+        out = dict(base) if base else {
+            "instance_uuid": facts.uuid,
+            "volumes_delete_on_termination": [v.volume_id for v in vols
+                                              if v.delete_on_termination],
+            "volumes_attached": [v.volume_id for v in vols],
+            "attachment_ids": [v.attachment_id for v in vols if v.attachment_id],
+            "ports": [p.id for p in facts.ports],
+            "network_info_unparsable": facts.network_info == "unparsable",
+            "allocations": {"consumer": facts.uuid}}
+        wanted = {RELEASE_PORTS: "network", DETACH_VOLUMES: "block-storage",
+                  DELETE_ALLOCATIONS: "placement"}
+    else:
+        out = dict(base) if base else {
+            "instance_uuid": facts.uuid,
+            "allocations": {"consumer": facts.uuid, "resource_provider_tree": facts.node_uuid},
+            "migration": {"id": facts.migration_id, "status": nova_evacuation.EVACUATED}}
+        wanted = {REMOVE_NODE_ALLOCATIONS: "placement"}
+    services: dict[str, Any] = {}
+    for step, service in wanted.items():
+        if step in status:
+            services[service] = status[step]
+        elif step in plan.services:
+            services[service] = {"step": step, "service": service, "status": "pending"}
+        elif plan.action is Action.RECLAIM and step == DETACH_VOLUMES and not facts.volumes:
+            services[service] = {"step": step, "service": service, "status": "done",
+                                 "detail": "no volumes"}
+        else:
+            services[service] = {"step": step, "service": service,
+                                 "status": "not_configured"}
+    done = {s for s, r in status.items() if r.get("status") == "done"}
+    if RELEASE_PORTS in done:
+        out["ports"] = []
+        out["network_info_unparsable"] = False
+    if DETACH_VOLUMES in done:
+        out.update(volumes_delete_on_termination=[], volumes_attached=[], attachment_ids=[])
+    if DELETE_ALLOCATIONS in done or REMOVE_NODE_ALLOCATIONS in done:
+        out["allocations"] = None
+    if COMPLETE_MIGRATION in done and "migration" in out:
+        out["migration"] = {**out["migration"], "status": nova_evacuation.COMPLETED}
+    out["services"] = services
+    if any(s.get("status") != "done" for s in services.values()):
+        out["facts"] = facts.to_dict()
+    return out
+
+
+# -- enabling --------------------------------------------------------------------
+
+def configured_groups(conf=CONF) -> frozenset[str]:
+    return frozenset(g for g in session.SERVICES if session.configured(conf, g))
+
+
+def enable(reaper, conf=CONF, clients=None):
+    """Turn the service steps on for ``reaper`` (a reconcile.Reaper); returns it.
+    ``clients`` (session.Clients) defaults to the configured sections; with none
+    configured only the handlers are registered (journaled steps still resume)."""
+    register_handlers()
+    clients = clients or session.clients_from_conf(conf)
+    groups = frozenset(g for g in session.SERVICES if clients.get(g).configured)
+    reaper.extras["services"] = clients
+    for ext in [e for e in planner.EXTENSIONS if getattr(e, "reaper_services", False)]:
+        planner.EXTENSIONS.remove(ext)
+    if groups:
+        ext = functools.partial(extend, groups=groups)
+        ext.reaper_services = True      # type: ignore[attr-defined]
+        planner.EXTENSIONS.append(ext)
+    return reaper
