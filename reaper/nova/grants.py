@@ -24,7 +24,9 @@ account holding exactly these grants, so a statement that needs more fails there
   reclaim are made of (``reaper.nova.snapshot``: the flavor, metadata, timestamps...),
   granted with :data:`RECLAIM`. Only reads: without them a reclaim is still done and
   its events are logged as not sent.
-- :data:`CTL`: ``reaper-ctl --all`` on a controller lists the hosts from ``services``.
+- :data:`CTL`: ``reaper-ctl --all`` on a controller lists the hosts from ``services``;
+  ``reaper-ctl finish`` also tells the hosts that are gone from it and reads the
+  instance rows again before it finishes their leftovers.
 
 Column privileges because a statement on MariaDB/MySQL needs ``SELECT`` on every
 column it reads, WHERE clauses and ``SET deleted = id`` included, and nothing more.
@@ -161,8 +163,14 @@ def _notify() -> tuple[TableGrant, ...]:
 NOTIFY: tuple[TableGrant, ...] = _notify()
 
 CTL: tuple[TableGrant, ...] = (
-    TableGrant("services", select=("host", "binary", "deleted"),
-               why="reaper-ctl --all: the hosts running nova-compute"),
+    TableGrant("services", select=("host", "binary", "deleted", "forced_down", "last_seen_up",
+                                   "updated_at", "created_at"),
+               why="reaper-ctl --all: the hosts running nova-compute; reaper-ctl finish: "
+                   "which of them are gone"),
+    TableGrant("instances", select=nova_view._INSTANCE_COLS,
+               why="reaper-ctl finish: the instance's row read again before acting"),
+    TableGrant("shadow_instances", select=nova_view._INSTANCE_COLS,
+               why="reaper-ctl finish: an archived row counts as deleted"),
 )
 
 
@@ -225,7 +233,8 @@ def render(user: str = "reaper", host: str = "%", database: str = "nova", *,
         sections.append(("Reclaim's delete notifications ([notifications] "
                          "nova_delete_events): what Nova's payload is made of.", NOTIFY))
     if ctl:
-        sections.append(("reaper-ctl --all (on a controller): the nova-compute hosts.", CTL))
+        sections.append(("reaper-ctl --all and finish (on a controller): the nova-compute "
+                         "hosts, and the instance rows finish reads again.", CTL))
     for title, grants in sections:
         lines += ["", f"-- {title}"]
         lines += [grant_statement(g, database, account) for g in grants]
