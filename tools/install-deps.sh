@@ -4,7 +4,8 @@
 # dpkg-query finds every package, and pip is skipped while setup.cfg is unchanged.
 #
 #   --no-services-packages   only what the demo needs (libvirt-python's build deps
-#                            and a venv); no daemons, no service users.
+#                            and a venv); no daemons, no service users, no
+#                            OpenStack venv.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -88,5 +89,10 @@ if [[ $(cat "$stamp" 2>/dev/null) != "$want" ]]; then
     echo "install-deps: pip install ${target[*]}"
     .venv/bin/python -m pip install -q "${target[@]}"
     echo "$want" >"$stamp"
+fi
+# The OpenStack services of the test host (Keystone, Placement, Neutron, Cinder),
+# in a venv of their own, .venv-openstack; rebuilt only when their pins change.
+if ((SERVICES)); then
+    bash tools/openstack/install.sh
 fi
 echo "install-deps: ok"

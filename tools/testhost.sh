@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The real parts the functional tests use: libvirt (qemu:///system), MariaDB,
-# Open vSwitch and RabbitMQ, started by hand because there is no systemd here.
+# Open vSwitch and RabbitMQ, started by hand because there is no systemd here,
+# and the OpenStack test stack (Keystone, Placement, Neutron, Cinder from PyPI,
+# tools/openstack/; its venv comes from tools/install-deps.sh).
 #
 #   testhost.sh start    start whatever is not answering yet, wait until it answers
 #   testhost.sh stop     stop what `start` started (a marker per service), nothing else
@@ -22,7 +24,8 @@ RABBIT_LOG_DIR=/var/log/rabbitmq
 # to spawn epmd) binds epmd and its distribution port to loopback only.
 export ERL_EPMD_ADDRESS=127.0.0.1
 export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
-SERVICES=(virtlogd libvirtd mariadb ovsdb-server ovs-vswitchd rabbitmq)
+OPENSTACK=$(cd "$(dirname "$0")" && pwd)/openstack
+SERVICES=(virtlogd libvirtd mariadb ovsdb-server ovs-vswitchd rabbitmq openstack)
 
 # --------------------------------------------------------------------------
 # helpers
@@ -165,6 +168,14 @@ stop_rabbitmq() {
     epmd -kill >/dev/null 2>&1 || true   # refuses while other nodes are registered
 }
 
+# The OpenStack services: tools/openstack/{start,stop,status}.sh (ports 5000,
+# 8778, 9696, 8776; state and logs in /var/lib/reaper-test/openstack). Its
+# Cinder uses a RabbitMQ node of its own (unless OPENSTACK_RABBIT=shared), so
+# it does not wait for ours.
+up_openstack() { bash "$OPENSTACK/status.sh"; }
+start_openstack() { bash "$OPENSTACK/start.sh"; }
+stop_openstack() { bash "$OPENSTACK/stop.sh"; }
+
 # --------------------------------------------------------------------------
 
 cmd_start() {
@@ -175,7 +186,7 @@ cmd_start() {
         log "starting rabbitmq"; touch $MARKERS/rabbitmq; launch_rabbitmq; rabbit_pending=1
     fi
     for svc in "${SERVICES[@]}"; do
-        [[ $svc == rabbitmq ]] && continue
+        [[ $svc == rabbitmq || $svc == openstack ]] && continue
         if "up_$svc" >/dev/null 2>&1; then
             log "$svc already up"
         else
@@ -183,7 +194,21 @@ cmd_start() {
         fi
     done
     mariadb_users
-    if ((rabbit_pending)); then wait_rabbitmq; else log "rabbitmq already up"; fi
+    # The OpenStack stack takes the longest (some 30 s): it starts while RabbitMQ
+    # boots, and is waited for last.
+    local os_pid=""
+    if [[ ${OPENSTACK_RABBIT:-private} == shared ]] && ((rabbit_pending)); then
+        wait_rabbitmq; rabbit_pending=0         # its Cinder needs our broker then
+    fi
+    if up_openstack >/dev/null 2>&1; then
+        log "openstack already up"
+    else
+        log "starting openstack"; touch $MARKERS/openstack; start_openstack & os_pid=$!
+    fi
+    local rc=0
+    if ((rabbit_pending)); then wait_rabbitmq || rc=1; else log "rabbitmq already up"; fi
+    if [[ -n $os_pid ]]; then wait "$os_pid" || rc=1; fi
+    ((rc == 0)) || return 1
     log "all services up"
 }
 

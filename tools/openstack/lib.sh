@@ -1,0 +1,91 @@
+# Shared by start.sh, stop.sh and status.sh (sourced, not run).
+#
+# The stack: Keystone, Placement, Neutron and the Cinder API under uWSGI, plus
+# cinder-scheduler and cinder-volume as plain processes, all on 127.0.0.1 with
+# fixed ports. State (configs, SQLite databases, pids, logs) lives under
+# $OPENSTACK_STATE, default /var/lib/reaper-test/openstack:
+#   etc/<service>/   generated configuration      data/<service>/  databases, keys
+#   run/<name>.pid   one pid per process          log/<name>.log   one log per process
+#   stack.json       endpoints and credentials (tests/fixtures/openstack.py reads it)
+#   admin-openrc     the admin's OS_* variables, for poking at the stack by hand
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+VENV=${OPENSTACK_VENV:-$REPO/.venv-openstack}
+STATE=${OPENSTACK_STATE:-/var/lib/reaper-test/openstack}
+ETC=$STATE/etc
+DATA=$STATE/data
+RUN=$STATE/run
+LOGS=$STATE/log
+TIMEOUT=${OPENSTACK_TIMEOUT:-90}
+
+HOST=127.0.0.1
+KEYSTONE_PORT=5000
+PLACEMENT_PORT=8778
+NEUTRON_PORT=9696
+CINDER_PORT=8776
+# Test-only secrets: everything listens on loopback only.
+PASSWORD=secret
+
+# Cinder's RPC goes through RabbitMQ (vhost and user os-svc). OPENSTACK_RABBIT:
+#   private (default)  a RabbitMQ node of the stack's own (reaper-openstack@<host>,
+#                      127.0.0.1:5673, data under data/rabbitmq): tests that load,
+#                      stop or exhaust the test host's broker cannot take Cinder
+#                      down with it. ~130 MB, boots while the databases are made.
+#   shared             the test host's broker (tools/testhost.sh) on 5672.
+RABBIT_MODE=${OPENSTACK_RABBIT:-private}
+RABBIT_VHOST=os-svc
+RABBIT_USER=os-svc
+if [[ $RABBIT_MODE == private ]]; then
+    RABBIT_PORT=5673
+    RABBIT_NODE=reaper-openstack@$(hostname -s)
+    RABBIT_HOME=$DATA/rabbitmq/home    # its Erlang cookie; the VM runs as root
+else
+    RABBIT_PORT=5672
+fi
+RABBIT_URL="rabbit://$RABBIT_USER:$PASSWORD@$HOST:$RABBIT_PORT/$RABBIT_VHOST"
+
+# Start order.
+PROCS=(keystone placement neutron cinder-api cinder-scheduler cinder-volume)
+if [[ $RABBIT_MODE == private ]]; then PROCS=(rabbitmq "${PROCS[@]}"); fi
+
+# Every Erlang VM here binds epmd and its distribution port to loopback only, as
+# tools/testhost.sh does.
+export ERL_EPMD_ADDRESS=127.0.0.1
+export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+
+log() { echo "openstack: $*" >&2; }
+
+pid_of() { cat "$RUN/$1.pid" 2>/dev/null || true; }
+alive() { local pid; pid=$(pid_of "$1"); [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; }
+
+# http_up PORT PATH: the API answers (any status below 400).
+http_up() {
+    local code
+    code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://$HOST:$1$2" || true)
+    [[ $code =~ ^[23] ]]
+}
+
+up_rabbitmq() { alive rabbitmq; }
+up_keystone() { alive keystone && http_up $KEYSTONE_PORT /v3; }
+up_placement() { alive placement && http_up $PLACEMENT_PORT /; }
+up_neutron() { alive neutron && http_up $NEUTRON_PORT /; }
+up_cinder-api() { alive cinder-api && http_up $CINDER_PORT /; }
+up_cinder-scheduler() { alive cinder-scheduler; }
+up_cinder-volume() { alive cinder-volume; }
+
+# stack_up: the last start finished and every process still answers.
+stack_up() {
+    local p
+    [[ -e $RUN/ready ]] || return 1
+    for p in "${PROCS[@]}"; do "up_$p" || return 1; done
+}
+
+# rabbitmqctl_q ARGS...: rabbitmqctl against the stack's broker.
+rabbitmqctl_q() {
+    if [[ $RABBIT_MODE == private ]]; then
+        HOME=$RABBIT_HOME timeout 15 /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$RABBIT_NODE" "$@"
+    else
+        timeout 30 rabbitmqctl -q "$@"
+    fi
+}
