@@ -26,7 +26,7 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from reaper import demo
+from reaper import demo, finisher
 from reaper.executor import network as net_exec
 from reaper.executor import volumes as vol_exec
 from reaper.nova import db as nova_db
@@ -180,6 +180,7 @@ EXERCISED = {
     "reaper.executor.network": {"db_claims", "vm_claims"},
     "reaper.executor.volumes": {"reread_bdms"},
     "reaper.nova.snapshot": {"read"},
+    "reaper.finisher": {"compute_services", "finish"},
 }
 # Modules that import the schema slice without querying Nova's DB on a compute host:
 # the demo builds its own DB, reaper-ctl reads services (the --ctl grants), grants
@@ -213,6 +214,20 @@ def test_the_read_grants_run_every_read(gdb):
     with pytest.raises(nova_db.NovaDBError, match="command denied"):
         nova_view.list_compute_hosts(gdb.engine("ro"))          # services: reaper-ctl's
     assert HOST in nova_view.list_compute_hosts(gdb.engine("ctl"))
+    # reaper-ctl finish: which hosts are gone, and the rows read again before acting
+    assert HOST in {sv["host"] for sv in finisher.compute_services(gdb.engine("ctl"))}
+    assert nova_view.reread_instance(gdb.engine("ctl"), rows.archived).archived
+    assert nova_view.reread_instance(gdb.engine("ctl"), rows.live).deleted == 0
+    import types
+    from reaper import audit as audit_mod
+    left = {"instance_uuid": rows.archived, "facts": {"uuid": rows.archived},
+            "services": {"network": {"status": "failed"}}}
+    rep = finisher.finish(
+        [{"event": "action", "instance_uuid": rows.archived, "host": HOST,
+          "classification": "reclaimable", "evidence": {"controller_leftovers": left}}],
+        gdb.engine("ctl"), types.SimpleNamespace(get=lambda g: None),
+        audit_mod.AuditLog(None, "controller"), dry_run=True)
+    assert not rep.errors and rep.decisions, rep.to_dict()
     assert not grants.detect(gdb.engine("ro")).writable
 
 
