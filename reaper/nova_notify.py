@@ -6,6 +6,9 @@ and ``compute.instance.delete.start`` / ``.end`` (legacy); Ceilometer and billin
 systems stop charging on them. A reclaim done by the reaper sends the same events,
 in Nova's payload schema, from the same publisher, on the same topics:
 
+All go to Nova's exchange (``[notifications] nova_control_exchange``, ``nova``), where
+Ceilometer listens, not to the reaper's own.
+
 - versioned (``[notifications] notification_format`` = ``versioned`` or ``both``):
   publisher ``nova-compute:<host>``, topics ``[notifications]
   versioned_notifications_topics`` (``versioned_notifications``), priority INFO, the
@@ -73,6 +76,12 @@ notify_opts = [
                     "host (same name, same values, same default), so that the consumers "
                     "get from the reaper's reclaims what they get from Nova's. Changing it "
                     "needs a restart."),
+    cfg.StrOpt("nova_control_exchange", default="nova",
+               help="The exchange the delete events are published to: Nova's control "
+                    "exchange, where Ceilometer (its [DEFAULT] nova_control_exchange) and "
+                    "other consumers of Nova's notifications listen. The reaper's own "
+                    "events (reaper.*) stay on the reaper's exchange. Changing it needs a "
+                    "restart."),
     cfg.ListOpt("versioned_notifications_topics", default=["versioned_notifications"],
                 help="Topics of the versioned delete events: as nova-compute's "
                      "[notifications] versioned_notifications_topics. The legacy events go "
@@ -303,6 +312,23 @@ class DeleteEvents:
         self.emitter.close(timeout)
 
 
+def _transport(conf, exchange: str):
+    """A notification transport publishing to ``exchange``: oslo.messaging sends
+    notifications to the transport's default exchange, ``control_exchange`` as it was
+    when the transport was made (the reaper's is ``reaper``, Nova's ``nova``), so it is
+    overridden for this transport only."""
+    import oslo_messaging
+    import oslo_messaging.opts
+    for group, opts in oslo_messaging.opts.list_opts():
+        if group is None:
+            conf.register_opts([o for o in opts if o.dest == "control_exchange"])
+    conf.set_override("control_exchange", exchange)
+    try:
+        return oslo_messaging.get_notification_transport(conf)
+    finally:
+        conf.clear_override("control_exchange")
+
+
 def enable(reaper, conf=CONF, queue_size: int | None = None) -> DeleteEvents | None:
     """Listen to ``reaper``'s teardown steps and send the delete events; None (and
     nothing registered) when disabled or when the notification driver sends nothing."""
@@ -313,7 +339,7 @@ def enable(reaper, conf=CONF, queue_size: int | None = None) -> DeleteEvents | N
         import oslo_messaging
     from reaper import notifications, rpc
     rpc.prepare_conf(conf)
-    transport = oslo_messaging.get_notification_transport(conf)
+    transport = _transport(conf, conf.notifications.nova_control_exchange)
     host = reaper.policy.host
     # retry=0: one delivery attempt (the default retries forever behind a dead broker).
     versioned = oslo_messaging.Notifier(

@@ -59,7 +59,7 @@ def bus(broker_url):  # noqa: F811 - the fixture imported above
     colls, listeners = (Collector(), Collector()), []
     for topic, coll in zip((vtopic, ltopic), colls, strict=True):
         listener = oslo_messaging.get_notification_listener(
-            transport, [oslo_messaging.Target(topic=topic)], [coll])
+            transport, [oslo_messaging.Target(topic=topic, exchange="nova")], [coll])
         listener.start()
         listeners.append(listener)
     yield conf, colls[0], colls[1]
@@ -86,6 +86,10 @@ def test_a_reclaim_sends_novas_delete_events_versioned_and_legacy(tmp_path, bus)
     soft_old = next(m.uuid for m in cast if m.label == "soft_old")   # has a domain
     events = nova_notify.enable(reaper, conf)
     assert events is not None
+    # Published to Nova's exchange (where Ceilometer binds), not the reaper's: the
+    # queues would take them from either, so the exchange is checked where it is set.
+    assert events.versioned.transport._driver._default_exchange == "nova"
+    assert conf.control_exchange != "nova"              # the override did not leak
     order = []          # (uuid, step, events queued so far), from a listener after ours
     reaper.extras[teardown.STEP_LISTENERS].append(
         lambda ctx, plan, step, pass_id: order.append((plan.instance_uuid, step, events.queued)))
