@@ -20,9 +20,12 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from reaper.services import DETACH_VOLUMES, InstanceFacts, StepResult, VolumeFact
-from reaper.services._http import GONE, CallFailed, call
+from reaper.services._http import GONE, CallFailed, call, lacks_roles
 
 ATTACHMENTS_MICROVERSION = "3.44"       # what Nova's attachment_delete uses
+# Cinder has no policy for the service role and scopes any other account to its
+# own project (a 404 for the rest): only admin sees the instance owner's volumes.
+ROLES = {"admin"}
 
 
 def plan_volumes(facts: InstanceFacts) -> dict[str, list[str]]:
@@ -62,7 +65,12 @@ def _terminate_detach(adapter, uuid: str, v: VolumeFact,
     mine = [a for a in vol.get("attachments") or [] if a.get("server_id") == uuid]
     if not mine:
         return None                 # already detached from this instance
-    conn = dict(v.connector) if v.connector else dict(connector())
+    try:
+        conn = dict(v.connector) if v.connector else dict(connector())
+    except CallFailed:
+        raise
+    except Exception as e:  # noqa: BLE001 - os-brick on this host: reported, retried
+        raise CallFailed(f"this host's connector: {type(e).__name__}: {e}") from None
     action = f"/volumes/{v.volume_id}/action"
     call(adapter, "POST", action, (200, 202), also=(GONE,),
          json={"os-terminate_connection": {"connector": conn}})
@@ -103,6 +111,10 @@ def detach_volumes(adapter, facts: InstanceFacts,
     connector = connector or _no_connector
     left: dict[str, list[str]] = {"attachment_delete": [], "terminate_detach": [],
                                   "delete": []}
+    why = lacks_roles(adapter, ROLES, "Cinder",
+                      "Cinder would answer 404 for the owner's volumes, as if gone")
+    if why:
+        return StepResult(DETACH_VOLUMES, False, why, plan_volumes(facts), error=why)
     kept: dict[str, str] = {}
     errors: list[str] = []
     detached_ok: set[str] = set()

@@ -5,8 +5,9 @@ ones (``preserve_on_delete`` on their VIF in the instance's network_info cache: 
 user brought them, they outlive the instance) and deletes the rest (Nova created
 them). Unbinding clears ``binding:host_id``, ``device_id`` and ``device_owner``,
 removes from ``binding:profile`` the keys the binding to this host's devices put
-there (Nova's list, :data:`reaper.services.BINDING_PROFILE_HOST_KEYS`) and, for a
-network without a ``dns_domain``, clears ``dns_name``.
+there (Nova's list, :data:`reaper.services.BINDING_PROFILE_HOST_KEYS`; sent only
+when the profile holds any) and, for a network without a ``dns_domain``, clears
+``dns_name``.
 
 Two differences from Nova, both to never act on doubt:
 
@@ -23,7 +24,11 @@ from __future__ import annotations
 from typing import Iterable
 
 from reaper.services import BINDING_PROFILE_HOST_KEYS, RELEASE_PORTS, InstanceFacts, StepResult
-from reaper.services._http import GONE, CallFailed, call
+from reaper.services._http import GONE, CallFailed, call, lacks_roles
+
+# Neutron shows (and lets update) other projects' ports and their bindings only to
+# these roles (its defaults: ADMIN_OR_SERVICE; binding:profile is the service's).
+ROLES = {"admin", "service"}
 
 
 def split_ports(listed: Iterable[str], facts: InstanceFacts) -> tuple[list[str], list[str]]:
@@ -40,11 +45,13 @@ def split_ports(listed: Iterable[str], facts: InstanceFacts) -> tuple[list[str],
 
 def unbind_body(port: dict, network: dict | None) -> dict:
     """The update Nova's ``_unbind_ports`` sends for one port. Pure."""
-    profile = dict(port.get("binding:profile") or {})
-    for key in BINDING_PROFILE_HOST_KEYS:
-        profile.pop(key, None)
-    body = {"binding:host_id": None, "device_id": "", "device_owner": "",
-            "binding:profile": profile}
+    current = port.get("binding:profile") or {}
+    profile = {k: v for k, v in current.items() if k not in BINDING_PROFILE_HOST_KEYS}
+    body = {"binding:host_id": None, "device_id": "", "device_owner": ""}
+    if profile != current:
+        # Only when there is something to remove: Neutron lets only the 'service'
+        # role (admin under the deprecated defaults) write binding:profile.
+        body["binding:profile"] = profile
     if port.get("dns_name") and not (network or {}).get("dns_domain"):
         body["dns_name"] = ""
     return {"port": body}
@@ -75,6 +82,11 @@ def release_ports(adapter, facts: InstanceFacts) -> StepResult:
     """Delete the ports Nova created for the instance and unbind its pre-existing
     ones. Idempotent; never raises for a service failure (``done=False``)."""
     uuid = facts.uuid
+    why = lacks_roles(adapter, ROLES, "Neutron",
+                      "it would list none of the instance's ports")
+    if why:
+        return StepResult(RELEASE_PORTS, False, why, {"delete": [], "unbind": [
+            p.id for p in facts.ports], "listed": False}, error=why)
     try:
         _s, body = call(adapter, "GET", f"/v2.0/ports?device_id={uuid}", (200,))
     except CallFailed as e:

@@ -60,7 +60,8 @@ def test_the_groups_are_novas_with_novas_service_types():
 def test_the_sample_generator_lists_the_groups_with_their_auth_options(tmp_path):
     from oslo_config import generator
     out = tmp_path / "reaper.conf.sample"
-    generator.main(["--config-file", "etc/reaper/reaper-config-generator.conf",
+    # the namespace etc/reaper/reaper-config-generator.conf names for the reaper's groups
+    generator.main(["--namespace", "reaper", "--wrap-width", "79",
                     "--output-file", str(out)])
     text = out.read_text()
     for group in ("[neutron]", "[cinder]", "[placement]", "[service_user]"):
@@ -140,6 +141,9 @@ def test_unbinding_clears_the_binding_and_keeps_foreign_profile_keys():
     assert body["binding:profile"] == {"trusted": True}
     assert body["dns_name"] == ""
     assert "dns_name" not in neutron.unbind_body(port, {"dns_domain": "ex.org."})["port"]
+    # a profile with nothing of this host's is not rewritten (that needs role service)
+    assert "binding:profile" not in neutron.unbind_body(
+        {"binding:profile": {"trusted": True}}, None)["port"]
 
 
 def test_ports_and_preserve_on_delete_come_from_network_info():
@@ -420,3 +424,30 @@ def test_the_migration_waits_for_the_allocations_step(nova, tmp_path):
         assert c.execute(sa.select(schema.migrations.c.status)
                          .where(schema.migrations.c.id == m["id"])).scalar() == "done"
     assert len(st.unfinished(teardown.steps_for)) == 1
+
+
+def test_an_account_that_cannot_see_others_resources_is_refused_not_trusted():
+    """A 404 from a service that scopes the account to its own project would look like
+    "already gone": without the roles, the step acts on nothing and is not done."""
+    from reaper.services import _http
+
+    class Access:
+        role_names = ["service"]
+
+    class Auth:
+        def get_access(self, _session):
+            return Access()
+
+    class Adapter:              # only what token_roles reads: no request is made
+        auth = Auth()
+        session = None
+
+    assert _http.lacks_roles(Adapter(), {"admin"}, "Cinder", "x").startswith(
+        "the Cinder account has none of the roles ['admin']")
+    assert _http.lacks_roles(Adapter(), {"admin", "service"}, "Neutron", "x") is None
+    res = cinder.detach_volumes(Adapter(), InstanceFacts("u", volumes=(
+        VolumeFact("v1", "att1", True),)))
+    assert not res.done and res.left["attachment_delete"] == ["att1"]
+    # auth_type none: no token, no roles to check (the requests tell)
+    noauth = _unreachable(("neutron",)).neutron.adapter
+    assert _http.token_roles(noauth) is None
