@@ -20,10 +20,18 @@ LOGS=$STATE/log
 TIMEOUT=${OPENSTACK_TIMEOUT:-90}
 
 HOST=127.0.0.1
-KEYSTONE_PORT=5000
-PLACEMENT_PORT=8778
-NEUTRON_PORT=9696
-CINDER_PORT=8776
+# The usual ports. OPENSTACK_PORT_OFFSET (default 0) shifts all of them (and the
+# private broker's), so a second stack, with its own OPENSTACK_STATE, can run
+# beside the first (e.g. to try start/stop cycles without disturbing it).
+OFFSET=${OPENSTACK_PORT_OFFSET:-0}
+export OPENSTACK_KEYSTONE_PORT=$((5000 + OFFSET))
+export OPENSTACK_PLACEMENT_PORT=$((8778 + OFFSET))
+export OPENSTACK_NEUTRON_PORT=$((9696 + OFFSET))
+export OPENSTACK_CINDER_PORT=$((8776 + OFFSET))
+KEYSTONE_PORT=$OPENSTACK_KEYSTONE_PORT
+PLACEMENT_PORT=$OPENSTACK_PLACEMENT_PORT
+NEUTRON_PORT=$OPENSTACK_NEUTRON_PORT
+CINDER_PORT=$OPENSTACK_CINDER_PORT
 # Test-only secrets: everything listens on loopback only.
 PASSWORD=secret
 
@@ -37,8 +45,8 @@ RABBIT_MODE=${OPENSTACK_RABBIT:-private}
 RABBIT_VHOST=os-svc
 RABBIT_USER=os-svc
 if [[ $RABBIT_MODE == private ]]; then
-    RABBIT_PORT=5673
-    RABBIT_NODE=reaper-openstack@$(hostname -s)
+    RABBIT_PORT=$((5673 + OFFSET))
+    RABBIT_NODE=reaper-openstack$( ((OFFSET)) && echo "-$OFFSET")@$(hostname -s)
     RABBIT_HOME=$DATA/rabbitmq/home    # its Erlang cookie; the VM runs as root
 else
     RABBIT_PORT=5672
@@ -56,7 +64,18 @@ export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 
 log() { echo "openstack: $*" >&2; }
 
-pid_of() { cat "$RUN/$1.pid" 2>/dev/null || true; }
+# pid_of NAME: the recorded pid of process NAME, if that process is still one of
+# this stack's (its command line or environment names $STATE/): after a reboot
+# or a killed session, a stale pid file may name some unrelated process.
+pid_of() {
+    local pid
+    pid=$(cat "$RUN/$1.pid" 2>/dev/null) || return 0
+    [[ $pid =~ ^[0-9]+$ ]] || return 0
+    if tr '\0' '\n' </proc/"$pid"/cmdline 2>/dev/null | grep -qF "$STATE/" ||
+       tr '\0' '\n' </proc/"$pid"/environ 2>/dev/null | grep -qF "$STATE/"; then
+        echo "$pid"
+    fi
+}
 alive() { local pid; pid=$(pid_of "$1"); [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; }
 
 # http_up PORT PATH: the API answers (any status below 400).

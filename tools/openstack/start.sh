@@ -132,10 +132,11 @@ wait_for() {
 
 # step NAME CMD...: run a setup command, its output into log/setup-NAME.log.
 step() {
-    local name=$1; shift
+    local name=$1 t=$SECONDS; shift
     if ! "$@" >"$LOGS/setup-$name.log" 2>&1; then
         log "ERROR: $name failed: $*"; tail -n 40 "$LOGS/setup-$name.log" >&2; return 1
     fi
+    echo "$name: $((SECONDS - t))s" >>"$LOGS/setup-times.log"
 }
 
 # ---------------------------------------------------------------- configs

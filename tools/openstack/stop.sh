@@ -40,7 +40,7 @@ stop_proc() {
     rm -f "$RUN/$name.pid"
 }
 
-rm -f "$RUN/ready"
+rm -f "$RUN/ready" "$RUN/rabbitmq-vm.pid"   # the broker VM's own pid file
 pids=()
 for ((i = ${#PROCS[@]} - 1; i >= 0; i--)); do
     p=${PROCS[i]}
