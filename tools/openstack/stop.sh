@@ -8,6 +8,7 @@ set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [[ $(id -u) == 0 ]] || { log "must run as root"; exit 2; }
+lock_stack
 
 # children PID: the direct children of PID (cinder-volume forks one per backend,
 # uWSGI's master its worker).
