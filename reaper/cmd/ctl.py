@@ -2,6 +2,11 @@
 
     reaper-ctl [--host H ... | --all | --hosts-file F] [--format table|json]
                [--timeout S] audit|reap|reclaim|status|pause|resume|approve [ARGS]
+    reaper-ctl [--host H ...] [--format table|json] finish FILE... [--yes] [...]
+
+``finish`` talks to no agent: it finishes, with this configuration's service
+credentials, what hosts that are gone left for Neutron, Cinder and Placement
+(reaper.finisher; its own exit codes, see ``reaper-ctl finish --help``).
 
 ``--all`` calls every nova-compute host of the Nova ``services`` table (not
 deleted; ``[database] connection``), or the hosts of ``--hosts-file``, all at
