@@ -93,11 +93,24 @@ class Emitter:
         if out is None:
             return
         try:
-            self._q.put_nowait(out)
+            self._q.put_nowait((*out, {}, None))
         except queue.Full:
             self.dropped += 1
             LOG.warning("notification queue full: %s of pass %s dropped (it is in the "
                         "audit log)", out[0], rec.get("pass_id"))
+
+    def send(self, event_type: str, priority: str, payload: dict, *, ctxt: dict | None = None,
+             notifier=None) -> bool:
+        """Queue one notification of any kind (``notifier``: another Notifier on the
+        same transport, e.g. another publisher or topic). False when the queue is full:
+        it is dropped and logged, never waited for."""
+        try:
+            self._q.put_nowait((event_type, priority, payload, ctxt or {}, notifier))
+            return True
+        except queue.Full:
+            self.dropped += 1
+            LOG.warning("notification queue full: %s dropped", event_type)
+            return False
 
     def _run(self) -> None:
         while True:
@@ -105,9 +118,9 @@ class Emitter:
             try:
                 if item is None:
                     return
-                etype, priority, payload = item
+                etype, priority, payload, ctxt, notifier = item
                 # oslo.messaging's Notifier logs and swallows delivery errors itself.
-                getattr(self.notifier, priority)({}, etype, payload)
+                getattr(notifier or self.notifier, priority)(ctxt, etype, payload)
                 self.sent += 1
             except Exception:  # noqa: BLE001 - the worker must outlive a bad payload
                 LOG.exception("sending notification failed")

@@ -6,7 +6,7 @@ import itertools
 
 def list_opts():
     from reaper import audit, config, metrics, notifications, policy, reconcile, volume_wiring
-    from reaper import network_wiring, service_wiring
+    from reaper import network_wiring, nova_notify, service_wiring
     from reaper.agent import service
     from reaper.executor import domain
     from reaper.inventory import libvirt
@@ -23,6 +23,7 @@ def list_opts():
                                    domain.executor_opts, service.agent_opts,
                                    volume_wiring.reaper_opts, network_wiring.reaper_opts,
                                    metrics.metrics_opts, notifications.notification_opts)),
+        ("notifications", nova_notify.notify_opts),
         *volume_wiring.list_opts(),
         *network_wiring.list_opts(),
         *service_wiring.list_opts(),

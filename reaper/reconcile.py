@@ -607,5 +607,11 @@ def build_from_conf(conf=CONF) -> Reaper:
     reaper = Reaper.from_conf(conf)
     novaurl.never_create(reaper.engine)
     # Neutron/Cinder/Placement steps: only for the sections configured
-    return service_wiring.enable(network_wiring.enable(volume_wiring.enable(reaper, conf),
-                                                       conf), conf)
+    reaper = service_wiring.enable(network_wiring.enable(volume_wiring.enable(reaper, conf),
+                                                         conf), conf)
+    from reaper import nova_notify  # Nova's instance.delete.* events of reclaims
+    try:
+        nova_notify.enable(reaper, conf)
+    except Exception as e:  # noqa: BLE001 - reporting must never keep the reaper down
+        LOG.error("Nova delete notifications not enabled: %s", e)
+    return reaper

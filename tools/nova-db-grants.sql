@@ -25,3 +25,11 @@ GRANT UPDATE (`status`, `updated_at`, `deleted`, `deleted_at`) ON `nova`.`migrat
 GRANT SELECT (`id`, `uuid`, `deleted`), UPDATE (`deleted`, `deleted_at`) ON `nova`.`instance_id_mappings` TO 'reaper'@'%';
 GRANT SELECT (`resource_id`), DELETE ON `nova`.`tags` TO 'reaper'@'%';
 GRANT SELECT (`instance_uuid`), DELETE ON `nova`.`console_auth_tokens` TO 'reaper'@'%';
+
+-- Reclaim's delete notifications ([notifications] nova_delete_events): what Nova's payload is made of.
+GRANT SELECT (`reservation_id`, `display_description`, `hostname`, `os_type`, `architecture`, `availability_zone`, `image_ref`, `key_name`, `kernel_id`, `ramdisk_id`, `instance_type_id`, `cell_name`, `created_at`, `launched_at`, `terminated_at`, `updated_at`, `progress`, `locked`, `auto_disk_config`, `access_ip_v4`, `access_ip_v6`) ON `nova`.`instances` TO 'reaper'@'%';
+GRANT SELECT (`flavor`, `deleted_at`) ON `nova`.`instance_extra` TO 'reaper'@'%';
+GRANT SELECT (`key`, `value`, `deleted_at`) ON `nova`.`instance_metadata` TO 'reaper'@'%';
+GRANT SELECT (`deleted_at`) ON `nova`.`instance_system_metadata` TO 'reaper'@'%';
+GRANT SELECT (`deleted_at`) ON `nova`.`instance_info_caches` TO 'reaper'@'%';
+GRANT SELECT (`boot_index`, `tag`, `deleted_at`) ON `nova`.`block_device_mapping` TO 'reaper'@'%';

@@ -2,6 +2,11 @@
 
     reaper-ctl [--host H ... | --all | --hosts-file F] [--format table|json]
                [--timeout S] audit|reap|reclaim|status|pause|resume|approve [ARGS]
+    reaper-ctl [--host H ...] [--format table|json] finish FILE... [--yes] [...]
+
+``finish`` talks to no agent: it finishes, with this configuration's service
+credentials, what hosts that are gone left for Neutron, Cinder and Placement
+(reaper.finisher; its own exit codes, see ``reaper-ctl finish --help``).
 
 ``--all`` calls every nova-compute host of the Nova ``services`` table (not
 deleted; ``[database] connection``), or the hosts of ``--hosts-file``, all at
@@ -22,6 +27,7 @@ Exit codes, in this order of precedence:
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -93,6 +99,54 @@ def add_command_parsers(subparsers) -> None:
                                               "mass-destruction guard run once, at the next "
                                               "reap (needs [rpc] allow_remote_reap).")
     p.add_argument("pass_id", help="the blocked pass (status: blocked_passes)")
+    _add_finish(subparsers)
+
+
+FINISH_HELP = (
+    "Finish, from here, what reclaims on hosts that are gone left for Neutron, Cinder and "
+    "Placement: read the hosts' audit records (or reaper.instance.reclaimed notification "
+    "payloads, one JSON object a line), and run the steps a host runs (ports deleted or "
+    "unbound, volume attachments deleted and delete_on_termination volumes deleted, "
+    "allocations deleted) for each instance whose row is deleted in the Nova DB (read "
+    "again right before acting). A dry run unless --yes. Uses [neutron], [cinder], "
+    "[placement], [service_user] and [database] of this configuration; writes an audit "
+    "record per action to [reaper] audit_log.")
+FINISH_EPILOG = """Only leftovers recorded by hosts whose nova-compute service is deleted, forced down or
+not seen for --down-after seconds are finished (a live host's journal retries its own);
+--host limits them to those hosts. Each step is idempotent: what is gone already counts
+as done. A record without facts (written before the service steps existed) is reported,
+never acted on.
+
+exit codes:
+  0  nothing left to finish in the records
+  3  leftovers reported, not finished (dry run, or every one skipped: instance not
+     deleted, host still up, service not configured here)
+  4  every step was done
+  1  a step failed, or the Nova DB or the files could not be read
+  2  wrong command line"""
+
+
+def _add_finish(subparsers) -> None:
+    import argparse
+    p = subparsers.add_parser("finish", help=FINISH_HELP.split(": read")[0] + ".",
+                              description=FINISH_HELP, epilog=FINISH_EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="audit logs of the compute hosts (plain or gzip, rotated copies "
+                        "read oldest first), or dumps of reaper.instance.reclaimed "
+                        "notifications; '-' for stdin")
+    p.add_argument("--yes", action="store_true",
+                   help="act: without it nothing is changed and the plan is reported")
+    p.add_argument("--instance", action="append", default=[], metavar="UUID",
+                   help="only this instance (repeat for more)")
+    p.add_argument("--since", metavar="TIME",
+                   help="only records at or after TIME (ISO 8601 or an age: 90m, 24h, 7d)")
+    p.add_argument("--until", metavar="TIME", help="only records before TIME")
+    p.add_argument("--include-up-hosts", action="store_true",
+                   help="also finish leftovers of hosts whose nova-compute is up")
+    p.add_argument("--down-after", type=float, default=60.0, metavar="SECONDS",
+                   help="a nova-compute not seen for this long counts as gone (Nova's "
+                        "service_down_time, default 60)")
 
 
 command_opt = cfg.SubCommandOpt("command", title="Commands", handler=add_command_parsers,
@@ -296,6 +350,62 @@ def select_hosts(conf) -> list[str]:
     raise UsageError("say which hosts: --host HOST (repeatable), --all, or --hosts-file FILE")
 
 
+def _finish(conf) -> int:
+    """reaper-ctl finish (see reaper.finisher)."""
+    import socket
+    import uuid as uuidlib
+
+    from reaper import audit as audit_mod
+    from reaper import finisher, novaurl
+    from reaper.auditlog import read
+    from reaper.nova import db as nova_db
+    from reaper.services import session
+
+    args = conf.command
+    try:
+        window = read.Window.parse(args.since, args.until)
+        instances = [str(uuidlib.UUID(u.strip())) for u in args.instance]
+        if args.down_after < 0:
+            raise ValueError("--down-after must be 0 or more")
+    except ValueError as e:
+        print(f"reaper-ctl finish: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    files = read.order_files(args.files)
+    missing = [f for f in files if f != "-" and not os.path.isfile(f)]
+    if missing:
+        print(f"reaper-ctl finish: no such file: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        novaurl.check(conf.database.connection)
+        engine = nova_db.engine_from_conf(conf)
+        novaurl.never_create(engine)
+    except Exception as e:  # noqa: BLE001 - one clear line
+        print(f"reaper-ctl finish: the Nova DB: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    stats = read.ReadStats()
+    audit = audit_mod.AuditLog(conf.reaper.audit_log or None, socket.gethostname())
+    try:
+        rep = finisher.finish(
+            read.iter_records(files, window, stats=stats), engine,
+            session.clients_from_conf(conf), audit, dry_run=not args.yes,
+            hosts=conf.call_hosts or (), instances=instances,
+            include_up_hosts=args.include_up_hosts, down_after=args.down_after)
+    finally:
+        audit.close()
+        engine.dispose()
+    if stats.errors:
+        rep.errors += [f"reading: {e}" for e in stats.errors]
+    if conf.format == "json":
+        print(json.dumps({**rep.to_dict(), "read": stats.as_dict()}, indent=2,
+                         sort_keys=True, default=str))
+    else:
+        print(rep.to_table())
+    if stats.malformed:
+        print(f"reaper-ctl finish: {stats.malformed} malformed lines skipped",
+              file=sys.stderr)
+    return rep.exit_code
+
+
 def _load_conf(argv: list[str]) -> cfg.ConfigOpts:
     """A ConfigOpts of our own, so main() can run many times in one process."""
     from reaper.nova import db as nova_db
@@ -304,6 +414,10 @@ def _load_conf(argv: list[str]) -> cfg.ConfigOpts:
     conf.register_cli_opts(cli_opts)
     conf.register_cli_opt(command_opt)
     conf.register_opts(nova_db.database_opts, group="database")
+    from reaper import audit
+    from reaper.services import session
+    conf.register_opts(audit.audit_opts, group="reaper")    # finish: its audit records
+    session.register_opts(conf)                              # finish: the services
     logging.register_options(conf)
     conf.set_default("use_stderr", True)
     conf.set_default("default_log_levels", logging.get_default_log_levels()
@@ -390,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
         return e.code
     config.warn_unknown_names(conf, LOG)
     method = conf.command.name
+    if method == "finish":
+        return _finish(conf)
     try:
         args = call_args(method, conf.command)
         problem = transport_problem(conf)

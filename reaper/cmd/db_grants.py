@@ -99,6 +99,7 @@ def _check(conf, database: str, args) -> int:
             return EXIT_ERROR
         held = [g for g in map(grants.parse_grant, lines) if g is not None]
         wanted = [("read", grants.READ, True), ("reclaim", grants.RECLAIM, args.reclaim),
+                  ("delete notifications", grants.NOTIFY, args.reclaim),
                   ("reaper-ctl", grants.CTL, args.ctl)]
         bad = False
         print(f"account {engine.url.username} on database {database}:")
@@ -107,7 +108,7 @@ def _check(conf, database: str, args) -> int:
             state = "complete" if not gaps else f"missing {grants.describe_missing(gaps, database, 50)}"
             print(f"  {name}: {state}" + ("" if asked else " (not asked for)"))
             bad = bad or (asked and bool(gaps))
-        allowed = [*grants.READ, *(grants.RECLAIM if args.reclaim else ()),
+        allowed = [*grants.READ, *(grants.RECLAIM + grants.NOTIFY if args.reclaim else ()),
                    *(grants.CTL if args.ctl else ())]
         for line in grants.excess(held, database, allowed):
             print(f"  beyond what it needs: {line}")

@@ -69,6 +69,21 @@ STEP_HANDLERS: dict[str, Callable[["Context", TeardownPlan], str]] = {}
 SOFT_STEPS = frozenset(SERVICE_OF) | {COMPLETE_MIGRATION}
 
 
+# Key of ``Context.extras`` holding callables ``fn(ctx, plan, step, pass_id)`` told of
+# every step done (Nova's delete notifications, reaper.nova_notify). They only report:
+# one that raises is logged and never fails or holds up the teardown.
+STEP_LISTENERS = "step_listeners"
+
+
+def _step_done(ctx: Context, plan: TeardownPlan, step: str, pass_id: str) -> None:
+    for listener in ctx.extras.get(STEP_LISTENERS, ()):
+        try:
+            listener(ctx, plan, step, pass_id)
+        except Exception:  # noqa: BLE001 - a listener never fails a teardown
+            LOG.exception("step listener %r failed after step %s of %s", listener, step,
+                          plan.instance_uuid)
+
+
 def steps_for(plan: TeardownPlan) -> list[str]:
     """Nova's teardown order (doc/design.md "Teardown order"), for what this plan holds."""
     if plan.action is Action.SHUTDOWN:
@@ -348,6 +363,7 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
         ctx.state.step(journal_id, step, "done", ctx.clock(), detail)
         done[step] = "done"
         out.steps.append((step, detail))
+        _step_done(ctx, plan, step, pass_id)
         if step in SOFT_STEPS:
             service_status[step] = _status(step, "done", detail)
     if plan.service_facts is not None:

@@ -25,7 +25,13 @@ account holding exactly these grants, so a statement that needs more fails there
   hold (the host, the flavor, user data...). ``DELETE`` has no column level: it is
   granted on ``instance_system_metadata`` (the marker), ``tags`` and
   ``console_auth_tokens`` (what ``instance_destroy`` deletes) only.
-- :data:`CTL`: ``reaper-ctl --all`` on a controller lists the hosts from ``services``.
+- :data:`NOTIFY`: the further columns Nova's ``instance.delete.*`` notifications of a
+  reclaim are made of (``reaper.nova.snapshot``: the flavor, metadata, timestamps...),
+  granted with :data:`RECLAIM`. Only reads: without them a reclaim is still done and
+  its events are logged as not sent.
+- :data:`CTL`: ``reaper-ctl --all`` on a controller lists the hosts from ``services``;
+  ``reaper-ctl finish`` also tells the hosts that are gone from it and reads the
+  instance rows again before it finishes their leftovers.
 
 Column privileges because a statement on MariaDB/MySQL needs ``SELECT`` on every
 column it reads, WHERE clauses and ``SET deleted = id`` included, and nothing more.
@@ -145,9 +151,39 @@ def _reclaim() -> tuple[TableGrant, ...]:
 
 RECLAIM: tuple[TableGrant, ...] = _reclaim()
 
+def _notify() -> tuple[TableGrant, ...]:
+    """SELECTs of the delete notifications (reaper.nova.snapshot), beyond READ and
+    RECLAIM: only reclaims send them, so ``--reclaim`` grants them too."""
+    from reaper.nova import snapshot as snap
+    have: dict[str, set[str]] = {}
+    for g in (*READ, *RECLAIM):
+        have.setdefault(g.table, set()).update(g.select)
+    out = []
+    for table, cols in (("instances", snap.INSTANCE_COLS), ("instance_extra", snap.EXTRA_COLS),
+                        ("instance_metadata", snap.METADATA_COLS),
+                        ("instance_system_metadata", snap.SYSMETA_COLS),
+                        ("instance_info_caches", snap.INFO_CACHE_COLS),
+                        ("block_device_mapping", snap.BDM_COLS)):
+        extra = tuple(c for c in cols if c not in have.get(table, ()))
+        if extra:
+            out.append(TableGrant(table, select=extra,
+                                  why="Nova's instance.delete.* notifications of a reclaim"))
+    return tuple(out)
+
+
+# Not a write: [database] read_only = auto does not ask for these (a reclaim whose
+# notification cannot be read is still done; the event is logged as not sent).
+NOTIFY: tuple[TableGrant, ...] = _notify()
+
 CTL: tuple[TableGrant, ...] = (
-    TableGrant("services", select=("host", "binary", "deleted"),
-               why="reaper-ctl --all: the hosts running nova-compute"),
+    TableGrant("services", select=("host", "binary", "deleted", "forced_down", "last_seen_up",
+                                   "updated_at", "created_at"),
+               why="reaper-ctl --all: the hosts running nova-compute; reaper-ctl finish: "
+                   "which of them are gone"),
+    TableGrant("instances", select=nova_view._INSTANCE_COLS,
+               why="reaper-ctl finish: the instance's row read again before acting"),
+    TableGrant("shadow_instances", select=nova_view._INSTANCE_COLS,
+               why="reaper-ctl finish: an archived row counts as deleted"),
 )
 
 
@@ -207,8 +243,11 @@ def render(user: str = "reaper", host: str = "%", database: str = "nova", *,
     if reclaim:
         sections.append(("Reclaim ([reaper] reclaim_instance_interval > 0): the claim, "
                          "its marker, finalize.", RECLAIM))
+        sections.append(("Reclaim's delete notifications ([notifications] "
+                         "nova_delete_events): what Nova's payload is made of.", NOTIFY))
     if ctl:
-        sections.append(("reaper-ctl --all (on a controller): the nova-compute hosts.", CTL))
+        sections.append(("reaper-ctl --all and finish (on a controller): the nova-compute "
+                         "hosts, and the instance rows finish reads again.", CTL))
     for title, grants in sections:
         lines += ["", f"-- {title}"]
         lines += [grant_statement(g, database, account) for g in grants]

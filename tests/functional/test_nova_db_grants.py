@@ -26,13 +26,14 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from reaper import demo
+from reaper import demo, finisher
 from reaper.executor import network as net_exec
 from reaper.executor import volumes as vol_exec
 from reaper.nova import db as nova_db
 from reaper.nova import grants
 from reaper.nova import reclaim
 from reaper.nova import schema as s
+from reaper.nova import snapshot as nova_snapshot
 from reaper.nova import view as nova_view
 from reaper.records import CLAIM_MARKER_KEY
 from tests.conftest import service_unavailable
@@ -157,6 +158,20 @@ def write_paths(eng: sa.Engine, r: Rows) -> None:
     assert reclaim.release(eng, r.claimed, HOST, now)           # any marker of this host
 
 
+def notify_paths(eng: sa.Engine, r: Rows) -> None:
+    """The delete notifications' reads (reaper.nova.snapshot): an instance claimed for
+    its reclaim (.start) and, finalized, the rows soft-deleted with it (.end)."""
+    now = novadb.utcnow()
+    assert reclaim.claim(eng, r.reclaimable, HOST, 3600, now, "req-n")
+    start = nova_snapshot.read(eng, r.reclaimable)
+    assert start.instance["task_state"] == "deleting" and start.bdms and start.network_info
+    assert start.metadata and start.system_metadata
+    assert reclaim.finalize(eng, r.reclaimable, now, host=HOST)["finalized"]
+    end = nova_snapshot.read(eng, r.reclaimable)
+    assert end.instance["vm_state"] == "deleted" and end.metadata == start.metadata
+    assert end.bdms == [dict(b, deleted=b["id"], deleted_at=now) for b in start.bdms]
+
+
 # The functions of the reaper that run statements on Nova's DB, and the modules that
 # hold them: a new one must be added to the paths above (and its grants reviewed).
 EXERCISED = {
@@ -166,6 +181,8 @@ EXERCISED = {
                             "marker_for"},
     "reaper.executor.network": {"db_claims", "vm_claims"},
     "reaper.executor.volumes": {"reread_bdms"},
+    "reaper.nova.snapshot": {"read"},
+    "reaper.finisher": {"compute_services", "finish"},
 }
 # Modules that import the schema slice without querying Nova's DB on a compute host:
 # the demo builds its own DB, reaper-ctl reads services (the --ctl grants), grants
@@ -199,6 +216,20 @@ def test_the_read_grants_run_every_read(gdb):
     with pytest.raises(nova_db.NovaDBError, match="command denied"):
         nova_view.list_compute_hosts(gdb.engine("ro"))          # services: reaper-ctl's
     assert HOST in nova_view.list_compute_hosts(gdb.engine("ctl"))
+    # reaper-ctl finish: which hosts are gone, and the rows read again before acting
+    assert HOST in {sv["host"] for sv in finisher.compute_services(gdb.engine("ctl"))}
+    assert nova_view.reread_instance(gdb.engine("ctl"), rows.archived).archived
+    assert nova_view.reread_instance(gdb.engine("ctl"), rows.live).deleted == 0
+    import types
+    from reaper import audit as audit_mod
+    left = {"instance_uuid": rows.archived, "facts": {"uuid": rows.archived},
+            "services": {"network": {"status": "failed"}}}
+    rep = finisher.finish(
+        [{"event": "action", "instance_uuid": rows.archived, "host": HOST,
+          "classification": "reclaimable", "evidence": {"controller_leftovers": left}}],
+        gdb.engine("ctl"), types.SimpleNamespace(get=lambda g: None),
+        audit_mod.AuditLog(None, "controller"), dry_run=True)
+    assert not rep.errors and rep.decisions, rep.to_dict()
     assert not grants.detect(gdb.engine("ro")).writable
 
 
@@ -210,6 +241,15 @@ def test_the_reclaim_grants_run_every_write(gdb):
     write_paths(eng, rows)
     row = novadb.get_instance(gdb.admin, rows.reclaimable)
     assert row["vm_state"] == "deleted" and row["deleted"] == row["id"]
+    notify_paths(eng, build_rows(gdb.admin))
+
+
+def test_the_read_grants_cannot_read_the_delete_notifications(gdb):
+    """Without the reclaim grants the notification reads are refused (and no reclaim
+    runs there anyway: read_only = auto)."""
+    rows = build_rows(gdb.admin)
+    with pytest.raises(nova_db.NovaDBError, match="denied"):
+        nova_snapshot.read(gdb.engine("ro"), rows.reclaimable)
 
 
 def test_the_read_grants_refuse_every_write_and_change_nothing(gdb):
@@ -261,6 +301,14 @@ def test_every_privilege_granted_is_needed(gdb):
         try:
             assert not grants.detect(eng).writable, need
             if _denied(write_paths, eng, build_rows(gdb.admin)) is None:
+                unneeded.append(need)
+        finally:
+            _revoke(gdb, "rc", need, grant_back=True)
+    for need in grants.needs(grants.NOTIFY):
+        _revoke(gdb, "rc", need)
+        try:
+            assert grants.detect(eng).writable, need        # reads: not asked by detect
+            if _denied(notify_paths, eng, build_rows(gdb.admin)) is None:
                 unneeded.append(need)
         finally:
             _revoke(gdb, "rc", need, grant_back=True)

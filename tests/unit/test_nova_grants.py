@@ -67,7 +67,7 @@ def test_the_grants_follow_the_columns_the_code_reads_and_the_tables_finalize_to
         for c in ("deleted", "deleted_at"):
             assert ("UPDATE", table.name, c) in held
     # Every column named exists in the schema slice (itself Nova's names).
-    for g in grants.READ + grants.RECLAIM + grants.CTL:
+    for g in grants.READ + grants.RECLAIM + grants.NOTIFY + grants.CTL:
         cols = set(s.metadata.tables[g.table].c.keys())
         assert set(g.select + g.update + g.insert) <= cols, g.table
     # DELETE only where the marker is removed and where instance_destroy deletes

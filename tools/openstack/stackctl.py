@@ -30,12 +30,19 @@ from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
 HOST = "127.0.0.1"
-AUTH_URL = f"http://{HOST}:5000/v3"
+
+
+def _port(name: str, default: int) -> int:
+    """The port lib.sh chose (it exports OPENSTACK_<NAME>_PORT)."""
+    return int(os.environ.get(f"OPENSTACK_{name}_PORT", default))
+
+
+AUTH_URL = f"http://{HOST}:{_port('KEYSTONE', 5000)}/v3"
 REGION = "RegionOne"
 SERVICES = [  # (name, type, url)
-    ("placement", "placement", f"http://{HOST}:8778"),
-    ("neutron", "network", f"http://{HOST}:9696"),
-    ("cinderv3", "block-storage", f"http://{HOST}:8776/v3"),
+    ("placement", "placement", f"http://{HOST}:{_port('PLACEMENT', 8778)}"),
+    ("neutron", "network", f"http://{HOST}:{_port('NEUTRON', 9696)}"),
+    ("cinderv3", "block-storage", f"http://{HOST}:{_port('CINDER', 8776)}/v3"),
 ]
 USERS = {  # name: (project, roles)
     "placement": ("service", ["admin", "service"]),

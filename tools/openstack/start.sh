@@ -29,6 +29,7 @@ set -euo pipefail
 
 [[ $(id -u) == 0 ]] || { log "must run as root"; exit 2; }
 [[ -x $VENV/bin/uwsgi ]] || { log "no $VENV: run tools/openstack/install.sh"; exit 2; }
+lock_stack
 
 if stack_up; then
     log "already up"
@@ -109,11 +110,11 @@ INI
     } >"$ETC/$name.uwsgi.ini"
 }
 
-# spawn NAME CMD...: run a daemon in a session of its own, without the caller's
-# lock fd 9 (tools/testhost.sh holds its lock there); its pid goes to run/NAME.pid.
+# spawn NAME CMD...: run a daemon in a session of its own, without the lock fds
+# (8: ours, 9: tools/testhost.sh's); its pid goes to run/NAME.pid.
 spawn() {
     local name=$1; shift
-    (exec setsid "$@" </dev/null >"$LOGS/$name.out" 2>&1 9>&-) &
+    (exec setsid "$@" </dev/null >"$LOGS/$name.out" 2>&1 8>&- 9>&-) &
     echo $! >"$RUN/$name.pid"
 }
 
@@ -132,10 +133,11 @@ wait_for() {
 
 # step NAME CMD...: run a setup command, its output into log/setup-NAME.log.
 step() {
-    local name=$1; shift
+    local name=$1 t=$SECONDS; shift
     if ! "$@" >"$LOGS/setup-$name.log" 2>&1; then
         log "ERROR: $name failed: $*"; tail -n 40 "$LOGS/setup-$name.log" >&2; return 1
     fi
+    echo "$name: $((SECONDS - t))s" >>"$LOGS/setup-times.log"
 }
 
 # ---------------------------------------------------------------- configs
@@ -316,7 +318,7 @@ log "databases ready after $((SECONDS - t0))s"
 # ---------------------------------------------------------------- services
 
 spawn keystone uwsgi --ini "$ETC/keystone.uwsgi.ini"
-wait_for keystone "$LOGS/keystone.log" up_keystone
+wait_for keystone "$LOGS/keystone.log" ready_keystone
 # The other APIs start while the catalog is filled: they need Keystone only
 # when the first request comes in.
 spawn placement uwsgi --ini "$ETC/placement.uwsgi.ini"
@@ -333,7 +335,7 @@ wait_for "the scheduler's fanout queue" "$LOGS/cinder-scheduler.log" fanout_queu
 spawn cinder-volume cinder-volume --config-file "$ETC/cinder/cinder.conf" \
     --log-file "$LOGS/cinder-volume.log"
 
-for p in placement neutron cinder-api; do wait_for "$p" "$LOGS/$p.log" "up_$p"; done
+for p in placement neutron cinder-api; do wait_for "$p" "$LOGS/$p.log" "ready_$p"; done
 wait_for "cinder's volume pool" "$LOGS/cinder-volume.log" \
     python "$HERE/stackctl.py" has-pool --state "$STATE"
 for p in "${PROCS[@]}"; do "up_$p" || { log "ERROR: $p died"; tail -n 40 "$LOGS/$p.log" >&2; exit 1; }; done

@@ -8,6 +8,7 @@ set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [[ $(id -u) == 0 ]] || { log "must run as root"; exit 2; }
+lock_stack
 
 # children PID: the direct children of PID (cinder-volume forks one per backend,
 # uWSGI's master its worker).
@@ -40,7 +41,7 @@ stop_proc() {
     rm -f "$RUN/$name.pid"
 }
 
-rm -f "$RUN/ready"
+rm -f "$RUN/ready" "$RUN/rabbitmq-vm.pid"   # the broker VM's own pid file
 pids=()
 for ((i = ${#PROCS[@]} - 1; i >= 0; i--)); do
     p=${PROCS[i]}
