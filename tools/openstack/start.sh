@@ -51,7 +51,9 @@ finish() {
 trap finish EXIT
 
 t0=$SECONDS
-rm -rf "$ETC" "$DATA" "$RUN"
+# stack.json goes first: until the catalog is made again, it would name users
+# of the old Keystone.
+rm -rf "$STATE/stack.json" "$STATE/admin-openrc" "$ETC" "$DATA" "$RUN"
 mkdir -p "$ETC"/{keystone,placement,neutron/plugins/ml2,cinder} "$RUN" "$LOGS" \
     "$DATA"/{keystone,placement,neutron,cinder}/lock
 # Each start gets fresh logs; the previous ones are kept once (*.log.1).
