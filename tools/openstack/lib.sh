@@ -81,8 +81,8 @@ pid_of() {
     local pid
     pid=$(cat "$RUN/$1.pid" 2>/dev/null) || return 0
     [[ $pid =~ ^[0-9]+$ ]] || return 0
-    if tr '\0' '\n' </proc/"$pid"/cmdline 2>/dev/null | grep -qF "$STATE/" ||
-       tr '\0' '\n' </proc/"$pid"/environ 2>/dev/null | grep -qF "$STATE/"; then
+    if { tr '\0' '\n' </proc/"$pid"/cmdline; } 2>/dev/null | grep -qF "$STATE/" ||
+       { tr '\0' '\n' </proc/"$pid"/environ; } 2>/dev/null | grep -qF "$STATE/"; then
         echo "$pid"
     fi
 }
