@@ -125,10 +125,12 @@ stack_up() {
 }
 
 # rabbitmqctl_q ARGS...: rabbitmqctl against the stack's broker. Without the lock
-# fds: the first Erlang VM on the host spawns epmd, which would keep them.
+# fds: the first Erlang VM on the host spawns epmd, which would keep them. The
+# CLI boots an Erlang VM of its own: on a loaded host that alone takes many
+# seconds, hence the generous timeout.
 rabbitmqctl_q() {
     if [[ $RABBIT_MODE == private ]]; then
-        HOME=$RABBIT_HOME timeout 15 /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$RABBIT_NODE" \
+        HOME=$RABBIT_HOME timeout 60 /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$RABBIT_NODE" \
             "$@" 8>&- 9>&-
     else
         timeout 30 rabbitmqctl -q "$@" 8>&- 9>&-
