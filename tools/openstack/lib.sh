@@ -81,8 +81,8 @@ pid_of() {
     local pid
     pid=$(cat "$RUN/$1.pid" 2>/dev/null) || return 0
     [[ $pid =~ ^[0-9]+$ ]] || return 0
-    if tr '\0' '\n' </proc/"$pid"/cmdline 2>/dev/null | grep -qF "$STATE/" ||
-       tr '\0' '\n' </proc/"$pid"/environ 2>/dev/null | grep -qF "$STATE/"; then
+    if { tr '\0' '\n' </proc/"$pid"/cmdline; } 2>/dev/null | grep -qF "$STATE/" ||
+       { tr '\0' '\n' </proc/"$pid"/environ; } 2>/dev/null | grep -qF "$STATE/"; then
         echo "$pid"
     fi
 }
@@ -125,10 +125,12 @@ stack_up() {
 }
 
 # rabbitmqctl_q ARGS...: rabbitmqctl against the stack's broker. Without the lock
-# fds: the first Erlang VM on the host spawns epmd, which would keep them.
+# fds: the first Erlang VM on the host spawns epmd, which would keep them. The
+# CLI boots an Erlang VM of its own: on a loaded host that alone takes many
+# seconds, hence the generous timeout.
 rabbitmqctl_q() {
     if [[ $RABBIT_MODE == private ]]; then
-        HOME=$RABBIT_HOME timeout 15 /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$RABBIT_NODE" \
+        HOME=$RABBIT_HOME timeout 60 /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$RABBIT_NODE" \
             "$@" 8>&- 9>&-
     else
         timeout 30 rabbitmqctl -q "$@" 8>&- 9>&-

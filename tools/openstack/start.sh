@@ -51,7 +51,9 @@ finish() {
 trap finish EXIT
 
 t0=$SECONDS
-rm -rf "$ETC" "$DATA" "$RUN"
+# stack.json goes first: until the catalog is made again, it would name users
+# of the old Keystone.
+rm -rf "$STATE/stack.json" "$STATE/admin-openrc" "$ETC" "$DATA" "$RUN"
 mkdir -p "$ETC"/{keystone,placement,neutron/plugins/ml2,cinder} "$RUN" "$LOGS" \
     "$DATA"/{keystone,placement,neutron,cinder}/lock
 # Each start gets fresh logs; the previous ones are kept once (*.log.1).
@@ -283,10 +285,12 @@ start_private_rabbit() {
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
         spawn rabbitmq /usr/lib/rabbitmq/bin/rabbitmq-server
 }
+amqp_listening() { (exec 3<>"/dev/tcp/$HOST/$RABBIT_PORT") 2>/dev/null; }
 setup_rabbit() {
     if [[ $RABBIT_MODE == private ]]; then
-        wait_for "the stack's RabbitMQ node" "$LOGS/rabbitmq.out" rabbitmqctl_q list_vhosts ||
-            return 1
+        # The AMQP listener opens when the node has booted; polling it costs
+        # nothing, unlike a rabbitmqctl call per try.
+        wait_for "the stack's RabbitMQ node" "$LOGS/rabbitmq.out" amqp_listening || return 1
     fi
     # A fresh vhost: stale queues of an earlier run would fool the wait for the
     # scheduler's fanout queue below.

@@ -50,6 +50,15 @@ for ((i = ${#PROCS[@]} - 1; i >= 0; i--)); do
     stop_proc "$p" & pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
+# Leftovers in no pid file: a child whose parent was killed (cinder-volume's
+# backend process, the broker's VM) still has this stack's daemon command line:
+# its config under etc/ (or, for the VM, its data under data/rabbitmq/).
+left=$(pgrep -f -- "(--config-file|--ini) $ETC/|$DATA/rabbitmq/" || true)
+if [[ -n $left ]]; then
+    log "stopping leftover processes: $(echo $left)"
+    kill -TERM $left 2>/dev/null; sleep 3
+    for p in $left; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null; done
+fi
 if [[ $RABBIT_MODE == shared ]] && rabbitmqctl_q list_vhosts 2>/dev/null | grep -qx "$RABBIT_VHOST"; then
     rabbitmqctl_q delete_vhost "$RABBIT_VHOST" >/dev/null
     rabbitmqctl_q delete_user "$RABBIT_USER" >/dev/null 2>&1 || true
