@@ -30,6 +30,7 @@ from reaper import demo, finisher
 from reaper.executor import network as net_exec
 from reaper.executor import volumes as vol_exec
 from reaper.nova import db as nova_db
+from reaper.nova import evacuation
 from reaper.nova import grants
 from reaper.nova import reclaim
 from reaper.nova import schema as s
@@ -80,6 +81,8 @@ class Rows:
     claimed: str        # soft-delete/deleting on HOST with HOST's reaper_claim marker
     reclaimable: str    # soft-deleted two days ago on HOST, a row in every dependent table
     young: str          # soft-deleted just now on HOST
+    evacuated: str      # live on OTHER, evacuated from HOST (migration 'done')
+    evacuation: int     # that migration's id
 
 
 def build_rows(admin: sa.Engine) -> Rows:
@@ -103,7 +106,11 @@ def build_rows(admin: sa.Engine) -> Rows:
     novadb.add_dependents(admin, rec)
     young = novadb.add_instance(admin, host=HOST, vm_state="soft-delete", power_state=4,
                                 deleted_at=novadb.utcnow())["uuid"]
-    return Rows(live, live_port, archived, moving, moving_port, claimed, rec, young)
+    evacuated = novadb.add_instance(admin, host=OTHER)["uuid"]
+    evacuation = novadb.add_migration(admin, evacuated, HOST, OTHER, "done",
+                                      "evacuation")["id"]
+    return Rows(live, live_port, archived, moving, moving_port, claimed, rec, young,
+                evacuated, evacuation)
 
 
 def read_paths(eng: sa.Engine, r: Rows) -> None:
@@ -148,6 +155,11 @@ def write_paths(eng: sa.Engine, r: Rows) -> None:
     assert reclaim.claim(eng, r.reclaimable, HOST, 3600, now, "req-4")
     res = reclaim.finalize(eng, r.reclaimable, now, host=HOST, ports_released=True)
     assert res["result"] == "finalized", res
+    # an evacuation torn down here ends 'completed' (reaper.nova.evacuation)
+    assert evacuation.complete_migration(eng, r.evacuation, r.evacuated, HOST,
+                                         now) == "completed"
+    assert evacuation.complete_migration(eng, r.evacuation, r.evacuated, HOST,
+                                         now) == "already completed"
     assert all(res["counts"][t.name] >= 1 for t, _ in s.DEPENDENT_TABLES), res
     assert all(res["counts"][t.name] >= 1 for t, _ in s.HARD_DELETED_TABLES), res
     assert res["clean_attempts"] == "1" and res["network_info_emptied"] == 1, res
@@ -183,6 +195,7 @@ EXERCISED = {
     "reaper.executor.volumes": {"reread_bdms"},
     "reaper.nova.snapshot": {"read"},
     "reaper.finisher": {"compute_services", "finish"},
+    "reaper.nova.evacuation": {"complete_migration"},
 }
 # Modules that import the schema slice without querying Nova's DB on a compute host:
 # the demo builds its own DB, reaper-ctl reads services (the --ctl grants), grants
