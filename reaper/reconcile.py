@@ -276,10 +276,10 @@ class Reaper:
         owner = {"mode": mode, "source": source, "dry_run": dry, "instance_uuid": only_uuid}
         with self.pass_lock.hold(owner, self.lock_timeout if wait is None else wait,
                                  heartbeat=self.heartbeat, should_stop=self.should_stop):
-            return self._locked_pass(mode, dry, only_uuid, pol, on_planned)
+            return self._locked_pass(mode, dry, only_uuid, pol, on_planned, source)
 
     def _locked_pass(self, mode: str, dry: bool, only_uuid: str | None,
-                     pol: policy_mod.Policy, on_planned) -> PassReport:
+                     pol: policy_mod.Policy, on_planned, source: str = "pass") -> PassReport:
         acting = mode != "audit" and not dry
         pass_id = f"req-{uuidlib.uuid4()}"
         now = self.clock()
@@ -287,7 +287,7 @@ class Reaper:
                          started_at=now.isoformat())
         conn = self._open_libvirt()
         try:
-            self._pass(conn, rep, pol, mode, acting, only_uuid, on_planned)
+            self._pass(conn, rep, pol, mode, acting, only_uuid, on_planned, source)
         except Exception as e:  # noqa: BLE001 - a pass reports, it never crashes the agent
             LOG.exception("pass %s failed", pass_id)
             rep.errors.append(f"pass failed: {e}")
@@ -412,7 +412,7 @@ class Reaper:
         return True
 
     def _pass(self, conn, rep: PassReport, pol, mode: str, acting: bool,
-              only_uuid: str | None, on_planned=None) -> None:
+              only_uuid: str | None, on_planned=None, source: str = "pass") -> None:
         pol, node_error = self.with_node_name(conn, pol)
         ctx = teardown.Context(conn=conn, engine=self.engine, state=self.state,
                                policy=pol, clock=self.clock, extras=self.extras,
@@ -425,9 +425,17 @@ class Reaper:
             state_broken = self._state_guard("reading the pause flag", e)
         # A reclaim pass reads the whole view only when a reclaim rule may act (a
         # paused host's reclaim goes on, so that it reports the pause as before).
+        # With reclaim disabled, the agent's timer reads nothing at all, as
+        # nova-compute's _reclaim_queued_deletes: nothing is reclaimable, and this
+        # host's stranded claims are released by the reconcile passes (their plan has
+        # the release, so the change check never hides one).
         if mode == "reclaim" and only_uuid is None and state_broken is None \
-                and not (acting and rep.paused) and self._nothing_to_reclaim(rep, pol):
-            return
+                and not (acting and rep.paused):
+            if source == "timer" and pol.reclaim_instance_interval <= 0:
+                rep.db_view = "reclaim_disabled"
+                return
+            if self._nothing_to_reclaim(rep, pol):
+                return
         inv, view = self._load(conn, pol, rep if only_uuid is None else None)
         cached = rep.db_view == "unchanged"
         self.heartbeat()

@@ -41,7 +41,8 @@ class PassReport:
     db_read_only: str | None = None
     # How the pass read Nova's DB: "full" (the whole view), "unchanged" (the change
     # check matched: the last full view, which planned nothing to do) or
-    # "reclaim_check" (a reclaim pass that found no candidate in the soft-deleted rows).
+    # "reclaim_check" (a reclaim pass that found no candidate in the soft-deleted rows)
+    # or "reclaim_disabled" (a timer's reclaim pass with reclaim_instance_interval 0).
     db_view: str = "full"
 
     @property

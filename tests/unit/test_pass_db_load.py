@@ -249,3 +249,25 @@ def test_a_reclaim_pass_that_cannot_read_goes_on_in_full_and_reports_it(host, mo
     rep = reaper.run_pass("reclaim")
     assert rep.db_view == "full" and rep.actions == []
     assert "view_unavailable" in [g["guard"] for g in rep.guards]
+
+
+def test_with_reclaim_disabled_the_timers_reclaim_pass_reads_nothing(host):
+    """As nova-compute's _reclaim_queued_deletes; a stranded claim of this host is
+    released by the next reconcile pass (and reaper-manage reclaim still reads)."""
+    import dataclasses
+
+    from reaper.nova import reclaim
+    reaper, handles, u, clock, mono = host
+    quiet(reaper)
+    reaper.policy = dataclasses.replace(reaper.policy, reclaim_instance_interval=0)
+    assert reclaim.claim(handles["engine"], u["soft_new"], reaper.policy.host, 0, clock[0],
+                         "req-lost")
+    with nova_db.QueryCounter(handles["engine"]) as qc:
+        rep = reaper.run_pass("reclaim", source="timer")
+    assert (rep.db_view, rep.db_queries, qc.count, rep.actions) == (
+        "reclaim_disabled", 0, 0, [])
+    rep = reaper.run_pass("reap", source="timer")
+    assert rep.db_view == "full"
+    assert [(a["instance_uuid"], a["classification"], a["result"]) for a in rep.actions] == \
+        [(u["soft_new"], "stranded_claim", "done")]
+    assert reaper.run_pass("reclaim").db_view == "reclaim_check"
