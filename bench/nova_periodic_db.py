@@ -118,7 +118,7 @@ def measure(url: str, host: str, uuids: list[str], reclaim_interval: int,
     # one warm-up round: engine creation, the first connection, ORM compilation
     for fn, _ in tasks.values():
         fn(ctx)
-    out = {}
+    out: dict = {"tasks": {}}
     for name, (fn, interval) in tasks.items():
         counts, times, kinds = set(), [], set()
         for _ in range(repeat):
@@ -129,11 +129,11 @@ def measure(url: str, host: str, uuids: list[str], reclaim_interval: int,
             times.append(time.perf_counter() - t)
             counts.add(count[0])
             kinds.update(statements)
-        out[name] = {"queries": max(counts), "db_s": statistics.median(times),
+        out["tasks"][name] = {"queries": max(counts), "db_s": statistics.median(times),
                      "db_s_spread": [min(times), max(times)], "interval": interval,
                      "statement_kinds": sorted(kinds)}
-    out["_acted"] = mgr.driver.acted
-    out["_versions"] = {"nova": __import__("nova.version", fromlist=["x"]).version_info
+    out["acted"] = mgr.driver.acted
+    out["versions"] = {"nova": __import__("nova.version", fromlist=["x"]).version_info
                         .version_string(), "sqlalchemy": sa.__version__}
     return out
 
@@ -141,7 +141,7 @@ def measure(url: str, host: str, uuids: list[str], reclaim_interval: int,
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", required=True)
-    ap.add_argument("--host", required=True)
+    ap.add_argument("--host", default="")
     ap.add_argument("--uuids", default="", help="file with the domain uuids, one a line")
     ap.add_argument("--reclaim-interval", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=5)

@@ -58,6 +58,7 @@ when a uuid list would need more than one ``IN`` batch, or on any error.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 from typing import Iterable, Sequence
 
@@ -125,28 +126,30 @@ def _part(name: str, table: sa.Table, cols: Sequence[str], where) -> sa.Select:
             .select_from(table).where(where))
 
 
-def statement(host: str, local: Sequence[str], missing: Sequence[str] = ()) -> sa.CompoundSelect:
-    """The one statement: a UNION ALL of one aggregate per part of the view, each
-    selected by the view's own clause (split where the view uses an OR of an index
-    and a list, so each member can use its index)."""
+@functools.lru_cache(maxsize=8)
+def _statement(with_local: bool, with_missing: bool) -> sa.CompoundSelect:
+    """Built once per shape; ``host``, ``local`` and ``missing`` are bound at execution
+    (so SQLAlchemy's compiled cache serves every later check)."""
     from reaper.nova import view as v        # the view's columns and clauses
 
     i_, m, b, ic, cn, md = (s.instances, s.migrations, s.block_device_mapping,
                             s.instance_info_caches, s.compute_nodes,
                             s.instance_system_metadata)
-    local = list(local)
+    host = sa.bindparam("host", type_=sa.String)
+    local = sa.bindparam("local", expanding=True, type_=sa.String)
+    missing = sa.bindparam("missing", expanding=True, type_=sa.String)
     ours = sa.select(i_.c.uuid).where(i_.c.host == host, i_.c.deleted == 0)
     moving = sa.select(m.c.instance_uuid).where(v._host_migrations_clause(host))
     ic_cols = ("id", "instance_uuid", "network_info", "deleted")
+    bdm_cols = (*v._BDM_COLS, "deleted")
     parts = [
         _part("migrations_here", m, v._MIGRATION_COLS, v._host_migrations_clause(host)),
         _part("instances_here", i_, v._INSTANCE_COLS, sa.and_(i_.c.host == host,
                                                               i_.c.deleted == 0)),
         _part("instances_moving", i_, v._INSTANCE_COLS, i_.c.uuid.in_(moving)),
-        _part("bdms_here", b, (*v._BDM_COLS, "deleted"),
-              sa.and_(b.c.instance_uuid.in_(ours), b.c.deleted == 0)),
-        _part("bdms_moving", b, (*v._BDM_COLS, "deleted"),
-              sa.and_(b.c.instance_uuid.in_(moving), b.c.deleted == 0)),
+        _part("bdms_here", b, bdm_cols, sa.and_(b.c.instance_uuid.in_(ours), b.c.deleted == 0)),
+        _part("bdms_moving", b, bdm_cols, sa.and_(b.c.instance_uuid.in_(moving),
+                                                  b.c.deleted == 0)),
         _part("caches_here", ic, ic_cols, sa.and_(ic.c.instance_uuid.in_(ours),
                                                   ic.c.deleted == 0)),
         _part("caches_moving", ic, ic_cols, sa.and_(ic.c.instance_uuid.in_(moving),
@@ -157,19 +160,31 @@ def statement(host: str, local: Sequence[str], missing: Sequence[str] = ()) -> s
               sa.and_(md.c.instance_uuid.in_(ours), md.c.key == CLAIM_MARKER_KEY,
                       md.c.deleted == 0)),
     ]
-    if local:
+    if with_local:
         parts += [
             _part("migrations_local", m, v._MIGRATION_COLS, m.c.instance_uuid.in_(local)),
             _part("instances_local", i_, v._INSTANCE_COLS, i_.c.uuid.in_(local)),
-            _part("bdms_local", b, (*v._BDM_COLS, "deleted"),
-                  sa.and_(b.c.instance_uuid.in_(local), b.c.deleted == 0)),
+            _part("bdms_local", b, bdm_cols, sa.and_(b.c.instance_uuid.in_(local),
+                                                     b.c.deleted == 0)),
             _part("caches_local", ic, ic_cols, sa.and_(ic.c.instance_uuid.in_(local),
                                                        ic.c.deleted == 0)),
         ]
-    if missing:
+    if with_missing:
         sh = s.shadow_instances
-        parts.append(_part("archived_local", sh, v._INSTANCE_COLS, sh.c.uuid.in_(list(missing))))
+        parts.append(_part("archived_local", sh, v._INSTANCE_COLS, sh.c.uuid.in_(missing)))
     return sa.union_all(*parts)
+
+
+def statement(host: str, local: Sequence[str], missing: Sequence[str] = ()):
+    """The one statement and its parameters: a UNION ALL of one aggregate per part of
+    the view, each selected by the view's own clause (split where the view uses an OR
+    of an index and a list, so each member can use its index)."""
+    params = {"host": host}
+    if local:
+        params["local"] = list(local)
+    if missing:
+        params["missing"] = list(missing)
+    return _statement(bool(local), bool(missing)), params
 
 
 def read_in(conn: sa.Connection, host: str, local: Iterable[str],
@@ -179,7 +194,8 @@ def read_in(conn: sa.Connection, host: str, local: Iterable[str],
     local, missing = sorted(set(local)), sorted(set(missing))
     if conn.dialect.name == "sqlite":
         _register_sqlite(conn)
-    rows = conn.execute(statement(host, local, missing)).all()
+    stmt, params = statement(host, local, missing)
+    rows = conn.execute(stmt, params).all()
     parts = tuple(sorted((r.part, int(r.n), int(r.h)) for r in rows))
     return Fingerprint(parts=parts, missing=tuple(missing))
 
