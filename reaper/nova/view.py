@@ -26,6 +26,10 @@ Statements, in order, all in one transaction (one consistent snapshot on InnoDB)
    'deleting'``): the live ``reaper_claim`` system_metadata markers of those rows,
    so the planner can tell this host's claims from Nova's own deletes.
 
+With ``fingerprint=True`` (the agent, ``[reaper] full_view_interval``) one more
+statement, the change check of ``reaper.nova.changes`` over exactly these rows, ends
+the same transaction.
+
 Timestamps are Nova's naive UTC datetimes, returned as they are.
 """
 from __future__ import annotations

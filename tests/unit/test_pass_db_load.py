@@ -183,6 +183,19 @@ def test_what_makes_a_pass_read_the_whole_view(host):
     reaper.state.finish(jid, "done", clock[0])
 
 
+def test_a_wall_clock_jump_neither_acts_on_the_cache_nor_extends_it(host):
+    """Backwards: the rules see less expired, so the cached plan stays empty and the
+    pass does nothing; the cache's age is on the monotonic clock, so it still ends."""
+    reaper, handles, u, clock, mono = host
+    quiet(reaper)
+    clock[0] -= datetime.timedelta(days=3)
+    mono[0] += 3000
+    rep = reaper.run_pass("reap")
+    assert rep.db_view == "unchanged" and rep.actions == []
+    mono[0] += 600
+    assert reaper.run_pass("reap").db_view == "full"
+
+
 def test_full_view_interval_zero_reads_the_whole_view_every_pass(host):
     reaper, handles, u, clock, mono = host
     reaper.full_view_interval = 0
