@@ -4,8 +4,9 @@ on the same database.
 
 One host (bench_pass.build: N domains on libvirt's test driver, N live rows of ours
 plus 100*N rows of other hosts), with what a real host has besides: a block device
-mapping and an info cache (1 KB network_info) per instance, N deleted and cleaned
-rows of ours (history) and 2 recently soft-deleted ones (restorable). On it:
+mapping and an info cache (1 KB network_info) per instance (other hosts' instances
+get a BDM and an empty info cache), N deleted and cleaned rows of ours (history) and
+2 recently soft-deleted ones (restorable). On it:
 
 - the reaper's periodic passes, counted with QueryCounter, their DB work timed (every
   call of the view, the change check and the soft-deleted read: statements and
@@ -95,6 +96,19 @@ def enrich(url: str, host: str, n: int) -> None:
         c.execute(s.instance_info_caches.insert(), [dict(
             instance_uuid=u, network_info=NETWORK_INFO.replace("%s", str(uuidlib.uuid4())),
             deleted=0, created_at=now) for u in local])
+        # Other hosts' instances have theirs too (smaller), so the tables are the
+        # size a real cell's are relative to one host, and the optimizer picks the
+        # plans it would pick there.
+        others = [r.uuid for r in c.execute(sa.select(s.instances.c.uuid).where(
+            s.instances.c.host != host))]
+        for i in range(0, len(others), 20000):
+            chunk = others[i:i + 20000]
+            c.execute(s.block_device_mapping.insert(), [dict(
+                instance_uuid=u, uuid=str(uuidlib.uuid4()), source_type="image",
+                destination_type="local", device_name="/dev/vda", boot_index=0,
+                deleted=0) for u in chunk])
+            c.execute(s.instance_info_caches.insert(), [dict(
+                instance_uuid=u, network_info="[]", deleted=0) for u in chunk])
         rows = []
         for i in range(n + 2):
             iid = top + i + 1
