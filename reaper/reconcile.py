@@ -378,10 +378,11 @@ class Reaper:
                 return None
         except state_mod.StateError:
             return None
-        if not nova_changes.available(self.engine, sorted(c.local), c.fingerprint.missing):
+        if not nova_changes.available(self.engine, c.fingerprint.others, c.fingerprint.missing):
             return None
         rep.db_queries += 1
-        fp = nova_changes.read(self.engine, pol.host, c.local, c.fingerprint.missing)
+        fp = nova_changes.read(self.engine, pol.host, c.fingerprint.others,
+                               c.fingerprint.missing)
         if fp != c.fingerprint:
             LOG.debug("Nova DB rows of host %s changed: reading the whole view", pol.host)
             return None

@@ -107,15 +107,18 @@ def _register_sqlite(conn: sa.Connection) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Fingerprint:
-    """What :func:`read` returned: ``parts`` is ((part, rows, hash sum), ...)."""
+    """What :func:`read` returned: ``parts`` is ((part, rows, hash sum), ...), and the
+    uuid lists it was read for (the next check must read the same)."""
     parts: tuple[tuple[str, int, int], ...]
+    # the view's other instances: seen locally or moving, not live on this host
+    others: tuple[str, ...] = ()
     # the local uuids the archived-rows part covered (those missing from instances)
     missing: tuple[str, ...] = ()
 
 
-def available(engine: sa.Engine, local: Sequence[str], missing: Sequence[str] = ()) -> bool:
+def available(engine: sa.Engine, others: Sequence[str], missing: Sequence[str] = ()) -> bool:
     return (engine.dialect.name in SUPPORTED_DIALECTS
-            and len(local) <= nova_db.max_in_params(engine)
+            and len(others) <= nova_db.max_in_params(engine)
             and len(missing) <= nova_db.max_in_params(engine))
 
 
@@ -127,8 +130,8 @@ def _part(name: str, table: sa.Table, cols: Sequence[str], where) -> sa.Select:
 
 
 @functools.lru_cache(maxsize=8)
-def _statement(with_local: bool, with_missing: bool) -> sa.CompoundSelect:
-    """Built once per shape; ``host``, ``local`` and ``missing`` are bound at execution
+def _statement(with_others: bool, with_missing: bool) -> sa.CompoundSelect:
+    """Built once per shape; ``host``, ``others`` and ``missing`` are bound at execution
     (so SQLAlchemy's compiled cache serves every later check)."""
     from reaper.nova import view as v        # the view's columns and clauses
 
@@ -136,7 +139,7 @@ def _statement(with_local: bool, with_missing: bool) -> sa.CompoundSelect:
                             s.instance_info_caches, s.compute_nodes,
                             s.instance_system_metadata)
     host = sa.bindparam("host", type_=sa.String)
-    local = sa.bindparam("local", expanding=True, type_=sa.String)
+    others = sa.bindparam("others", expanding=True, type_=sa.String)
     missing = sa.bindparam("missing", expanding=True, type_=sa.String)
     ours = sa.select(i_.c.uuid).where(i_.c.host == host, i_.c.deleted == 0)
     moving = sa.select(m.c.instance_uuid).where(v._host_migrations_clause(host))
@@ -144,6 +147,7 @@ def _statement(with_local: bool, with_missing: bool) -> sa.CompoundSelect:
     bdm_cols = (*v._BDM_COLS, "deleted")
     parts = [
         _part("migrations_here", m, v._MIGRATION_COLS, v._host_migrations_clause(host)),
+        _part("migrations_ours", m, v._MIGRATION_COLS, m.c.instance_uuid.in_(ours)),
         _part("instances_here", i_, v._INSTANCE_COLS, sa.and_(i_.c.host == host,
                                                               i_.c.deleted == 0)),
         _part("instances_moving", i_, v._INSTANCE_COLS, i_.c.uuid.in_(moving)),
@@ -160,14 +164,14 @@ def _statement(with_local: bool, with_missing: bool) -> sa.CompoundSelect:
               sa.and_(md.c.instance_uuid.in_(ours), md.c.key == CLAIM_MARKER_KEY,
                       md.c.deleted == 0)),
     ]
-    if with_local:
+    if with_others:
         parts += [
-            _part("migrations_local", m, v._MIGRATION_COLS, m.c.instance_uuid.in_(local)),
-            _part("instances_local", i_, v._INSTANCE_COLS, i_.c.uuid.in_(local)),
-            _part("bdms_local", b, bdm_cols, sa.and_(b.c.instance_uuid.in_(local),
-                                                     b.c.deleted == 0)),
-            _part("caches_local", ic, ic_cols, sa.and_(ic.c.instance_uuid.in_(local),
-                                                       ic.c.deleted == 0)),
+            _part("migrations_others", m, v._MIGRATION_COLS, m.c.instance_uuid.in_(others)),
+            _part("instances_others", i_, v._INSTANCE_COLS, i_.c.uuid.in_(others)),
+            _part("bdms_others", b, bdm_cols, sa.and_(b.c.instance_uuid.in_(others),
+                                                      b.c.deleted == 0)),
+            _part("caches_others", ic, ic_cols, sa.and_(ic.c.instance_uuid.in_(others),
+                                                        ic.c.deleted == 0)),
         ]
     if with_missing:
         sh = s.shadow_instances
@@ -175,41 +179,49 @@ def _statement(with_local: bool, with_missing: bool) -> sa.CompoundSelect:
     return sa.union_all(*parts)
 
 
-def statement(host: str, local: Sequence[str], missing: Sequence[str] = ()):
+def statement(host: str, others: Sequence[str], missing: Sequence[str] = ()):
     """The one statement and its parameters: a UNION ALL of one aggregate per part of
-    the view, each selected by the view's own clause (split where the view uses an OR
-    of an index and a list, so each member can use its index)."""
+    the view.
+
+    The view selects its rows by this host (live rows, moves touching it) and by uuid
+    lists (every locally seen uuid, and the other instances of the view). Here no list
+    of this host's live instances travels: their rows are selected through the
+    ``host = ... AND deleted = 0`` subquery (``ours``), and only ``others``, the
+    view's instances that were not live on this host at the full read (usually a
+    handful), go by uuid. Same rows: a row that was live here then and is not now (or
+    the reverse) changes the ``instances_here`` part by itself. Each part is one
+    indexed select (a UNION ALL member of its own where the view uses an OR)."""
     params = {"host": host}
-    if local:
-        params["local"] = list(local)
+    if others:
+        params["others"] = list(others)
     if missing:
         params["missing"] = list(missing)
-    return _statement(bool(local), bool(missing)), params
+    return _statement(bool(others), bool(missing)), params
 
 
-def read_in(conn: sa.Connection, host: str, local: Iterable[str],
+def read_in(conn: sa.Connection, host: str, others: Iterable[str],
             missing: Iterable[str] = ()) -> Fingerprint:
     """The fingerprint, on ``conn`` (inside the caller's transaction). Raises what the
     database raises."""
-    local, missing = sorted(set(local)), sorted(set(missing))
+    others, missing = sorted(set(others)), sorted(set(missing))
     if conn.dialect.name == "sqlite":
         _register_sqlite(conn)
-    stmt, params = statement(host, local, missing)
+    stmt, params = statement(host, others, missing)
     rows = conn.execute(stmt, params).all()
     parts = tuple(sorted((r.part, int(r.n), int(r.h)) for r in rows))
-    return Fingerprint(parts=parts, missing=tuple(missing))
+    return Fingerprint(parts=parts, others=tuple(others), missing=tuple(missing))
 
 
-def read(engine: sa.Engine, host: str, local: Iterable[str],
+def read(engine: sa.Engine, host: str, others: Iterable[str],
          missing: Iterable[str] = ()) -> Fingerprint | None:
     """The fingerprint in its own read-only transaction; None when unavailable or the
     database failed (the caller then reads the full view, which reports the error)."""
-    local, missing = sorted(set(local)), sorted(set(missing))
-    if not available(engine, local, missing):
+    others, missing = sorted(set(others)), sorted(set(missing))
+    if not available(engine, others, missing):
         return None
     try:
         with engine.connect() as conn:
-            fp = read_in(conn, host, local, missing)
+            fp = read_in(conn, host, others, missing)
             conn.rollback()
             return fp
     except Exception as exc:  # noqa: BLE001 - a failed check only means "read it all"

@@ -272,7 +272,7 @@ def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str], *,
             claimed = _uniq(u for u, r in instances.items() if r.is_claimed and r.host == host)
             markers = _load_claim_markers(run, claimed, size) if claimed else {}
             if fingerprint:
-                fp = _fingerprint(run, engine, host, local,
+                fp = _fingerprint(run, engine, host, others,
                                   [u for u in local if u not in instances or
                                    instances[u].archived])
             conn.rollback()     # read only: end the snapshot
@@ -289,17 +289,17 @@ def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str], *,
                     queries=run.queries, fingerprint=fp)
 
 
-def _fingerprint(run: _Runner, engine: sa.Engine, host: str, local: list[str],
+def _fingerprint(run: _Runner, engine: sa.Engine, host: str, others: list[str],
                  missing: list[str]):
     """The change check of the rows just read, or None (never fails the view)."""
     from reaper.nova import changes
 
-    if not changes.available(engine, local, missing):
+    if not changes.available(engine, others, missing):
         return None
     for archived in ((missing, ()) if missing else ((),)):
         run.queries += 1
         try:
-            return changes.read_in(run.conn, host, local, archived)
+            return changes.read_in(run.conn, host, others, archived)
         except sa.exc.DBAPIError as exc:
             if archived and nova_db.is_missing_table(exc):
                 continue        # no shadow_instances: the view read none either

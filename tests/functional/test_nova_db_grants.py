@@ -116,7 +116,8 @@ def read_paths(eng: sa.Engine, r: Rows) -> None:
     # the change check swallows its errors (None: read the whole view): a denied
     # column would only show as None here
     assert view.fingerprint is not None and view.fingerprint.missing
-    assert changes.read(eng, HOST, local, view.fingerprint.missing) == view.fingerprint
+    assert changes.read(eng, HOST, view.fingerprint.others,
+                        view.fingerprint.missing) == view.fingerprint
     assert {u.uuid for u in nova_view.load_soft_deleted(eng, HOST)} >= {
         r.claimed, r.reclaimable, r.young}
     assert view.instances[r.archived].archived and view.claim_markers[r.claimed]
