@@ -8,8 +8,10 @@ each part of the view (``reaper.nova.view``: migrations, instances, archived row
 block device mappings, info caches, compute nodes, claim markers) the number of
 rows its WHERE clause selects and the sum of a hash of the columns the view reads
 from them (CRC32 on MariaDB/MySQL; the same idea through a Python function
-registered on the connection on SQLite). Same tables, same WHERE clauses, same
-columns as the view, so the reaper's column grants cover it.
+registered on the connection on SQLite). The same rows as the view (selected by this
+host, its live instances through a subquery, and the view's few other instances by
+uuid: see :func:`statement`) and the same columns, so the reaper's column grants
+cover it.
 
 What it detects, and what not:
 
