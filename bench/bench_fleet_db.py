@@ -44,6 +44,7 @@ later) is ignored, which overstates the reaper's rate slightly.
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import json
 import math
@@ -136,6 +137,7 @@ def nova_env(nova_python: str) -> dict:
     if probe.returncode != 0:
         import pymysql
         lend = tempfile.mkdtemp(prefix="fleetdb-pymysql-")
+        atexit.register(shutil.rmtree, lend, True)
         os.symlink(os.path.dirname(pymysql.__file__), os.path.join(lend, "pymysql"))
         env["PYTHONPATH"] = lend
     return env
