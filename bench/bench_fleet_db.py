@@ -1,36 +1,158 @@
-"""The Nova DB load a fleet of agents puts on the database, from measured passes.
+"""The Nova DB load a fleet of agents puts on the database, from measured passes, side by
+side with nova-compute's own periodic tasks for the same jobs, measured in the same run
+on the same database.
 
-Builds one host (bench_pass.build: N domains on libvirt's test driver, N local rows
-plus 100*N rows of other hosts), runs the agent's periodic passes on it (a
-reconcile "reap" pass with nothing to do and a "reclaim" pass), counts their Nova
-DB round trips with QueryCounter and times the DB reads (the view load:
-statements and fetching their rows), then scales to a fleet at the agent's default intervals:
+One host (bench_pass.build: N domains on libvirt's test driver, N live rows of ours
+plus 100*N rows of other hosts), with what a real host has besides: a block device
+mapping and an info cache (1 KB network_info) per instance (other hosts' instances
+get a BDM and an empty info cache), N deleted and cleaned rows of ours (history) and
+2 recently soft-deleted ones (restorable). On it:
 
-    qps       = hosts * (q_reap / reconcile_interval + q_reclaim / reclaim_poll_interval)
-    db_s_per_s = hosts * (t_reap / reconcile_interval + t_reclaim / reclaim_poll_interval)
+- the reaper's periodic passes, counted with QueryCounter, their DB work timed (every
+  call of the view, the change check and the soft-deleted read: statements and
+  fetching their rows):
+  * ``reap, full view``: a reconcile pass that reads the whole view (the first of a
+    process, after a change, or every ``full_view_interval``);
+  * ``reap, unchanged``: a reconcile pass whose change check matched;
+  * ``reclaim``: the timer's reclaim pass (reads the soft-deleted rows, or nothing
+    with reclaim_instance_interval 0);
+  * ``before``: the same passes as they were before the change check and the
+    reclaim pass's first read (full_view_interval 0, every reclaim pass in full);
+- with ``--nova-python``, nova-compute's ``_cleanup_running_deleted_instances``,
+  ``_reclaim_queued_deletes`` and ``_run_pending_deletes``, run by Nova's own code
+  (bench/nova_periodic_db.py, in that Python) on the same database, every statement
+  counted by an SQLAlchemy event on Nova's engine.
 
-db_s_per_s is the DB's busy time per second (1.0 = one DB connection busy all the
-time). The init_host pass at each agent start is one more reap pass: negligible
-unless the whole fleet restarts at once, shown separately.
+Then scaled to a fleet at the default intervals (reaper: reconcile 600 s, reclaim
+300 s, full_view_interval 3600 s; nova-compute: 1800 s, 60 s (no spacing of its own:
+oslo.service's default), 300 s):
 
-    .venv/bin/python bench/bench_fleet_db.py [--n 40 1000] [--hosts 10000]
-        [--db mysql+pymysql://reaper:reaper@127.0.0.1/]
+    reaper  qps = hosts * ((q_full + (m-1) * q_unchanged) / (m * reconcile) + q_reclaim / reclaim)
+              with m = ceil(full_view_interval / reconcile) passes per full read;
+              "every pass changed" counts every reconcile pass as a full read
+    nova    qps = hosts * sum(q_task / spacing_task)
+
+and the same with the DB time instead of the statements: DB busy seconds per second
+(1.0 = one connection busy all the time), timed on the client (statement round trips
+and fetching the rows), an upper bound of the server's own time. Jitter (up to 10%
+later) is ignored, which overstates the reaper's rate slightly.
+
+    .venv/bin/python bench/bench_fleet_db.py [--n 40 1000] [--hosts 10000] [--repeat 7]
+        [--db mysql+pymysql://reaper:reaper@127.0.0.1/] [--reclaim-interval 3600]
+        [--nova-python /work/venv-nova/bin/python]
 """
 from __future__ import annotations
 
 import argparse
+import atexit
+import datetime
+import json
+import math
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import uuid as uuidlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+NETWORK_INFO = json.dumps([{
+    "id": "%s", "address": "fa:16:3e:00:00:01", "type": "ovs", "devname": "tap%s",
+    "ovs_interfaceid": "%s", "active": True, "vnic_type": "normal", "profile": {},
+    "details": {"port_filter": True, "ovs_hybrid_plug": False, "datapath_type": "system",
+                "bridge_name": "br-int", "connectivity": "l2"},
+    "network": {"id": "0b8f5f5c-1a7e-4c55-9d0e-5d8f2f9f6a11", "bridge": "br-int",
+                "label": "private", "mtu": 1450, "meta": {"injected": False,
+                                                         "tenant_id": "p1"},
+                "subnets": [{"cidr": "10.0.0.0/24", "version": 4,
+                             "gateway": {"address": "10.0.0.1", "type": "gateway"},
+                             "dns": [], "routes": [],
+                             "ips": [{"address": "10.0.0.5", "type": "fixed",
+                                      "version": 4, "floating_ips": []}]}]},
+}])
 
-def measure(n: int, db_base: str | None, repeat: int) -> dict:
+
+def enrich(url: str, host: str, n: int) -> None:
+    """What a real host's rows have besides the bare instances: BDMs, info caches,
+    deleted and cleaned history rows, two restorable soft-deleted rows."""
+    import sqlalchemy as sa
+
+    from reaper.nova import schema as s
+
+    eng = sa.create_engine(url)
+    now = datetime.datetime.utcnow().replace(microsecond=0)
+    with eng.begin() as c:
+        local = [r.uuid for r in c.execute(sa.select(s.instances.c.uuid).where(
+            s.instances.c.host == host))]
+        top = c.execute(sa.select(sa.func.max(s.instances.c.id))).scalar()
+        c.execute(s.block_device_mapping.insert(), [dict(
+            instance_uuid=u, uuid=str(uuidlib.uuid4()), source_type="image",
+            destination_type="local", device_name="/dev/vda", boot_index=0,
+            delete_on_termination=True, deleted=0, created_at=now) for u in local])
+        c.execute(s.instance_info_caches.insert(), [dict(
+            instance_uuid=u, network_info=NETWORK_INFO.replace("%s", str(uuidlib.uuid4())),
+            deleted=0, created_at=now) for u in local])
+        # Other hosts' instances have theirs too (smaller), so the tables are the
+        # size a real cell's are relative to one host, and the optimizer picks the
+        # plans it would pick there.
+        others = [r.uuid for r in c.execute(sa.select(s.instances.c.uuid).where(
+            s.instances.c.host != host))]
+        for i in range(0, len(others), 20000):
+            chunk = others[i:i + 20000]
+            c.execute(s.block_device_mapping.insert(), [dict(
+                instance_uuid=u, uuid=str(uuidlib.uuid4()), source_type="image",
+                destination_type="local", device_name="/dev/vda", boot_index=0,
+                deleted=0) for u in chunk])
+            c.execute(s.instance_info_caches.insert(), [dict(
+                instance_uuid=u, network_info="[]", deleted=0) for u in chunk])
+        rows = []
+        for i in range(n + 2):
+            iid = top + i + 1
+            soft = i >= n
+            rows.append(dict(
+                id=iid, uuid=str(uuidlib.uuid4()), host=host, node=host,
+                vm_state="soft-delete" if soft else "deleted", power_state=4,
+                task_state=None, deleted=0 if soft else iid, cleaned=0 if soft else 1,
+                deleted_at=now - datetime.timedelta(seconds=60 if soft else 86400),
+                created_at=now - datetime.timedelta(days=30), display_name=f"old{i}"))
+        c.execute(s.instances.insert(), rows)
+        c.execute(s.instance_system_metadata.insert(), [dict(
+            instance_uuid=r["uuid"], key=k, value="v", deleted=0, created_at=now)
+            for r in rows[n:] for k in ("image_base_image_ref", "image_disk_format")])
+    eng.dispose()
+
+
+def nova_env(nova_python: str) -> dict:
+    """The environment of the Nova subprocess. Nova's venv may lack the MySQL driver
+    the URL names (PyMySQL, pure Python): then this venv's copy is lent to it on
+    PYTHONPATH, alone in a temporary directory, rather than installed there."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    probe = subprocess.run([nova_python, "-c", "import pymysql"], capture_output=True)
+    if probe.returncode != 0:
+        import pymysql
+        lend = tempfile.mkdtemp(prefix="fleetdb-pymysql-")
+        atexit.register(shutil.rmtree, lend, True)
+        os.symlink(os.path.dirname(pymysql.__file__), os.path.join(lend, "pymysql"))
+        env["PYTHONPATH"] = lend
+    return env
+
+
+def run_nova(nova_python: str, env: dict, *args: str) -> dict:
+    out = subprocess.run([nova_python, os.path.join(HERE, "nova_periodic_db.py"), *args],
+                         capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"nova_periodic_db.py failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(n: int, db_base: str | None, repeat: int, reclaim_interval: int,
+            full_view_interval: int, nova_python: str | None) -> dict:
     import sqlalchemy as sa
 
     import bench_pass
@@ -39,50 +161,89 @@ def measure(n: int, db_base: str | None, repeat: int) -> dict:
     from reaper import reconcile
     from reaper import state as state_mod
     from reaper.inventory import libvirt as libvirt_inv
+    from reaper.nova import changes as nova_changes
     from reaper.nova import db as nova_db
+    from reaper.nova import view as nova_view
 
     root = tempfile.mkdtemp(prefix=f"reaper-fleet-{n}-")
     try:
         built = bench_pass.build(root, n, db_base)
+        enrich(built["url"], bench_pass.HOST, n)
         conn = libvirt_inv.open_connection(f"test://{built['node']}")
+        out: dict = {}
+        if nova_python:
+            env = nova_env(nova_python)
+            run_nova(nova_python, env, "--url", built["url"], "--prepare")
         pol = policy_mod.Policy(host=bench_pass.HOST, hypervisor_hostname=bench_pass.HOST,
                                 instances_path=built["inst"],
                                 actions=policy_mod.default_actions(),
-                                reclaim_instance_interval=3600, instances_path_shared="false")
+                                reclaim_instance_interval=reclaim_interval,
+                                instances_path_shared="false")
         eng = nova_db.make_engine(built["url"])
         reaper = reconcile.Reaper(policy=pol, libvirt_uri="test:///fleet", engine=eng,
                                   state=state_mod.StateDB(os.path.join(root, "state")),
                                   audit=audit_mod.AuditLog(None, bench_pass.HOST),
-                                  connect=lambda: conn)
-        # The DB side of a pass: its Nova DB reads, timed around the view load (the
-        # statements and fetching their rows; a cursor event would miss the fetch).
-        from reaper.nova import view as nova_view
+                                  connect=lambda: conn, full_view_interval=full_view_interval)
+        # The DB side of a pass: every call that reads Nova's DB, timed around the call
+        # (the statements and fetching their rows; a cursor event would miss the fetch).
         db_time = [0.0]
-        load_view = nova_view.load_view
+        originals = []
 
-        def timed_load_view(*a, **kw):
-            t = time.perf_counter()
-            try:
-                return load_view(*a, **kw)
-            finally:
-                db_time[0] += time.perf_counter() - t
-        nova_view.load_view = timed_load_view
-        out = {}
-        for mode in ("reap", "reclaim"):
-            qs, ts, walls = set(), [], []
+        def timed(mod, name):
+            fn = getattr(mod, name)
+            originals.append((mod, name, fn))
+
+            def wrapper(*a, **kw):
+                t = time.perf_counter()
+                try:
+                    return fn(*a, **kw)
+                finally:
+                    db_time[0] += time.perf_counter() - t
+            setattr(mod, name, wrapper)
+        timed(nova_view, "load_view")
+        timed(nova_view, "load_soft_deleted")
+        timed(nova_changes, "read")
+
+        def run(label, mode, before=None, source="timer"):
+            qs, ts, walls, views = set(), [], [], set()
             for _ in range(repeat):
+                if before:
+                    before()
                 db_time[0] = 0.0
                 with nova_db.QueryCounter(eng) as qc:
                     t = time.perf_counter()
-                    rep = reaper.run_pass(mode)
+                    rep = reaper.run_pass(mode, source=source)
                     walls.append(time.perf_counter() - t)
                 assert rep.actions == [] and rep.exit_code in (0, 3), rep.to_table()
                 qs.add(qc.count)
                 ts.append(db_time[0])
-            out[mode] = {"queries": max(qs), "db_s": statistics.median(ts),
-                         "wall_s": statistics.median(walls)}
-        nova_view.load_view = load_view
+                views.add(rep.db_view)
+            out[label] = {"queries": max(qs), "db_s": statistics.median(ts),
+                          "db_s_min": min(ts), "db_s_max": max(ts),
+                          "wall_s": statistics.median(walls), "db_view": sorted(views)}
+
+        def forget():
+            reaper._view_cache = None
+        run("reap, full view", "reap", before=forget)
+        reaper.run_pass("reap")
+        run("reap, unchanged", "reap")
+        run("reclaim", "reclaim")
+        # As before: every pass reads the whole view, every reclaim pass is a full pass.
+        reaper.full_view_interval = 0
+        forget()
+        reaper._nothing_to_reclaim = lambda rep, pol: False
+        run("reap, before", "reap")
+        run("reclaim, before", "reclaim", source="pass")
+        for mod, name, fn in originals:
+            setattr(mod, name, fn)
         reaper.close()
+        if nova_python:
+            uuids = os.path.join(root, "uuids")
+            with open(uuids, "w") as f:
+                f.write("\n".join(d.UUIDString() for d in conn.listAllDomains(0)))
+            out["nova"] = run_nova(nova_python, env, "--url", built["url"], "--host",
+                                   bench_pass.HOST, "--uuids", uuids, "--repeat", str(repeat),
+                                   "--reclaim-interval", str(reclaim_interval))
         conn.close()
         if built["dbname"]:
             admin = sa.create_engine(db_base)
@@ -94,6 +255,29 @@ def measure(n: int, db_base: str | None, repeat: int) -> dict:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def fleet(m: dict, hosts: int, reconcile_iv: float, reclaim_iv: float,
+          full_iv: float) -> dict:
+    """Queries/s and DB s/s of the fleet, from the per-pass figures."""
+    k = max(1, math.ceil(full_iv / reconcile_iv)) if full_iv > 0 else 1
+
+    def rate(key):
+        full, unch, recl = (m["reap, full view"][key], m["reap, unchanged"][key],
+                            m["reclaim"][key])
+        steady = (full + (k - 1) * unch) / (k * reconcile_iv) + recl / reclaim_iv
+        changed = full / reconcile_iv + recl / reclaim_iv
+        before = m["reap, before"][key] / reconcile_iv + m["reclaim, before"][key] / reclaim_iv
+        return {"steady": hosts * steady, "every_pass_changed": hosts * changed,
+                "before": hosts * before}
+    out = {"queries": rate("queries"), "db_s": rate("db_s")}
+    if "nova" in m:
+        tasks = m["nova"]["tasks"]
+        out["nova"] = {
+            "queries": hosts * sum(t["queries"] / t["interval"] for t in tasks.values()),
+            "db_s": hosts * sum(t["db_s"] / t["interval"] for t in tasks.values()),
+        }
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, nargs="+", default=[40, 1000],
@@ -101,33 +285,62 @@ def main() -> int:
                          "and 1000 to show the count does not grow)")
     ap.add_argument("--hosts", type=int, default=10000)
     ap.add_argument("--db", help="MariaDB server URL (default: SQLite)")
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--reclaim-interval", type=int, default=3600,
+                    help="reclaim_instance_interval of both the reaper and nova-compute "
+                         "(0: reclaim disabled, Nova's default)")
+    ap.add_argument("--nova-python", help="a Python with the nova package: measure "
+                                          "nova-compute's periodic tasks on the same DB")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = ap.parse_args()
     from reaper.agent import service
     from reaper.nova import db as nova_db  # noqa: F401 - registers [database]
     reconcile_iv = service.CONF.reaper.reconcile_interval
     reclaim_iv = service.CONF.reaper.reclaim_poll_interval
+    full_iv = service.CONF.reaper.full_view_interval
     db = "MariaDB" if args.db else "SQLite"
-    print(f"defaults: reconcile_interval={reconcile_iv}s reclaim_poll_interval={reclaim_iv}s; "
-          f"fleet of {args.hosts} hosts; Nova DB on {db}; other hosts' rows = 100*N")
-    print(f"{'N':>5} {'pass':>8} {'queries':>8} {'db ms':>8} {'wall ms':>8}"
-          f" | {'fleet qps':>10} {'db s/s':>8} {'init_host burst':>16}")
+    print(f"reaper defaults: reconcile_interval={reconcile_iv}s reclaim_poll_interval="
+          f"{reclaim_iv}s full_view_interval={full_iv}s; reclaim_instance_interval="
+          f"{args.reclaim_interval}s (both); fleet of {args.hosts} hosts; Nova DB on {db}; "
+          f"other hosts' rows = 100*N; {args.repeat} runs per figure (median [min-max])")
+    results = {}
     for n in args.n:
-        m = measure(n, args.db, args.repeat)
-        qps = args.hosts * (m["reap"]["queries"] / reconcile_iv
-                            + m["reclaim"]["queries"] / reclaim_iv)
-        dbs = args.hosts * (m["reap"]["db_s"] / reconcile_iv
-                            + m["reclaim"]["db_s"] / reclaim_iv)
-        burst = args.hosts * m["reap"]["queries"]
-        for mode in ("reap", "reclaim"):
-            r = m[mode]
-            tail = (f" | {qps:>10.1f} {dbs:>8.3f} {burst:>10} queries" if mode == "reap"
-                    else "")
-            print(f"{n:>5} {mode:>8} {r['queries']:>8} {r['db_s'] * 1000:>8.2f} "
-                  f"{r['wall_s'] * 1000:>8.1f}{tail}")
-    print("fleet qps: queries per second on the Nova DB from the periodic passes; db s/s: "
-          "DB busy seconds per second; init_host burst: queries if every agent starts at "
-          "once (spread by start times, not by jitter)")
+        m = measure(n, args.db, args.repeat, args.reclaim_interval, full_iv, args.nova_python)
+        f = fleet(m, args.hosts, reconcile_iv, reclaim_iv, full_iv)
+        results[n] = {"per_pass": m, "fleet": f}
+        print(f"\nN={n}  {'pass / task':<36} {'stmts':>5} {'db ms median [min-max]':>26}"
+              f" {'every':>7}")
+        for label in ("reap, full view", "reap, unchanged", "reclaim", "reap, before",
+                      "reclaim, before"):
+            r = m[label]
+            every = {"reclaim": reclaim_iv, "reclaim, before": reclaim_iv}.get(
+                label, reconcile_iv)
+            if label == "reap, full view":
+                every = f"{full_iv}"
+            print(f"       reaper {label:<29} {r['queries']:>5} "
+                  f"{r['db_s'] * 1e3:>8.2f} [{r['db_s_min'] * 1e3:.2f}-{r['db_s_max'] * 1e3:.2f}]"
+                  f"{'':>4} {every:>6}s  ({'/'.join(r['db_view'])})")
+        if "nova" in m:
+            for name, t in m["nova"]["tasks"].items():
+                print(f"       nova   {name:<29} {t['queries']:>5} "
+                      f"{t['db_s'] * 1e3:>8.2f} [{t['db_s_spread'][0] * 1e3:.2f}-"
+                      f"{t['db_s_spread'][1] * 1e3:.2f}]{'':>4} {t['interval']:>6.0f}s")
+            if m["nova"]["acted"]:
+                print(f"       (nova's tasks acted: {m['nova']['acted']})")
+        q, d = f["queries"], f["db_s"]
+        print(f"  fleet of {args.hosts}: reaper {q['steady']:.1f} queries/s, {d['steady']:.3f} "
+              f"DB s/s (every pass changed: {q['every_pass_changed']:.1f} q/s, "
+              f"{d['every_pass_changed']:.3f} DB s/s; before: {q['before']:.1f} q/s, "
+              f"{d['before']:.3f} DB s/s)")
+        if "nova" in f:
+            print(f"  fleet of {args.hosts}: nova-compute {f['nova']['queries']:.1f} queries/s, "
+                  f"{f['nova']['db_s']:.3f} DB s/s (the same three jobs; "
+                  f"nova {m['nova']['versions']['nova']})")
+    print("\nqueries/s: statements per second on the Nova DB from the periodic passes/tasks "
+          "(SQLite counts its explicit BEGINs, both sides); DB s/s: client-timed DB seconds "
+          "per second. init_host is one more full reap pass per agent start.")
+    if args.json:
+        print(json.dumps(results, default=str))
     return 0
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import time
 import uuid as uuidlib
 from typing import Callable
 
@@ -36,9 +37,11 @@ from reaper import state as state_mod
 from reaper.executor import teardown
 from reaper.inventory import dirs as dir_inv
 from reaper.inventory import libvirt as libvirt_inv
+from reaper.nova import changes as nova_changes
 from reaper.nova import db as nova_db
 from reaper.nova import grants as nova_grants
 from reaper.nova import view as nova_view
+from reaper.planner import rules
 from reaper.records import (Action, Classification, CollectorResult, GuardResult, Inventory,
                             ResourceKind)
 from reaper.report import PassReport
@@ -72,8 +75,33 @@ pass_opts = [
                       "its SQLite write lock. Past that the pass trips the "
                       "'state_unavailable' guard (exit 1) and acts on nothing it cannot "
                       "journal."),
+    cfg.IntOpt("full_view_interval", default=3600, min=0,
+               help="Longest time, in seconds, a pass of the agent may go without reading "
+                    "the whole Nova DB view of this host. In between, an untargeted pass "
+                    "whose locally seen instances are the same as at the last full read "
+                    "first runs one small change check (row counts and a hash of the "
+                    "columns the view reads, for the same rows); when nothing changed, "
+                    "and the rules applied now to the rows read last time, this pass's "
+                    "inventory and the current policy plan no teardown at all, the pass "
+                    "ends there: it reports its findings, records no observation and acts "
+                    "on nothing. Anything else (a change, a teardown to plan, a journaled "
+                    "teardown, a new or vanished domain or directory) reads the whole "
+                    "view as before, so an action is only ever planned from a full read "
+                    "and re-checked at act time. 0 reads the whole view at every pass. "
+                    "Measured on the monotonic clock; each process starts with a full "
+                    "read (reaper-manage always reads it whole)."),
 ]
 CONF.register_opts(pass_opts, group="reaper")
+
+
+@dataclasses.dataclass(frozen=True)
+class _ViewCache:
+    """The last full view of this process, what it was read for, and when."""
+    host: str
+    local: frozenset[str]
+    view: object
+    fingerprint: nova_changes.Fingerprint
+    at: float
 
 MODES = ("audit", "reap", "reclaim")
 
@@ -116,8 +144,13 @@ class Reaper:
     # [database] read_only: "auto" (asked of the DB in a pass that would write),
     # "true" or "false".
     db_read_only: str = "auto"
+    # [reaper] full_view_interval: seconds an unchanged view may stand in for a full
+    # read (reaper.nova.changes); 0: every pass reads the whole view.
+    full_view_interval: float = 0.0
+    monotonic: Callable[[], float] = time.monotonic
     _parse_cache: libvirt_inv.ParseCache = dataclasses.field(
         default_factory=libvirt_inv.ParseCache, repr=False)
+    _view_cache: _ViewCache | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
         if self.pass_lock is None:
@@ -133,7 +166,8 @@ class Reaper:
                    audit=audit_mod.AuditLog(conf.reaper.audit_log or None, pol.host),
                    compute_id_file=conf.compute_id_file,
                    lock_timeout=conf.reaper.pass_lock_timeout,
-                   db_read_only=conf.database.read_only)
+                   db_read_only=conf.database.read_only,
+                   full_view_interval=conf.reaper.full_view_interval)
 
     def close(self) -> None:
         self.state.close()
@@ -244,10 +278,10 @@ class Reaper:
         owner = {"mode": mode, "source": source, "dry_run": dry, "instance_uuid": only_uuid}
         with self.pass_lock.hold(owner, self.lock_timeout if wait is None else wait,
                                  heartbeat=self.heartbeat, should_stop=self.should_stop):
-            return self._locked_pass(mode, dry, only_uuid, pol, on_planned)
+            return self._locked_pass(mode, dry, only_uuid, pol, on_planned, source)
 
     def _locked_pass(self, mode: str, dry: bool, only_uuid: str | None,
-                     pol: policy_mod.Policy, on_planned) -> PassReport:
+                     pol: policy_mod.Policy, on_planned, source: str = "pass") -> PassReport:
         acting = mode != "audit" and not dry
         pass_id = f"req-{uuidlib.uuid4()}"
         now = self.clock()
@@ -255,12 +289,15 @@ class Reaper:
                          started_at=now.isoformat())
         conn = self._open_libvirt()
         try:
-            self._pass(conn, rep, pol, mode, acting, only_uuid, on_planned)
+            self._pass(conn, rep, pol, mode, acting, only_uuid, on_planned, source)
         except Exception as e:  # noqa: BLE001 - a pass reports, it never crashes the agent
             LOG.exception("pass %s failed", pass_id)
             rep.errors.append(f"pass failed: {e}")
+            self._view_cache = None
         finally:
             self._close_libvirt(conn)
+        if rep.actions:
+            self._view_cache = None     # what we changed is read in full next time
         try:
             rep.journal = {"backlog": self.state.backlog(),
                            "quarantined": self.state.quarantined()}
@@ -270,6 +307,7 @@ class Reaper:
         self.audit.record("pass_summary", pass_id, result=str(rep.exit_code),
                           reason=f"{mode} pass" + (" (dry run)" if dry else ""),
                           evidence=rep.summary, mode=mode, db_queries=rep.db_queries,
+                          db_view=rep.db_view,
                           started_at=rep.started_at, finished_at=rep.finished_at,
                           **({"instance_only": only_uuid} if only_uuid else {}),
                           **({"paused": rep.paused} if rep.paused else {}),
@@ -307,13 +345,77 @@ class Reaper:
             return memo[0]
         return access
 
-    def _load(self, conn, pol) -> tuple[Inventory, object]:
+    def _load(self, conn, pol, rep: PassReport | None = None) -> tuple[Inventory, object]:
+        """The inventory and a full view; with ``rep`` (an untargeted pass) the cached
+        view instead when ``_unchanged_view`` allows it (``rep.db_view``)."""
         inv = self._collect(conn)
-        view = nova_view.load_view(self.engine, pol.host, inv.local_uuids())
+        if rep is not None:
+            cached = self._unchanged_view(inv, pol, rep)
+            if cached is not None:
+                rep.db_view = "unchanged"
+                return inv, cached
+        at = self.monotonic()
+        keep = self.full_view_interval > 0
+        view = nova_view.load_view(self.engine, pol.host, inv.local_uuids(), fingerprint=keep)
+        self._view_cache = (_ViewCache(pol.host, inv.local_uuids(), view, view.fingerprint, at)
+                            if keep and view.ok and view.fingerprint is not None else None)
         return inv, view
 
+    def _unchanged_view(self, inv: Inventory, pol, rep: PassReport):
+        """The cached full view, when it may stand in for a full read in this pass:
+        same host and local uuids, younger than ``full_view_interval`` (monotonic), no
+        journaled teardown, the change check equal to the one read with it, and the
+        plan made from it now, with this inventory and policy, without any teardown.
+        Else None. See reaper.nova.changes for why a missed change can then only lead
+        to doing nothing."""
+        c = self._view_cache
+        if c is None or self.full_view_interval <= 0:
+            return None
+        age = self.monotonic() - c.at
+        if c.host != pol.host or c.local != inv.local_uuids() \
+                or not 0 <= age < self.full_view_interval:
+            return None
+        try:
+            if self.state.unfinished():
+                return None
+        except state_mod.StateError:
+            return None
+        if not nova_changes.available(self.engine, c.fingerprint.others, c.fingerprint.missing):
+            return None
+        rep.db_queries += 1
+        fp = nova_changes.read(self.engine, pol.host, c.fingerprint.others,
+                               c.fingerprint.missing)
+        if fp != c.fingerprint:
+            LOG.debug("Nova DB rows of host %s changed: reading the whole view", pol.host)
+            return None
+        plan = planner.build_plan(inv, c.view, pol, self.clock())
+        if plan.teardowns:
+            LOG.debug("unchanged Nova DB view, but %d teardown(s) planned from it: reading "
+                      "the whole view", len(plan.teardowns))
+            return None
+        return c.view
+
+    def _nothing_to_reclaim(self, rep: PassReport, pol) -> bool:
+        """The reclaim pass's first read: this host's soft-deleted rows only. True when
+        none is a reclaim candidate now (``rules.reclaim_candidates``): then the full
+        pass would plan no reclaim or release and report no reclaim finding, and the
+        pass ends here. Any candidate, or an error, and the pass goes on in full."""
+        rep.db_queries += 1
+        try:
+            rows = nova_view.load_soft_deleted(self.engine, pol.host)
+        except nova_db.NovaDBError as e:
+            LOG.info("reading the soft-deleted rows of %s failed (%s): full pass", pol.host, e)
+            return False
+        if rules.reclaim_candidates(rows, pol.host, pol.reclaim_instance_interval,
+                                    self.clock()):
+            return False
+        rep.db_view = "reclaim_check"
+        LOG.debug("reclaim pass: %d soft-deleted row(s) on %s, none expired or claimed",
+                  len(rows), pol.host)
+        return True
+
     def _pass(self, conn, rep: PassReport, pol, mode: str, acting: bool,
-              only_uuid: str | None, on_planned=None) -> None:
+              only_uuid: str | None, on_planned=None, source: str = "pass") -> None:
         pol, node_error = self.with_node_name(conn, pol)
         ctx = teardown.Context(conn=conn, engine=self.engine, state=self.state,
                                policy=pol, clock=self.clock, extras=self.extras,
@@ -324,9 +426,24 @@ class Reaper:
             rep.paused = self.state.pause_state()
         except state_mod.StateError as e:
             state_broken = self._state_guard("reading the pause flag", e)
-        inv, view = self._load(conn, pol)
+        # A reclaim pass reads the whole view only when a reclaim rule may act (a
+        # paused host's reclaim goes on, so that it reports the pause as before).
+        # With reclaim disabled, the agent's timer reads nothing at all, as
+        # nova-compute's _reclaim_queued_deletes: nothing is reclaimable, and this
+        # host's stranded claims are released by the reconcile passes (their plan has
+        # the release, so the change check never hides one).
+        if mode == "reclaim" and only_uuid is None and state_broken is None \
+                and not (acting and rep.paused):
+            if source == "timer" and pol.reclaim_instance_interval <= 0:
+                rep.db_view = "reclaim_disabled"
+                return
+            if self._nothing_to_reclaim(rep, pol):
+                return
+        inv, view = self._load(conn, pol, rep if only_uuid is None else None)
+        cached = rep.db_view == "unchanged"
         self.heartbeat()
-        rep.db_queries += view.queries
+        if not cached:
+            rep.db_queries += view.queries
         tripped = [g for g in guards.unready_view(inv, view, pol)]
         ident = guards.host_identity(view, pol, self._compute_id(), node_error)
         if ident.tripped and view.ok:
@@ -374,7 +491,7 @@ class Reaper:
         # Only a full pass counts as an observation: targeted ones (an RPC reap of one
         # instance, the nova-log watcher's audits) must not hurry the grace period.
         observations = {}
-        if view.ok and state_broken is None:
+        if view.ok and state_broken is None and not cached:
             try:
                 if only_uuid is None:
                     observations = self.state.observe(plan.findings, self.clock())

@@ -216,6 +216,8 @@ class NovaView:
     claim_markers: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     queries: int = 0
     error: str | None = None
+    # reaper.nova.changes.Fingerprint of exactly these rows, when asked for
+    fingerprint: object | None = None
 
 
 # The instance_system_metadata key of a reclaim claim. system_metadata is Nova's own,

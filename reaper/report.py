@@ -39,6 +39,11 @@ class PassReport:
     # Why the pass could not write Nova's DB ([database] read_only), when it had a
     # write to do: its reclaims and releases were reported, not done.
     db_read_only: str | None = None
+    # How the pass read Nova's DB: "full" (the whole view), "unchanged" (the change
+    # check matched: the last full view, which planned nothing to do) or
+    # "reclaim_check" (a reclaim pass that found no candidate in the soft-deleted rows)
+    # or "reclaim_disabled" (a timer's reclaim pass with reclaim_instance_interval 0).
+    db_view: str = "full"
 
     @property
     def summary(self) -> dict:

@@ -42,7 +42,12 @@ agent_opts = [
                     "negative disables them."),
     cfg.IntOpt("reclaim_poll_interval", default=300, mutable=True,
                help="Seconds between reclaim passes (expired soft-deleted instances); "
-                    "negative disables them. Reclaim also happens in reconcile passes."),
+                    "negative disables them. Reclaim also happens in reconcile passes. A "
+                    "reclaim pass first reads only this host's soft-deleted rows (one "
+                    "statement) and goes on to the whole pass only when one of them is "
+                    "expired or claimed; with reclaim_instance_interval = 0 it reads "
+                    "nothing (as nova-compute's _reclaim_queued_deletes): this host's "
+                    "stranded claims are then released by the reconcile passes."),
     cfg.FloatOpt("interval_jitter", default=0.1, min=0.0, max=1.0, mutable=True,
                  help="Each periodic pass starts up to this fraction of its interval late, "
                       "at random, so a fleet of hosts does not query the Nova DB in "

@@ -26,6 +26,10 @@ Statements, in order, all in one transaction (one consistent snapshot on InnoDB)
    'deleting'``): the live ``reaper_claim`` system_metadata markers of those rows,
    so the planner can tell this host's claims from Nova's own deletes.
 
+With ``fingerprint=True`` (the agent, ``[reaper] full_view_interval``) one more
+statement, the change check of ``reaper.nova.changes`` over exactly these rows, ends
+the same transaction.
+
 Timestamps are Nova's naive UTC datetimes, returned as they are.
 """
 from __future__ import annotations
@@ -221,18 +225,27 @@ def _load_by_instance(run: _Runner, table: sa.Table, cols: Sequence[str], host: 
     return out
 
 
-def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str]) -> NovaView:
+def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str], *,
+              fingerprint: bool = False) -> NovaView:
     """Everything the planner needs from Nova's DB for ``host``. Never raises.
 
     On any database error the view is ``ok=False`` with a one-line ``error`` that
     names the database without its password, and the planner must act on nothing.
+
+    ``fingerprint``: also read, as the last statement of the same transaction, the
+    change check of ``reaper.nova.changes`` for exactly these rows (one statement
+    more; on SQLite the reads then run in one explicit transaction, so they see one
+    state of the file). ``view.fingerprint`` stays None when it is unavailable.
     """
     local = _uniq(local_uuids)
     size = nova_db.max_in_params(engine)
     run = None
+    fp = None
     try:
         with engine.connect() as conn:
             run = _Runner(conn)
+            if fingerprint and conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN")   # one snapshot for the view and its check
             migrations = _load_migrations(run, host, local, size)
             wanted = _uniq([*local, *(mg.instance_uuid for mg in migrations)])
             instances = _load_instances(run, host, wanted, size)
@@ -258,6 +271,10 @@ def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str]) -> NovaV
                                   .order_by(cn.c.id)))
             claimed = _uniq(u for u, r in instances.items() if r.is_claimed and r.host == host)
             markers = _load_claim_markers(run, claimed, size) if claimed else {}
+            if fingerprint:
+                fp = _fingerprint(run, engine, host, others,
+                                  [u for u in local if u not in instances or
+                                   instances[u].archived])
             conn.rollback()     # read only: end the snapshot
     except Exception as exc:  # noqa: BLE001 - the view reports, never raises
         msg = nova_db.describe_error(exc, engine)
@@ -269,12 +286,47 @@ def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str]) -> NovaV
                         error=f"Nova DB unavailable: {msg}")
     return NovaView(ok=True, instances=instances, migrations=tuple(migrations), bdms=bdms,
                     info_caches=caches, compute_nodes=nodes, claim_markers=markers,
-                    queries=run.queries)
+                    queries=run.queries, fingerprint=fp)
+
+
+def _fingerprint(run: _Runner, engine: sa.Engine, host: str, others: list[str],
+                 missing: list[str]):
+    """The change check of the rows just read, or None (never fails the view)."""
+    from reaper.nova import changes
+
+    if not changes.available(engine, others, missing):
+        return None
+    for archived in ((missing, ()) if missing else ((),)):
+        run.queries += 1
+        try:
+            return changes.read_in(run.conn, host, others, archived)
+        except sa.exc.DBAPIError as exc:
+            if archived and nova_db.is_missing_table(exc):
+                continue        # no shadow_instances: the view read none either
+            LOG.debug("change check unavailable: %s", nova_db.describe_error(exc, engine))
+            return None
+    return None
 
 
 # --------------------------------------------------------------------------
 # Compare-and-act re-reads and controller helpers. These raise NovaDBError.
 # --------------------------------------------------------------------------
+
+def load_soft_deleted(engine: sa.Engine, host: str) -> tuple[InstanceRow, ...]:
+    """This host's soft-deleted rows (live, ``vm_state = 'soft-delete'``), oldest id
+    first. One statement on instances_host_node_deleted_idx.
+
+    Every row a reclaim rule can act on or report is one of them: R7 needs a live
+    ``soft-delete`` row of this host, R7a and R7b a claimed one (the same, at
+    ``task_state 'deleting'``); see ``rules.reclaim_candidates``. The reclaim pass
+    reads these first and the whole view only when one of them is a candidate.
+    """
+    i_ = s.instances
+    stmt = (sa.select(*_cols(i_, _INSTANCE_COLS))
+            .where(i_.c.host == host, i_.c.deleted == 0, i_.c.vm_state == "soft-delete")
+            .order_by(i_.c.id))
+    return _reread(engine, lambda conn: tuple(_instance(r) for r in conn.execute(stmt)))
+
 
 def reread_instance(engine: sa.Engine, uuid: str) -> InstanceRow | None:
     """The current row of ``uuid``: from ``instances``, else the newest archived one."""

@@ -105,6 +105,25 @@ def is_reclaimable(row: InstanceRow, host: str, interval: int,
             and old_enough(row.deleted_at, interval, now))
 
 
+def reclaim_candidates(rows: Iterable[InstanceRow], host: str, interval: int,
+                       now: datetime.datetime) -> list[InstanceRow]:
+    """The soft-deleted rows of this host a reclaim pass may act on or report now.
+
+    A superset, on purpose: every row for which ``is_reclaimable`` holds (R7, with or
+    without a domain) or ``classify_claim`` can say anything (R7a, R7b: a claimed row,
+    task_state 'deleting') is in it, since both need a live ``soft-delete`` row of
+    ``host`` and then either an expired one with no task (reclaim enabled) or a task.
+    A row with any task_state is kept, whatever it is. So when this is empty the full
+    planner would plan no reclaim and no release and report no reclaim finding: the
+    reclaim pass may stop there, having acted on nothing.
+    """
+    return [r for r in rows
+            if r.deleted == 0 and not r.archived and r.host == host
+            and r.vm_state == "soft-delete"
+            and (r.task_state is not None
+                 or (interval > 0 and old_enough(r.deleted_at, interval, now)))]
+
+
 def classify_instance(uuid: str, row: InstanceRow | None, migs: list[MigrationRow],
                       host: str, *, running_deleted_timeout: int,
                       reclaim_interval: int, now: datetime.datetime,

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from reaper import demo, finisher
 from reaper.executor import network as net_exec
 from reaper.executor import volumes as vol_exec
+from reaper.nova import changes
 from reaper.nova import db as nova_db
 from reaper.nova import evacuation
 from reaper.nova import grants
@@ -116,10 +117,17 @@ def build_rows(admin: sa.Engine) -> Rows:
 def read_paths(eng: sa.Engine, r: Rows) -> None:
     """Every read statement of the reaper, each checked for its answer. A statement
     the account may not run raises NovaDBError (the view's error is raised as one)."""
-    view = nova_view.load_view(eng, HOST, [r.live, r.archived, r.moving, r.claimed,
-                                        r.reclaimable, novadb.new_uuid()])
+    local = [r.live, r.archived, r.moving, r.claimed, r.reclaimable, novadb.new_uuid()]
+    view = nova_view.load_view(eng, HOST, local, fingerprint=True)
     if not view.ok:
         raise nova_db.NovaDBError(view.error)
+    # the change check swallows its errors (None: read the whole view): a denied
+    # column would only show as None here
+    assert view.fingerprint is not None and view.fingerprint.missing
+    assert changes.read(eng, HOST, view.fingerprint.others,
+                        view.fingerprint.missing) == view.fingerprint
+    assert {u.uuid for u in nova_view.load_soft_deleted(eng, HOST)} >= {
+        r.claimed, r.reclaimable, r.young}
     assert view.instances[r.archived].archived and view.claim_markers[r.claimed]
     assert {b.instance_uuid for b in view.bdms} >= {r.live, r.reclaimable}
     assert {r.live, r.moving} <= set(view.info_caches)
@@ -188,7 +196,8 @@ def notify_paths(eng: sa.Engine, r: Rows) -> None:
 # hold them: a new one must be added to the paths above (and its grants reviewed).
 EXERCISED = {
     "reaper.nova.view": {"load_view", "reread", "reread_instance", "reread_migrations",
-                         "reread_claim_markers", "list_compute_hosts"},
+                         "reread_claim_markers", "list_compute_hosts", "load_soft_deleted"},
+    "reaper.nova.changes": {"read", "available"},
     "reaper.nova.reclaim": {"claim", "adopt", "release", "finalize", "leftovers",
                             "marker_for"},
     "reaper.executor.network": {"db_claims", "vm_claims"},

@@ -1,7 +1,8 @@
 """The Nova DB layer (view, claim, finalize, leftovers) against a real MariaDB.
 
-Runs every dialect-neutral case of tests/unit/test_nova_view.py and
-tests/unit/test_nova_reclaim.py (those taking only ``engine``, optionally
+Runs every dialect-neutral case of tests/unit/test_nova_view.py,
+tests/unit/test_nova_changes.py and tests/unit/test_nova_reclaim.py (those taking
+only ``engine``, optionally
 ``monkeypatch``) on a throwaway database ``reaper_t_<random>``, plus the cases only
 a server can show: InnoDB row locks between a restore and a claim, foreign keys, and
 a wrong password.
@@ -25,6 +26,7 @@ from reaper.nova import db as nova_db
 from reaper.nova import reclaim
 from reaper.nova import schema as s
 from reaper.nova import view as nova_view
+from tests.unit import test_nova_changes as changes_cases
 from tests.unit import test_nova_reclaim as reclaim_cases
 from tests.unit import test_nova_view as view_cases
 
@@ -35,7 +37,7 @@ SERVER_URL = os.environ.get("REAPER_TEST_MYSQL_URL", "mysql+pymysql://reaper:rea
 
 def _cases():
     out = []
-    for mod in (view_cases, reclaim_cases):
+    for mod in (view_cases, changes_cases, reclaim_cases):
         for name, fn in sorted(vars(mod).items()):
             if name.startswith("test_") and callable(fn) and not hasattr(fn, "pytestmark"):
                 params = set(inspect.signature(fn).parameters)

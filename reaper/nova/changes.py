@@ -1,0 +1,232 @@
+"""A cheap change check of Nova's DB for one host: one statement, one row per part.
+
+The periodic passes of a fleet are mostly passes with nothing new: the same
+domains, the same directories, the same rows. :func:`read` answers "could anything
+the view read for this host have changed since the last full view?" in ONE
+statement that returns a few aggregate rows instead of the rows themselves: for
+each part of the view (``reaper.nova.view``: migrations, instances, archived rows,
+block device mappings, info caches, compute nodes, claim markers) the number of
+rows its WHERE clause selects and the sum of a hash of the columns the view reads
+from them (CRC32 on MariaDB/MySQL; the same idea through a Python function
+registered on the connection on SQLite). The same rows as the view (selected by this
+host, its live instances through a subquery, and the view's few other instances by
+uuid: see :func:`statement`) and the same columns, so the reaper's column grants
+cover it.
+
+What it detects, and what not:
+
+- any change of a column the view reads, in a row the view reads: a state change, a
+  row moved to or from this host (``host`` is hashed, and each part is selected by
+  the same clause as the view's), a soft delete (``deleted`` becomes the row's id;
+  Nova's soft delete keeps ``updated_at``, which is why nothing here relies on
+  timestamps), a new, finished or deleted migration touching this host or a
+  locally seen uuid, an archived row, a claim marker, a new compute node;
+- whatever the writers' clocks say: the hash is over contents, not a high-water mark
+  of ``updated_at``, so a writer whose clock is behind is seen too;
+- a row changed and changed back between two checks gives the same fingerprint:
+  right, because the rules are functions of the rows as they are, and they are the
+  rows the cached view holds;
+- not: two changes whose hash sums cancel out, or a change that keeps a row's
+  CRC32 (about 1 in 2**32). That is why the fingerprint is never trusted to act.
+
+The safety argument (the caller, ``reaper.reconcile``, holds to it):
+
+1. Actions are only ever planned from a view read in full in the same pass. An
+   "unchanged" answer lets a pass plan from the cached view only to conclude that
+   there is nothing to do: if that plan (made now, with this pass's inventory, clock
+   and policy) has any teardown at all, the pass reads the full view and plans again
+   from it, as if there were no cache. So a missed change (a hash collision, a stale
+   answer) can only lead to doing nothing, never to an action; and every action is
+   still re-read at act time (the executor's compare-and-act; a reclaim's claim is a
+   conditional UPDATE).
+2. Nothing derived from a cached view is recorded as an observation, so a missed
+   change cannot bring a teardown's grace period forward either.
+3. The cache is used only by untargeted passes of the same process, for the same
+   host and the same set of locally seen uuids (the view's input), with no journaled
+   teardown waiting, and for at most ``[reaper] full_view_interval`` seconds of the
+   monotonic clock (a wall-clock jump neither extends nor shortens it): whatever a
+   check misses is read at the latest by the next full view.
+4. Time-dependent rules (running_deleted_timeout, reclaim_instance_interval, grace)
+   are evaluated again at every pass on the cached rows with the current clock, so a
+   row that becomes reclaimable without any write to the DB produces a teardown and
+   therefore a full read.
+5. On MariaDB/MySQL the view and its fingerprint are read in one transaction (one
+   InnoDB snapshot), so the fingerprint describes exactly the rows of the cached
+   view. On SQLite the caller opens an explicit transaction for the same reason.
+
+The check is not available (None: the pass reads the full view) on other databases,
+when a uuid list would need more than one ``IN`` batch, or on any error.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import zlib
+from typing import Iterable, Sequence
+
+import sqlalchemy as sa
+from oslo_log import log as logging
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+from reaper.nova import db as nova_db
+from reaper.nova import schema as s
+from reaper.records import CLAIM_MARKER_KEY
+
+LOG = logging.getLogger(__name__)
+
+SUPPORTED_DIALECTS = ("mysql", "sqlite")
+
+
+class _RowHash(FunctionElement):
+    """CRC32 of a row's columns, NULL told apart from any value."""
+    type = sa.BigInteger()
+    name = "reaper_rowhash"
+    inherit_cache = True
+
+
+@compiles(_RowHash)
+def _rowhash_default(element, compiler, **kw):      # SQLite: registered per connection
+    return f"reaper_rowhash({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_RowHash, "mysql")
+def _rowhash_mysql(element, compiler, **kw):
+    cols = [f"IFNULL(CONCAT('v', CAST({compiler.process(c, **kw)} AS CHAR)), 'n')"
+            for c in element.clauses]
+    return f"CRC32(CONCAT_WS('|', {', '.join(cols)}))"
+
+
+def _py_rowhash(*values) -> int:
+    text = "|".join("n" if v is None else "v" + str(v) for v in values)
+    return zlib.crc32(text.encode("utf-8", "surrogatepass"))
+
+
+def _register_sqlite(conn: sa.Connection) -> None:
+    raw = conn.connection.driver_connection
+    raw.create_function("reaper_rowhash", -1, _py_rowhash, deterministic=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fingerprint:
+    """What :func:`read` returned: ``parts`` is ((part, rows, hash sum), ...), and the
+    uuid lists it was read for (the next check must read the same)."""
+    parts: tuple[tuple[str, int, int], ...]
+    # the view's other instances: seen locally or moving, not live on this host
+    others: tuple[str, ...] = ()
+    # the local uuids the archived-rows part covered (those missing from instances)
+    missing: tuple[str, ...] = ()
+
+
+def available(engine: sa.Engine, others: Sequence[str], missing: Sequence[str] = ()) -> bool:
+    return (engine.dialect.name in SUPPORTED_DIALECTS
+            and len(others) <= nova_db.max_in_params(engine)
+            and len(missing) <= nova_db.max_in_params(engine))
+
+
+def _part(name: str, table: sa.Table, cols: Sequence[str], where) -> sa.Select:
+    h = _RowHash(*[table.c[c] for c in cols])
+    return (sa.select(sa.literal(name).label("part"), sa.func.count().label("n"),
+                      sa.func.coalesce(sa.func.sum(h), 0).label("h"))
+            .select_from(table).where(where))
+
+
+@functools.lru_cache(maxsize=8)
+def _statement(with_others: bool, with_missing: bool) -> sa.CompoundSelect:
+    """Built once per shape; ``host``, ``others`` and ``missing`` are bound at execution
+    (so SQLAlchemy's compiled cache serves every later check)."""
+    from reaper.nova import view as v        # the view's columns and clauses
+
+    i_, m, b, ic, cn, md = (s.instances, s.migrations, s.block_device_mapping,
+                            s.instance_info_caches, s.compute_nodes,
+                            s.instance_system_metadata)
+    host = sa.bindparam("host", type_=sa.String)
+    others = sa.bindparam("others", expanding=True, type_=sa.String)
+    missing = sa.bindparam("missing", expanding=True, type_=sa.String)
+    ours = sa.select(i_.c.uuid).where(i_.c.host == host, i_.c.deleted == 0)
+    moving = sa.select(m.c.instance_uuid).where(v._host_migrations_clause(host))
+    ic_cols = ("id", "instance_uuid", "network_info", "deleted")
+    bdm_cols = (*v._BDM_COLS, "deleted")
+    parts = [
+        _part("migrations_here", m, v._MIGRATION_COLS, v._host_migrations_clause(host)),
+        _part("migrations_ours", m, v._MIGRATION_COLS, m.c.instance_uuid.in_(ours)),
+        _part("instances_here", i_, v._INSTANCE_COLS, sa.and_(i_.c.host == host,
+                                                              i_.c.deleted == 0)),
+        _part("instances_moving", i_, v._INSTANCE_COLS, i_.c.uuid.in_(moving)),
+        _part("bdms_here", b, bdm_cols, sa.and_(b.c.instance_uuid.in_(ours), b.c.deleted == 0)),
+        _part("bdms_moving", b, bdm_cols, sa.and_(b.c.instance_uuid.in_(moving),
+                                                  b.c.deleted == 0)),
+        _part("caches_here", ic, ic_cols, sa.and_(ic.c.instance_uuid.in_(ours),
+                                                  ic.c.deleted == 0)),
+        _part("caches_moving", ic, ic_cols, sa.and_(ic.c.instance_uuid.in_(moving),
+                                                    ic.c.deleted == 0)),
+        _part("compute_nodes", cn, ("id", "uuid", "host", "hypervisor_hostname", "deleted"),
+              sa.and_(cn.c.host == host, cn.c.deleted == 0)),
+        _part("claim_markers", md, ("id", "instance_uuid", "key", "value", "deleted"),
+              sa.and_(md.c.instance_uuid.in_(ours), md.c.key == CLAIM_MARKER_KEY,
+                      md.c.deleted == 0)),
+    ]
+    if with_others:
+        parts += [
+            _part("migrations_others", m, v._MIGRATION_COLS, m.c.instance_uuid.in_(others)),
+            _part("instances_others", i_, v._INSTANCE_COLS, i_.c.uuid.in_(others)),
+            _part("bdms_others", b, bdm_cols, sa.and_(b.c.instance_uuid.in_(others),
+                                                      b.c.deleted == 0)),
+            _part("caches_others", ic, ic_cols, sa.and_(ic.c.instance_uuid.in_(others),
+                                                        ic.c.deleted == 0)),
+        ]
+    if with_missing:
+        sh = s.shadow_instances
+        parts.append(_part("archived_local", sh, v._INSTANCE_COLS, sh.c.uuid.in_(missing)))
+    return sa.union_all(*parts)
+
+
+def statement(host: str, others: Sequence[str], missing: Sequence[str] = ()):
+    """The one statement and its parameters: a UNION ALL of one aggregate per part of
+    the view.
+
+    The view selects its rows by this host (live rows, moves touching it) and by uuid
+    lists (every locally seen uuid, and the other instances of the view). Here no list
+    of this host's live instances travels: their rows are selected through the
+    ``host = ... AND deleted = 0`` subquery (``ours``), and only ``others``, the
+    view's instances that were not live on this host at the full read (usually a
+    handful), go by uuid. Same rows: a row that was live here then and is not now (or
+    the reverse) changes the ``instances_here`` part by itself. Each part is one
+    indexed select (a UNION ALL member of its own where the view uses an OR)."""
+    params = {"host": host}
+    if others:
+        params["others"] = list(others)
+    if missing:
+        params["missing"] = list(missing)
+    return _statement(bool(others), bool(missing)), params
+
+
+def read_in(conn: sa.Connection, host: str, others: Iterable[str],
+            missing: Iterable[str] = ()) -> Fingerprint:
+    """The fingerprint, on ``conn`` (inside the caller's transaction). Raises what the
+    database raises."""
+    others, missing = sorted(set(others)), sorted(set(missing))
+    if conn.dialect.name == "sqlite":
+        _register_sqlite(conn)
+    stmt, params = statement(host, others, missing)
+    rows = conn.execute(stmt, params).all()
+    parts = tuple(sorted((r.part, int(r.n), int(r.h)) for r in rows))
+    return Fingerprint(parts=parts, others=tuple(others), missing=tuple(missing))
+
+
+def read(engine: sa.Engine, host: str, others: Iterable[str],
+         missing: Iterable[str] = ()) -> Fingerprint | None:
+    """The fingerprint in its own read-only transaction; None when unavailable or the
+    database failed (the caller then reads the full view, which reports the error)."""
+    others, missing = sorted(set(others)), sorted(set(missing))
+    if not available(engine, others, missing):
+        return None
+    try:
+        with engine.connect() as conn:
+            fp = read_in(conn, host, others, missing)
+            conn.rollback()
+            return fp
+    except Exception as exc:  # noqa: BLE001 - a failed check only means "read it all"
+        LOG.debug("change check for host %s unavailable: %s", host,
+                  nova_db.describe_error(exc, engine))
+        return None

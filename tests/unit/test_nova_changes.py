@@ -1,0 +1,296 @@
+"""reaper.nova.changes (the change check) and the reclaim pass's first read, on SQLite.
+
+The test functions that take only ``engine`` are also run against MariaDB by
+tests/functional/test_nova_db_mariadb.py; keep them dialect-neutral.
+"""
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from reaper.nova import changes
+from reaper.nova import db as nova_db
+from reaper.nova import schema as s
+from reaper.nova import view as nova_view
+from reaper.planner import rules
+from reaper.records import CLAIM_MARKER_KEY, InstanceRow
+from tests.unit.test_nova_view import (
+    HOST, NOW, OTHER, add_compute_node, add_instance, add_migration, add_row, archive,
+    new_uuid, sqlite_engine,
+)
+
+
+@pytest.fixture
+def engine(tmp_path):
+    eng = sqlite_engine(tmp_path / "nova.sqlite")
+    yield eng
+    eng.dispose()
+
+
+def _update(engine, table, where, **values):
+    with engine.begin() as conn:
+        assert conn.execute(sa.update(table).where(where).values(**values)).rowcount >= 1
+
+
+def _host(engine):
+    """A host as a pass sees it: live rows with a BDM and an info cache, one row of
+    ours soft-deleted, one deleted row seen locally, one of another host seen locally,
+    a live migration to us of an instance not seen here yet, another host's rows."""
+    add_compute_node(engine)
+    live, _ = add_instance(engine)
+    stopped, _ = add_instance(engine, vm_state="stopped")
+    for u in (live, stopped):
+        add_row(engine, s.block_device_mapping, instance_uuid=u, uuid=new_uuid(),
+                source_type="volume", destination_type="volume", device_name="/dev/vdb",
+                volume_id=new_uuid(), connection_info=json.dumps({"driver_volume_type": "iscsi"}))
+        add_row(engine, s.instance_info_caches, instance_uuid=u,
+                network_info=json.dumps([{"id": new_uuid()}]))
+    soft, _ = add_instance(engine, vm_state="soft-delete", deleted_at=NOW)
+    gone, _ = add_instance(engine, deleted=True)
+    away, _ = add_instance(engine, host=OTHER)
+    coming, _ = add_instance(engine, host=OTHER, task_state="migrating")
+    add_migration(engine, coming, source=OTHER, dest=HOST, status="running")
+    elsewhere, _ = add_instance(engine, host=OTHER)
+    add_compute_node(engine, host=OTHER)
+    never = new_uuid()                       # a domain here with no row at all
+    local = [live, stopped, soft, gone, away, never]
+    return dict(live=live, stopped=stopped, soft=soft, gone=gone, away=away, coming=coming,
+                elsewhere=elsewhere, never=never, local=local)
+
+
+def _base(engine, h):
+    """The check read with the full view, and the uuid lists the next checks use."""
+    fp = nova_view.load_view(engine, HOST, h["local"], fingerprint=True).fingerprint
+    assert fp is not None and fp.missing == (h["never"],)
+    assert set(fp.others) == {h["gone"], h["away"], h["never"], h["coming"]}
+    return fp
+
+
+def _fp(engine, base):
+    return changes.read(engine, HOST, base.others, base.missing)
+
+
+# --------------------------------------------------------------------------
+# The statement
+# --------------------------------------------------------------------------
+
+def test_the_check_is_one_statement_and_stable(engine):
+    h = _host(engine)
+    base = _base(engine, h)
+    with nova_db.QueryCounter(engine) as qc:
+        a = _fp(engine, base)
+    assert qc.count == 1
+    assert a == base == _fp(engine, base)
+    parts = {p: n for p, n, _ in a.parts}
+    assert parts["instances_here"] == 3 and parts["instances_others"] == 3
+    assert parts["instances_moving"] == 1 and parts["archived_local"] == 0
+    assert parts["bdms_here"] == 2 and parts["compute_nodes"] == 1
+
+
+def test_the_view_reads_its_own_check_in_the_same_transaction(engine):
+    h = _host(engine)
+    with nova_db.QueryCounter(engine) as qc:
+        view = nova_view.load_view(engine, HOST, h["local"], fingerprint=True)
+    assert view.ok and view.fingerprint is not None
+    plain = nova_view.load_view(engine, HOST, h["local"])
+    assert view.queries == plain.queries + 1
+    # SQLite: one more statement, the explicit BEGIN of the one snapshot
+    assert qc.count == view.queries + (engine.dialect.name == "sqlite")
+    assert view.fingerprint.missing == (h["never"],)
+    assert view.fingerprint == _fp(engine, view.fingerprint)
+    assert plain.fingerprint is None
+
+
+def test_the_view_without_a_shadow_table_still_has_its_check(engine):
+    h = _host(engine)
+    s.shadow_instances.drop(engine)
+    try:
+        view = nova_view.load_view(engine, HOST, h["local"], fingerprint=True)
+        assert view.ok and view.fingerprint is not None and view.fingerprint.missing == ()
+        assert view.fingerprint == _fp(engine, view.fingerprint)
+    finally:
+        s.shadow_instances.create(engine)
+
+
+def test_every_change_the_rules_could_read_changes_the_check(engine):
+    """Each edge case: a change the view would see changes the fingerprint."""
+    h = _host(engine)
+    base = _base(engine, h)
+    i_, m, b, ic, md, cn = (s.instances, s.migrations, s.block_device_mapping,
+                            s.instance_info_caches, s.instance_system_metadata,
+                            s.compute_nodes)
+    old = datetime.datetime(2001, 1, 1)
+    cases = {
+        "vm_state of a live row": lambda: _update(engine, i_, i_.c.uuid == h["live"],
+                                                  vm_state="paused"),
+        "task_state": lambda: _update(engine, i_, i_.c.uuid == h["stopped"],
+                                      task_state="powering-on"),
+        # a writer whose clock is years behind: timestamps go backwards, not forwards
+        "clock skew: deleted_at set in the past": lambda: _update(
+            engine, i_, i_.c.uuid == h["soft"], deleted_at=old, updated_at=old),
+        "clock skew: a change with an old updated_at": lambda: _update(
+            engine, i_, i_.c.uuid == h["live"], power_state=4, updated_at=old),
+        "row moved from this host": lambda: _update(engine, i_, i_.c.uuid == h["stopped"],
+                                                    host=OTHER, node=OTHER),
+        "row moved to this host (not seen locally)": lambda: _update(
+            engine, i_, i_.c.uuid == h["elsewhere"], host=HOST, node=HOST),
+        "row moved away then another moved here": lambda: (
+            _update(engine, i_, i_.c.uuid == h["live"], host=OTHER),
+            _update(engine, i_, i_.c.uuid == h["elsewhere"], host=HOST)),
+        "soft delete": lambda: _update(engine, i_, i_.c.uuid == h["stopped"],
+                                       vm_state="soft-delete", deleted_at=NOW),
+        # Nova's soft delete of a row: deleted = id, updated_at left as it was
+        "deleted = id": lambda: _update(engine, i_, i_.c.uuid == h["live"],
+                                        deleted=i_.c.id, deleted_at=NOW,
+                                        updated_at=i_.c.updated_at),
+        "a deleted row seen locally is restored": lambda: _update(
+            engine, i_, i_.c.uuid == h["gone"], deleted=0, vm_state="active"),
+        "row of a locally seen uuid on another host changes": lambda: _update(
+            engine, i_, i_.c.uuid == h["away"], vm_state="error"),
+        "new evacuation from this host": lambda: add_migration(
+            engine, h["live"], source=HOST, dest=OTHER, status="accepted",
+            migration_type="evacuation"),
+        "new migration to this host of an unseen instance": lambda: add_migration(
+            engine, h["elsewhere"], source=OTHER, dest=HOST, status="pre-migrating"),
+        "migration status": lambda: _update(engine, m, m.c.instance_uuid == h["coming"],
+                                            status="post-migrating"),
+        "migration soft-deleted (deleted = id)": lambda: _update(
+            engine, m, m.c.instance_uuid == h["coming"], deleted=m.c.id),
+        "a BDM added": lambda: add_row(engine, b, instance_uuid=h["live"], uuid=new_uuid(),
+                                       source_type="volume", destination_type="volume",
+                                       volume_id=new_uuid(), device_name="/dev/vdc"),
+        "connection_info": lambda: _update(engine, b, b.c.instance_uuid == h["live"],
+                                           connection_info=json.dumps({"x": 1})),
+        "network_info": lambda: _update(engine, ic, ic.c.instance_uuid == h["stopped"],
+                                        network_info="[]"),
+        "a claim marker": lambda: add_row(engine, md, instance_uuid=h["soft"],
+                                          key=CLAIM_MARKER_KEY, value=f"{HOST}:x:req-1"),
+        "compute node renamed": lambda: _update(engine, cn, cn.c.host == HOST,
+                                                hypervisor_hostname="renamed"),
+        "the missing uuid appears": lambda: add_instance(engine, uuid=h["never"], host=OTHER),
+    }
+    for what, change in cases.items():
+        with engine.connect() as conn:       # a savepoint-free undo: copy the tables
+            before = {t.name: [dict(r._mapping) for r in conn.execute(sa.select(t))]
+                      for t in s.metadata.sorted_tables}
+        fp0 = _fp(engine, base)
+        assert fp0 == base, what
+        change()
+        assert _fp(engine, base) != fp0, what
+        with engine.begin() as conn:
+            for t in reversed(s.metadata.sorted_tables):
+                conn.execute(sa.delete(t))
+            for t in s.metadata.sorted_tables:
+                if before[t.name]:
+                    conn.execute(sa.insert(t), before[t.name])
+        assert _fp(engine, base) == fp0, f"{what}: undone"
+
+
+def test_an_archived_local_row_changes_the_check(engine):
+    h = _host(engine)
+    base = _base(engine, h)
+    archive(engine, h["gone"])               # instances -> shadow_instances
+    assert _fp(engine, base) != base
+    # and a missing uuid that shows up archived is seen by the archived part
+    fp1 = _fp(engine, base)
+    row = dict(uuid=h["never"], host=HOST, vm_state="deleted", deleted=99, id=9999)
+    add_row(engine, s.shadow_instances, **row)
+    assert _fp(engine, base) != fp1
+
+
+def test_changed_then_changed_back_is_unchanged_and_so_is_the_view(engine):
+    h = _host(engine)
+    v0 = nova_view.load_view(engine, HOST, h["local"], fingerprint=True)
+    i_ = s.instances
+    _update(engine, i_, i_.c.uuid == h["live"], vm_state="stopped", task_state="x")
+    assert _fp(engine, v0.fingerprint) != v0.fingerprint
+    _update(engine, i_, i_.c.uuid == h["live"], vm_state="active", task_state=None)
+    assert _fp(engine, v0.fingerprint) == v0.fingerprint
+    v1 = nova_view.load_view(engine, HOST, h["local"], fingerprint=True)
+    assert (v1.instances, v1.migrations, v1.bdms, v1.info_caches, v1.compute_nodes) == \
+        (v0.instances, v0.migrations, v0.bdms, v0.info_caches, v0.compute_nodes)
+
+
+def test_other_hosts_changes_leave_the_check_alone(engine):
+    """So a busy fleet does not make every host read its whole view."""
+    h = _host(engine)
+    fp0 = _base(engine, h)
+    i_ = s.instances
+    _update(engine, i_, i_.c.uuid == h["elsewhere"], vm_state="stopped")
+    add_instance(engine, host=OTHER)
+    add_migration(engine, h["elsewhere"], source=OTHER, dest="cmp3", status="running")
+    assert _fp(engine, fp0) == fp0
+
+
+def test_the_check_is_not_available_past_one_batch(engine, monkeypatch):
+    monkeypatch.setattr(nova_db, "max_in_params", lambda engine: 2)
+    assert changes.read(engine, HOST, [new_uuid() for _ in range(3)]) is None
+    assert changes.read(engine, HOST, [new_uuid() for _ in range(2)]) is not None
+
+
+def test_a_failing_check_is_none(tmp_path):
+    eng = nova_db.make_engine(f"sqlite:///{tmp_path}/empty.sqlite")
+    assert changes.read(eng, HOST, [new_uuid()]) is None
+    eng.dispose()
+
+
+# --------------------------------------------------------------------------
+# The reclaim pass's first read
+# --------------------------------------------------------------------------
+
+def test_load_soft_deleted_is_this_hosts_live_soft_deleted_rows(engine):
+    mine, _ = add_instance(engine, vm_state="soft-delete", deleted_at=NOW)
+    claimed, _ = add_instance(engine, vm_state="soft-delete", task_state="deleting")
+    add_instance(engine)
+    add_instance(engine, host=OTHER, vm_state="soft-delete", deleted_at=NOW)
+    add_instance(engine, vm_state="soft-delete", deleted=True)
+    with nova_db.QueryCounter(engine) as qc:
+        rows = nova_view.load_soft_deleted(engine, HOST)
+    assert qc.count == 1
+    assert [r.uuid for r in rows] == [mine, claimed]
+    assert rows[1].is_claimed
+
+
+def test_load_soft_deleted_raises_a_safe_error(tmp_path):
+    eng = nova_db.make_engine(f"sqlite:///{tmp_path}/empty.sqlite")
+    with pytest.raises(nova_db.NovaDBError, match="no such table"):
+        nova_view.load_soft_deleted(eng, HOST)
+    eng.dispose()
+
+
+def _row(**kw) -> InstanceRow:
+    base = dict(id=1, uuid="u", host=HOST, node=HOST, vm_state="soft-delete",
+                task_state=None, power_state=4, deleted=0, deleted_at=NOW,
+                display_name="vm", project_id="p", user_id="u")
+    base.update(kw)
+    return InstanceRow(**base)
+
+
+def test_reclaim_candidates_cover_every_row_a_reclaim_rule_acts_on_or_reports():
+    """Over a grid of rows: whenever is_reclaimable holds or classify_claim says
+    anything (for any markers, journaled or not), the row is a candidate."""
+    hour = datetime.timedelta(hours=1)
+    grid = itertools.product(
+        (HOST, OTHER, None), ("soft-delete", "active", "deleted"),
+        (None, "deleting", "restoring"), (0, 7), (None, NOW - 2 * hour, NOW),
+        (False, True), (0, 3600))
+    seen = 0
+    for host, vm, task, deleted, at, archived, interval in grid:
+        row = _row(host=host, vm_state=vm, task_state=task, deleted=deleted, deleted_at=at,
+                   archived=archived)
+        acts = rules.is_reclaimable(row, HOST, interval, NOW) or any(
+            rules.classify_claim(row, markers, HOST, journaled=j, reclaim_interval=interval,
+                                 now=NOW) is not None
+            for markers in ((), (f"{HOST}:2024-01-01T00:00:00:req-1",), ("x:y:z",))
+            for j in (False, True))
+        candidate = bool(rules.reclaim_candidates([row], HOST, interval, NOW))
+        assert candidate or not acts, row
+        seen += acts
+    assert seen > 0
+    # and the common case, a recent soft delete with reclaim on, is not one
+    assert rules.reclaim_candidates([_row(deleted_at=NOW - datetime.timedelta(seconds=5))],
+                                    HOST, 3600, NOW) == []
