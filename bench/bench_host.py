@@ -30,12 +30,16 @@ imported, parsed or connected beyond the libvirt connection) measures:
 * cold: the first audit pass of the process (the one init_host runs);
 * warm: --passes later passes, alternating with
 * bare: the sum of the bare enumerations of the same things on the same run:
-  list the domains + XMLDesc each, scandir the instance directories, one netlink
-  dump (pyroute2 get_links), one OVSDB dump (a python-ovs transact of the
-  columns read), ``iscsiadm -m session`` + the sysfs walk, and the same DB rows
-  (plain selects of the view's columns);
+  list the domains + XMLDesc each, scandir the instance directories, one
+  RTM_GETLINK dump on a plain netlink socket (bytes received and split, as
+  bench_network.py's floor), one OVSDB transact of the columns read on a plain
+  socket parsed by stdlib json, ``iscsiadm -m session`` + the sysfs walk, and
+  the same DB rows (plain selects of the view's columns). The network dumps
+  through the libraries (pyroute2 get_links, python-ovs) are printed beside, not
+  summed: pyroute2's own decoder alone takes longer than the whole pass;
 * each kind's share of the pass (collector time per kind; "rest" is planning,
-  guards, audit and the state DB), the peak RSS and the import time.
+  guards, audit and the state DB), the peak RSS of the passes (taken before any
+  bare enumeration runs in the process) and the import time.
 
 Printed: medians over the runs with their min-max spread.
 
@@ -239,10 +243,15 @@ def child(cfg: dict) -> dict:
         assert not rep.findings, [f.get("classification") for f in rep.findings][:10]
         return wall, dict(kt.t)
 
-    from pyroute2 import IPRoute
+    import socket
+
+    from pyroute2 import netns as pnetns
 
     from reaper.inventory import iscsi as iscsi_inv
-    stock = IPRoute(netns=cfg["netns"], flags=0)
+    raw_nl = pnetns.create_socket(cfg["netns"], socket.AF_NETLINK, socket.SOCK_RAW, 0)
+    raw_nl.bind((0, 0))
+    raw_nl.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    ovs_path = cfg["ovs_remote"].split(":", 1)[1]
     uuids = [d.UUIDString() for d in conn.listAllDomains(0)]
 
     def bare() -> dict:
@@ -251,9 +260,9 @@ def child(cfg: dict) -> dict:
         out["domain"], t = time.perf_counter() - t, time.perf_counter()
         n_dirs = len([e.name for e in os.scandir(cfg["inst"])])
         out["instance_dir"], t = time.perf_counter() - t, time.perf_counter()
-        n_links = len(stock.get_links())
+        n_links = benchlib.raw_netlink_dump(raw_nl)
         out["vif"], t = time.perf_counter() - t, time.perf_counter()
-        n_ports = benchlib.pyovs_dump(cfg["ovs_remote"], cfg["bridge"])
+        n_ports = benchlib.raw_ovsdb_dump(ovs_path, cfg["bridge"])
         out["ovs_port"], t = time.perf_counter() - t, time.perf_counter()
         n_sess = len(iscsi_inv.bare_walk(cfg["sim_sys"], iscsiadm=cfg["iscsiadm"]))
         out["iscsi_session"], t = time.perf_counter() - t, time.perf_counter()
@@ -263,14 +272,35 @@ def child(cfg: dict) -> dict:
                          "ovs_rows": n_ports, "sessions": n_sess, "db_rows": n_rows}
         return out
 
+    def lib_dumps() -> float:
+        """The same two network dumps through the libraries (pyroute2's own decoder,
+        python-ovs), for comparison with the collectors; not part of the bare sum."""
+        from pyroute2 import IPRoute
+        with IPRoute(netns=cfg["netns"], flags=0) as ipr:
+            t = time.perf_counter()
+            ipr.get_links()
+            benchlib.pyovs_dump(cfg["ovs_remote"], cfg["bridge"])
+            return time.perf_counter() - t
+
+    if cfg.get("profile"):
+        import cProfile
+        prof = cProfile.Profile()
+        prof.enable()
     cold_wall, cold_kinds = one_pass()
+    if cfg.get("profile"):
+        prof.disable()
+        prof.dump_stats(cfg["profile"])
     warm, warm_kinds, bares = [], [], []
+    rss_passes = None
     for _ in range(cfg["passes"]):
-        bares.append(bare())
         w, k = one_pass()
         warm.append(w)
         warm_kinds.append(k)
-    stock.close()
+        if rss_passes is None:      # before any bare enumeration ran in this process
+            rss_passes = benchlib.peak_rss_mb()
+        bares.append(bare())
+    lib_s = lib_dumps()
+    raw_nl.close()
     handles.close()
     reaper.close()
     conn.close()
@@ -284,7 +314,9 @@ def child(cfg: dict) -> dict:
             "warm_kinds": {k: med(warm_kinds, k) for k in KINDS},
             "bare_s": statistics.median(bare_total), "bare_all": bare_total,
             "bare_kinds": {k: med(bares, k) for k in KINDS},
-            "counts": bares[-1]["counts"], "peak_rss_mb": benchlib.peak_rss_mb()}
+            "counts": bares[-1]["counts"], "peak_rss_mb": rss_passes,
+            "peak_rss_all_mb": benchlib.peak_rss_mb(),
+            "lib_net_s": lib_s, "warm_net_s": med(warm_kinds, "vif") + med(warm_kinds, "ovs_port")}
 
 
 # --------------------------------------------------------------------------
@@ -318,8 +350,12 @@ def report(args, results: list[dict], build_s: float, load: tuple) -> None:
     print(f"  ratio warm / bare         {fmt_spread(wr, digits=2, unit='x')}  target <= 1.15x")
     print(f"  ratio cold / bare         {fmt_spread(cr, digits=2, unit='x')}  target <= 1.5x")
     rss = [r["peak_rss_mb"] for r in results]
-    print(f"  peak RSS                  {fmt_spread(rss, digits=1, unit=' MB')}  "
-          f"target < 150 MB")
+    print(f"  peak RSS, the passes      {fmt_spread(rss, digits=1, unit=' MB')}  "
+          f"target < 150 MB (process peak incl. the bare runs: "
+          f"{fmt_spread([r['peak_rss_all_mb'] for r in results], digits=1)} MB)")
+    print(f"  network, warm collectors vs library dumps (pyroute2 get_links + python-ovs "
+          f"transact): {fmt_spread([r['warm_net_s'] for r in results])} s vs "
+          f"{fmt_spread([r['lib_net_s'] for r in results])} s")
     print(f"  imports (reaper + deps)   {fmt_spread([r['import_s'] for r in results])} s "
           f"(before the cold pass, not in it)")
     print("  per kind (medians, s):      bare     warm    cold   share of warm / cold pass")
@@ -358,6 +394,8 @@ def main() -> int:
                          "sim: the simulator's iscsiadm (Python) on the simulated tree")
     ap.add_argument("--runs", type=int, default=3, help="fresh processes (cold passes)")
     ap.add_argument("--passes", type=int, default=3, help="warm passes per process")
+    ap.add_argument("--profile", metavar="FILE",
+                    help="cProfile the cold pass of the first process into FILE (pstats)")
     ap.add_argument("--json", action="store_true", help="print the raw results as JSON too")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -400,7 +438,11 @@ def main() -> int:
         env = iscsi_sim.env(sim.root)
         env["PYTHONPATH"] = benchlib.ROOT + os.pathsep + env.get("PYTHONPATH", "")
         results = []
-        for _ in range(args.runs):
+        for run in range(args.runs):
+            if args.profile:
+                cfg["profile"] = os.path.abspath(args.profile) if run == 0 else None
+                with open(cfg_path, "w") as f:
+                    json.dump(cfg, f)
             cmd = [sys.executable, os.path.abspath(__file__), "--child", cfg_path]
             r = subprocess.run(iscsi_sim.ns_argv(sim.root, cmd) if real else cmd,
                                capture_output=True, text=True, env=env)
