@@ -226,8 +226,21 @@ def child(cfg: dict) -> dict:
         ovs=ovs_inv.OvsHandle(cfg["ovs_remote"], cfg["bridge"], 30),
         domains=lambda c: libvirt_inv.collect_domains(c, template))
     reaper = network_wiring.enable(volume_wiring.enable(reaper, conf), conf, handles=handles)
+    if not cfg.get("no_settle"):
+        reconcile.settle_heap()     # as reconcile.build_from_conf does for the agent
 
     kt = KindTimer()
+    import gc
+    gc_state = {"t0": 0.0}
+
+    def gc_cb(phase, info):
+        if phase == "start":
+            gc_state["t0"] = time.perf_counter()
+        else:
+            kt.t["gc"] = kt.t.get("gc", 0.0) + time.perf_counter() - gc_state["t0"]
+    gc.callbacks.append(gc_cb)
+    if os.environ.get("BENCH_HOST_GC") == "off":
+        gc.disable()
     libvirt_inv.collect_domains = kt.wrap("domain", libvirt_inv.collect_domains)
     dir_inv.collect_instance_dirs = kt.wrap("instance_dir", dir_inv.collect_instance_dirs)
     nova_view.load_view = kt.wrap("nova_db", nova_view.load_view)
@@ -311,7 +324,7 @@ def child(cfg: dict) -> dict:
     return {"import_s": import_s, "since_start_s": time.perf_counter() - T_START,
             "cold_s": cold_wall, "cold_kinds": cold_kinds,
             "warm_s": statistics.median(warm), "warm_all": warm,
-            "warm_kinds": {k: med(warm_kinds, k) for k in KINDS},
+            "warm_kinds": {k: med(warm_kinds, k) for k in (*KINDS, "gc")},
             "bare_s": statistics.median(bare_total), "bare_all": bare_total,
             "bare_kinds": {k: med(bares, k) for k in KINDS},
             "counts": bares[-1]["counts"], "peak_rss_mb": rss_passes,
@@ -359,8 +372,13 @@ def report(args, results: list[dict], build_s: float, load: tuple) -> None:
     print(f"  imports (reaper + deps)   {fmt_spread([r['import_s'] for r in results])} s "
           f"(before the cold pass, not in it)")
     print("  per kind (medians, s):      bare     warm    cold   share of warm / cold pass")
-    for k in (*KINDS, "rest"):
-        if k == "rest":
+    for k in (*KINDS, "rest", "gc"):
+        if k == "gc":
+            b = ""
+            wv = statistics.median(r["warm_kinds"].get(k, 0.0) for r in results)
+            cv = statistics.median(r["cold_kinds"].get(k, 0.0) for r in results)
+            k = "(of which GC)"
+        elif k == "rest":
             b = ""
             wv = statistics.median(r["warm_s"] - sum(r["warm_kinds"].get(x, 0) for x in KINDS)
                                    for r in results)
@@ -396,6 +414,9 @@ def main() -> int:
     ap.add_argument("--passes", type=int, default=3, help="warm passes per process")
     ap.add_argument("--profile", metavar="FILE",
                     help="cProfile the cold pass of the first process into FILE (pstats)")
+    ap.add_argument("--no-settle", action="store_true",
+                    help="skip reconcile.settle_heap() (gc.freeze after start-up), which "
+                         "the agent runs, to see what it saves")
     ap.add_argument("--json", action="store_true", help="print the raw results as JSON too")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -431,7 +452,7 @@ def main() -> int:
         cfg = dict(built, root=root, netns=net.ns, bridge=net.bridge, ovs_remote=net.remote,
                    sim_sys="/sys" if real else sim.sys, sim_dev="/dev" if real else sim.dev,
                    iscsiadm=REAL_ISCSIADM if real else "iscsiadm",
-                   libvirt=args.libvirt, passes=args.passes)
+                   libvirt=args.libvirt, passes=args.passes, no_settle=args.no_settle)
         cfg_path = os.path.join(root, "child.json")
         with open(cfg_path, "w") as f:
             json.dump(cfg, f)
