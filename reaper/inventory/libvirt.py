@@ -169,6 +169,9 @@ def parse_domain_xml(xml: str, state: str, name_re: re.Pattern | None) -> Domain
     uuid = name = ""
     nova_meta = False
     disks, ifaces, files = [], [], {}
+    # No attribute is longer than the text it is in (entities, the one way to grow
+    # one, were refused above): XML shorter than the limit skips the per-attribute check.
+    check_size = len(xml) > MAX_ATTRIBUTE_CHARS
     for el in root:
         tag = el.tag
         if tag == "uuid":
@@ -186,7 +189,7 @@ def parse_domain_xml(xml: str, state: str, name_re: re.Pattern | None) -> Domain
                     if iface is not None:
                         ifaces.append(iface)
         if tag not in _NO_PATHS:
-            _collect_paths(el, files)
+            _collect_paths(el, files, check_size)
     if not _UUID_FULL.fullmatch(uuid):
         raise ValueError(f"no valid <uuid> in domain XML ({uuid!r})")
     nova = nova_meta or bool(name_re and name_re.fullmatch(name))
@@ -218,24 +221,26 @@ def _refuse_hostile(xml: str) -> None:
                          "one): not parsed")
 
 
-def _collect_paths(top: ET.Element, found: dict) -> None:
+def _collect_paths(top: ET.Element, found: dict, check_size: bool = True) -> None:
     """Every absolute path in the attributes and leaf texts under ``top``, in order.
 
     Deliberately wider than the elements known to name files (disk sources and
     <backingStore>/<mirror>/<dataStore> chains, <loader>, <nvram>, <kernel>,
     <initrd>, <dtb>, <log file>, char devices' <source path>, <filesystem>'s
     <source dir>, sockets...): a path that is not a file only pins more.
+    ``check_size`` False: the caller knows no attribute can be huge.
     """
+    paths_in = _paths_in
     for el in top.iter():
         for value in el.attrib.values():
-            if len(value) > MAX_ATTRIBUTE_CHARS:
+            if check_size and len(value) > MAX_ATTRIBUTE_CHARS:
                 raise ValueError(f"attribute of {len(value)} characters on <{el.tag}> "
                                  f"(more than {MAX_ATTRIBUTE_CHARS}): libvirt writes none")
             if "/" in value:
-                _paths_in(value, found)
+                paths_in(value, found)
         text = el.text
         if text and "/" in text and len(el) == 0:
-            _paths_in(text.strip(), found)
+            paths_in(text.strip(), found)
 
 
 def _paths_in(value: str, found: dict) -> None:
