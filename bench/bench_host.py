@@ -137,14 +137,14 @@ def build(root: str, args) -> dict:
         caches, bdms = [], []
         for i, u in enumerate(local):
             p = benchlib.port_id(i)
-            if i < args.vifs:
-                caches.append(dict(instance_uuid=u, deleted=0, created_at=now,
-                                   network_info=json.dumps([{
-                                       "id": p, "address": "fa:16:3e:00:00:01", "type": "ovs",
-                                       "devname": "tap" + p[:11], "ovs_interfaceid": p,
-                                       "details": {"ovs_hybrid_plug": True},
-                                       "network": {"bridge": "br-int", "subnets": []},
-                                       "active": True}])))
+            # every domain's XML has its VIF (the devices exist for the first --vifs)
+            caches.append(dict(instance_uuid=u, deleted=0, created_at=now,
+                               network_info=json.dumps([{
+                                   "id": p, "address": "fa:16:3e:00:00:01", "type": "ovs",
+                                   "devname": "tap" + p[:11], "ovs_interfaceid": p,
+                                   "details": {"ovs_hybrid_plug": True},
+                                   "network": {"bridge": "br-int", "subnets": []},
+                                   "active": True}])))
             if i < total_luns:
                 portal, iqn, lun = lun_of(i, args.luns)
                 vol = volume_id(i)
