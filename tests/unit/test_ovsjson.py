@@ -24,9 +24,15 @@ MESSAGES = [
 def _py_parse(text: str):
     if PY_PARSER is ovsjson.StdlibParser or ovs.json.PARSER == ovs.json.PARSER_C:
         return json.loads(text)
-    p = PY_PARSER()
-    p.feed(text)
-    return p.finish()
+    # python-ovs' class finds itself through the module global (super(Parser, cls)):
+    # put it back while it runs, as it was before install().
+    saved, ovs.json.Parser = ovs.json.Parser, PY_PARSER
+    try:
+        p = PY_PARSER()
+        p.feed(text)
+        return p.finish()
+    finally:
+        ovs.json.Parser = saved
 
 
 def _feed_chunked(text: str, size: int):
