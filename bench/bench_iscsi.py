@@ -31,27 +31,20 @@ import tempfile
 import time
 import uuid as uuidlib
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402  (also puts the repository root on sys.path)
 
-HOST = "bench-cmp-0001"
+HOST = benchlib.HOST
 REAL_ISCSIADM = "/usr/sbin/iscsiadm"
 
 
 def portals_for(n_sessions: int) -> list[str]:
-    return [f"10.{i // 250}.{i % 250}.1:3260" for i in range(8)]
+    return benchlib.iscsi_portals()
 
 
 def build_tree(root: str, n_sessions: int, n_luns: int):
     """The simulated initiator host: sessions, LUN devices, node records."""
-    from tests import iscsi_sim
-
-    sim = iscsi_sim.SimHost(root).init()
-    portals = portals_for(n_sessions)
-    for i in range(n_sessions):
-        iqn = f"iqn.2010-10.org.openstack:volume-{i:05d}"
-        sim.add_target(iqn, [portals[i % len(portals)]], list(range(n_luns)))
-        sim.connect(portals[i % len(portals)], iqn)
-    return sim
+    return benchlib.build_iscsi_sim(root, n_sessions, n_luns)
 
 
 def build_model(n_sessions: int, n_luns: int, n_bdms: int, seed: int = 7):

@@ -17,65 +17,30 @@ Each N runs in a fresh process so peak RSS is per N.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 import uuid as uuidlib
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402  (also puts the repository root on sys.path)
 
-HOST = "bench-cmp-0001"
+HOST = benchlib.HOST
 
 
 def build(root: str, n: int, db_base: str | None) -> dict:
-    import sqlalchemy as sa
-
     from reaper import demo
-    from reaper.nova import schema
 
     inst = os.path.join(root, "instances")
     os.makedirs(inst, exist_ok=True)
-    if db_base:
-        name = f"reaper_bench_{os.getpid()}"
-        admin = sa.create_engine(db_base)
-        with admin.begin() as c:
-            c.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-            c.execute(sa.text(f"CREATE DATABASE {name}"))
-        admin.dispose()
-        url = db_base.rstrip("/") + "/" + name
-    else:
-        name = None
-        url = f"sqlite:///{os.path.join(root, 'nova.sqlite')}"
-    engine = sa.create_engine(url)
-    schema.create_all(engine)
+    url, name = benchlib.create_db(db_base, root, "pass")
     rng = random.Random(n)
     local = [str(uuidlib.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
-    now = datetime.datetime.utcnow().replace(microsecond=0)
-    with engine.begin() as c:
-        c.execute(schema.compute_nodes.insert(), [dict(
-            host=HOST, hypervisor_hostname=HOST, uuid=str(uuidlib.uuid4()), vcpus=64,
-            memory_mb=1, local_gb=1, vcpus_used=0, memory_mb_used=0, local_gb_used=0,
-            hypervisor_type="QEMU", hypervisor_version=1, cpu_info="{}", deleted=0)])
-        c.execute(schema.instances.insert(), [dict(
-            id=i + 1, uuid=u, host=HOST, node=HOST, vm_state="active", power_state=1,
-            deleted=0, created_at=now, display_name=f"vm{i}") for i, u in enumerate(local)])
-        batch = []
-        for j in range(100 * n):
-            batch.append(dict(id=n + j + 1, uuid=str(uuidlib.UUID(int=rng.getrandbits(128),
-                                                                    version=4)),
-                              host=f"other-{j % 997:04d}", node="x", vm_state="active",
-                              power_state=1, deleted=0, created_at=now))
-            if len(batch) == 20000:
-                c.execute(schema.instances.insert(), batch)
-                batch = []
-        if batch:
-            c.execute(schema.instances.insert(), batch)
+    benchlib.fill_nova_db(url, local, 100, seed=rng.getrandbits(32))
     doms = []
     for i, u in enumerate(local):
         d = os.path.join(inst, u)
@@ -87,25 +52,14 @@ def build(root: str, n: int, db_base: str | None) -> dict:
     node = os.path.join(root, "node.xml")
     with open(node, "w") as f:
         f.write(demo.node_xml(doms))
-    engine.dispose()
     return {"url": url, "dbname": name, "inst": inst, "node": node}
 
 
 def bare(conn, engine, inst, host, uuids):
     """What any reconciler must do at least: list + XML, list dirs, read the rows."""
-    import sqlalchemy as sa
-
-    from reaper.nova import schema
     xml = [d.XMLDesc(0) for d in conn.listAllDomains(0)]
     names = [e.name for e in os.scandir(inst)]
-    t = schema.instances
-    cols = [t.c.id, t.c.uuid, t.c.host, t.c.node, t.c.vm_state, t.c.task_state,
-            t.c.power_state, t.c.deleted, t.c.deleted_at]
-    with engine.connect() as c:
-        rows = c.execute(sa.select(*cols).where(sa.or_(
-            sa.and_(t.c.host == host, t.c.deleted == 0),
-            t.c.uuid.in_(sa.bindparam("u", expanding=True)))), {"u": list(uuids)}).fetchall()
-    return len(xml), len(names), len(rows)
+    return len(xml), len(names), benchlib.bare_db_rows(engine, host, uuids)
 
 
 def one(n: int, db_base: str | None, repeat: int, via_daemon: bool = False) -> dict:
@@ -152,11 +106,7 @@ def one(n: int, db_base: str | None, repeat: int, via_daemon: bool = False) -> d
         assert rep.exit_code in (0, 3), rep.to_table()
     reaper.close()
     conn.close()
-    if dbname:
-        import sqlalchemy as sa
-        admin = sa.create_engine(db_base)
-        with admin.begin() as c:
-            c.execute(sa.text(f"DROP DATABASE IF EXISTS {dbname}"))
+    benchlib.drop_db(db_base, dbname)
     import shutil
     shutil.rmtree(root, ignore_errors=True)
     p, b, cold = min(passes), min(bares), passes[0]
@@ -165,7 +115,7 @@ def one(n: int, db_base: str | None, repeat: int, via_daemon: bool = False) -> d
             "pass_s": round(p, 4), "cold_s": round(cold, 4), "bare_s": round(b, 4),
             "ratio": round(p / b, 2), "cold_ratio": round(cold / b, 2),
             "db_round_trips": sorted(queries),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": benchlib.peak_rss_mb()}
 
 
 def main() -> int:

@@ -7,8 +7,9 @@ Cost per pass: one ``getAllDomainStats(STATE)`` (list and run state of every
 domain in a single, atomic call) plus one ``XMLDesc(0)`` per domain. Per-domain
 ``state()`` calls are only made on drivers without the bulk stats API. The paths a
 domain's XML names are resolved to real paths on every pass (a few ``lstat`` each,
-never cached: a symlink may change between passes), so the planner compares them
-with the resolved instance directories.
+never cached from one pass to the next: a symlink may change between passes; within
+a pass each directory is resolved once), so the planner compares them with the
+resolved instance directories.
 
 A domain whose XML cannot be read or is hostile (a DTD or entities, huge
 attributes) is kept as a placeholder with state "unknown" and logged; the pass
@@ -168,6 +169,9 @@ def parse_domain_xml(xml: str, state: str, name_re: re.Pattern | None) -> Domain
     uuid = name = ""
     nova_meta = False
     disks, ifaces, files = [], [], {}
+    # No attribute is longer than the text it is in (entities, the one way to grow
+    # one, were refused above): XML shorter than the limit skips the per-attribute check.
+    check_size = len(xml) > MAX_ATTRIBUTE_CHARS
     for el in root:
         tag = el.tag
         if tag == "uuid":
@@ -185,7 +189,7 @@ def parse_domain_xml(xml: str, state: str, name_re: re.Pattern | None) -> Domain
                     if iface is not None:
                         ifaces.append(iface)
         if tag not in _NO_PATHS:
-            _collect_paths(el, files)
+            _collect_paths(el, files, check_size)
     if not _UUID_FULL.fullmatch(uuid):
         raise ValueError(f"no valid <uuid> in domain XML ({uuid!r})")
     nova = nova_meta or bool(name_re and name_re.fullmatch(name))
@@ -217,24 +221,26 @@ def _refuse_hostile(xml: str) -> None:
                          "one): not parsed")
 
 
-def _collect_paths(top: ET.Element, found: dict) -> None:
+def _collect_paths(top: ET.Element, found: dict, check_size: bool = True) -> None:
     """Every absolute path in the attributes and leaf texts under ``top``, in order.
 
     Deliberately wider than the elements known to name files (disk sources and
     <backingStore>/<mirror>/<dataStore> chains, <loader>, <nvram>, <kernel>,
     <initrd>, <dtb>, <log file>, char devices' <source path>, <filesystem>'s
     <source dir>, sockets...): a path that is not a file only pins more.
+    ``check_size`` False: the caller knows no attribute can be huge.
     """
+    paths_in = _paths_in
     for el in top.iter():
         for value in el.attrib.values():
-            if len(value) > MAX_ATTRIBUTE_CHARS:
+            if check_size and len(value) > MAX_ATTRIBUTE_CHARS:
                 raise ValueError(f"attribute of {len(value)} characters on <{el.tag}> "
                                  f"(more than {MAX_ATTRIBUTE_CHARS}): libvirt writes none")
             if "/" in value:
-                _paths_in(value, found)
+                paths_in(value, found)
         text = el.text
         if text and "/" in text and len(el) == 0:
-            _paths_in(text.strip(), found)
+            paths_in(text.strip(), found)
 
 
 def _paths_in(value: str, found: dict) -> None:
@@ -297,7 +303,7 @@ def _interface(i: ET.Element) -> DomainInterface | None:
 # The collector
 # --------------------------------------------------------------------------
 
-def resolve_files(paths) -> tuple[str, ...]:
+def resolve_files(paths, dirs: dict | None = None) -> tuple[str, ...]:
     """The real paths a domain's file sources depend on, so that they compare with the
     (resolved) instance directories whatever the spelling: symlinks, ``//``, ``..``.
 
@@ -305,13 +311,20 @@ def resolve_files(paths) -> tuple[str, ...]:
     even when that is itself a symlink), then each hop of a symlinked file down to
     its target; a directory holding any of them is in use. Unresolvable parts stay as
     they are (realpath does not need the file to exist).
+
+    ``dirs`` memoizes the real path of each directory for the caller's one pass (the
+    collector shares it between the domains of a pass, which name the same few
+    directories: /dev/disk/by-path, an instance directory for several files); it
+    never outlives the pass, since a symlink may change between passes.
     """
+    if dirs is None:
+        dirs = {}
     out: dict[str, None] = {}
     for path in paths:
         if not path.startswith("/"):
             continue
         try:
-            for real in _symlink_hops(path):
+            for real in _symlink_hops(path, dirs):
                 out[real] = None
         except (OSError, ValueError) as e:
             LOG.debug("cannot resolve %s: %s", path, e)
@@ -319,13 +332,20 @@ def resolve_files(paths) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _symlink_hops(path: str, max_hops: int = 40):
+def _realdir(head: str, dirs: dict) -> str:
+    real = dirs.get(head)
+    if real is None:
+        real = dirs[head] = os.path.realpath(head)
+    return real
+
+
+def _symlink_hops(path: str, dirs: dict, max_hops: int = 40):
     for _ in range(max_hops):
         head, tail = os.path.split(path)
         if tail in ("", ".", ".."):
             yield os.path.realpath(path)
             return
-        real = os.path.join(os.path.realpath(head), tail)
+        real = os.path.join(_realdir(head, dirs), tail)
         yield real
         try:
             target = os.readlink(real)
@@ -417,6 +437,7 @@ def collect_domains(conn, instance_name_template: str,
     except libvirt.libvirtError as e:
         return CollectorResult(kind="domain", ok=False, error=f"cannot list domains: {e}")
     items = []
+    dirs: dict[str, str] = {}       # real paths of directories, for this pass only
     for dom, code in listed:
         try:
             if code is None:
@@ -437,7 +458,7 @@ def collect_domains(conn, instance_name_template: str,
             items.append(_placeholder(dom, e))
             continue
         items.append(resolve_block_disks(
-            dataclasses.replace(parsed, files=resolve_files(parsed.files))))
+            dataclasses.replace(parsed, files=resolve_files(parsed.files, dirs))))
     if cache is not None:
         cache.rotate()
     return CollectorResult(kind="domain", ok=True, items=tuple(items))

@@ -1,7 +1,10 @@
 """Collector of the Linux side of Nova's VIFs: tap, qbr, qvb and qvo devices.
 
 Read-only. One rtnetlink dump (``RTM_GETLINK``, statistics skipped) per pass, in
-the host's network namespace or in ``[network] namespace``, through pyroute2.
+the host's network namespace or in ``[network] namespace``, on a plain netlink
+socket that pyroute2 opens in the namespace (``raw_dump``; pyroute2's own dump
+loop costs more per message than decoding it), or through pyroute2's IPRoute
+where that socket cannot be had.
 Devices named like a Nova VIF become records (``tap``/``qbr``/``qvb``/``qvo``
 followed by the first 11 characters of a Neutron port id, 14 characters in all),
 and so does every device stacked on or enslaved to one of them (a macvlan or
@@ -28,6 +31,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import socket
 import struct
 import threading
 
@@ -101,6 +105,56 @@ def _nested_u32(data, start: int, stop: int, want: int) -> int | None:
     return None
 
 
+def decode_link_attrs(data, offset: int, end: int) -> dict:
+    """The attributes the reaper reads of one RTM_NEWLINK, from its NLAs at
+    ``data[offset:end]``: a plain dict (ifname, mac, link, master, operstate,
+    carrier, netnsid, kind, vxlan_link; absent keys: attribute not sent)."""
+    last = end - 4
+    hdr, want = _HDR, _WANTED
+    out = {}
+    while offset <= last:
+        length, typ = hdr(data, offset)
+        if length < 4:
+            break
+        typ &= _NLA_TYPE_MASK
+        if typ in want:
+            p, stop = offset + 4, min(offset + length, end)
+            if typ == IFLA_IFNAME:
+                out["ifname"] = _cstr(data, p, stop)
+            elif typ == IFLA_ADDRESS:
+                out["mac"] = bytes(data[p:stop]).hex(":")
+            elif typ == IFLA_LINK:
+                out["link"] = _U32(data, p)[0]
+            elif typ == IFLA_MASTER:
+                out["master"] = _U32(data, p)[0]
+            elif typ == IFLA_OPERSTATE:
+                out["operstate"] = data[p]
+            elif typ == IFLA_CARRIER:
+                out["carrier"] = data[p]
+            elif typ == IFLA_LINK_NETNSID:
+                out["netnsid"] = _S32(data, p)[0]
+            else:       # IFLA_LINKINFO: its IFLA_INFO_KIND (and a vxlan's device)
+                o = p
+                while o + 4 <= stop:
+                    ilen, ityp = hdr(data, o)
+                    if ilen < 4:
+                        break
+                    ityp &= _NLA_TYPE_MASK
+                    if ityp == IFLA_INFO_KIND:
+                        out["kind"] = _cstr(data, o + 4, min(o + ilen, stop))
+                        if out["kind"] != "vxlan":
+                            break
+                    elif ityp == IFLA_INFO_DATA and out.get("kind") == "vxlan":
+                        dev = _nested_u32(data, o + 4, min(o + ilen, stop),
+                                          IFLA_VXLAN_LINK)
+                        if dev:
+                            out["vxlan_link"] = dev
+                        break
+                    o += (ilen + 3) & ~3
+        offset += (length + 3) & ~3
+    return out
+
+
 class _LinkMsg(nlmsg if nlmsg is not None else dict):
     """RTM_NEWLINK decoded into ``msg["reaper"]``, a plain dict of what we need."""
 
@@ -108,52 +162,8 @@ class _LinkMsg(nlmsg if nlmsg is not None else dict):
     nla_map = ((IFLA_IFNAME, "IFLA_IFNAME", "asciiz"),)   # non-empty: NLAs get decoded
 
     def decode_nlas(self, offset):
-        data = self.data
-        end = self.offset + self.length
-        last = end - 4
-        hdr, want = _HDR, _WANTED
-        out = {}
-        while offset <= last:
-            length, typ = hdr(data, offset)
-            if length < 4:
-                break
-            typ &= _NLA_TYPE_MASK
-            if typ in want:
-                p, stop = offset + 4, min(offset + length, end)
-                if typ == IFLA_IFNAME:
-                    out["ifname"] = _cstr(data, p, stop)
-                elif typ == IFLA_ADDRESS:
-                    out["mac"] = bytes(data[p:stop]).hex(":")
-                elif typ == IFLA_LINK:
-                    out["link"] = _U32(data, p)[0]
-                elif typ == IFLA_MASTER:
-                    out["master"] = _U32(data, p)[0]
-                elif typ == IFLA_OPERSTATE:
-                    out["operstate"] = data[p]
-                elif typ == IFLA_CARRIER:
-                    out["carrier"] = data[p]
-                elif typ == IFLA_LINK_NETNSID:
-                    out["netnsid"] = _S32(data, p)[0]
-                else:       # IFLA_LINKINFO: its IFLA_INFO_KIND (and a vxlan's device)
-                    o = p
-                    while o + 4 <= stop:
-                        ilen, ityp = hdr(data, o)
-                        if ilen < 4:
-                            break
-                        ityp &= _NLA_TYPE_MASK
-                        if ityp == IFLA_INFO_KIND:
-                            out["kind"] = _cstr(data, o + 4, min(o + ilen, stop))
-                            if out["kind"] != "vxlan":
-                                break
-                        elif ityp == IFLA_INFO_DATA and out.get("kind") == "vxlan":
-                            dev = _nested_u32(data, o + 4, min(o + ilen, stop),
-                                              IFLA_VXLAN_LINK)
-                            if dev:
-                                out["vxlan_link"] = dev
-                            break
-                        o += (ilen + 3) & ~3
-            offset += (length + 3) & ~3
-        dict.__setitem__(self, "reaper", out)
+        dict.__setitem__(self, "reaper", decode_link_attrs(self.data, offset,
+                                                           self.offset + self.length))
 
 
 _OPERSTATE_CODES = {name: code for code, name in OPERSTATES.items()}
@@ -206,6 +216,77 @@ class NetlinkUnavailable(Exception):
     pass
 
 
+# --------------------------------------------------------------------------
+# The dump on a plain rtnetlink socket
+# --------------------------------------------------------------------------
+
+_NLMSG_HDR = struct.Struct("=IHHII")        # length, type, flags, seq, port id
+_NLMSG_ERROR, _NLMSG_DONE, _RTM_NEWLINK, _RTM_GETLINK = 2, 3, 16, 18
+_NLM_F_REQUEST, _NLM_F_DUMP, _NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
+_IFLA_EXT_MASK = 29
+_IFINFOMSG_LEN = 16                          # family, pad, type, index, flags, change
+_RECV_BUF = 1 << 20
+
+
+def _open_raw(namespace: str | None) -> socket.socket:
+    """An rtnetlink socket in ``namespace`` (None: ours); pyroute2 only makes it
+    there (``netns.create_socket``), nothing of it is used after."""
+    if namespace:
+        from pyroute2 import netns as pnetns
+        sock = pnetns.create_socket(namespace, socket.AF_NETLINK, socket.SOCK_RAW,
+                                    _NETLINK_ROUTE)
+    else:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_ROUTE)
+    try:
+        sock.bind((0, 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+_NETLINK_ROUTE = 0
+
+
+def raw_dump(sock: socket.socket, seq: int) -> list[dict] | None:
+    """One RTM_GETLINK dump (statistics skipped) on ``sock``: the links as
+    ``Netlink.dump`` returns them, decoded straight from the received buffers by
+    ``decode_link_attrs``. None when the kernel flags the dump as interrupted (the
+    links changed meanwhile: the caller dumps again). Raises NetlinkError for an
+    error the kernel answers, OSError for a broken socket."""
+    body = (struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)
+            + struct.pack("=HHI", 8, _IFLA_EXT_MASK, _SKIP_STATS))
+    sock.send(_NLMSG_HDR.pack(16 + len(body), _RTM_GETLINK, _NLM_F_REQUEST | _NLM_F_DUMP,
+                              seq, 0) + body)
+    buf = bytearray(_RECV_BUF)
+    view = memoryview(buf)
+    links, interrupted = [], False
+    hdr, s32 = _NLMSG_HDR.unpack_from, _S32
+    while True:
+        size = sock.recv_into(buf)
+        if size == 0:
+            raise OSError(errno.EPIPE, "netlink socket closed during a dump")
+        off = 0
+        while off + 16 <= size:
+            length, typ, flags, mseq, _ = hdr(buf, off)
+            if length < 16 or off + length > size:
+                raise OSError(errno.EPROTO, f"malformed netlink message ({length} bytes)")
+            if mseq == seq:
+                if flags & _NLM_F_DUMP_INTR:
+                    interrupted = True
+                if typ == _NLMSG_DONE:
+                    return None if interrupted else links
+                if typ == _NLMSG_ERROR:
+                    code = -s32(buf, off + 16)[0]
+                    if code:
+                        raise NetlinkError(code, os.strerror(code))
+                elif typ == _RTM_NEWLINK and length >= 16 + _IFINFOMSG_LEN:
+                    index = s32(buf, off + 20)[0]
+                    attrs = decode_link_attrs(view, off + 16 + _IFINFOMSG_LEN, off + length)
+                    links.append({"index": index, **attrs})
+            off += (length + 3) & ~3
+
+
 class Netlink:
     """A long-lived rtnetlink socket in ``namespace`` (None: our own).
 
@@ -214,13 +295,19 @@ class Netlink:
     Safe to share between threads.
     """
 
-    def __init__(self, namespace: str | None = None, fast: bool = True):
+    def __init__(self, namespace: str | None = None, fast: bool = True, raw: bool = True):
         self.namespace = namespace or None
         self.fast = fast        # False: pyroute2's own decoder (tests compare the two)
-        self.decoder = None     # "fast" or "pyroute2" once a socket is open
+        # Dumps on a plain rtnetlink socket (raw_dump); False, or where pyroute2 cannot
+        # make a socket in a namespace: through pyroute2's IPRoute.
+        self.raw = raw and fast
+        self.decoder = None     # "raw", "fast" or "pyroute2" once a dump was made
         self._ext_mask = True   # the kernel leaves statistics out of the dump
         self._ipr = None
         self._ns_ino = None
+        self._raw_sock = None
+        self._raw_ino = None
+        self._seq = 0
         self._lock = threading.Lock()
 
     def _ns_path(self) -> str:
@@ -264,14 +351,69 @@ class Netlink:
                 pass
         self._ipr = None
 
+    def _close_raw(self):
+        if self._raw_sock is not None:
+            try:
+                self._raw_sock.close()
+            except OSError:
+                pass
+        self._raw_sock = None
+
     def close(self) -> None:
         with self._lock:
             self._close()
+            self._close_raw()
+
+    def _raw_socket(self):
+        ino = self._current_ino()
+        if self._raw_sock is not None and ino == self._raw_ino:
+            return self._raw_sock
+        self._close_raw()
+        try:
+            sock = _open_raw(self.namespace)
+        except (ImportError, AttributeError, TypeError) as e:
+            LOG.info("pyroute2 %s cannot make a plain netlink socket in a namespace "
+                     "(%s): dumping links through IPRoute",
+                     getattr(__import__("pyroute2"), "__version__", "?"), e)
+            self.raw = False
+            return None
+        except OSError as e:
+            raise NetlinkUnavailable(f"cannot open rtnetlink in namespace "
+                                     f"{self.namespace or '(host)'}: {e}") from None
+        self._raw_sock, self._raw_ino = sock, ino
+        return sock
+
+    def _dump_raw(self) -> list[dict] | None:
+        """The links through raw_dump; None when the raw socket cannot be had."""
+        for attempt in (1, 2):
+            sock = self._raw_socket()
+            if sock is None:
+                return None
+            try:
+                for _ in range(3):
+                    self._seq = self._seq % 0x7FFFFFFF + 1
+                    links = raw_dump(sock, self._seq)
+                    if links is not None:
+                        self.decoder = "raw"
+                        return links
+                raise NetlinkUnavailable("the link dump was interrupted three times in a "
+                                         "row (links changing)")
+            except NetlinkError:
+                raise
+            except OSError as e:    # a broken socket: reopen once
+                self._close_raw()
+                if attempt == 2:
+                    raise NetlinkUnavailable(f"netlink dump failed: {e}") from None
+        raise AssertionError("unreachable")
 
     def dump(self) -> list[dict]:
         """Every link: dicts with index, ifname, kind, mac, link, master, operstate,
         carrier, netnsid (absent keys: attribute not sent)."""
         with self._lock:
+            if self.raw:
+                links = self._dump_raw()
+                if links is not None:
+                    return links
             for attempt in (1, 2):
                 ipr = self._socket()
                 try:

@@ -31,6 +31,7 @@ from ovsdbapp.backend.ovs_idl import idlutils
 from ovsdbapp.backend.ovs_idl import transaction as ovs_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
+from reaper.inventory import ovsjson
 from reaper.records import CollectorResult, OvsPort
 
 LOG = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ COLUMNS = {
     "Interface": ["name", "type", "external_ids", "error", "ofport"],
 }
 SKIP_KEY = "reaper-skip"
+
+# python-ovs without its C JSON parser: the standard library's instead (ovsjson).
+ovsjson.install()
 
 
 class OvsUnavailable(Exception):
@@ -106,6 +110,16 @@ def _strerror(err) -> str:
     return errno.errorcode.get(err, str(err)) if isinstance(err, int) else str(err)
 
 
+class _Idl(ovs_connection.OvsdbIdl):
+    """ovsdbapp's IDL without its per-row ``time.sleep(0)`` (a yield for eventlet's
+    green threads, which the reaper does not use): on a loaded host each of those
+    gives the CPU away, and the initial dump of a busy bridge has thousands of rows.
+    Other threads still run: the interpreter switches threads on its own."""
+
+    def cooperative_yield(self):
+        pass
+
+
 class _Api(impl_idl.OvsdbIdl):
     """ovsdbapp's Open_vSwitch API, without ovs-vsctl's wait for ovs-vswitchd."""
 
@@ -131,7 +145,7 @@ class OvsHandle:
         helper = idlutils.create_schema_helper(schema)
         for table, cols in COLUMNS.items():
             helper.register_columns(table, cols)
-        idl = ovs_connection.OvsdbIdl(self.remote, helper)
+        idl = _Idl(self.remote, helper)
         conn = ovs_connection.Connection(idl, timeout=self.timeout)
         api_cls = type("ReaperOvsApi", (_Api,), {"_ovsdb_connection": None})
         try:

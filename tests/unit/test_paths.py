@@ -252,3 +252,24 @@ def test_relative_instances_path_is_a_clear_configuration_error(tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "configuration error: [DEFAULT] instances_path must be an absolute path, not " \
            "'var/lib/nova/instances'" in r.stderr
+
+
+def test_resolve_files_shares_directories_within_a_pass_never_across(tmp_path):
+    """One memo per pass: a directory re-pointed between two passes is seen anew."""
+    import os
+
+    from reaper.inventory import libvirt as libvirt_inv
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    link = tmp_path / "inst"
+    link.symlink_to(a)
+    memo: dict = {}
+    first = libvirt_inv.resolve_files([f"{link}/x/disk", f"{link}/x/console.log"], memo)
+    assert first == (f"{a}/x/disk", f"{a}/x/console.log")
+    assert memo[f"{link}/x"] == f"{a}/x"
+    os.unlink(link)
+    link.symlink_to(b)
+    # the next pass (a new memo) follows the new link
+    assert libvirt_inv.resolve_files([f"{link}/x/disk"], {}) == (f"{b}/x/disk",)
+    assert libvirt_inv.resolve_files([f"{link}/x/disk"]) == (f"{b}/x/disk",)
