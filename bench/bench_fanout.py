@@ -465,8 +465,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=10.0, help="per-call timeout")
     ap.add_argument("--ctl-runs", type=int, default=2,
                     help="runs of the real reaper-ctl console script (subprocess)")
-    ap.add_argument("--parallel", type=int, default=100, help="calls in flight at once "
-                    "(reaper-ctl --parallel)")
+    ap.add_argument("--parallel", type=int, default=None, help="calls in flight at once "
+                    "(reaper-ctl --parallel; default: its default)")
     ap.add_argument("--send-connections", type=int, default=None,
                     help="the client's publishing connections (default: the client's own "
                          "default, reaper.rpc.client.SEND_CONNECTIONS)")
@@ -494,6 +494,9 @@ def main() -> int:
     if a.sampler:
         return sampler(a.url, a.queues)
 
+    if a.parallel is None:
+        from reaper.rpc import client as rpc_client
+        a.parallel = rpc_client.PARALLEL
     check_socket_budget(a)
     vhost = f"reaper-bench-{uuidlib.uuid4().hex[:8]}"
     rabbitmqctl("add_vhost", vhost)

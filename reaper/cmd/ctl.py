@@ -55,8 +55,12 @@ cli_opts = [
     cfg.FloatOpt("timeout", default=rpc_client.DEFAULT_TIMEOUT, min=0.1,
                  help="Seconds to wait for each host's answer; a host that does not answer "
                       "in time is reported unreachable. A pass must finish within it."),
-    cfg.IntOpt("parallel", default=100, min=1,
-               help="At most this many calls in flight at once."),
+    cfg.IntOpt("parallel", default=rpc_client.PARALLEL, min=1,
+               help="At most this many calls in flight at once (a thread each, waiting "
+                    "for its host's answer; they publish over a few shared broker "
+                    "connections). A host that does not answer holds its place for "
+                    "--timeout seconds, so with more such hosts than --parallel the "
+                    "report waits several timeouts."),
     cfg.StrOpt("format", default="table", choices=["table", "json"],
                help="table for people, json for tools (the merged report)."),
     cfg.StrOpt("os-username", metavar="NAME", help="Who you are, for the agents' audit logs "

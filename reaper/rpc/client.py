@@ -62,6 +62,12 @@ SEND_RETRY = 2
 # controller and the broker more CPU than the calls themselves, and file
 # descriptors the broker runs out of (a stock RabbitMQ takes ~830 sockets).
 SEND_CONNECTIONS = 4
+# Calls in flight at once in a fan-out. A call in flight is a thread waiting for its
+# reply; with few publishing connections it costs no broker resource, so the whole
+# fleet is called at once: a host that never answers then delays the report by one
+# timeout, not one timeout per PARALLEL hosts that do not answer (which at 100 in
+# flight made 1,000 hosts with a few hundred stopped agents take minutes).
+PARALLEL = 1000
 
 OK, ERROR, UNREACHABLE = "ok", "error", "unreachable"
 
@@ -276,7 +282,7 @@ class ReaperClient:
                               elapsed=time.monotonic() - t0)
 
     def fan_out(self, hosts: list[str], method: str, timeout: float | None = None,
-                parallel: int = 100,
+                parallel: int = PARALLEL,
                 progress: Callable[[int, int, int], None] | None = None,
                 progress_interval: float = 0.25, **kwargs) -> list[HostResult]:
         """Call ``method`` on every host at once (at most ``parallel`` in flight).
