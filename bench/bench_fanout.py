@@ -159,9 +159,14 @@ class PackedAgents:
         self.conn.close()
 
 
-def worker(root: str, url: str, db_url: str, hosts: list[str], threads: int) -> int:
+def worker(root: str, url: str, db_url: str, hosts: list[str], threads: int,
+           recorded_pass: bool = False) -> int:
     """Run one RPC server per host until stdin closes; ``threads`` > 0: packed on one
-    transport, one consumer connection and that many threads (see PackedAgents)."""
+    transport, one consumer connection and that many threads (see PackedAgents).
+    ``recorded_pass``: each agent runs one real pass at start, and answers every
+    later pass call with that pass's report (the endpoint, the Agent around the
+    pass, the audit record and the reply stay real): the fan-out's own cost without
+    1,000 hosts' passes on this machine's CPUs."""
     import logging as std_logging
 
     import sqlalchemy as sa
@@ -202,7 +207,11 @@ def worker(root: str, url: str, db_url: str, hosts: list[str], threads: int) -> 
                                   state=state_mod.StateDB(os.path.join(base, "state")),
                                   audit=audit_mod.AuditLog(os.path.join(base, "audit.log"),
                                                            host))
-        server = rpc_server.build_server(conf, service.Agent(reaper, conf=conf))
+        agent = service.Agent(reaper, conf=conf)
+        if recorded_pass:
+            recorded = reaper.run_pass("audit", source="rpc")
+            reaper.run_pass = lambda *args, _rep=recorded, **kw: _rep
+        server = rpc_server.build_server(conf, agent)
         if packed is None:
             server.start()
         else:
@@ -478,6 +487,11 @@ def main() -> int:
                          "PackedAgents); "
                          "own: each agent is a whole RPC server with its own transport, "
                          "as in production (2 broker connections per agent)")
+    ap.add_argument("--agent-pass", choices=["real", "recorded"], default="real",
+                    help="real: every call runs a real pass (empty libvirt test node, "
+                         "the SQLite Nova DB, state DB, pass lock, audit log); recorded: "
+                         "each agent answers with the report of a real pass it ran at "
+                         "start (the fan-out's own cost, without 1,000 passes on these CPUs)")
     ap.add_argument("--agent-threads", type=int, default=8,
                     help="threads running the calls in each worker process (shared)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -490,7 +504,8 @@ def main() -> int:
     a = ap.parse_args()
     if a.worker:
         return worker(a.root, a.url, a.db, a.hosts.split(","),
-                      a.agent_threads if a.agent_connections == "shared" else 0)
+                      a.agent_threads if a.agent_connections == "shared" else 0,
+                      a.agent_pass == "recorded")
     if a.sampler:
         return sampler(a.url, a.queues)
 
@@ -517,7 +532,7 @@ def main() -> int:
             procs.append(subprocess.Popen(
                 [sys.executable, os.path.abspath(__file__), "--worker", "--root", root,
                  "--url", url, "--db", db_url, "--hosts", ",".join(chunk)]
-                + ["--agent-connections", a.agent_connections,
+                + ["--agent-connections", a.agent_connections, "--agent-pass", a.agent_pass,
                    "--agent-threads", str(a.agent_threads)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
         for p in procs:
@@ -526,7 +541,8 @@ def main() -> int:
                 raise RuntimeError(f"a worker failed to start (exit {p.wait()})")
         startup = time.monotonic() - t0
         print(f"agents: {a.agents} RPC servers (real Agent + Reaper each) in {a.workers} "
-              f"worker processes ({a.agent_connections} connections), ready in "
+              f"worker processes ({a.agent_connections} connections, {a.agent_threads} "
+              f"threads each, {a.agent_pass} passes), ready in "
               f"{startup:.1f}s; broker {a.broker} vhost {vhost}; "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
 

@@ -549,6 +549,35 @@ def test_many_silent_hosts_cost_one_timeout(fleet, capsys, tmp_path):
     assert rep["elapsed"] < 2 * 2, "silent hosts waited for each other's timeouts"
 
 
+def test_unknown_config_names_are_warned_after_the_report(fleet, capsys, monkeypatch,
+                                                         tmp_path):
+    """Knowing every name a shared reaper.conf may set imports all of the reaper's
+    modules: reaper-ctl checks its config files after the report, and still warns."""
+    from reaper import config
+
+    events, warned = [], []
+    fan_out, warn = rpc_client.ReaperClient.fan_out, config.warn_unknown_names
+
+    def traced_fan_out(self, *args, **kwargs):
+        results = fan_out(self, *args, **kwargs)
+        events.append("report")
+        return results
+
+    def traced_warn(conf, log=None):
+        warned.extend(warn(conf, log))
+        events.append("warn")
+        return warned
+
+    monkeypatch.setattr(rpc_client.ReaperClient, "fan_out", traced_fan_out)
+    monkeypatch.setattr(config, "warn_unknown_names", traced_warn)
+    conf_file = tmp_path / "ctl.conf"
+    conf_file.write_text(fleet.ctl_conf.read_text() + "[rpc]\nallow_remote_reep = true\n")
+    capsys.readouterr()
+    assert ctl.main(["--config-file", str(conf_file), "--host", HOSTS[0], "status"]) == 0
+    assert events == ["report", "warn"]
+    assert [line for line in warned if "allow_remote_reep" in line]
+
+
 def test_console_script_in_a_subprocess(fleet):
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     r = subprocess.run([sys.executable, "-m", "reaper.cmd.ctl", "--config-file",

@@ -184,6 +184,34 @@ def test_waiting_for_a_pooled_connection_is_not_warned_about(caplog):
     assert not [r for r in caplog.records if "pool limit" in r.getMessage()]
 
 
+def test_ctl_reads_the_nova_db_options_only_for_all(tmp_path):
+    """[database] comes with SQLAlchemy; --host and --hosts-file never read it."""
+    import os
+    import subprocess
+    import sys
+
+    hosts = tmp_path / "hosts"
+    hosts.write_text("cmp-1\n")
+    conf = tmp_path / "ctl.conf"
+    conf.write_text("[DEFAULT]\ntransport_url = rabbit://guest:guest@127.0.0.1:1/\n"
+                    "[database]\nconnection = sqlite:////nonexistent/nova.sqlite\n")
+    code = (
+        "import sys\n"
+        "from reaper.cmd import ctl\n"
+        f"conf = ctl._load_conf(['--config-file', {str(conf)!r}, '--hosts-file', "
+        f"{str(hosts)!r}, 'audit'])\n"
+        "assert ctl.select_hosts(conf) == ['cmp-1']\n"
+        "print('sqlalchemy' in sys.modules)\n"
+        f"conf = ctl._load_conf(['--config-file', {str(conf)!r}, '--all', 'audit'])\n"
+        "ctl._register_database_opts(conf)\n"
+        "print(conf.database.connection)\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=root), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "sqlite:////nonexistent/nova.sqlite"]
+
+
 # -- reaper-ctl: arguments and the merged exit code -----------------------------------
 
 class Sub:
