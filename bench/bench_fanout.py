@@ -631,11 +631,12 @@ def main() -> int:
                 text = f.read()
             answered.append(len(json.loads(text)["hosts"]) if text.startswith("{") else 0)
             codes.append(proc.returncode)
-        print(f"reaper-ctl --hosts-file ({a.agents} hosts) --format json audit as a "
-              f"subprocess, {a.ctl_runs} runs: wall (incl. interpreter start-up and imports) "
-              f"median {statistics.median(walls):.3f}s, {min(walls):.3f}-{max(walls):.3f}s; "
-              f"peak RSS median {statistics.median(rss):.0f} MB, max {max(rss):.0f} MB; "
-              f"answered {answered}, exit {codes}")
+        if walls:
+            print(f"reaper-ctl --hosts-file ({a.agents} hosts) --format json audit as a "
+                  f"subprocess, {a.ctl_runs} runs: wall (incl. interpreter start-up and imports) "
+                  f"median {statistics.median(walls):.3f}s, {min(walls):.3f}-{max(walls):.3f}s; "
+                  f"peak RSS median {statistics.median(rss):.0f} MB, max {max(rss):.0f} MB; "
+                  f"answered {answered}, exit {codes}")
         return 0 if max(times) < TARGET_S else 1
     finally:
         for p in procs:
