@@ -1,17 +1,26 @@
-"""Benchmark reaper-ctl's fan-out: `audit` to 200 agents on one RabbitMQ.
+"""Benchmark reaper-ctl's fan-out: `audit` to 1,000 agents on one RabbitMQ.
 
-Starts N simulated agents (default 200): each is a real Agent around a real
-Reaper (libvirt's in-process test driver with an empty node, its own instance
-dir, state DB and audit log; one SQLite Nova DB with a compute node per host)
-with the real RPC server, listening under its own host name. They run in a few
-worker processes (default 4, each holding N/4 servers) so one interpreter's GIL
-is not the bottleneck. Then, in this process, it times what `reaper-ctl --all
-audit` does after parsing its config: a fresh client (new broker connection and
-reply queue), the concurrent calls, and the merged report (JSON and table), and
-prints the time to the merged report (every run, best and median). A first,
-untimed run warms the agents up (a real agent has run its init_host pass before
-anyone calls it). Finally it times the real console script in a subprocess once
-(interpreter start-up and imports included).
+Starts N agents (default 200): each is a real Agent around a real Reaper
+(libvirt's in-process test driver with an empty node, its own instance dir, state
+DB and audit log; one SQLite Nova DB with a compute node per host) behind the
+RPCServer that reaper.rpc.server.build_server makes (its dispatcher, access policy
+and ReaperEndpoint), listening under its own host name. They run in --workers
+processes, N/workers agents each, packed (--agent-connections shared, the
+default; see PackedAgents): the agents of a process share one consumer
+connection and --agent-threads threads instead of two broker connections and a
+few threads each, which is what lets 1,000 fit a stock broker's sockets and two
+CPUs. --agent-connections own runs whole production-like servers (small N only;
+the run refuses to take more than half of the broker's free sockets).
+--agent-pass recorded makes each agent answer every call with the report of a
+real pass it ran at start: the fan-out's own cost without 1,000 passes on this
+machine's CPUs. Then, in this process, it times what `reaper-ctl --all audit`
+does after parsing its config: a fresh client (new broker connection and reply
+queue), the concurrent calls, and the merged report (JSON and table), and prints
+the time to the merged report (every run, best, median, worst), the CPU seconds
+of the controller, the agents and the broker per run, and the agents' memory. A
+first, untimed run warms the agents up (a real agent has run its init_host pass
+before anyone calls it). Finally it runs the real console script in a subprocess
+(--ctl-runs times: wall time incl. interpreter start-up and imports, peak RSS).
 
 Queue depth, two ways:
 - During the timed runs, a sampler process does passive queue_declare (AMQP, its
@@ -32,7 +41,8 @@ The broker is the test host's (tools/testhost.sh start); the run uses a vhost of
 its own (rabbitmqctl add_vhost), deleted at the end.
 
     .venv/bin/python bench/bench_fanout.py                  # 200 agents, 4 workers
-    .venv/bin/python bench/bench_fanout.py --agents 500 --workers 6 --runs 5
+    .venv/bin/python bench/bench_fanout.py --agents 1000 --workers 4 --runs 5
+    .venv/bin/python bench/bench_fanout.py --agents 1000 --agent-pass recorded
 """
 from __future__ import annotations
 
