@@ -61,8 +61,12 @@ cli_opts = [
     cfg.FloatOpt("timeout", default=rpc_client.DEFAULT_TIMEOUT, min=0.1,
                  help="Seconds to wait for each host's answer; a host that does not answer "
                       "in time is reported unreachable. A pass must finish within it."),
-    cfg.IntOpt("parallel", default=100, min=1,
-               help="At most this many calls in flight at once."),
+    cfg.IntOpt("parallel", default=rpc_client.PARALLEL, min=1,
+               help="At most this many calls in flight at once (a thread each, waiting "
+                    "for its host's answer; they publish over a few shared broker "
+                    "connections). A host that does not answer holds its place for "
+                    "--timeout seconds, so with more such hosts than --parallel the "
+                    "report waits several timeouts."),
     cfg.StrOpt("format", default="table", choices=["table", "json"],
                help="table for people, json for tools (the merged report)."),
     cfg.StrOpt("os-username", metavar="NAME", help="Who you are, for the agents' audit logs "
@@ -314,6 +318,7 @@ def hosts_from_db(conf) -> list[str]:
     from reaper.nova import db as nova_db
     from reaper.nova import schema
 
+    _register_database_opts(conf)
     novaurl.check(conf.database.connection)
     engine = nova_db.engine_from_conf(conf)
     novaurl.never_create(engine)
@@ -375,6 +380,7 @@ def _finish(conf) -> int:
     if missing:
         print(f"reaper-ctl finish: no such file: {', '.join(missing)}", file=sys.stderr)
         return EXIT_ERROR
+    _register_database_opts(conf)
     try:
         novaurl.check(conf.database.connection)
         engine = nova_db.engine_from_conf(conf)
@@ -406,14 +412,20 @@ def _finish(conf) -> int:
     return rep.exit_code
 
 
-def _load_conf(argv: list[str]) -> cfg.ConfigOpts:
-    """A ConfigOpts of our own, so main() can run many times in one process."""
+def _register_database_opts(conf: cfg.ConfigOpts) -> None:
+    """``[database]``, for ``--all`` and ``finish`` only: its module imports SQLAlchemy, a few tenths
+    of a CPU second of every reaper-ctl start that --host and --hosts-file never use.
+    oslo.config reads an option registered after parsing from the parsed files."""
     from reaper.nova import db as nova_db
 
+    conf.register_opts(nova_db.database_opts, group="database")
+
+
+def _load_conf(argv: list[str]) -> cfg.ConfigOpts:
+    """A ConfigOpts of our own, so main() can run many times in one process."""
     conf = cfg.ConfigOpts()
     conf.register_cli_opts(cli_opts)
     conf.register_cli_opt(command_opt)
-    conf.register_opts(nova_db.database_opts, group="database")
     from reaper import audit
     from reaper.services import session
     conf.register_opts(audit.audit_opts, group="reaper")    # finish: its audit records
@@ -502,7 +514,16 @@ def main(argv: list[str] | None = None) -> int:
         logsetup.setup(conf, "reaper-ctl", "reaper-ctl")
     except logsetup.JournalUnavailable as e:
         return e.code
-    config.warn_unknown_names(conf, LOG)
+    try:
+        return _run(conf)
+    finally:
+        # After the report, not before: knowing every option name a shared
+        # reaper.conf may set imports all of the reaper's modules (pyroute2,
+        # SQLAlchemy, libvirt...), half a CPU second the report need not wait for.
+        config.warn_unknown_names(conf, LOG)
+
+
+def _run(conf: cfg.ConfigOpts) -> int:
     method = conf.command.name
     if method == "finish":
         return _finish(conf)

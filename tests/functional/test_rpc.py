@@ -517,6 +517,67 @@ def test_hosts_file_with_a_stopped_agent(fleet, capsys, tmp_path):
     assert rep["unreachable_reasons"]["rpc-never"] == "no agent is listening for this host"
 
 
+def test_many_silent_hosts_cost_one_timeout(fleet, capsys, tmp_path):
+    """More hosts that never answer (their queue is bound, no agent consumes it: a
+    stopped or hung agent) than calls used to be in flight (100): each is reported
+    by name after one timeout, all at once, and every agent's answer is merged.
+    With 100 in flight the second hundred started only when the first timed out,
+    and the report took a timeout per hundred silent hosts."""
+    from kombu import Connection, Exchange, Queue
+
+    silent = [f"rpc-silent-{i:03d}" for i in range(120)]
+    exchange = Exchange(rpc.EXCHANGE, type="topic", durable=False, auto_delete=False)
+    queues = [Queue(f"{rpc.TOPIC}.{h}", exchange, routing_key=f"{rpc.TOPIC}.{h}",
+                    durable=False, queue_arguments={"x-expires": 120_000}) for h in silent]
+    amqp_url = fleet.url.replace("rabbit://", "amqp://", 1)
+    with Connection(amqp_url, connect_timeout=5) as conn:
+        chan = conn.channel()
+        for q in queues:
+            q(chan).declare()
+        try:
+            hosts = tmp_path / "hosts"
+            hosts.write_text("\n".join(silent + HOSTS) + "\n")
+            code, rep, _ = ctl_json(fleet, capsys, "--hosts-file", str(hosts),
+                                    "--timeout", "2", "audit")
+        finally:
+            for q in queues:
+                q(chan).delete()
+    assert code == ctl.EXIT_UNREACHABLE
+    assert sorted(rep["hosts"]) == HOSTS
+    assert sorted(rep["unreachable"]) == silent
+    assert set(rep["unreachable_reasons"].values()) == {"no answer within 2s"}
+    assert rep["elapsed"] < 2 * 2, "silent hosts waited for each other's timeouts"
+
+
+def test_unknown_config_names_are_warned_after_the_report(fleet, capsys, monkeypatch,
+                                                         tmp_path):
+    """Knowing every name a shared reaper.conf may set imports all of the reaper's
+    modules: reaper-ctl checks its config files after the report, and still warns."""
+    from reaper import config
+
+    events, warned = [], []
+    fan_out, warn = rpc_client.ReaperClient.fan_out, config.warn_unknown_names
+
+    def traced_fan_out(self, *args, **kwargs):
+        results = fan_out(self, *args, **kwargs)
+        events.append("report")
+        return results
+
+    def traced_warn(conf, log=None):
+        warned.extend(warn(conf, log))
+        events.append("warn")
+        return warned
+
+    monkeypatch.setattr(rpc_client.ReaperClient, "fan_out", traced_fan_out)
+    monkeypatch.setattr(config, "warn_unknown_names", traced_warn)
+    conf_file = tmp_path / "ctl.conf"
+    conf_file.write_text(fleet.ctl_conf.read_text() + "[rpc]\nallow_remote_reep = true\n")
+    capsys.readouterr()
+    assert ctl.main(["--config-file", str(conf_file), "--host", HOSTS[0], "status"]) == 0
+    assert events == ["report", "warn"]
+    assert [line for line in warned if "allow_remote_reep" in line]
+
+
 def test_console_script_in_a_subprocess(fleet):
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     r = subprocess.run([sys.executable, "-m", "reaper.cmd.ctl", "--config-file",

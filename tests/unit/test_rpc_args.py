@@ -2,6 +2,9 @@
 caller context, and how reaper-ctl merges per-host results into one exit code."""
 from __future__ import annotations
 
+import logging as std_logging
+import threading
+
 import pytest
 
 from reaper import rpc
@@ -137,22 +140,76 @@ def _conf(tmp_path, body: str = ""):
 
 
 def test_a_client_for_a_fan_out_sizes_the_connection_pool(tmp_path):
-    """The pool's default is raised to the number of calls in flight, and the driver
-    and the client load on that conf (nothing connects yet). At the declared
-    oslo.messaging floor this failed twice: it lists rpc_conn_pool_size with the
-    [DEFAULT] options, not in [oslo_messaging_rabbit] where its driver reads it
-    ("no such option"), and it has no get_rpc_client."""
+    """A fan-out publishes over a few connections, not one per call in flight, and
+    the driver and the client load on that conf (nothing connects yet). At the
+    declared oslo.messaging floor this failed twice: it lists rpc_conn_pool_size
+    with the [DEFAULT] options, not in [oslo_messaging_rabbit] where its driver
+    reads it ("no such option"), and it has no get_rpc_client."""
     conf = _conf(tmp_path)
     with rpc_client.ReaperClient(conf, url="rabbit://guest:guest@127.0.0.1:1/",
                                  parallel=150, context={}) as client:
         assert client.transport is not None
-    assert conf.oslo_messaging_rabbit.rpc_conn_pool_size == 150
+    assert conf.oslo_messaging_rabbit.rpc_conn_pool_size == rpc_client.SEND_CONNECTIONS
 
 
-def test_a_configured_larger_connection_pool_stays(tmp_path):
+def test_a_client_for_one_call_keeps_the_drivers_minimum_pool(tmp_path):
+    conf = _conf(tmp_path)
+    with rpc_client.ReaperClient(conf, url="rabbit://guest:guest@127.0.0.1:1/",
+                                 parallel=1, context={}):
+        pass
+    rabbit = conf.oslo_messaging_rabbit
+    assert rabbit.rpc_conn_pool_size == rabbit.conn_pool_min_size == 2
+
+
+def test_a_configured_connection_pool_stays(tmp_path):
     conf = _conf(tmp_path, "[oslo_messaging_rabbit]\nrpc_conn_pool_size = 400\n")
-    rpc_client._size_connection_pool(conf, 150)
+    rpc_client._size_connection_pool(conf, 4)
     assert conf.oslo_messaging_rabbit.rpc_conn_pool_size == 400
+
+
+def test_waiting_for_a_pooled_connection_is_not_warned_about(caplog):
+    """Calls beyond the pool's size wait for a free connection by design; the
+    driver's "pool limit exceeded" warning would print once per waiting call."""
+    from oslo_messaging._drivers import pool
+
+    class Pool(pool.Pool):
+        def create(self, retry=None):
+            return object()
+
+    p = Pool(max_size=1, min_size=0, ttl=60)
+    first = p.get()
+    threading.Timer(0.2, p.put, args=(first,)).start()
+    with caplog.at_level(std_logging.WARNING, logger="oslo.messaging._drivers.pool"):
+        assert p.get() is first
+    assert not [r for r in caplog.records if "pool limit" in r.getMessage()]
+
+
+def test_ctl_reads_the_nova_db_options_only_for_all(tmp_path):
+    """[database] comes with SQLAlchemy; --host and --hosts-file never read it."""
+    import os
+    import subprocess
+    import sys
+
+    hosts = tmp_path / "hosts"
+    hosts.write_text("cmp-1\n")
+    conf = tmp_path / "ctl.conf"
+    conf.write_text("[DEFAULT]\ntransport_url = rabbit://guest:guest@127.0.0.1:1/\n"
+                    "[database]\nconnection = sqlite:////nonexistent/nova.sqlite\n")
+    code = (
+        "import sys\n"
+        "from reaper.cmd import ctl\n"
+        f"conf = ctl._load_conf(['--config-file', {str(conf)!r}, '--hosts-file', "
+        f"{str(hosts)!r}, 'audit'])\n"
+        "assert ctl.select_hosts(conf) == ['cmp-1']\n"
+        "print('sqlalchemy' in sys.modules)\n"
+        f"conf = ctl._load_conf(['--config-file', {str(conf)!r}, '--all', 'audit'])\n"
+        "ctl._register_database_opts(conf)\n"
+        "print(conf.database.connection)\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=root), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "sqlite:////nonexistent/nova.sqlite"]
 
 
 # -- reaper-ctl: arguments and the merged exit code -----------------------------------
