@@ -150,9 +150,13 @@ up_rabbitmq() { timeout 20 rabbitmqctl -q status; }
 # AMQP and Erlang distribution bound to loopback; guest/guest works
 # on loopback by default. Node name is Debian's default, rabbit@$(hostname -s).
 launch_rabbitmq() {
-    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
-    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
-        spawn rabbitmq-server -detached
+    # A stock 1024-descriptor node has about 830 sockets: each reaper-agent holds
+    # two connections, so bench/bench_fanout.py at 1,000 agents would exhaust it
+    # (and the node's mnesia tables broke when it did). systemd's unit sets 65536.
+    (ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+     RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+        spawn rabbitmq-server -detached)
 }
 wait_rabbitmq() {
     # The node needs longer than the others to boot; give it twice the budget.
