@@ -26,6 +26,7 @@ from reaper import demo, service_wiring
 from reaper.nova import schema as s
 from reaper.services import session
 from tests.fixtures import novadb
+from tests.fixtures.steps import StepsHost, assert_as_nova_leaves_a_reclaim
 from tests.fixtures.openstack import connector
 
 pytestmark = pytest.mark.functional
@@ -255,3 +256,69 @@ def test_finish_does_what_a_host_without_service_sections_left(gone_host_without
     r = ctl(g["conf"], "finish", str(g["log"]), "--instance", u, "--yes")
     assert r.returncode == 4, r.stdout + r.stderr
     assert openstack.port(g["kept"]["id"]) is not None
+
+
+@pytest.fixture
+def steps_host(tmp_path):
+    h = StepsHost(tmp_path)
+    yield h
+    h.close()
+
+
+def _gone(host: StepsHost) -> None:
+    """The host's nova-compute last reported three hours ago (a row is made if the
+    host has none)."""
+    import sqlalchemy as sa
+    sv = s.services
+    then = novadb.utcnow() - datetime.timedelta(hours=3)
+    with host.engine.begin() as c:
+        n = c.execute(sa.update(sv).where(sv.c.host == host.name).values(
+            last_seen_up=then, updated_at=then)).rowcount
+        if not n:
+            c.execute(sv.insert().values(host=host.name, binary="nova-compute",
+                                         topic="compute", report_count=1, deleted=0,
+                                         last_seen_up=then, updated_at=then))
+
+
+def test_finish_after_reaper_manage_on_a_host_without_service_sections(steps_host, openstack,
+                                                                       tmp_path):
+    """``reaper-manage reap`` (its config has no [neutron]/[cinder]/[placement]) reclaims
+    an instance with a Nova-created port, a pre-existing port, a new-style attachment
+    (delete_on_termination), an old-style one and allocations; the host is then gone
+    (its nova-compute not seen for three hours). The reclaim exits 4 having called no
+    service (ports bound, volumes in-use, allocations kept) and records every service
+    not_configured with the instance's facts; reaper-ctl finish without --yes exits 3
+    and changes nothing; with --yes it exits 4 and Neutron, Cinder and Placement are as
+    Nova's delete leaves them."""
+    host = steps_host
+    inst = host.reclaimable(openstack)
+    r, rep = host.manage("")
+    assert rep is not None, r.stderr[-2000:]
+    assert r.returncode == 4, (r.returncode, r.stderr[-2000:])
+    (a,) = [a for a in rep["actions"] if a["instance_uuid"] == inst.uuid]
+    assert a["result"] == "done" and dict(a["steps"])["finalize_db"].startswith("finalized")
+    assert not {"release_ports", "detach_volumes", "delete_allocations"} & set(
+        dict(a["steps"]))
+    assert host.journal() == []
+    assert openstack.port(inst.nova_port) is not None
+    assert openstack.volume(inst.new_volume)["status"] == "in-use"
+    assert openstack.allocations(inst.uuid)
+    (rec,) = host.actions(inst.uuid)
+    left = rec["evidence"]["controller_leftovers"]
+    assert {v["status"] for v in left["services"].values()} == {"not_configured"}
+    assert left["facts"]["uuid"] == inst.uuid
+    assert "auth_password" not in json.dumps(rec)
+
+    _gone(host)
+    conf = tmp_path / "reaper-ctl.conf"
+    conf.write_text(f"[database]\nconnection = {host.db_url}\n\n"
+                    f"[reaper]\naudit_log = {tmp_path / 'finish-audit.log'}\n\n")
+    openstack.stack.write_reaper_config(conf, group_users={"cinder": "reaper-admin"})
+    r = ctl(conf, "finish", str(host.audit_path), "--instance", inst.uuid)
+    assert r.returncode == 3 and "DRY RUN" in r.stdout, r.stdout + r.stderr
+    assert "steps: dry_run 3" in r.stdout, r.stdout
+    assert openstack.port(inst.nova_port) is not None
+    r = ctl(conf, "finish", str(host.audit_path), "--instance", inst.uuid, "--yes")
+    assert r.returncode == 4, r.stdout + r.stderr
+    openstack.wait_volume(inst.old_volume, "available", timeout=300)
+    assert_as_nova_leaves_a_reclaim(openstack, inst)
