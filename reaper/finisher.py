@@ -7,7 +7,11 @@ for ``--down-after`` seconds, as Nova's servicegroup judges it) never will; its 
 records (``event: action`` with ``evidence.controller_leftovers``; the payload of a
 ``reaper.instance.reclaimed`` notification is the same record with ``leftovers``)
 still say what is left, with the instance's facts (``leftovers.facts``: ports and
-whether Nova created them, volumes and their attachments, the node). This module:
+whether Nova created them, volumes and their attachments, the node). A host records
+them whatever it has configured: one with no ``[neutron]``/``[cinder]``/``[placement]``
+section (its services ``not_configured``) is finished exactly as one whose steps
+failed. Records of reapers that wrote no facts are reported, never acted on. This
+module:
 
 1. reads those records (JSON lines, rotated, gzip; reaper.auditlog.read) and keeps
    the newest one of each instance (:func:`latest_leftovers`, pure);
@@ -179,8 +183,8 @@ def decide(lo: Leftover, host: HostState | None, row_deleted: bool | None, row_w
         group = dict((svc, g) for svc, _, g in STEPS)[service]
         why = None
         if lo.facts is None:
-            why = ("the record holds no facts (written without the service steps): "
-                   "finish it by hand from the listed ids")
+            why = ("the record holds no facts (written by a reaper that did not record "
+                   "them): finish it by hand from the listed ids")
         elif host is not None and host.up and not include_up_hosts:
             why = (f"host {host.host} is up ({host.why}): its journal retries the step "
                    f"(--include-up-hosts to finish it from here)")

@@ -2,8 +2,8 @@
 
 Importing this module registers the ``[neutron]``, ``[cinder]``, ``[placement]`` and
 ``[service_user]`` options (reaper.services.session). ``enable`` plugs the rest into
-a Reaper when at least one service is configured: ``planner.EXTENSIONS`` (the
-instance's facts and service steps on every reclaim and evacuated teardown),
+a Reaper: ``planner.EXTENSIONS`` (the instance's facts on every reclaim and evacuated
+teardown, whatever is configured; the service steps of the configured sections),
 ``teardown.STEP_HANDLERS`` for each step, and ``reaper.extras["services"]`` (the
 keystoneauth1 adapters).
 
@@ -30,10 +30,18 @@ node's resource provider tree out of the instance's allocations), then
 ``complete_migration`` (the evacuation's migration ``done -> completed``), which
 runs only once the allocations step is done: a migration left ``done`` is what
 tells nova-compute's next start to do both itself. Without ``[placement]``
-configured neither step is planned and the evacuation stays ``done``, as before.
+configured neither step is planned and the evacuation stays ``done``, as before;
+its record then lists the source allocations with the facts (the finisher leaves
+evacuations alone: nova-compute's next start on the source finishes them).
 
-A service that is not configured has no step: what it would do stays in the
-reclaim's leftovers, as before.
+A service that is not configured has no step (no call, no journal entry): what it
+would do stays in the leftovers, with the instance's facts all the same. The facts
+come from the rows the pass's Nova view already read (the info cache's VIFs, the
+live BDMs, the compute node and the evacuation's migration): recording them costs
+no query, and lets ``reaper-ctl finish`` (reaper.finisher) do from a controller,
+with the same functions, what a host that is gone never will. Of a BDM's
+connection_info only the stored connector's flat values are kept (never its
+auth/CHAP data).
 """
 from __future__ import annotations
 
@@ -98,11 +106,30 @@ def _evacuation_facts(ctx, t: TeardownPlan) -> InstanceFacts | None:
                          node_uuid=node.uuid, migration_id=m.id)
 
 
-def extend(ctx, groups: frozenset[str]):
-    """Give every reclaim and evacuated (domain) teardown its facts and service steps."""
+def _bdms_by_instance(bdms, uuids: set[str]) -> dict[str, list]:
+    """The view's BDMs of ``uuids``, grouped once (a pass with many reclaims reads
+    the host's BDMs once, not once per reclaim)."""
+    out: dict[str, list] = {}
+    for b in bdms:
+        if b.instance_uuid in uuids:
+            out.setdefault(b.instance_uuid, []).append(b)
+    return out
+
+
+def extend(ctx, groups: frozenset[str] = frozenset()):
+    """Give every reclaim and evacuated (domain) teardown its facts, and the service
+    steps of the configured ``groups``.
+
+    The facts are given whatever is configured (``groups`` empty too): they are what a
+    controller-side finisher (``reaper-ctl finish``) needs to do the steps this host
+    does not, and they come from the rows the view already read (no query). Steps, and
+    so journal entries and calls, only for the configured services."""
+    reclaims = {t.instance_uuid for t in ctx.plan.teardowns
+                if t.action is Action.RECLAIM and not t.services}
+    bdms = _bdms_by_instance(ctx.view.bdms, reclaims) if reclaims else {}
     changed = []
     for t in ctx.plan.teardowns:
-        if t.services:
+        if t.services or t.service_facts is not None:
             changed.append(t)
             continue
         facts, steps = None, ()
@@ -111,12 +138,12 @@ def extend(ctx, groups: frozenset[str]):
             facts = facts_mod.instance_facts(
                 t.instance_uuid, row.host if row else ctx.policy.host,
                 row.node if row else None, cache=ctx.view.info_caches.get(t.instance_uuid),
-                bdms=ctx.view.bdms)
+                bdms=bdms.get(t.instance_uuid, ()))
             steps = reclaim_steps(facts, groups)
         elif (t.classification is Classification.EVACUATED and t.action is Action.REAP
-              and t.domain_name and "placement" in groups):
+              and t.domain_name):
             facts = _evacuation_facts(ctx, t)
-            steps = EVACUATED_STEPS if facts is not None else ()
+            steps = EVACUATED_STEPS if facts is not None and "placement" in groups else ()
         if facts is not None:
             t = dataclasses.replace(t, services=steps, service_facts=facts.to_dict())
         changed.append(t)
@@ -278,16 +305,17 @@ def configured_groups(conf=CONF) -> frozenset[str]:
 
 def enable(reaper, conf=CONF, clients=None):
     """Turn the service steps on for ``reaper`` (a reconcile.Reaper); returns it.
-    ``clients`` (session.Clients) defaults to the configured sections; with none
-    configured only the handlers are registered (journaled steps still resume)."""
+    ``clients`` (session.Clients) defaults to the configured sections. The planner
+    extension is installed whatever is configured: with no section it only gives
+    reclaims (and evacuated teardowns) their facts, for the leftover record; the
+    handlers are always registered (journaled steps still resume)."""
     register_handlers()
     clients = clients or session.clients_from_conf(conf)
     groups = frozenset(g for g in session.SERVICES if clients.get(g).configured)
     reaper.extras["services"] = clients
     for ext in [e for e in planner.EXTENSIONS if getattr(e, "reaper_services", False)]:
         planner.EXTENSIONS.remove(ext)
-    if groups:
-        ext = functools.partial(extend, groups=groups)
-        ext.reaper_services = True      # type: ignore[attr-defined]
-        planner.EXTENSIONS.append(ext)
+    ext = functools.partial(extend, groups=groups)
+    ext.reaper_services = True      # type: ignore[attr-defined]
+    planner.EXTENSIONS.append(ext)
     return reaper

@@ -118,8 +118,9 @@ FINISH_HELP = (
 FINISH_EPILOG = """Only leftovers recorded by hosts whose nova-compute service is deleted, forced down or
 not seen for --down-after seconds are finished (a live host's journal retries its own);
 --host limits them to those hosts. Each step is idempotent: what is gone already counts
-as done. A record without facts (written before the service steps existed) is reported,
-never acted on.
+as done. Hosts record the facts whether or not they have a [neutron], [cinder] or
+[placement] section: a host without one is finished like a host whose steps failed. A
+record without facts (written by an older reaper) is reported, never acted on.
 
 exit codes:
   0  nothing left to finish in the records

@@ -368,7 +368,11 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
             service_status[step] = _status(step, "done", detail)
     if plan.service_facts is not None:
         left = service_wiring.leftovers(plan, service_status, leftovers)
-        if plan.action is Action.RECLAIM or pending:
+        # A reclaim always records what it leaves; an evacuated teardown when a step
+        # is pending or its service is not configured here (the source allocations
+        # stay, for nova-compute's next start or an operator).
+        if plan.action is Action.RECLAIM or pending or (left and any(
+                r.get("status") != "done" for r in (left.get("services") or {}).values())):
             out.leftovers = left
     if pending:
         # The host part is done; the entry stays running and the next pass retries

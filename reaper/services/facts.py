@@ -47,10 +47,25 @@ def connector_of(connection_info: str | None) -> dict | None:
     conn = info.get("connector") if isinstance(info, dict) else None
     if not isinstance(conn, dict):
         return None
-    # Only what a connector holds; nothing that could be a secret.
-    return {k: v for k, v in conn.items()
-            if isinstance(k, str) and "password" not in k.lower()
-            and "secret" not in k.lower()}
+    # Only what an os-brick connector holds (initiator, host, ip, wwpns, nqn...: flat
+    # values or lists of them); no nested structure and no key that could name a
+    # secret. The facts go into audit records and notifications.
+    out = {k: v for k, v in conn.items()
+           if isinstance(k, str) and not any(w in k.lower() for w in _SECRET_WORDS)
+           and (_flat(v) or (isinstance(v, list) and all(_flat(x) for x in v)))}
+    if len(json.dumps(out)) > MAX_CONNECTOR_CHARS:
+        return None         # not a connector as os-brick makes one: not kept
+    return out
+
+
+# Key fragments never kept from a stored connector.
+_SECRET_WORDS = ("password", "secret", "auth", "chap", "token", "credential", "key")
+# A connector os-brick builds is a few hundred characters (FC: some WWPNs more).
+MAX_CONNECTOR_CHARS = 4096
+
+
+def _flat(v) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
 
 
 def volumes_from_bdms(bdms: Iterable[BdmRow]) -> tuple[VolumeFact, ...]:

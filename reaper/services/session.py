@@ -12,8 +12,9 @@ block-storage, placement). One differs from Nova: ``timeout`` is 60 seconds (Nov
 leaves it unset: no timeout), so a service that hangs cannot hold a pass forever.
 
 A group without ``auth_type`` is *not configured*: its service steps are not
-planned and what they would do stays in the reclaim's ``leftovers`` for the
-operator (or a controller-side finisher), as before.
+planned (no call, no journal step) and what they would do stays in the reclaim's
+``leftovers``, with the instance's facts, for the operator or ``reaper-ctl finish``
+on a controller.
 
 ``[service_user] send_service_user_token`` wraps each service's auth in
 ``keystoneauth1.service_token.ServiceTokenAuthWrapper``: every request then carries
@@ -66,8 +67,9 @@ def _groups_help(group: str) -> str:
     stype, what = SERVICES[group]
     return (f"Reaching the {stype} service (keystoneauth1 options, as in nova.conf "
             f"[{group}]): the reaper uses it to {what}. Without auth_type the service "
-            f"is not configured: that step is not done and stays in the reclaim's "
-            f"leftovers.")
+            f"is not configured: that step is not done here and stays, with the "
+            f"instance's facts, in the reclaim's leftovers (reaper-ctl finish can do "
+            f"it from a controller).")
 
 
 def _adapter_opts(stype: str) -> list[cfg.Opt]:
