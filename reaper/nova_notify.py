@@ -354,6 +354,6 @@ def enable(reaper, conf=CONF, queue_size: int | None = None) -> DeleteEvents | N
                           conf.notifications.notification_format)
     reaper.extras["nova_delete_events"] = events
     reaper.extras.setdefault(STEP_LISTENERS, []).append(events)
-    LOG.info("Nova delete events of reclaims: %s, as nova-compute:%s / compute.%s",
+    LOG.debug("Nova delete events of reclaims: %s, as nova-compute:%s / compute.%s",
              events.fmt, host, host)
     return events

@@ -102,8 +102,10 @@ def _evacuation_facts(ctx, t: TeardownPlan) -> InstanceFacts | None:
         # As nova-compute: "the source node is not found": nothing is removed and
         # the migration stays 'done' (its next start sees it again).
         return None
+    # A soft-deleted migration row is evidence of the evacuation (R2), but there is
+    # nothing left to mark completed: Nova no longer sees it either.
     return InstanceFacts(uuid=t.instance_uuid, host=host, node=m.source_node,
-                         node_uuid=node.uuid, migration_id=m.id)
+                         node_uuid=node.uuid, migration_id=m.id if not m.deleted else None)
 
 
 def _bdms_by_instance(bdms, uuids: set[str]) -> dict[str, list]:
@@ -144,6 +146,8 @@ def extend(ctx, groups: frozenset[str] = frozenset()):
               and t.domain_name):
             facts = _evacuation_facts(ctx, t)
             steps = EVACUATED_STEPS if facts is not None and "placement" in groups else ()
+            if facts is not None and facts.migration_id is None:
+                steps = tuple(s for s in steps if s != COMPLETE_MIGRATION)
         if facts is not None:
             t = dataclasses.replace(t, services=steps, service_facts=facts.to_dict())
         changed.append(t)
@@ -266,8 +270,9 @@ def leftovers(plan: TeardownPlan, status: dict[str, dict[str, Any]],
     else:
         out = dict(base) if base else {
             "instance_uuid": facts.uuid,
-            "allocations": {"consumer": facts.uuid, "resource_provider_tree": facts.node_uuid},
-            "migration": {"id": facts.migration_id, "status": nova_evacuation.EVACUATED}}
+            "allocations": {"consumer": facts.uuid, "resource_provider_tree": facts.node_uuid}}
+        if not base and facts.migration_id is not None:
+            out["migration"] = {"id": facts.migration_id, "status": nova_evacuation.EVACUATED}
         wanted = {REMOVE_NODE_ALLOCATIONS: "placement"}
     services: dict[str, Any] = {}
     for step, service in wanted.items():

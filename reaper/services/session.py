@@ -126,6 +126,8 @@ def register_opts(conf: cfg.ConfigOpts = CONF) -> None:
     conf.register_opts(service_user_opts, group=SERVICE_USER)
     ks_loading.register_session_conf_options(conf, SERVICE_USER)
     ks_loading.register_auth_conf_options(conf, SERVICE_USER)
+    # as list_opts (the sample, a reload's fresh ConfigOpts) has it
+    conf.set_default("timeout", DEFAULT_TIMEOUT, group=SERVICE_USER)
 
 
 register_opts(CONF)

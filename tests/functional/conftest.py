@@ -1,5 +1,5 @@
 """Fixtures over the real test host (tools/testhost.sh start): libvirt, MariaDB,
-the OpenStack services (tests/fixtures/openstack.py).
+the OpenStack services (tests/fixtures/openstack_cloud.py).
 
 A service that cannot be reached skips the test, except under CI, where it fails
 (see tests.conftest.service_unavailable). Overrides: REAPER_TEST_LIBVIRT_URI
@@ -22,7 +22,7 @@ from reaper.nova import schema
 from tests.conftest import service_unavailable
 from tests.fixtures.domains import domain_exists
 # The OpenStack test stack (tools/openstack/): openstack_stack, openstack.
-from tests.fixtures.openstack import openstack, openstack_stack  # noqa: F401
+from tests.fixtures.openstack_cloud import openstack, openstack_stack  # noqa: F401
 
 LIBVIRT_URI = os.environ.get("REAPER_TEST_LIBVIRT_URI", "qemu:///system")
 MARIADB_URL = os.environ.get("REAPER_TEST_MYSQL_URL", "mysql+pymysql://reaper:reaper@127.0.0.1/")

@@ -27,7 +27,7 @@ from reaper.nova import schema as s
 from reaper.services import session
 from tests.fixtures import novadb
 from tests.fixtures.steps import StepsHost, assert_as_nova_leaves_a_reclaim
-from tests.fixtures.openstack import connector
+from tests.fixtures.openstack_cloud import connector
 
 pytestmark = pytest.mark.functional
 

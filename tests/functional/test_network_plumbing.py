@@ -363,21 +363,26 @@ def test_fast_link_decoder_matches_pyroute2(world):
 def test_public_api_fallback_decodes_stacked_devices_like_the_fast_decoder(world):
     """Where pyroute2's internals are not as the fast decoder expects (pyroute2
     0.7.2, Debian 12's), the collector reads the dump through pyroute2's public
-    API: the same dicts, veth peers, bridge ports and a vxlan's device included."""
+    API; the raw socket dump, the fast decoder and the public API give the same
+    dicts, veth peers, bridge ports and a vxlan's device included."""
     n = npl.hybrid_plug(world.ns, world.bridge, npl.new_port_id())
     npl.ip(world.ns, "link", "add", "fb-vx0", "type", "vxlan", "id", "9", "dstport", "4789",
            "dev", n["tap"])
     npl.ip(world.ns, "link", "add", "link", n["qvo"], "name", "fb-mv0", "type", "macvlan")
-    fast, slow = net_inv.Netlink(world.ns), net_inv.Netlink(world.ns, fast=False)
+    raw = net_inv.Netlink(world.ns)
+    fast = net_inv.Netlink(world.ns, raw=False)
+    slow = net_inv.Netlink(world.ns, fast=False)
     try:
+        r = {d["index"]: d for d in raw.dump()}
         a = {d["index"]: d for d in fast.dump()}
         b = {d["index"]: d for d in slow.dump()}
-        assert (fast.decoder, slow.decoder) == ("fast", "pyroute2")
-        assert a == b
+        assert (raw.decoder, fast.decoder, slow.decoder) == ("raw", "fast", "pyroute2")
+        assert r == a == b
         assert {d["ifname"] for d in b.values()} >= set(n.values()) | {"fb-vx0", "fb-mv0"}
         assert net_inv.links_to_devices(list(a.values())) == \
             net_inv.links_to_devices(list(b.values()))
     finally:
+        raw.close()
         fast.close()
         slow.close()
 

@@ -1,6 +1,6 @@
 """Smoke tests of the OpenStack test stack (tools/openstack/) and its fixtures.
 
-One short test per service, through the helpers of tests/fixtures/openstack.py
+One short test per service, through the helpers of tests/fixtures/openstack_cloud.py
 and keystoneauth adapters loaded from a nova.conf-style file the way reaper
 loads its own: they prove the stack answers, the catalog and credentials are
 right, and the helpers leave each service in the state the issue's tests start
@@ -12,7 +12,7 @@ import uuid as uuidlib
 
 import pytest
 
-from tests.fixtures.openstack import CINDER_VERSION, PLACEMENT_VERSION
+from tests.fixtures.openstack_cloud import CINDER_VERSION, PLACEMENT_VERSION
 
 pytestmark = pytest.mark.functional
 

@@ -291,6 +291,30 @@ def test_an_evacuated_teardown_gets_this_nodes_provider_and_its_migration():
         REMOVE_NODE_ALLOCATIONS,)
 
 
+def test_a_soft_deleted_evacuation_is_evidence_but_has_no_migration_to_complete():
+    """R2 counts a soft-deleted evacuation record; Nova no longer sees it, so there is
+    no migration to mark completed (the step would fail on the row every pass)."""
+    import dataclasses
+    u = "u3"
+    mig = MigrationRow(id=9, uuid="m", instance_uuid=u, source_compute=HOST,
+                       dest_compute=OTHER, source_node=HOST, dest_node=OTHER, status="done",
+                       migration_type="evacuation", deleted=9)
+    view = _view(u, host=OTHER, migrations=[mig],
+                 nodes=[ComputeNodeRow(3, "rp-uuid", HOST, HOST)])
+    base = TeardownPlan(u, Classification.EVACUATED, Action.REAP, "instance-3", (), False,
+                        False, "evacuated")
+    (t,) = service_wiring.extend(_ctx(view, [base]),
+                                 groups=frozenset({"placement"})).teardowns
+    assert t.services == (REMOVE_NODE_ALLOCATIONS,)
+    f = InstanceFacts.from_dict(t.service_facts)
+    assert (f.node_uuid, f.migration_id) == ("rp-uuid", None)
+    live = dataclasses.replace(mig, deleted=0)
+    (t,) = service_wiring.extend(_ctx(_view(u, host=OTHER, migrations=[live],
+                                            nodes=[ComputeNodeRow(3, "rp-uuid", HOST, HOST)]),
+                                      [base]), groups=frozenset({"placement"})).teardowns
+    assert t.services == (REMOVE_NODE_ALLOCATIONS, COMPLETE_MIGRATION)
+
+
 # -- journal: a service that cannot be reached ------------------------------------------
 
 def _closed_port() -> int:

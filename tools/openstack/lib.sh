@@ -6,7 +6,7 @@
 # $OPENSTACK_STATE, default /var/lib/reaper-test/openstack:
 #   etc/<service>/   generated configuration      data/<service>/  databases, keys
 #   run/<name>.pid   one pid per process          log/<name>.log   one log per process
-#   stack.json       endpoints and credentials (tests/fixtures/openstack.py reads it)
+#   stack.json       endpoints and credentials (tests/fixtures/openstack_cloud.py reads it)
 #   admin-openrc     the admin's OS_* variables, for poking at the stack by hand
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

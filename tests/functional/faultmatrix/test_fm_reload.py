@@ -517,7 +517,10 @@ def test_agent_loop_survives_a_locked_state_db(fm_host):
     reports it; SIGTERM exits 0.
     """
     h = fm_host
-    h.write(reconcile_interval=2)
+    # full_view_interval = 0: every pass reads the whole view and records its
+    # observations in the state DB (a pass that relies on the change check writes
+    # nothing there, and WAL lets it read past the lock)
+    h.write(reconcile_interval=2, full_view_interval=0)
     h.start()
     h.wait_audit("pass_summary")
     h.wait_rpc()
