@@ -293,29 +293,10 @@ def _unquote(name: str) -> str:
     return name
 
 
-def _split_top(text: str, sep: str = ",") -> list[str]:
-    """Split on ``sep`` outside parentheses and backquotes."""
-    parts, depth, quoted, cur = [], 0, False, []
-    for ch in text:
-        if ch == "`":
-            quoted = not quoted
-        elif not quoted and ch == "(":
-            depth += 1
-        elif not quoted and ch == ")":
-            depth -= 1
-        if ch == sep and depth == 0 and not quoted:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return [p.strip() for p in parts if p.strip()]
-
-
-def _find_keyword(text: str, word: str) -> int:
-    """Index of `` word `` outside backquotes and parentheses, or -1."""
+def _top_level(text: str):
+    """The indices of ``text`` outside backquotes and parentheses (SHOW GRANTS
+    quotes names with backquotes and lists columns in parentheses)."""
     depth, quoted = 0, False
-    target = f" {word} "
     for i, ch in enumerate(text):
         if ch == "`":
             quoted = not quoted
@@ -323,9 +304,25 @@ def _find_keyword(text: str, word: str) -> int:
             depth += 1
         elif not quoted and ch == ")":
             depth -= 1
-        elif not quoted and depth == 0 and text.startswith(target, i):
-            return i
-    return -1
+        if not quoted and depth == 0:
+            yield i
+
+
+def _split_top(text: str, sep: str = ",") -> list[str]:
+    """Split on ``sep`` outside parentheses and backquotes."""
+    parts, last = [], 0
+    for i in _top_level(text):
+        if text[i] == sep:
+            parts.append(text[last:i])
+            last = i + 1
+    parts.append(text[last:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _find_keyword(text: str, word: str) -> int:
+    """Index of `` word `` outside backquotes and parentheses, or -1."""
+    target = f" {word} "
+    return next((i for i in _top_level(text) if text.startswith(target, i)), -1)
 
 
 def parse_grant(line: str) -> Grant | None:
