@@ -296,8 +296,17 @@ setup_rabbit() {
     # scheduler's fanout queue below.
     rabbitmqctl_q delete_vhost "$RABBIT_VHOST" >/dev/null 2>&1 || true
     rabbitmqctl_q add_vhost "$RABBIT_VHOST" || return 1
-    rabbitmqctl_q add_user "$RABBIT_USER" "$PASSWORD" >/dev/null 2>&1 ||
-        rabbitmqctl_q change_password "$RABBIT_USER" "$PASSWORD" || return 1
+    # add_user fails when the user exists (then its password is set) and, on a
+    # loaded host, when the CLI's own VM times out: try again rather than fail.
+    local try
+    for try in 1 2 3; do
+        if rabbitmqctl_q add_user "$RABBIT_USER" "$PASSWORD" >/dev/null 2>&1 ||
+                rabbitmqctl_q change_password "$RABBIT_USER" "$PASSWORD"; then
+            break
+        fi
+        ((try < 3)) || return 1
+        log "setting the RabbitMQ user failed (try $try), trying again"
+    done
     rabbitmqctl_q set_permissions -p "$RABBIT_VHOST" "$RABBIT_USER" '.*' '.*' '.*'
 }
 log "preparing databases and the RabbitMQ vhost"
