@@ -113,7 +113,10 @@ def _files(inst_path: str) -> dict[str, str]:
             out[rel + "/"] = ""
         for f in fs:
             with open(os.path.join(d, f), "rb") as fh:
-                out[os.path.join(rel, f)] = fh.read().decode("latin-1")
+                data = fh.read()
+            # the demo's disks are zeros: saved as their size
+            out[os.path.join(rel, f)] = (f"<{len(data)} zero bytes>" if data and not data.strip(b"\0")
+                                         else data.decode("latin-1"))
     return dict(sorted(out.items()))
 
 
@@ -166,8 +169,9 @@ def load(case_dir, root: str):
             os.makedirs(p, exist_ok=True)
             continue
         os.makedirs(os.path.dirname(p), exist_ok=True)
+        m = re.fullmatch(r"<(\d+) zero bytes>", content)
         with open(p, "wb") as f:
-            f.write(content.encode("latin-1"))
+            f.write(b"\0" * int(m.group(1)) if m else content.encode("latin-1"))
     nova = os.path.join(root, "nova.sqlite")
     db = sqlite3.connect(nova)
     db.executescript(sub((case_dir / "nova.sql").read_text()))

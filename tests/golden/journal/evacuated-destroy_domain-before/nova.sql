@@ -212,20 +212,20 @@ CREATE TABLE instances (
 	PRIMARY KEY (id), 
 	CONSTRAINT uniq_instances0uuid UNIQUE (uuid)
 );
-INSERT INTO "instances" VALUES(1,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'7b89296c-6dcb-4c50-8857-7eb1924770d3',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:42:52.062193',NULL,NULL,0);
-INSERT INTO "instances" VALUES(2,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,4,'stopped',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-2',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'766bad07-34c2-4a80-83cc-0f2793fdcab8',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:42:52.062349',NULL,NULL,0);
-INSERT INTO "instances" VALUES(3,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-3',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'470b9805-d2d6-4877-bdc5-9a3ad035d259',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:42:52.062354',NULL,NULL,0);
-INSERT INTO "instances" VALUES(4,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-2','demo-compute-2',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-4',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'08ceac39-2904-4def-8f84-b683a749f9c5',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:42:52.062357',NULL,NULL,0);
-INSERT INTO "instances" VALUES(5,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'resized',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-2','demo-compute-2',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-5',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'137a9777-53e8-4b43-bd76-3fb9854a9657',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:42:52.062360',NULL,NULL,0);
-INSERT INTO "instances" VALUES(6,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-2','demo-compute-2',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-6',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'bedc25e6-f3eb-4f12-b3d0-6f863fffc830',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:42:52.062363',NULL,NULL,0);
-INSERT INTO "instances" VALUES(7,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-7',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'6b9f15c4-0b68-4c1c-9c74-e45eff1e5bef',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:42:52.062372',NULL,'2026-11-28 11:42:52.062001',7);
-INSERT INTO "instances" VALUES(8,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-8',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'5ae6a228-9a6a-4329-a381-23e5dc338383',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:42:52.062376',NULL,'2026-11-30 11:42:22.062001',8);
-INSERT INTO "instances" VALUES(10,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,4,'soft-delete',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-10',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'2cb7362c-74f2-42ed-8327-79eeacca7f0d',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:42:52.062381',NULL,'2026-11-28 11:42:52.062001',0);
-INSERT INTO "instances" VALUES(11,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,4,'soft-delete',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-11',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'5cd2875e-a96e-42b3-8d98-4bffaf949e5e',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:42:52.062386',NULL,'2026-11-30 11:42:22.062001',0);
-INSERT INTO "instances" VALUES(12,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,'soft-delete',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-12',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'dc2c2e2c-c491-44d0-b4f9-42cb220adb0a',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:42:52.062389',NULL,NULL,0);
-INSERT INTO "instances" VALUES(13,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-13',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'708cc1b6-f829-429f-bd48-06c2fb7f6f5d',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:42:52.062392',NULL,'2026-11-28 11:42:52.062001',13);
-INSERT INTO "instances" VALUES(14,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-14',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'953b00b0-0b54-4a22-a00f-ecc19d02fc90',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:42:52.062394',NULL,NULL,0);
-INSERT INTO "instances" VALUES(15,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-15',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'31e875ba-224c-4601-bc53-d0e30109c207',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:42:52.062397',NULL,'2026-11-28 11:42:52.062001',15);
+INSERT INTO "instances" VALUES(1,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'7b89296c-6dcb-4c50-8857-7eb1924770d3',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:45:52.423644',NULL,NULL,0);
+INSERT INTO "instances" VALUES(2,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,4,'stopped',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-2',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'766bad07-34c2-4a80-83cc-0f2793fdcab8',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:45:52.423658',NULL,NULL,0);
+INSERT INTO "instances" VALUES(3,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-3',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'470b9805-d2d6-4877-bdc5-9a3ad035d259',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:45:52.423662',NULL,NULL,0);
+INSERT INTO "instances" VALUES(4,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-2','demo-compute-2',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-4',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'08ceac39-2904-4def-8f84-b683a749f9c5',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:45:52.423666',NULL,NULL,0);
+INSERT INTO "instances" VALUES(5,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'resized',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-2','demo-compute-2',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-5',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'137a9777-53e8-4b43-bd76-3fb9854a9657',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:45:52.423670',NULL,NULL,0);
+INSERT INTO "instances" VALUES(6,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-2','demo-compute-2',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-6',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'bedc25e6-f3eb-4f12-b3d0-6f863fffc830',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:45:52.423673',NULL,NULL,0);
+INSERT INTO "instances" VALUES(7,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-7',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'6b9f15c4-0b68-4c1c-9c74-e45eff1e5bef',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:45:52.423679',NULL,'2026-11-28 11:45:52.421983',7);
+INSERT INTO "instances" VALUES(8,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-8',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'5ae6a228-9a6a-4329-a381-23e5dc338383',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:45:52.423683',NULL,'2026-11-30 11:45:22.421983',8);
+INSERT INTO "instances" VALUES(10,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,4,'soft-delete',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-10',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'2cb7362c-74f2-42ed-8327-79eeacca7f0d',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:45:52.423687',NULL,'2026-11-28 11:45:52.421983',0);
+INSERT INTO "instances" VALUES(11,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,4,'soft-delete',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-11',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'5cd2875e-a96e-42b3-8d98-4bffaf949e5e',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:45:52.423697',NULL,'2026-11-30 11:45:22.421983',0);
+INSERT INTO "instances" VALUES(12,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,'soft-delete',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-12',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'dc2c2e2c-c491-44d0-b4f9-42cb220adb0a',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:45:52.423700',NULL,NULL,0);
+INSERT INTO "instances" VALUES(13,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-13',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'708cc1b6-f829-429f-bd48-06c2fb7f6f5d',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:45:52.423703',NULL,'2026-11-28 11:45:52.421983',13);
+INSERT INTO "instances" VALUES(14,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-14',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'953b00b0-0b54-4a22-a00f-ecc19d02fc90',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:45:52.423706',NULL,NULL,0);
+INSERT INTO "instances" VALUES(15,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-15',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'31e875ba-224c-4601-bc53-d0e30109c207',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:45:52.423708',NULL,'2026-11-28 11:45:52.421983',15);
 CREATE TABLE migrations (
 	id INTEGER NOT NULL, 
 	source_compute VARCHAR(255), 
@@ -361,30 +361,30 @@ CREATE TABLE virtual_interfaces (
 	CONSTRAINT uniq_virtual_interfaces0address0deleted UNIQUE (address, deleted), 
 	FOREIGN KEY(instance_uuid) REFERENCES instances (uuid)
 );
-CREATE INDEX instances_task_state_updated_at_idx ON instances (task_state, updated_at);
-CREATE INDEX instances_uuid_deleted_idx ON instances (uuid, deleted);
 CREATE INDEX instances_host_deleted_cleaned_idx ON instances (host, deleted, cleaned);
 CREATE INDEX instances_host_node_deleted_idx ON instances (host, node, deleted);
+CREATE INDEX instances_task_state_updated_at_idx ON instances (task_state, updated_at);
+CREATE INDEX instances_uuid_deleted_idx ON instances (uuid, deleted);
 CREATE UNIQUE INDEX services_uuid_idx ON services (uuid);
 CREATE UNIQUE INDEX compute_nodes_uuid_idx ON compute_nodes (uuid);
 CREATE INDEX ix_instance_id_mappings_uuid ON instance_id_mappings (uuid);
 CREATE INDEX tags_tag_idx ON tags (tag);
-CREATE INDEX console_auth_tokens_host_expires_idx ON console_auth_tokens (host, expires);
 CREATE INDEX console_auth_tokens_token_hash_instance_uuid_idx ON console_auth_tokens (token_hash, instance_uuid);
 CREATE INDEX console_auth_tokens_instance_uuid_idx ON console_auth_tokens (instance_uuid);
-CREATE INDEX migrations_by_host_nodes_and_status_idx ON migrations (deleted, source_compute, dest_compute, source_node, dest_node, status);
-CREATE INDEX migrations_instance_uuid_and_status_idx ON migrations (deleted, instance_uuid, status);
+CREATE INDEX console_auth_tokens_host_expires_idx ON console_auth_tokens (host, expires);
 CREATE INDEX migrations_by_src_host_nodes_and_status_idx ON migrations (deleted, source_compute, source_node, status);
-CREATE UNIQUE INDEX migrations_uuid ON migrations (uuid);
 CREATE INDEX migrations_by_dest_host_nodes_and_status_idx ON migrations (deleted, dest_compute, dest_node, status);
-CREATE INDEX block_device_mapping_instance_uuid_volume_id_idx ON block_device_mapping (instance_uuid, volume_id);
+CREATE INDEX migrations_instance_uuid_and_status_idx ON migrations (deleted, instance_uuid, status);
+CREATE INDEX migrations_by_host_nodes_and_status_idx ON migrations (deleted, source_compute, dest_compute, source_node, dest_node, status);
+CREATE UNIQUE INDEX migrations_uuid ON migrations (uuid);
 CREATE INDEX block_device_mapping_instance_uuid_idx ON block_device_mapping (instance_uuid);
 CREATE INDEX volume_id ON block_device_mapping (volume_id);
+CREATE INDEX block_device_mapping_instance_uuid_volume_id_idx ON block_device_mapping (instance_uuid, volume_id);
 CREATE INDEX instance_extra_idx ON instance_extra (instance_uuid);
 CREATE INDEX instance_uuid ON instance_system_metadata (instance_uuid);
 CREATE INDEX instance_metadata_instance_uuid_idx ON instance_metadata (instance_uuid);
-CREATE INDEX instance_faults_host_idx ON instance_faults (host);
 CREATE INDEX instance_faults_instance_uuid_deleted_created_at_idx ON instance_faults (instance_uuid, deleted, created_at);
+CREATE INDEX instance_faults_host_idx ON instance_faults (host);
 CREATE INDEX security_group_instance_association_instance_uuid_idx ON security_group_instance_association (instance_uuid);
 CREATE INDEX virtual_interfaces_instance_uuid_fkey ON virtual_interfaces (instance_uuid);
 COMMIT;

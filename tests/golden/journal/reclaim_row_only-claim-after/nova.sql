@@ -33,7 +33,7 @@ CREATE TABLE block_device_mapping (
 	FOREIGN KEY(instance_uuid) REFERENCES instances (uuid)
 );
 INSERT INTO "block_device_mapping" VALUES(1,'470b9805-d2d6-4877-bdc5-9a3ad035d259','08208d09-0973-489c-bd06-143769b1dcbf','volume','volume',NULL,NULL,NULL,NULL,'/dev/vdb',0,NULL,'3d7c95f9-e5f0-407e-85a5-6d7e5dbbb7ce',NULL,NULL,NULL,NULL,'{"driver_volume_type": "iscsi", "data": {}}',NULL,NULL,0,NULL,NULL,NULL,NULL,NULL,NULL,0);
-INSERT INTO "block_device_mapping" VALUES(2,'2cb7362c-74f2-42ed-8327-79eeacca7f0d','ec9cce6f-8892-43ce-9270-dee2a86b8a6e','volume','volume',NULL,NULL,NULL,NULL,'/dev/vdb',1,NULL,'9b4f32af-d167-433a-8d19-19a07f216822',NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,NULL,NULL,NULL,NULL,NULL,'2026-11-30 11:43:47.000000',2);
+INSERT INTO "block_device_mapping" VALUES(2,'2cb7362c-74f2-42ed-8327-79eeacca7f0d','ec9cce6f-8892-43ce-9270-dee2a86b8a6e','volume','volume',NULL,NULL,NULL,NULL,'/dev/vdb',1,NULL,'9b4f32af-d167-433a-8d19-19a07f216822',NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,NULL,NULL,NULL,NULL,NULL,'2026-11-30 11:47:54.000000',2);
 CREATE TABLE compute_nodes (
 	id INTEGER NOT NULL, 
 	service_id INTEGER, 
@@ -130,7 +130,7 @@ CREATE TABLE instance_info_caches (
 	CONSTRAINT uniq_instance_info_caches0instance_uuid UNIQUE (instance_uuid), 
 	FOREIGN KEY(instance_uuid) REFERENCES instances (uuid)
 );
-INSERT INTO "instance_info_caches" VALUES(1,'[{"id": "62694646-2651-4637-94b9-1c79dae98554", "address": "fa:16:3e:00:00:01", "type": "ovs"}]','2cb7362c-74f2-42ed-8327-79eeacca7f0d',NULL,NULL,'2026-11-30 11:43:47.000000',1);
+INSERT INTO "instance_info_caches" VALUES(1,'[{"id": "62694646-2651-4637-94b9-1c79dae98554", "address": "fa:16:3e:00:00:01", "type": "ovs"}]','2cb7362c-74f2-42ed-8327-79eeacca7f0d',NULL,NULL,'2026-11-30 11:47:54.000000',1);
 CREATE TABLE instance_metadata (
 	id INTEGER NOT NULL, 
 	"key" VARCHAR(255), 
@@ -155,8 +155,8 @@ CREATE TABLE instance_system_metadata (
 	PRIMARY KEY (id), 
 	FOREIGN KEY(instance_uuid) REFERENCES instances (uuid)
 );
-INSERT INTO "instance_system_metadata" VALUES(1,'clean_attempts','1','2cb7362c-74f2-42ed-8327-79eeacca7f0d','2026-11-30 11:43:47.000000',NULL,'2026-11-30 11:43:47.000000',1);
-INSERT INTO "instance_system_metadata" VALUES(2,'reaper_claim','demo-compute-1:2026-11-30T11:43:48:req-de626d2e-22e3-42f7-b793-d9ff9bef843b','dc2c2e2c-c491-44d0-b4f9-42cb220adb0a','2026-11-30 11:43:48.000000',NULL,NULL,0);
+INSERT INTO "instance_system_metadata" VALUES(1,'clean_attempts','1','2cb7362c-74f2-42ed-8327-79eeacca7f0d','2026-11-30 11:47:54.000000',NULL,'2026-11-30 11:47:54.000000',1);
+INSERT INTO "instance_system_metadata" VALUES(2,'reaper_claim','demo-compute-1:2026-11-30T11:47:57:req-a7e7c172-59bf-4d57-acc8-96d2bef0bc5f','dc2c2e2c-c491-44d0-b4f9-42cb220adb0a','2026-11-30 11:47:57.000000',NULL,NULL,0);
 CREATE TABLE instances (
 	id INTEGER NOT NULL, 
 	user_id VARCHAR(255), 
@@ -214,20 +214,20 @@ CREATE TABLE instances (
 	PRIMARY KEY (id), 
 	CONSTRAINT uniq_instances0uuid UNIQUE (uuid)
 );
-INSERT INTO "instances" VALUES(1,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'7b89296c-6dcb-4c50-8857-7eb1924770d3',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:43:46.632287',NULL,NULL,0);
-INSERT INTO "instances" VALUES(2,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,4,'stopped',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-2',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'766bad07-34c2-4a80-83cc-0f2793fdcab8',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:43:46.636468',NULL,NULL,0);
-INSERT INTO "instances" VALUES(3,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-3',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'470b9805-d2d6-4877-bdc5-9a3ad035d259',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:43:46.636602',NULL,NULL,0);
-INSERT INTO "instances" VALUES(4,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-2','demo-compute-2',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-4',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'08ceac39-2904-4def-8f84-b683a749f9c5',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:43:46.636606',NULL,NULL,0);
-INSERT INTO "instances" VALUES(5,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'resized',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-2','demo-compute-2',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-5',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'137a9777-53e8-4b43-bd76-3fb9854a9657',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:43:46.636610',NULL,NULL,0);
-INSERT INTO "instances" VALUES(6,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-2','demo-compute-2',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-6',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'bedc25e6-f3eb-4f12-b3d0-6f863fffc830',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:43:46.636614',NULL,NULL,0);
-INSERT INTO "instances" VALUES(7,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-7',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'6b9f15c4-0b68-4c1c-9c74-e45eff1e5bef',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:43:46.636618',NULL,'2026-11-28 11:43:46.631649',7);
-INSERT INTO "instances" VALUES(8,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-8',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'5ae6a228-9a6a-4329-a381-23e5dc338383',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:43:46.636807',NULL,'2026-11-30 11:43:16.631649',8);
-INSERT INTO "instances" VALUES(10,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,'2026-11-30 11:43:47.000000',NULL,'vm-10',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'2cb7362c-74f2-42ed-8327-79eeacca7f0d',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,1,0,'2026-11-27 11:43:46.636813','2026-11-30 11:43:47.000000','2026-11-30 11:43:47.000000',10);
-INSERT INTO "instances" VALUES(11,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,4,'soft-delete',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-11',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'5cd2875e-a96e-42b3-8d98-4bffaf949e5e',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:43:46.636816',NULL,'2026-11-30 11:43:16.631649',0);
-INSERT INTO "instances" VALUES(12,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,'soft-delete','deleting',NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-12',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'dc2c2e2c-c491-44d0-b4f9-42cb220adb0a',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:43:46.636819','2026-11-30 11:43:48.000000',NULL,0);
-INSERT INTO "instances" VALUES(13,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-13',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'708cc1b6-f829-429f-bd48-06c2fb7f6f5d',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:43:46.636822',NULL,'2026-11-28 11:43:46.631649',13);
-INSERT INTO "instances" VALUES(14,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-14',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'953b00b0-0b54-4a22-a00f-ecc19d02fc90',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:43:46.636825',NULL,NULL,0);
-INSERT INTO "instances" VALUES(15,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-15',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'31e875ba-224c-4601-bc53-d0e30109c207',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:43:46.636828',NULL,'2026-11-28 11:43:46.631649',15);
+INSERT INTO "instances" VALUES(1,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'7b89296c-6dcb-4c50-8857-7eb1924770d3',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:47:48.970975',NULL,NULL,0);
+INSERT INTO "instances" VALUES(2,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,4,'stopped',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-2',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'766bad07-34c2-4a80-83cc-0f2793fdcab8',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:47:48.970989',NULL,NULL,0);
+INSERT INTO "instances" VALUES(3,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-3',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'470b9805-d2d6-4877-bdc5-9a3ad035d259',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:47:48.970992',NULL,NULL,0);
+INSERT INTO "instances" VALUES(4,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-2','demo-compute-2',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-4',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'08ceac39-2904-4def-8f84-b683a749f9c5',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:47:48.970996',NULL,NULL,0);
+INSERT INTO "instances" VALUES(5,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'resized',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-2','demo-compute-2',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-5',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'137a9777-53e8-4b43-bd76-3fb9854a9657',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:47:48.971163',NULL,NULL,0);
+INSERT INTO "instances" VALUES(6,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-2','demo-compute-2',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-6',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'bedc25e6-f3eb-4f12-b3d0-6f863fffc830',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:47:48.971168',NULL,NULL,0);
+INSERT INTO "instances" VALUES(7,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-7',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'6b9f15c4-0b68-4c1c-9c74-e45eff1e5bef',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:47:48.971171',NULL,'2026-11-28 11:47:48.969480',7);
+INSERT INTO "instances" VALUES(8,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-8',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'5ae6a228-9a6a-4329-a381-23e5dc338383',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:47:48.971174',NULL,'2026-11-30 11:47:18.969480',8);
+INSERT INTO "instances" VALUES(10,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,'2026-11-30 11:47:54.000000',NULL,'vm-10',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'2cb7362c-74f2-42ed-8327-79eeacca7f0d',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,1,0,'2026-11-27 11:47:48.971177','2026-11-30 11:47:54.000000','2026-11-30 11:47:54.000000',10);
+INSERT INTO "instances" VALUES(11,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,4,'soft-delete',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-11',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'5cd2875e-a96e-42b3-8d98-4bffaf949e5e',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:47:48.971180',NULL,'2026-11-30 11:47:18.969480',0);
+INSERT INTO "instances" VALUES(12,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,'soft-delete','deleting',NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-12',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'dc2c2e2c-c491-44d0-b4f9-42cb220adb0a',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:47:48.971182','2026-11-30 11:47:57.000000',NULL,0);
+INSERT INTO "instances" VALUES(13,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-13',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'708cc1b6-f829-429f-bd48-06c2fb7f6f5d',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:47:48.971185',NULL,'2026-11-28 11:47:48.969480',13);
+INSERT INTO "instances" VALUES(14,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'active',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-14',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'953b00b0-0b54-4a22-a00f-ecc19d02fc90',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:47:48.971188',NULL,NULL,0);
+INSERT INTO "instances" VALUES(15,'demo-user','demo-project',NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'deleted',NULL,NULL,NULL,NULL,NULL,NULL,'demo-compute-1','demo-compute-1',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'vm-15',NULL,NULL,NULL,NULL,NULL,NULL,NULL,'31e875ba-224c-4601-bc53-d0e30109c207',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,0,0,NULL,0,0,'2026-11-27 11:47:48.971191',NULL,'2026-11-28 11:47:48.969480',15);
 CREATE TABLE migrations (
 	id INTEGER NOT NULL, 
 	source_compute VARCHAR(255), 
@@ -363,30 +363,30 @@ CREATE TABLE virtual_interfaces (
 	CONSTRAINT uniq_virtual_interfaces0address0deleted UNIQUE (address, deleted), 
 	FOREIGN KEY(instance_uuid) REFERENCES instances (uuid)
 );
-CREATE INDEX instances_task_state_updated_at_idx ON instances (task_state, updated_at);
-CREATE INDEX instances_uuid_deleted_idx ON instances (uuid, deleted);
 CREATE INDEX instances_host_deleted_cleaned_idx ON instances (host, deleted, cleaned);
 CREATE INDEX instances_host_node_deleted_idx ON instances (host, node, deleted);
+CREATE INDEX instances_task_state_updated_at_idx ON instances (task_state, updated_at);
+CREATE INDEX instances_uuid_deleted_idx ON instances (uuid, deleted);
 CREATE UNIQUE INDEX services_uuid_idx ON services (uuid);
 CREATE UNIQUE INDEX compute_nodes_uuid_idx ON compute_nodes (uuid);
 CREATE INDEX ix_instance_id_mappings_uuid ON instance_id_mappings (uuid);
 CREATE INDEX tags_tag_idx ON tags (tag);
-CREATE INDEX console_auth_tokens_host_expires_idx ON console_auth_tokens (host, expires);
 CREATE INDEX console_auth_tokens_token_hash_instance_uuid_idx ON console_auth_tokens (token_hash, instance_uuid);
 CREATE INDEX console_auth_tokens_instance_uuid_idx ON console_auth_tokens (instance_uuid);
-CREATE INDEX migrations_by_host_nodes_and_status_idx ON migrations (deleted, source_compute, dest_compute, source_node, dest_node, status);
-CREATE INDEX migrations_instance_uuid_and_status_idx ON migrations (deleted, instance_uuid, status);
+CREATE INDEX console_auth_tokens_host_expires_idx ON console_auth_tokens (host, expires);
 CREATE INDEX migrations_by_src_host_nodes_and_status_idx ON migrations (deleted, source_compute, source_node, status);
-CREATE UNIQUE INDEX migrations_uuid ON migrations (uuid);
 CREATE INDEX migrations_by_dest_host_nodes_and_status_idx ON migrations (deleted, dest_compute, dest_node, status);
-CREATE INDEX block_device_mapping_instance_uuid_volume_id_idx ON block_device_mapping (instance_uuid, volume_id);
+CREATE INDEX migrations_instance_uuid_and_status_idx ON migrations (deleted, instance_uuid, status);
+CREATE INDEX migrations_by_host_nodes_and_status_idx ON migrations (deleted, source_compute, dest_compute, source_node, dest_node, status);
+CREATE UNIQUE INDEX migrations_uuid ON migrations (uuid);
 CREATE INDEX block_device_mapping_instance_uuid_idx ON block_device_mapping (instance_uuid);
 CREATE INDEX volume_id ON block_device_mapping (volume_id);
+CREATE INDEX block_device_mapping_instance_uuid_volume_id_idx ON block_device_mapping (instance_uuid, volume_id);
 CREATE INDEX instance_extra_idx ON instance_extra (instance_uuid);
 CREATE INDEX instance_uuid ON instance_system_metadata (instance_uuid);
 CREATE INDEX instance_metadata_instance_uuid_idx ON instance_metadata (instance_uuid);
-CREATE INDEX instance_faults_host_idx ON instance_faults (host);
 CREATE INDEX instance_faults_instance_uuid_deleted_created_at_idx ON instance_faults (instance_uuid, deleted, created_at);
+CREATE INDEX instance_faults_host_idx ON instance_faults (host);
 CREATE INDEX security_group_instance_association_instance_uuid_idx ON security_group_instance_association (instance_uuid);
 CREATE INDEX virtual_interfaces_instance_uuid_fkey ON virtual_interfaces (instance_uuid);
 COMMIT;
