@@ -13,21 +13,74 @@ host, its live instances through a subquery, and the view's few other instances 
 uuid: see :func:`statement`) and the same columns, so the reaper's column grants
 cover it.
 
-What it detects, and what not:
+What is hashed, exactly:
 
-- any change of a column the view reads, in a row the view reads: a state change, a
-  row moved to or from this host (``host`` is hashed, and each part is selected by
-  the same clause as the view's), a soft delete (``deleted`` becomes the row's id;
-  Nova's soft delete keeps ``updated_at``, which is why nothing here relies on
-  timestamps), a new, finished or deleted migration touching this host or a
-  locally seen uuid, an archived row, a claim marker, a new compute node;
-- whatever the writers' clocks say: the hash is over contents, not a high-water mark
-  of ``updated_at``, so a writer whose clock is behind is seen too;
+- each part's rows are selected by the view's own clause, and of each row the
+  columns the view returns to the planner: ``reaper.nova.view._INSTANCE_COLS``
+  (instances and archived rows), ``_MIGRATION_COLS``, ``_BDM_COLS``; of info caches
+  ``instance_uuid``, ``network_info`` (and ``id``); of compute nodes ``id``, ``uuid``,
+  ``host``, ``hypervisor_hostname``; of claim markers ``instance_uuid``, ``value``
+  (and ``id``). A column that the part's WHERE pins (``deleted = 0`` of BDMs, caches,
+  nodes and markers, a marker's ``key``) is not hashed: a change of it takes the row
+  out of the part, which changes the part's count;
+- the two big texts, ``network_info`` and ``connection_info``, whole: on MariaDB/MySQL
+  by ``CRC32`` on the column itself (no copy into a concatenation), packed with the
+  CRC32 of the row's other columns into one 64-bit value (``small | blob << 32``), so
+  a text stays tied to its row: two rows swapping their texts is a change too;
+- claim markers only of this host's claimed rows (live, ``soft-delete``,
+  ``task_state 'deleting'``): the only ones the view reads. A marker of any other
+  row is read by neither; a row that becomes claimed changes ``instances_here``;
+- ``instances_here`` and ``caches_here`` come from one select (our live instances
+  LEFT JOIN their live info cache; ``instance_uuid`` is unique in both tables): the
+  same rows as the view's ``instance_uuid IN (our live instances)``, one walk of
+  the instances fewer.
+
+So it sees any change of what the rules read, in a row the view reads: a state
+change, a row moved to or from this host (``host`` is hashed, and each part is
+selected by the same clause as the view's), a soft delete (``deleted`` becomes the
+row's id), a new, finished or deleted migration touching this host or a locally
+seen uuid, an archived row, a claim marker, a new compute node, and any edit of a
+``network_info`` or ``connection_info`` (a port id, devname, ovs_interfaceid or
+bridge; a portal, iqn or lun; the text becoming unparsable), whatever its length
+and whatever the writer's clock. tests/unit/test_nova_changes.py checks this for
+every column the view's statements select (read from the statements themselves)
+and for same-length edits of what the network and iSCSI rules extract, on SQLite
+and (tests/functional/test_nova_db_mariadb.py) MariaDB.
+
+Why the big texts are hashed whole rather than only what the rules take from them
+(port ids, device names, portals) or their length plus ``updated_at``:
+
+- the rules read more of them than a few keys: of ``network_info`` each VIF's
+  ``id``, ``address``, ``type``, ``devname``, ``ovs_interfaceid``,
+  ``details.ovs_hybrid_plug``, ``network.bridge``, whether the text is missing,
+  empty, unparsable (and why), its first 512 characters as evidence; of
+  ``connection_info`` the driver, every portal, iqn and lun, whether it parses, the
+  stored host connector. Extracting those in SQL (``JSON_EXTRACT``) parses every
+  text, more work than a CRC32 of it, with a second JSON parser whose reading can
+  differ from Python's (double-encoded ``network_info``, duplicate keys);
+- length plus ``updated_at`` is not enough, even though Nova bumps ``updated_at``
+  on both writes (``instance_info_cache_update`` sets the column on the ORM object,
+  ``block_device_mapping_update`` runs ``Query.update``; both get oslo.db's
+  ``TimestampMixin`` ``onupdate=utcnow``): Nova's DATETIME columns keep whole
+  seconds, so two writes in one second, the second of the same length (a port id
+  replaced by another is always the same length), leave both as they were; a
+  writer may also set ``updated_at`` itself (the reaper's finalize does; oslo.db's
+  soft delete keeps the old one) or have a clock behind;
+- and it would save little: on the benchmark's host (1,000 instances, MariaDB) the
+  check's cost is finding the rows (each BDM and info cache through our instances,
+  about 14 InnoDB page reads per instance), not hashing 1 KB of text per row; the
+  copies of each text into ``CONCAT`` that the first version made are gone.
+
+What it misses, and why that cannot matter:
+
+- columns the view does not read (``updated_at``, ``created_at``, every other
+  column): no rule can read them;
 - a row changed and changed back between two checks gives the same fingerprint:
   right, because the rules are functions of the rows as they are, and they are the
   rows the cached view holds;
-- not: two changes whose hash sums cancel out, or a change that keeps a row's
-  CRC32 (about 1 in 2**32). That is why the fingerprint is never trusted to act.
+- two changes whose hash sums cancel out, or a change that keeps a row's CRC32
+  (about 1 in 2**32): the safety argument below does not rely on the fingerprint,
+  and the next full view (``full_view_interval``) reads the change anyway.
 
 The safety argument (the caller, ``reaper.reconcile``, holds to it):
 
@@ -90,7 +143,8 @@ class _BlobRowHash(_RowHash):
     ``connection_info``): on MariaDB/MySQL that one is hashed by ``CRC32`` on the
     column itself, with no copy into a concatenation, and the two CRCs are packed into
     one 64-bit value (``small | blob << 32``), so a row's blob stays tied to its other
-    columns. Whether the blob is NULL is among the small columns."""
+    columns. Whether the blob is NULL is among the small columns. On SQLite the text
+    is hashed with the rest of the row by the one Python function, as any column."""
     name = "reaper_rowhash"
     inherit_cache = True
 
