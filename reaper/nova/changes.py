@@ -13,21 +13,74 @@ host, its live instances through a subquery, and the view's few other instances 
 uuid: see :func:`statement`) and the same columns, so the reaper's column grants
 cover it.
 
-What it detects, and what not:
+What is hashed, exactly:
 
-- any change of a column the view reads, in a row the view reads: a state change, a
-  row moved to or from this host (``host`` is hashed, and each part is selected by
-  the same clause as the view's), a soft delete (``deleted`` becomes the row's id;
-  Nova's soft delete keeps ``updated_at``, which is why nothing here relies on
-  timestamps), a new, finished or deleted migration touching this host or a
-  locally seen uuid, an archived row, a claim marker, a new compute node;
-- whatever the writers' clocks say: the hash is over contents, not a high-water mark
-  of ``updated_at``, so a writer whose clock is behind is seen too;
+- each part's rows are selected by the view's own clause, and of each row the
+  columns the view returns to the planner: ``reaper.nova.view._INSTANCE_COLS``
+  (instances and archived rows), ``_MIGRATION_COLS``, ``_BDM_COLS``; of info caches
+  ``instance_uuid``, ``network_info`` (and ``id``); of compute nodes ``id``, ``uuid``,
+  ``host``, ``hypervisor_hostname``; of claim markers ``instance_uuid``, ``value``
+  (and ``id``). A column that the part's WHERE pins (``deleted = 0`` of BDMs, caches,
+  nodes and markers, a marker's ``key``) is not hashed: a change of it takes the row
+  out of the part, which changes the part's count;
+- the two big texts, ``network_info`` and ``connection_info``, whole: on MariaDB/MySQL
+  by ``CRC32`` on the column itself (no copy into a concatenation), packed with the
+  CRC32 of the row's other columns into one 64-bit value (``small | blob << 32``), so
+  a text stays tied to its row: two rows swapping their texts is a change too;
+- claim markers only of this host's claimed rows (live, ``soft-delete``,
+  ``task_state 'deleting'``): the only ones the view reads. A marker of any other
+  row is read by neither; a row that becomes claimed changes ``instances_here``;
+- ``instances_here`` and ``caches_here`` come from one select (our live instances
+  LEFT JOIN their live info cache; ``instance_uuid`` is unique in both tables): the
+  same rows as the view's ``instance_uuid IN (our live instances)``, one walk of
+  the instances fewer.
+
+So it sees any change of what the rules read, in a row the view reads: a state
+change, a row moved to or from this host (``host`` is hashed, and each part is
+selected by the same clause as the view's), a soft delete (``deleted`` becomes the
+row's id), a new, finished or deleted migration touching this host or a locally
+seen uuid, an archived row, a claim marker, a new compute node, and any edit of a
+``network_info`` or ``connection_info`` (a port id, devname, ovs_interfaceid or
+bridge; a portal, iqn or lun; the text becoming unparsable), whatever its length
+and whatever the writer's clock. tests/unit/test_nova_changes.py checks this for
+every column the view's statements select (read from the statements themselves)
+and for same-length edits of what the network and iSCSI rules extract, on SQLite
+and (tests/functional/test_nova_db_mariadb.py) MariaDB.
+
+Why the big texts are hashed whole rather than only what the rules take from them
+(port ids, device names, portals) or their length plus ``updated_at``:
+
+- the rules read more of them than a few keys: of ``network_info`` each VIF's
+  ``id``, ``address``, ``type``, ``devname``, ``ovs_interfaceid``,
+  ``details.ovs_hybrid_plug``, ``network.bridge``, whether the text is missing,
+  empty, unparsable (and why), its first 512 characters as evidence; of
+  ``connection_info`` the driver, every portal, iqn and lun, whether it parses, the
+  stored host connector. Extracting those in SQL (``JSON_EXTRACT``) parses every
+  text, more work than a CRC32 of it, with a second JSON parser whose reading can
+  differ from Python's (double-encoded ``network_info``, duplicate keys);
+- length plus ``updated_at`` is not enough, even though Nova bumps ``updated_at``
+  on both writes (``instance_info_cache_update`` sets the column on the ORM object,
+  ``block_device_mapping_update`` runs ``Query.update``; both get oslo.db's
+  ``TimestampMixin`` ``onupdate=utcnow``): Nova's DATETIME columns keep whole
+  seconds, so two writes in one second, the second of the same length (a port id
+  replaced by another is always the same length), leave both as they were; a
+  writer may also set ``updated_at`` itself (the reaper's finalize does; oslo.db's
+  soft delete keeps the old one) or have a clock behind;
+- and it would save little: on the benchmark's host (1,000 instances, MariaDB) the
+  check's cost is finding the rows (each BDM and info cache through our instances,
+  about 14 InnoDB page reads per instance), not hashing 1 KB of text per row; the
+  copies of each text into ``CONCAT`` that the first version made are gone.
+
+What it misses, and why that cannot matter:
+
+- columns the view does not read (``updated_at``, ``created_at``, every other
+  column): no rule can read them;
 - a row changed and changed back between two checks gives the same fingerprint:
   right, because the rules are functions of the rows as they are, and they are the
   rows the cached view holds;
-- not: two changes whose hash sums cancel out, or a change that keeps a row's
-  CRC32 (about 1 in 2**32). That is why the fingerprint is never trusted to act.
+- two changes whose hash sums cancel out, or a change that keeps a row's CRC32
+  (about 1 in 2**32): the safety argument below does not rely on the fingerprint,
+  and the next full view (``full_view_interval``) reads the change anyway.
 
 The safety argument (the caller, ``reaper.reconcile``, holds to it):
 
@@ -85,6 +138,22 @@ class _RowHash(FunctionElement):
     inherit_cache = True
 
 
+class _BlobRowHash(_RowHash):
+    """The same, for a row whose first column is a big text (``network_info``,
+    ``connection_info``): on MariaDB/MySQL that one is hashed by ``CRC32`` on the
+    column itself, with no copy into a concatenation, and the two CRCs are packed into
+    one 64-bit value (``small | blob << 32``), so a row's blob stays tied to its other
+    columns. Whether the blob is NULL is among the small columns. On SQLite the text
+    is hashed with the rest of the row by the one Python function, as any column."""
+    name = "reaper_rowhash"
+    inherit_cache = True
+
+
+def _small(compiler, clauses, **kw) -> list[str]:
+    return [f"IFNULL(CONCAT('v', CAST({compiler.process(c, **kw)} AS CHAR)), 'n')"
+            for c in clauses]
+
+
 @compiles(_RowHash)
 def _rowhash_default(element, compiler, **kw):      # SQLite: registered per connection
     return f"reaper_rowhash({compiler.process(element.clauses, **kw)})"
@@ -92,9 +161,15 @@ def _rowhash_default(element, compiler, **kw):      # SQLite: registered per con
 
 @compiles(_RowHash, "mysql")
 def _rowhash_mysql(element, compiler, **kw):
-    cols = [f"IFNULL(CONCAT('v', CAST({compiler.process(c, **kw)} AS CHAR)), 'n')"
-            for c in element.clauses]
-    return f"CRC32(CONCAT_WS('|', {', '.join(cols)}))"
+    return f"CRC32(CONCAT_WS('|', {', '.join(_small(compiler, element.clauses, **kw))}))"
+
+
+@compiles(_BlobRowHash, "mysql")
+def _blob_rowhash_mysql(element, compiler, **kw):
+    blob, *rest = list(element.clauses)
+    b = compiler.process(blob, **kw)
+    return (f"(CRC32(CONCAT_WS('|', {', '.join(_small(compiler, rest, **kw))}, ISNULL({b})))"
+            f" | (IFNULL(CRC32({b}), 0) << 32))")
 
 
 def _py_rowhash(*values) -> int:
@@ -124,11 +199,47 @@ def available(engine: sa.Engine, others: Sequence[str], missing: Sequence[str] =
             and len(missing) <= nova_db.max_in_params(engine))
 
 
+# Columns hashed per part: exactly the columns the view reads (reaper.nova.view), the
+# big text first where there is one.
+_IC_COLS = ("network_info", "id", "instance_uuid")
+_CN_COLS = ("id", "uuid", "host", "hypervisor_hostname")
+_MARKER_COLS = ("id", "instance_uuid", "value")
+
+
+def _hash(table: sa.Table, cols: Sequence[str]):
+    fn = _BlobRowHash if cols[0] in ("network_info", "connection_info") else _RowHash
+    return fn(*[table.c[c] for c in cols])
+
+
+def _zero():
+    return sa.literal(0, sa.BigInteger)
+
+
 def _part(name: str, table: sa.Table, cols: Sequence[str], where) -> sa.Select:
-    h = _RowHash(*[table.c[c] for c in cols])
     return (sa.select(sa.literal(name).label("part"), sa.func.count().label("n"),
-                      sa.func.coalesce(sa.func.sum(h), 0).label("h"))
+                      sa.func.coalesce(sa.func.sum(_hash(table, cols)), 0).label("h"),
+                      _zero().label("n2"), _zero().label("h2"))
             .select_from(table).where(where))
+
+
+def _instances_and_caches(name: str, where) -> sa.Select:
+    """Two parts in one select: the instances ``where`` selects and, through a LEFT JOIN
+    on ``instance_uuid`` (unique in both tables), their live info caches: the same rows
+    as ``caches IN (SELECT uuid ... where)``, with one walk of the instances instead
+    of two. ``n2``/``h2`` are the caches' count and hash sum."""
+    from reaper.nova import view as v
+
+    i_, ic = s.instances, s.instance_info_caches
+    j = i_.outerjoin(ic, sa.and_(ic.c.instance_uuid == i_.c.uuid, ic.c.deleted == 0))
+    return (sa.select(sa.literal(name).label("part"), sa.func.count().label("n"),
+                      sa.func.coalesce(sa.func.sum(_hash(i_, v._INSTANCE_COLS)), 0).label("h"),
+                      sa.func.count(ic.c.id).label("n2"),
+                      sa.func.coalesce(sa.func.sum(_hash(ic, _IC_COLS)), 0).label("h2"))
+            .select_from(j).where(where))
+
+
+# The parts read as one select with their info caches, and the name of the caches' part.
+_WITH_CACHES = {"instances_here": "caches_here"}
 
 
 @functools.lru_cache(maxsize=8)
@@ -144,26 +255,27 @@ def _statement(with_others: bool, with_missing: bool) -> sa.CompoundSelect:
     others = sa.bindparam("others", expanding=True, type_=sa.String)
     missing = sa.bindparam("missing", expanding=True, type_=sa.String)
     ours = sa.select(i_.c.uuid).where(i_.c.host == host, i_.c.deleted == 0)
+    # the rows whose claim markers the view reads: claimed live rows of this host
+    claimed = sa.select(i_.c.uuid).where(i_.c.host == host, i_.c.deleted == 0,
+                                         i_.c.vm_state == "soft-delete",
+                                         i_.c.task_state == "deleting")
     moving = sa.select(m.c.instance_uuid).where(v._host_migrations_clause(host))
-    ic_cols = ("id", "instance_uuid", "network_info", "deleted")
-    bdm_cols = (*v._BDM_COLS, "deleted")
+    bdm_cols = ("connection_info", *(c for c in v._BDM_COLS if c != "connection_info"))
     parts = [
         _part("migrations_here", m, v._MIGRATION_COLS, v._host_migrations_clause(host)),
         _part("migrations_ours", m, v._MIGRATION_COLS, m.c.instance_uuid.in_(ours)),
-        _part("instances_here", i_, v._INSTANCE_COLS, sa.and_(i_.c.host == host,
-                                                              i_.c.deleted == 0)),
+        _instances_and_caches("instances_here", sa.and_(i_.c.host == host,
+                                                        i_.c.deleted == 0)),
         _part("instances_moving", i_, v._INSTANCE_COLS, i_.c.uuid.in_(moving)),
-        _part("bdms_here", b, bdm_cols, sa.and_(b.c.instance_uuid.in_(ours), b.c.deleted == 0)),
+        _part("bdms_here", b, bdm_cols, sa.and_(b.c.instance_uuid.in_(ours),
+                                                        b.c.deleted == 0)),
         _part("bdms_moving", b, bdm_cols, sa.and_(b.c.instance_uuid.in_(moving),
-                                                  b.c.deleted == 0)),
-        _part("caches_here", ic, ic_cols, sa.and_(ic.c.instance_uuid.in_(ours),
-                                                  ic.c.deleted == 0)),
-        _part("caches_moving", ic, ic_cols, sa.and_(ic.c.instance_uuid.in_(moving),
-                                                    ic.c.deleted == 0)),
-        _part("compute_nodes", cn, ("id", "uuid", "host", "hypervisor_hostname", "deleted"),
-              sa.and_(cn.c.host == host, cn.c.deleted == 0)),
-        _part("claim_markers", md, ("id", "instance_uuid", "key", "value", "deleted"),
-              sa.and_(md.c.instance_uuid.in_(ours), md.c.key == CLAIM_MARKER_KEY,
+                                                          b.c.deleted == 0)),
+        _part("caches_moving", ic, _IC_COLS, sa.and_(ic.c.instance_uuid.in_(moving),
+                                                     ic.c.deleted == 0)),
+        _part("compute_nodes", cn, _CN_COLS, sa.and_(cn.c.host == host, cn.c.deleted == 0)),
+        _part("claim_markers", md, _MARKER_COLS,
+              sa.and_(md.c.instance_uuid.in_(claimed), md.c.key == CLAIM_MARKER_KEY,
                       md.c.deleted == 0)),
     ]
     if with_others:
@@ -171,9 +283,9 @@ def _statement(with_others: bool, with_missing: bool) -> sa.CompoundSelect:
             _part("migrations_others", m, v._MIGRATION_COLS, m.c.instance_uuid.in_(others)),
             _part("instances_others", i_, v._INSTANCE_COLS, i_.c.uuid.in_(others)),
             _part("bdms_others", b, bdm_cols, sa.and_(b.c.instance_uuid.in_(others),
-                                                      b.c.deleted == 0)),
-            _part("caches_others", ic, ic_cols, sa.and_(ic.c.instance_uuid.in_(others),
-                                                        ic.c.deleted == 0)),
+                                                              b.c.deleted == 0)),
+            _part("caches_others", ic, _IC_COLS, sa.and_(ic.c.instance_uuid.in_(others),
+                                                         ic.c.deleted == 0)),
         ]
     if with_missing:
         sh = s.shadow_instances
@@ -209,8 +321,12 @@ def read_in(conn: sa.Connection, host: str, others: Iterable[str],
     if conn.dialect.name == "sqlite":
         _register_sqlite(conn)
     stmt, params = statement(host, others, missing)
-    rows = conn.execute(stmt, params).all()
-    parts = tuple(sorted((r.part, int(r.n), int(r.h)) for r in rows))
+    parts = []
+    for r in conn.execute(stmt, params):
+        parts.append((r.part, int(r.n), int(r.h)))
+        if r.part in _WITH_CACHES:
+            parts.append((_WITH_CACHES[r.part], int(r.n2), int(r.h2)))
+    parts = tuple(sorted(parts))
     return Fingerprint(parts=parts, others=tuple(others), missing=tuple(missing))
 
 

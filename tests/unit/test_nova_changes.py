@@ -5,6 +5,7 @@ tests/functional/test_nova_db_mariadb.py; keep them dialect-neutral.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import json
@@ -74,6 +75,29 @@ def _fp(engine, base):
     return changes.read(engine, HOST, base.others, base.missing)
 
 
+@contextlib.contextmanager
+def _undone(engine):
+    """Whatever the block changes in the Nova DB is undone after it (a savepoint-free
+    undo: the tables are copied before and written back after)."""
+    with engine.connect() as conn:
+        before = {t.name: [dict(r._mapping) for r in conn.execute(sa.select(t))]
+                  for t in s.metadata.sorted_tables}
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            for t in reversed(s.metadata.sorted_tables):
+                conn.execute(sa.delete(t))
+            for t in s.metadata.sorted_tables:
+                if before[t.name]:
+                    conn.execute(sa.insert(t), before[t.name])
+
+
+def _what_the_view_read(view):
+    return (dict(view.instances), view.migrations, view.bdms, dict(view.info_caches),
+            view.compute_nodes, dict(view.claim_markers))
+
+
 # --------------------------------------------------------------------------
 # The statement
 # --------------------------------------------------------------------------
@@ -120,9 +144,8 @@ def test_every_change_the_rules_could_read_changes_the_check(engine):
     """Each edge case: a change the view would see changes the fingerprint."""
     h = _host(engine)
     base = _base(engine, h)
-    i_, m, b, ic, md, cn = (s.instances, s.migrations, s.block_device_mapping,
-                            s.instance_info_caches, s.instance_system_metadata,
-                            s.compute_nodes)
+    i_, m, b, ic, cn = (s.instances, s.migrations, s.block_device_mapping,
+                        s.instance_info_caches, s.compute_nodes)
     old = datetime.datetime(2001, 1, 1)
     cases = {
         "vm_state of a live row": lambda: _update(engine, i_, i_.c.uuid == h["live"],
@@ -167,27 +190,199 @@ def test_every_change_the_rules_could_read_changes_the_check(engine):
                                            connection_info=json.dumps({"x": 1})),
         "network_info": lambda: _update(engine, ic, ic.c.instance_uuid == h["stopped"],
                                         network_info="[]"),
-        "a claim marker": lambda: add_row(engine, md, instance_uuid=h["soft"],
-                                          key=CLAIM_MARKER_KEY, value=f"{HOST}:x:req-1"),
+        "a claimed row (the view then reads its markers)": lambda: _update(
+            engine, i_, i_.c.uuid == h["soft"], task_state="deleting"),
         "compute node renamed": lambda: _update(engine, cn, cn.c.host == HOST,
                                                 hypervisor_hostname="renamed"),
         "the missing uuid appears": lambda: add_instance(engine, uuid=h["never"], host=OTHER),
     }
     for what, change in cases.items():
-        with engine.connect() as conn:       # a savepoint-free undo: copy the tables
-            before = {t.name: [dict(r._mapping) for r in conn.execute(sa.select(t))]
-                      for t in s.metadata.sorted_tables}
-        fp0 = _fp(engine, base)
-        assert fp0 == base, what
-        change()
-        assert _fp(engine, base) != fp0, what
-        with engine.begin() as conn:
-            for t in reversed(s.metadata.sorted_tables):
-                conn.execute(sa.delete(t))
-            for t in s.metadata.sorted_tables:
-                if before[t.name]:
-                    conn.execute(sa.insert(t), before[t.name])
+        with _undone(engine):
+            fp0 = _fp(engine, base)
+            assert fp0 == base, what
+            change()
+            assert _fp(engine, base) != fp0, what
         assert _fp(engine, base) == fp0, f"{what}: undone"
+
+
+def _columns_the_view_reads(engine, local) -> set[tuple[str, str]]:
+    """(table, column) of every column a full view's statements select, recorded from
+    the statements themselves (so a column the view starts to read is tested too)."""
+    seen: set[tuple[str, str]] = set()
+
+    def record(conn, clause, *args):
+        for sel in getattr(clause, "selects", None) or [clause]:
+            for col in getattr(sel, "selected_columns", ()):
+                if isinstance(getattr(col, "table", None), sa.Table):
+                    seen.add((col.table.name, col.name))
+    sa.event.listen(engine, "before_execute", record)
+    try:
+        assert nova_view.load_view(engine, HOST, local).ok
+    finally:
+        sa.event.remove(engine, "before_execute", record)
+    return seen
+
+
+def _changed(col: sa.Column, value):
+    """Another value of the column's type; strings keep their length (so neither a
+    length nor a timestamp tells the two apart)."""
+    if isinstance(col.type, sa.Enum):
+        return next(v for v in col.type.enums if v != value)
+    if value is None:
+        if isinstance(col.type, sa.DateTime):
+            return NOW
+        if isinstance(col.type, sa.Boolean):
+            return True
+        return 1 if isinstance(col.type, sa.Integer) else "x"
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 100000 if col.primary_key else value + 1
+    if isinstance(value, datetime.datetime):
+        return value + datetime.timedelta(seconds=1)
+    return value[:-1] + ("0" if value[-1:] != "0" else "1")
+
+
+def test_every_column_the_view_reads_is_in_the_check(engine):
+    """For each column any statement of the full view selects (read from the
+    statements), a change of it in a row the view reads, with updated_at kept and
+    strings of the same length, changes what the view returns and the check."""
+    h = _host(engine)
+    i_, md = s.instances, s.instance_system_metadata
+    _update(engine, i_, i_.c.uuid == h["soft"], task_state="deleting")       # claimed
+    add_row(engine, md, instance_uuid=h["soft"], key=CLAIM_MARKER_KEY,
+            value=f"{HOST}:2024-05-01T00:00:00:req-1")
+    archive(engine, h["gone"])               # so the view reads shadow_instances too
+    columns = _columns_the_view_reads(engine, h["local"])
+    base = _base_any(engine, h)
+    assert {t for t, _ in columns} == {
+        "instances", "migrations", "shadow_instances", "block_device_mapping",
+        "instance_info_caches", "compute_nodes", "instance_system_metadata"}
+    t = {tb.name: tb for tb in s.metadata.sorted_tables}
+    bdm_of_live = t["block_device_mapping"].c.instance_uuid == h["live"]
+    # the row of each table a change is made in (one the view reads)
+    rows = {
+        "instances": i_.c.uuid == h["soft"],
+        "shadow_instances": t["shadow_instances"].c.uuid == h["gone"],
+        "migrations": t["migrations"].c.instance_uuid == h["coming"],
+        "block_device_mapping": bdm_of_live,
+        "instance_info_caches": t["instance_info_caches"].c.instance_uuid == h["live"],
+        "compute_nodes": t["compute_nodes"].c.host == HOST,
+        "instance_system_metadata": md.c.instance_uuid == h["soft"],
+    }
+    # references to instances.uuid stay valid (foreign keys on MariaDB)
+    moved_to = {"block_device_mapping": h["stopped"], "instance_info_caches": h["soft"],
+                "migrations": h["elsewhere"], "instance_system_metadata": h["live"]}
+    view0 = _what_the_view_read(nova_view.load_view(engine, HOST, h["local"]))
+    dropped = set()
+    for table, column in sorted(columns):
+        tb = t[table]
+        where = i_.c.uuid == h["away"] if (table, column) == ("instances", "uuid") \
+            else rows[table]
+        with _undone(engine):
+            with engine.connect() as conn:
+                value = conn.execute(sa.select(tb.c[column]).where(where)).scalar_one()
+            new = moved_to[table] if column == "instance_uuid" \
+                else _changed(tb.c[column], value)
+            _update(engine, tb, where, **{column: new})
+            view = nova_view.load_view(engine, HOST, h["local"])
+            assert view.ok, f"{table}.{column}: {view.error}"
+            view1 = _what_the_view_read(view)
+            if view1 == view0:
+                dropped.add((table, column))
+            else:
+                assert _fp(engine, base) != base, f"{table}.{column} changed unnoticed"
+        assert _fp(engine, base) == base, f"{table}.{column}: undone"
+    # selected only to order rows, not returned: the rules cannot read it
+    assert dropped == {("instance_info_caches", "id")}
+
+
+def _base_any(engine, h):
+    fp = nova_view.load_view(engine, HOST, h["local"], fingerprint=True).fingerprint
+    assert fp is not None
+    return fp
+
+
+VIF_PORT = "3f5a2c1e-9b7d-4e21-8a6f-0c1d2e3f4a5b"
+
+
+def test_same_length_edits_of_what_the_rules_extract_are_seen(engine):
+    """What the network and iSCSI rules take from the two big texts (port id,
+    ovs_interfaceid, devname, bridge; portal, iqn, lun), each changed with the text's
+    length and updated_at kept: the rules read something else, and the check sees it
+    (so it hashes the contents, not a length or a timestamp)."""
+    from reaper.planner import network as net_plan
+    from reaper.planner import volumes as vol_plan
+
+    h = _host(engine)
+    ic, b = s.instance_info_caches, s.block_device_mapping
+    net = json.dumps([{"id": VIF_PORT, "address": "fa:16:3e:00:00:01", "type": "ovs",
+                       "devname": f"tap{VIF_PORT[:11]}", "ovs_interfaceid": VIF_PORT,
+                       "details": {"ovs_hybrid_plug": False},
+                       "network": {"bridge": "br-int"}}])
+    conn = json.dumps({"driver_volume_type": "iscsi", "data": {
+        "target_portal": "192.0.2.10:3260", "target_iqn": "iqn.2010-10.org.openstack:vol-1",
+        "target_lun": 1}})
+    stamp = datetime.datetime(2024, 1, 1)
+    _update(engine, ic, ic.c.instance_uuid == h["live"], network_info=net, updated_at=stamp)
+    _update(engine, b, b.c.instance_uuid == h["live"], connection_info=conn,
+            updated_at=stamp)
+    base = _base(engine, h)
+    port2 = VIF_PORT[:-1] + "c"
+    edits = {
+        "port id and ovs_interfaceid": (ic, net.replace(VIF_PORT, port2)),
+        "devname": (ic, net.replace(f"tap{VIF_PORT[:11]}", f"tap{VIF_PORT[:10]}0")),
+        "bridge": (ic, net.replace("br-int", "br-ex0")),
+        "hybrid plug": (ic, net.replace("false", "0    ")),
+        "portal": (b, conn.replace("192.0.2.10", "192.0.2.11")),
+        "iqn": (b, conn.replace("vol-1", "vol-2")),
+        "lun": (b, conn.replace('"target_lun": 1', '"target_lun": 2')),
+    }
+    for what, (table, text) in edits.items():
+        col = "network_info" if table is ic else "connection_info"
+        old = net if table is ic else conn
+        assert len(text) == len(old) and text != old, what
+        parse = net_plan.parse_network_info if table is ic else vol_plan.parse_connection_info
+        assert parse(text) != parse(old), f"{what}: the rules read no difference"
+        with _undone(engine):
+            _update(engine, table, table.c.instance_uuid == h["live"],
+                    **{col: text, "updated_at": stamp})
+            assert _fp(engine, base) != base, what
+        assert _fp(engine, base) == base, f"{what}: undone"
+
+
+def test_claim_markers_of_claimed_rows_are_in_the_check(engine):
+    """A claimed row's markers (the view reads them) are in the check: one added,
+    changed, soft-deleted. A marker on a row that is not claimed is read by neither
+    the view nor the check; claiming the row changes the check by itself."""
+    h = _host(engine)
+    i_, md = s.instances, s.instance_system_metadata
+    _update(engine, i_, i_.c.uuid == h["live"], vm_state="soft-delete",
+            task_state="deleting")
+    marker = f"{HOST}:2024-05-01T00:00:00:req-1"
+    add_row(engine, md, instance_uuid=h["live"], key=CLAIM_MARKER_KEY, value=marker)
+    base = _base(engine, h)
+    view0 = _what_the_view_read(nova_view.load_view(engine, HOST, h["local"]))
+    assert view0[5] == {h["live"]: (marker,)}
+    mine = sa.and_(md.c.instance_uuid == h["live"], md.c.key == CLAIM_MARKER_KEY)
+    cases = {
+        "a second marker": lambda: add_row(engine, md, instance_uuid=h["live"],
+                                           key=CLAIM_MARKER_KEY, value="cmp9:x:req-2"),
+        "the marker's value": lambda: _update(engine, md, mine, value=marker[:-1] + "2"),
+        "the marker soft-deleted": lambda: _update(engine, md, mine, deleted=md.c.id),
+    }
+    for what, change in cases.items():
+        with _undone(engine):
+            change()
+            assert _what_the_view_read(nova_view.load_view(engine, HOST, h["local"])) \
+                != view0, what
+            assert _fp(engine, base) != base, what
+    # not claimed: neither the view nor the check reads its markers
+    add_row(engine, md, instance_uuid=h["soft"], key=CLAIM_MARKER_KEY, value=marker)
+    assert _what_the_view_read(nova_view.load_view(engine, HOST, h["local"])) == view0
+    assert _fp(engine, base) == base
+    _update(engine, i_, i_.c.uuid == h["soft"], task_state="deleting")
+    assert _fp(engine, base) != base
 
 
 def test_an_archived_local_row_changes_the_check(engine):
