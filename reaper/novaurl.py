@@ -46,7 +46,7 @@ def check(url: str | None) -> None:
         path = sqlite_path(parsed)
         if path is None:
             raise exception.BadNovaURL("[database] connection: an in-memory SQLite database is "
-                             "always empty; name the Nova DB's file")
+                                       "always empty; name the Nova DB's file")
         if not os.path.isfile(path):
             raise exception.BadNovaURL(
                 f"[database] connection: the SQLite file {path} does not exist (a "

@@ -178,10 +178,10 @@ def _adapter(ctx, step: str):
     client = clients.get(group) if clients is not None else None
     if client is None or not client.configured:
         raise exception.ServiceFailed(StepResult(step, False, f"[{group}] is not configured here "
-                                                    f"(no auth_type)", error="not configured"))
+                                      f"(no auth_type)", error="not configured"))
     if client.adapter is None:
         raise exception.ServiceFailed(StepResult(step, False, client.error or "no adapter",
-                                       error=client.error))
+                                      error=client.error))
     return client.adapter
 
 

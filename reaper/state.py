@@ -467,7 +467,7 @@ def open_checked(state_path: str, busy_timeout: float = 30.0) -> StateDB:
             st.close()
         name = getattr(e, "sqlite_errorname", "") or ""
         raise exception.StateDBError(_unusable(path, e), needs_operator=isinstance(e, OSError)
-                           or name.startswith(_DAMAGED + _NOT_WRITABLE)) from None
+                                     or name.startswith(_DAMAGED + _NOT_WRITABLE)) from None
     return st
 
 

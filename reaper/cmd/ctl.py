@@ -350,7 +350,8 @@ def select_hosts(conf) -> list[str]:
         return hosts
     if conf.all_hosts:
         return hosts_from_db(conf)
-    raise exception.UsageError("say which hosts: --host HOST (repeatable), --all, or --hosts-file FILE")
+    raise exception.UsageError(
+        "say which hosts: --host HOST (repeatable), --all, or --hosts-file FILE")
 
 
 def _finish(conf) -> int:

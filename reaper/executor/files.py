@@ -45,7 +45,8 @@ def _check_tree(path: str, dev: int) -> None:
             full = os.path.join(dirpath, name)
             st = os.lstat(full)
             if not stat.S_ISLNK(st.st_mode) and st.st_dev != dev:
-                raise exception.UnsafePath(f"{full} is another filesystem (mounted inside the tree)")
+                raise exception.UnsafePath(
+                    f"{full} is another filesystem (mounted inside the tree)")
 
 
 def delete_instance_dir(path: str, instances_path: str) -> str:

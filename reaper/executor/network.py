@@ -172,7 +172,7 @@ def unplug_vifs(ctx, plan) -> str:
     users, unreadable = domain_users(handles, ctx.conn, own)
     if leak and unreadable:
         raise exception.Aborted(f"the XML of domain(s) {sorted(unreadable)} cannot be read: "
-                               f"they may use this VIF")
+                                f"they may use this VIF")
 
     report, todo = [], []
     for item in items:

@@ -121,8 +121,9 @@ def _verify(ctx: Context, plan: TeardownPlan, claimed: bool = False,
         finalized = row is not None and (row.archived or (
             row.deleted != 0 and row.vm_state == "deleted"))
         if not (finalized or _ours(ctx, row)):
-            raise exception.Aborted("the reclaim's claim is gone: the row is no longer soft-deleted "
-                          "and claimed by this host (with this host's claim marker)")
+            raise exception.Aborted(
+                "the reclaim's claim is gone: the row is no longer soft-deleted "
+                "and claimed by this host (with this host's claim marker)")
     if files_pending:
         # Before anything is destroyed: a directory a domain took into use since the
         # plan (or since the journaled attempt) ends the teardown here, not half way.
@@ -192,7 +193,8 @@ def _release_claim(ctx: Context, plan: TeardownPlan) -> str:
     row = nova_view.reread_instance(ctx.engine, plan.instance_uuid)
     if row is not None and not row.is_claimed:
         return "already released"
-    raise exception.Aborted("the claim is no longer this host's claim that was planned: not releasing")
+    raise exception.Aborted(
+        "the claim is no longer this host's claim that was planned: not releasing")
 
 
 def _release_failed_claim(ctx: Context, plan: TeardownPlan, pass_id: str,

@@ -166,8 +166,9 @@ def _disconnect(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
         return f"kept: {item['keep']}"
     lock_path = h.lock_path()
     if not lock_path:
-        raise exception.VolumeError("[os_brick] lock_path (or [oslo_concurrency] lock_path) is not set: "
-                          "set it to nova-compute's, so both serialise on os-brick's lock")
+        raise exception.VolumeError(
+            "[os_brick] lock_path (or [oslo_concurrency] lock_path) is not set: "
+            "set it to nova-compute's, so both serialise on os-brick's lock")
     from os_brick.initiator.connectors import base
     run = base.synchronized(LOCK_NAME, external=True, lock_path=lock_path)(_critical)
     return run(ctx, h, plan, item)

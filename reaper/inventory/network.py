@@ -317,7 +317,7 @@ class Netlink:
             return os.stat(self._ns_path()).st_ino
         except FileNotFoundError:
             raise exception.NetlinkUnavailable(f"network namespace {self.namespace!r} does not "
-                                     f"exist") from None
+                                               f"exist") from None
 
     def _socket(self):
         ino = self._current_ino()
@@ -329,7 +329,7 @@ class Netlink:
             ipr = IPRoute(netns=self.namespace, flags=0) if self.namespace else IPRoute()
         except OSError as e:
             raise exception.NetlinkUnavailable(f"cannot open rtnetlink in namespace "
-                                     f"{self.namespace or '(host)'}: {e}") from None
+                                               f"{self.namespace or '(host)'}: {e}") from None
         # This socket's own copy of the message map: the fast decoder for links only.
         fast = self.fast and install_fast_decoder(ipr)
         if self.fast and not fast and self.decoder is None:
@@ -376,7 +376,7 @@ class Netlink:
             return None
         except OSError as e:
             raise exception.NetlinkUnavailable(f"cannot open rtnetlink in namespace "
-                                     f"{self.namespace or '(host)'}: {e}") from None
+                                               f"{self.namespace or '(host)'}: {e}") from None
         self._raw_sock, self._raw_ino = sock, ino
         return sock
 
@@ -394,7 +394,7 @@ class Netlink:
                         self.decoder = "raw"
                         return links
                 raise exception.NetlinkUnavailable("the link dump was interrupted three times in a "
-                                         "row (links changing)")
+                                                   "row (links changing)")
             except NetlinkError:
                 raise
             except OSError as e:    # a broken socket: reopen once

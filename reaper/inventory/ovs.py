@@ -82,7 +82,8 @@ def transact(remote: str, request: ovs.jsonrpc.Message, timeout: float):
             err, msg = rpc.recv()
             if err == errno.EAGAIN:
                 if ovs.timeval.msec() > deadline:
-                    raise exception.OvsUnavailable(f"OVSDB {remote} did not answer within {timeout}s")
+                    raise exception.OvsUnavailable(
+                        f"OVSDB {remote} did not answer within {timeout}s")
                 rpc.run()
                 poller = ovs.poller.Poller()
                 rpc.wait(poller)
@@ -153,7 +154,7 @@ class OvsHandle:
             except Exception:  # noqa: BLE001 - best effort: the start error follows
                 pass
             raise exception.OvsUnavailable(f"cannot start an OVSDB session with {self.remote}: "
-                                 f"{e}") from None
+                                           f"{e}") from None
 
     def api(self):
         """The connected API; raises OvsUnavailable when the server is not there."""
@@ -163,7 +164,7 @@ class OvsHandle:
             api = self._api
         if not _synced(api.idl):
             raise exception.OvsUnavailable(f"OVSDB session with {self.remote} is disconnected "
-                                 f"(reconnecting)")
+                                           f"(reconnecting)")
         return api
 
     def ping(self) -> None:
@@ -376,5 +377,6 @@ def delete_vif_port(handle: OvsHandle, bridge: str, name: str, prefix: str,
     except exception.OvsUnavailable:
         raise
     except Exception as e:  # noqa: BLE001 - TimeoutException, RuntimeError...
-        raise exception.OvsUnavailable(f"deleting OVS port {name} on {bridge} failed: {e}") from None
+        raise exception.OvsUnavailable(
+            f"deleting OVS port {name} on {bridge} failed: {e}") from None
     return cmd.result

@@ -146,7 +146,7 @@ def engine_from_conf(conf: cfg.ConfigOpts = CONF) -> sa.Engine:
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError, ValueError) as exc:
         # The message of a URL parse error may echo the URL: do not repeat it.
         raise exception.NovaDBError(f"[database] connection is not a usable SQLAlchemy URL "
-                          f"({type(exc).__name__})") from None
+                                    f"({type(exc).__name__})") from None
 
 
 def safe_url(engine_or_url: sa.Engine | sa.URL | str) -> str:

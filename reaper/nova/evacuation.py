@@ -45,5 +45,5 @@ def complete_migration(engine: sa.Engine, migration_id: int, instance_uuid: str,
     if status == COMPLETED:
         return "already completed"
     raise exception.NovaDBError(f"migration {migration_id} is not an evacuation of "
-                              f"{instance_uuid} from {host} in status 'done' (status "
-                              f"{status!r}): not marked completed")
+                                f"{instance_uuid} from {host} in status 'done' (status "
+                                f"{status!r}): not marked completed")

@@ -89,7 +89,7 @@ def claim(engine: sa.Engine, uuid: str, host: str, interval_s: float,
     marker = marker_for(host, now, pass_id)
     if len(marker) > CLAIM_MARKER_MAX:
         raise exception.NovaDBError(f"claim marker of host {host!r} is longer than "
-                                  f"{CLAIM_MARKER_MAX} characters")
+                                    f"{CLAIM_MARKER_MAX} characters")
     cutoff = now - datetime.timedelta(seconds=max(0.0, float(interval_s)))
     i_, m = s.instances, s.instance_system_metadata
     stmt = (sa.update(i_)

@@ -85,12 +85,14 @@ def _instance_uuid(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise exception.BadArgument(f"instance_uuid must be a UUID string, not {type(value).__name__}")
+        raise exception.BadArgument(
+            f"instance_uuid must be a UUID string, not {type(value).__name__}")
     try:
         parsed = uuidlib.UUID(value.strip())
     except ValueError:
-        raise exception.BadArgument(f"instance_uuid {_show(value)} is not a UUID "
-                          f"(expected e.g. 0e7b1b5c-2e1e-4b6f-9a53-5d3f1c1f2a10)") from None
+        raise exception.BadArgument(
+            f"instance_uuid {_show(value)} is not a UUID "
+            f"(expected e.g. 0e7b1b5c-2e1e-4b6f-9a53-5d3f1c1f2a10)") from None
     return str(parsed)
 
 
@@ -120,7 +122,7 @@ def _pass_id(value: Any) -> str:
     pid = value.strip().lower()
     if not _PASS_ID.match(pid):
         raise exception.BadArgument(f"pass_id {_show(value)} is not a pass id "
-                          f"(req-<uuid>, as in a pass report or `status`)")
+                                    f"(req-<uuid>, as in a pass report or `status`)")
     return pid
 
 
@@ -140,7 +142,8 @@ def validate(method: str, args: dict) -> dict:
     unexpected = sorted(set(args) - set(allowed))
     if unexpected:
         takes = ", ".join(allowed) or "no arguments"
-        raise exception.BadArgument(f"{method} does not take {', '.join(unexpected)} (it takes {takes})")
+        raise exception.BadArgument(
+            f"{method} does not take {', '.join(unexpected)} (it takes {takes})")
     return {name: _VALIDATORS[name](args.get(name)) for name in allowed}
 
 

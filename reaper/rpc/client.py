@@ -198,7 +198,7 @@ class ReaperClient:
             except Exception as e:  # noqa: BLE001 - any failure: try the next broker
                 errors.append(f"{host}:{port}: {type(e).__name__}: {e}")
         raise exception.Unreachable("broker", BROKER, "cannot reach the message broker ("
-                          + "; ".join(errors) + ")")
+                                    + "; ".join(errors) + ")")
 
     @property
     def request_id(self) -> str:
@@ -232,12 +232,15 @@ class ReaperClient:
             t = self.timeout if timeout is None else timeout
             raise exception.Unreachable(host, TIMEOUT, f"no answer within {t:g}s") from None
         except oslo_messaging.MessageUndeliverable:
-            raise exception.Unreachable(host, NO_AGENT, "no agent is listening for this host") from None
+            raise exception.Unreachable(
+                host, NO_AGENT, "no agent is listening for this host") from None
         except oslo_messaging.MessageDeliveryFailure as e:
-            raise exception.Unreachable(host, BROKER, f"cannot reach the message broker ({e})") from None
+            raise exception.Unreachable(
+                host, BROKER, f"cannot reach the message broker ({e})") from None
         except oslo_messaging.RemoteError as e:
             # Not our protocol (an agent of another version?): one line, not a traceback.
-            raise exception.RemoteCallError(host, rpc.INTERNAL, f"{e.exc_type}: {e.value}") from None
+            raise exception.RemoteCallError(
+                host, rpc.INTERNAL, f"{e.exc_type}: {e.value}") from None
         if rpc.is_error(reply):
             err = reply["error"]
             raise exception.RemoteCallError(host, str(err.get("code")), str(err.get("message")))

@@ -92,14 +92,14 @@ def _delete(adapter, uuid: str, volume_id: str) -> tuple[bool, str | None]:
         return False, f"attached to {', '.join(others)}: not deleted"
     if uuid in servers:
         raise exception.CallFailed(f"volume {volume_id} is still attached to the instance "
-                         f"(status {vol.get('status')}): not deleted yet")
+                                   f"(status {vol.get('status')}): not deleted yet")
     call(adapter, "DELETE", f"/volumes/{volume_id}", (202, 204), also=(GONE,))
     return True, None
 
 
 def _no_connector() -> Mapping[str, Any]:
     raise exception.CallFailed("no host connector: the BDM's connection_info has none and none "
-                     "was given")
+                               "was given")
 
 
 def detach_volumes(adapter, facts: InstanceFacts,

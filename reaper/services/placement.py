@@ -96,7 +96,7 @@ def remove_node_allocations(adapter, facts: InstanceFacts) -> StepResult:
             if detail is not None:
                 return StepResult(REMOVE_NODE_ALLOCATIONS, True, detail)
         raise exception.CallFailed(f"allocations of {uuid} kept changing (HTTP 409 "
-                         f"{CONFLICT_RETRIES} times)")
+                                   f"{CONFLICT_RETRIES} times)")
     except exception.CallFailed as e:
         return StepResult(REMOVE_NODE_ALLOCATIONS, False,
                           f"this node's allocations not removed: {e}", left, error=str(e))
