@@ -226,7 +226,7 @@ class AuditLog:
         for listener in list(self._listeners):
             try:
                 listener(rec)
-            except Exception:   # noqa: BLE001 - see subscribe()
+            except Exception:  # see subscribe()
                 LOG.exception("audit listener %r failed", listener)
         return rec
 

@@ -7,6 +7,8 @@ import socket
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from reaper import exception
+
 CONF = cfg.CONF
 
 default_opts = [
@@ -61,12 +63,6 @@ def load(argv: list[str] | None, project: str = "reaper", default_config_files=N
     return CONF
 
 
-class BadValue(cfg.ConfigFileValueError):
-    """An option's value is refused; the message names the option, the value, the
-    file and what is allowed (not oslo.config's ``LocationInfo(...)``). Still the
-    oslo.config error (and a ValueError) that callers catch."""
-
-
 def parse(conf: cfg.ConfigOpts, argv: list[str], cli_opts: list[cfg.Opt] = (), **kw) -> None:
     """``conf(argv, **kw)`` with ``--version`` (the package's) and a clear error for a
     command-line option set to a bad value in a file: oslo.config exits by itself on
@@ -87,7 +83,7 @@ def parse(conf: cfg.ConfigOpts, argv: list[str], cli_opts: list[cfg.Opt] = (), *
         described = conffiles.first_bad_value(conf, list(argv), list(cli_opts))
         if described is None:
             raise SystemExit(1) from None
-        raise BadValue(described) from None
+        raise exception.BadValue(described) from None
 
 
 def validate(conf) -> None:
@@ -108,7 +104,7 @@ def validate(conf) -> None:
             # of [neutron]... (keystoneauth1 registers them when it loads the plugin)
             continue
         except (cfg.ConfigFileValueError, cfg.ConfigSourceValueError) as e:
-            raise BadValue(conffiles.describe_bad_value(conf, group, opt, e)) from None
+            raise exception.BadValue(conffiles.describe_bad_value(conf, group, opt, e)) from None
     _check_instances_path(conf.instances_path)
 
 
@@ -119,7 +115,7 @@ def warn_unknown_names(conf, log=None) -> list[str]:
     log = log or logging.getLogger(__name__)
     try:
         lines = conffiles.unknown_names(conf)
-    except Exception:   # noqa: BLE001 - a warning, never a reason not to start
+    except Exception:  # a warning, never a reason not to start
         log.debug("cannot check the config files for unknown names", exc_info=True)
         return []
     for line in lines:

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable
 import sqlalchemy as sa
 from oslo_log import log as logging
 
+from reaper import exception
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
 
@@ -224,7 +225,7 @@ def compute_services(engine: sa.Engine) -> list[dict]:
         with engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]
     except sa.exc.SQLAlchemyError as exc:
-        raise nova_db.NovaDBError(nova_db.describe_error(exc, engine)) from None
+        raise exception.NovaDBError(nova_db.describe_error(exc, engine)) from None
 
 
 def _row_state(engine, uuid: str) -> tuple[bool | None, str]:
@@ -321,7 +322,7 @@ def finish(records: Iterable[dict], engine, clients, audit, *, dry_run: bool = T
         return rep
     try:
         states = host_states(compute_services(engine), now(), down_after)
-    except nova_db.NovaDBError as e:
+    except exception.NovaDBError as e:
         rep.errors.append(f"cannot read the nova-compute services: {e}")
         return rep
 
@@ -332,7 +333,7 @@ def finish(records: Iterable[dict], engine, clients, audit, *, dry_run: bool = T
     for lo in chosen:
         try:
             deleted, why = _row_state(engine, lo.instance_uuid)     # read again, now
-        except nova_db.NovaDBError as e:
+        except exception.NovaDBError as e:
             rep.errors.append(f"{lo.instance_uuid}: cannot read its row: {e}")
             continue
         host = states.get(lo.host) if lo.host else None
@@ -366,8 +367,8 @@ def _act(d: Decision, clients, engine) -> None:
     group = dict((svc, g) for svc, _, g in STEPS)[d.service]
     try:
         res = _run_step(d.step, clients.get(group).adapter, d.leftover.facts)
-    except Exception as e:  # noqa: BLE001 - one step's failure is reported, the rest go on
-        LOG.exception("finish %s of %s", d.step, d.leftover.instance_uuid)
+    except Exception as e:  # one step's failure is reported, the rest go on
+        LOG.exception("finish %s failed", d.step, instance_uuid=d.leftover.instance_uuid)
         d.result, d.detail = "failed", f"{type(e).__name__}: {e}"
         return
     d.record = res.record()

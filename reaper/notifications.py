@@ -122,7 +122,7 @@ class Emitter:
                 # oslo.messaging's Notifier logs and swallows delivery errors itself.
                 getattr(notifier or self.notifier, priority)(ctxt, etype, payload)
                 self.sent += 1
-            except Exception:  # noqa: BLE001 - the worker must outlive a bad payload
+            except Exception:  # the worker must outlive a bad payload
                 LOG.exception("sending notification failed")
             finally:
                 self._q.task_done()
@@ -146,7 +146,7 @@ class Emitter:
         self._thread.join(timeout)
         try:
             self.notifier.transport.cleanup()
-        except Exception:  # noqa: BLE001 - best effort on shutdown
+        except Exception:  # best effort on shutdown
             LOG.debug("notification transport cleanup failed", exc_info=True)
 
 

@@ -290,12 +290,12 @@ class DeleteEvents:
         try:
             snap = nova_snapshot.read(ctx.engine, plan.instance_uuid)
         except Exception as e:  # noqa: BLE001 - a notification never fails a teardown
-            LOG.warning("instance.delete.%s of %s not sent: cannot read the instance: %s",
-                        phase, plan.instance_uuid, e)
+            LOG.warning("instance.delete.%s not sent: cannot read the instance: %s",
+                        phase, e, instance_uuid=plan.instance_uuid)
             return
         if snap is None:
-            LOG.warning("instance.delete.%s of %s not sent: no instances row", phase,
-                        plan.instance_uuid)
+            LOG.warning("instance.delete.%s not sent: no instances row", phase,
+                        instance_uuid=plan.instance_uuid)
             return
         # A periodic task's admin context, with the pass id as its request id.
         ctxt = {"request_id": pass_id, "is_admin": True, "user_id": None,

@@ -41,7 +41,7 @@ from typing import Callable, Iterable
 
 from oslo_log import log as logging
 
-from reaper import passlock
+from reaper import exception
 
 LOG = logging.getLogger(__name__)
 
@@ -364,8 +364,8 @@ class Detector:
             self.stats.failures += 1
             if not self._debounce.allow(trig.instance_uuid):
                 self.stats.debounced += 1
-                LOG.debug("debounced %s of %s: %s", trig.operation, trig.instance_uuid,
-                          trig.message)
+                LOG.debug("debounced %s: %s", trig.operation, trig.message,
+                          instance_uuid=trig.instance_uuid)
                 continue
             out.append(trig)
         return out
@@ -626,13 +626,13 @@ def audit_instance(reaper, trig: Trigger, log_path: str) -> dict:
     paused = None
     try:
         rep = reaper.run_pass("audit", only_uuid=trig.instance_uuid, source="nova-log watcher")
-    except passlock.Busy as e:
+    except exception.Busy as e:
         # Another pass held the host longer than [reaper] pass_lock_timeout.
-        LOG.warning("targeted audit of %s not run: %s", trig.instance_uuid, e)
+        LOG.warning("targeted audit not run: %s", e, instance_uuid=trig.instance_uuid)
         pass_id, result, found, errors, guards, code = (
             f"req-{uuidlib.uuid4()}", "busy", [], [f"busy: {e}"], [], 75)
-    except Exception as e:  # noqa: BLE001 - run_pass reports its own errors; belt and braces
-        LOG.exception("targeted audit of %s failed", trig.instance_uuid)
+    except Exception as e:  # run_pass reports its own errors; belt and braces
+        LOG.exception("targeted audit failed", instance_uuid=trig.instance_uuid)
         pass_id, result, found, errors, guards, code = (
             f"req-{uuidlib.uuid4()}", "error", [], [f"audit failed: {e}"], [], 1)
     else:
@@ -706,17 +706,17 @@ def watch(reaper, path: str, *, from_start: bool = False, debounce: float = 60.0
         for trig in triggers:
             if stop.is_set():
                 return False
-            LOG.warning("nova-compute logged a failed %s of %s (%s); auditing it",
-                        trig.operation, trig.instance_uuid, trig.rule)
+            LOG.warning("nova-compute logged a failed %s (%s); auditing it",
+                        trig.operation, trig.rule, instance_uuid=trig.instance_uuid)
             try:
                 rec = audit_instance(reaper, trig, path)
                 if rec.get("result") in ("error", "busy"):
                     stats.audits_failed += 1
                 if on_audit is not None:
                     on_audit(rec)
-            except Exception:   # noqa: BLE001 - e.g. the audit log cannot be written
+            except Exception:  # e.g. the audit log cannot be written
                 stats.audits_failed += 1
-                LOG.exception("recording the audit of %s failed", trig.instance_uuid)
+                LOG.exception("recording the audit failed", instance_uuid=trig.instance_uuid)
             stats.triggers += 1
             if max_triggers is not None and stats.triggers >= max_triggers:
                 return False
@@ -736,7 +736,7 @@ def watch(reaper, path: str, *, from_start: bool = False, debounce: float = 60.0
             for line, step in steps:
                 try:
                     triggers = step(line) if line is not None else step()
-                except Exception:   # noqa: BLE001 - one bad line never stops the watcher
+                except Exception:  # one bad line never stops the watcher
                     LOG.exception("cannot handle nova log line %r", (line or "")[:200])
                     continue
                 if not handle(triggers):

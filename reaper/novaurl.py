@@ -24,11 +24,7 @@ import urllib.parse
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from reaper.nova.db import NovaDBError
-
-
-class BadNovaURL(NovaDBError):
-    """``[database] connection`` cannot work as written: a configuration error."""
+from reaper import exception
 
 
 def check(url: str | None) -> None:
@@ -42,17 +38,17 @@ def check(url: str | None) -> None:
         return
     backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
     if backend == "mysql" and driver == "mysqldb" and not _importable("MySQLdb"):
-        raise BadNovaURL(
+        raise exception.BadNovaURL(
             "[database] connection: mysql:// selects the MySQLdb driver (mysqlclient), "
             "which is not installed; write mysql+pymysql:// as in nova.conf (PyMySQL "
             "is installed with the reaper)")
     if backend == "sqlite":
         path = sqlite_path(parsed)
         if path is None:
-            raise BadNovaURL("[database] connection: an in-memory SQLite database is "
-                             "always empty; name the Nova DB's file")
+            raise exception.BadNovaURL("[database] connection: an in-memory SQLite database is "
+                                       "always empty; name the Nova DB's file")
         if not os.path.isfile(path):
-            raise BadNovaURL(
+            raise exception.BadNovaURL(
                 f"[database] connection: the SQLite file {path} does not exist (a "
                 f"mistyped path?); the reaper reads Nova's DB and never creates it")
 

@@ -29,19 +29,12 @@ from typing import Callable, Iterator
 
 from oslo_concurrency import lockutils
 
+from reaper import exception
 from reaper import procid
 
 LOCK_NAME = "reaper-pass.lock"
 OWNER_NAME = "reaper-pass.owner"
 _SLICE = 1.0            # seconds between heartbeats while waiting
-
-
-class Busy(Exception):
-    """Another pass held the host's pass lock for longer than the caller would wait."""
-
-    def __init__(self, message: str, holder: dict | None = None):
-        super().__init__(message)
-        self.holder = holder
 
 
 @dataclasses.dataclass
@@ -117,14 +110,14 @@ class PassLock:
 
         def give_up(holder: dict | None) -> bool:
             if should_stop():
-                raise Busy("stopping: not waiting for the pass lock", holder)
+                raise exception.Busy("stopping: not waiting for the pass lock", holder)
             return time.monotonic() >= deadline
 
         local = self._local
         while not local.lock.acquire(timeout=max(0.0, min(_SLICE, deadline - time.monotonic()))):
             heartbeat()
             if give_up(local.owner):
-                raise Busy(self._busy_text(local.owner, timeout), local.owner)
+                raise exception.Busy(self._busy_text(local.owner, timeout), local.owner)
         try:
             if local.ext is None:
                 os.makedirs(self.dir, mode=0o700, exist_ok=True)
@@ -138,7 +131,7 @@ class PassLock:
                 heartbeat()
                 other = self._read_owner()
                 if give_up(other):
-                    raise Busy(self._busy_text(other, timeout), other)
+                    raise exception.Busy(self._busy_text(other, timeout), other)
             try:
                 self._write_owner(owner)
             except OSError:

@@ -6,7 +6,7 @@ nova-log watcher), a pass:
 
 - holds the host's pass lock (reaper.passlock) from start to end, so passes of
   different processes never overlap; a pass that cannot get it in time raises
-  ``passlock.Busy`` and does nothing;
+  ``exception.Busy`` and does nothing;
 - reads the host's pause from the state DB itself: a paused host runs audits and
   dry runs, and refuses destruction with the ``paused`` guard;
 - resumes only journal entries whose owner is gone (a crash), never one a live
@@ -31,6 +31,8 @@ from typing import Callable
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from reaper import exception
+from reaper import instancelog
 from reaper import audit as audit_mod
 from reaper import config, guards, identity, passlock, planner, policy as policy_mod, procid
 from reaper import service_wiring
@@ -178,7 +180,7 @@ class Reaper:
             if close is not None:
                 try:
                     close()
-                except Exception:   # noqa: BLE001 - best effort on shutdown
+                except Exception:  # best effort on shutdown
                     LOG.debug("closing %r failed", handle, exc_info=True)
         try:
             self.engine.dispose()
@@ -267,7 +269,7 @@ class Reaper:
                  source: str = "pass", wait: float | None = None) -> PassReport:
         """One pass, under the host's pass lock. It waits at most ``wait`` seconds
         (default ``lock_timeout``) for a pass of any process to end, then raises
-        ``passlock.Busy`` having done nothing. ``source`` names who asked (timer,
+        ``exception.Busy`` having done nothing. ``source`` names who asked (timer,
         rpc, reaper-manage...) in the lock's owner record. ``on_planned`` is called
         once the plan is made and audited, before anything is executed (the
         agent's READY=1)."""
@@ -291,7 +293,7 @@ class Reaper:
         conn = self._open_libvirt()
         try:
             self._pass(conn, rep, pol, mode, acting, only_uuid, on_planned, source)
-        except Exception as e:  # noqa: BLE001 - a pass reports, it never crashes the agent
+        except Exception as e:  # a pass reports, it never crashes the agent
             LOG.exception("pass %s failed", pass_id)
             rep.errors.append(f"pass failed: {e}")
             self._view_cache = None
@@ -404,7 +406,7 @@ class Reaper:
         rep.db_queries += 1
         try:
             rows = nova_view.load_soft_deleted(self.engine, pol.host)
-        except nova_db.NovaDBError as e:
+        except exception.NovaDBError as e:
             LOG.info("reading the soft-deleted rows of %s failed (%s): full pass", pol.host, e)
             return False
         if rules.reclaim_candidates(rows, pol.host, pol.reclaim_instance_interval,
@@ -576,14 +578,16 @@ class Reaper:
                 LOG.info("stopping: the remaining teardowns wait for the next pass")
                 break
             if t.instance_uuid in pending:
-                LOG.info("teardown of %s waits for its journaled attempt", t.instance_uuid)
+                LOG.info("teardown of %s waits for its journaled attempt", t.instance_uuid,
+                         **instancelog.kw(t.instance_uuid))
                 continue
             try:
                 out = teardown.execute(ctx, t, rep.pass_id)
             except state_mod.StateError as e:
                 # The journal cannot be written: whatever step was started is
                 # journaled as started (and resumes next pass); nothing further runs.
-                LOG.error("state DB failed during the teardown of %s: %s", t.instance_uuid, e)
+                LOG.error("state DB failed during the teardown of %s: %s", t.instance_uuid, e,
+                          **instancelog.kw(t.instance_uuid))
                 rep.errors.append(f"state DB failed during the teardown of {t.instance_uuid}: "
                                   f"{e}; no further teardown this pass")
                 break
@@ -596,7 +600,8 @@ class Reaper:
         for q in self.state.quarantine_unreadable(
                 self.clock(), teardown.steps_for, instance_uuid=only_uuid,
                 leave=lambda owner: _held_elsewhere(owner, me)):
-            LOG.warning("journal entry %s (%s) quarantined: %s", q.id, q.instance_uuid, q.error)
+            LOG.warning("journal entry %s (%s) quarantined: %s", q.id, q.instance_uuid, q.error,
+                        **instancelog.kw(q.instance_uuid))
             rep.quarantined.append(self.audit.record(
                 "journal_quarantined", rep.pass_id, kind=ResourceKind.INSTANCE,
                 resource=q.instance_uuid, instance_uuid=q.instance_uuid,
@@ -627,7 +632,8 @@ class Reaper:
                                                           db_access().reason))
                 continue
             LOG.info("resuming journaled teardown %s of %s (steps so far: %s)",
-                     entry.id, entry.plan.instance_uuid, entry.steps)
+                     entry.id, entry.plan.instance_uuid, entry.steps,
+                     **instancelog.kw(entry.plan.instance_uuid))
             self.state.take_over(entry.id, self.clock())
             out = teardown.execute(ctx, entry.plan, rep.pass_id, journal_id=entry.id,
                                    done_steps=entry.steps)

@@ -52,13 +52,14 @@ from typing import Any
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from reaper import exception
 from reaper import planner
 from reaper.nova import evacuation as nova_evacuation
 from reaper.planner import rules
 from reaper.records import Action, Classification, TeardownPlan
 from reaper.services import (COMPLETE_MIGRATION, DELETE_ALLOCATIONS, DETACH_VOLUMES,
                              GROUP_OF, RELEASE_PORTS, REMOVE_NODE_ALLOCATIONS, SERVICE_OF,
-                             InstanceFacts, ServiceFailed, StepResult)
+                             InstanceFacts, StepResult)
 from reaper.services import cinder, neutron, placement
 from reaper.services import facts as facts_mod
 from reaper.services import session
@@ -167,7 +168,7 @@ def without_migration_write(t: TeardownPlan) -> TeardownPlan:
 
 def facts_of(plan: TeardownPlan) -> InstanceFacts:
     if plan.service_facts is None:
-        raise ServiceFailed(StepResult("-", False, "the plan holds no instance facts"))
+        raise exception.ServiceFailed(StepResult("-", False, "the plan holds no instance facts"))
     return InstanceFacts.from_dict(plan.service_facts)
 
 
@@ -176,17 +177,17 @@ def _adapter(ctx, step: str):
     clients = ctx.extras.get("services")
     client = clients.get(group) if clients is not None else None
     if client is None or not client.configured:
-        raise ServiceFailed(StepResult(step, False, f"[{group}] is not configured here "
-                                                    f"(no auth_type)", error="not configured"))
+        raise exception.ServiceFailed(StepResult(step, False, f"[{group}] is not configured here "
+                                      f"(no auth_type)", error="not configured"))
     if client.adapter is None:
-        raise ServiceFailed(StepResult(step, False, client.error or "no adapter",
-                                       error=client.error))
+        raise exception.ServiceFailed(StepResult(step, False, client.error or "no adapter",
+                                      error=client.error))
     return client.adapter
 
 
 def _finish(result: StepResult) -> str:
     if not result.done:
-        raise ServiceFailed(result)
+        raise exception.ServiceFailed(result)
     return result.detail
 
 
@@ -220,7 +221,7 @@ def run_remove_node_allocations(ctx, plan: TeardownPlan) -> str:
 def run_complete_migration(ctx, plan: TeardownPlan) -> str:
     facts = facts_of(plan)
     if facts.migration_id is None:
-        raise RuntimeError("no evacuation migration in the plan")
+        raise exception.StepFailed("no evacuation migration in the plan")
     res = nova_evacuation.complete_migration(ctx.engine, facts.migration_id, plan.instance_uuid,
                                              ctx.policy.host, ctx.clock())
     return f"migration {facts.migration_id} {res}"

@@ -22,6 +22,7 @@ import sqlite3
 import threading
 from typing import Callable, Iterable
 
+from reaper import exception
 from reaper import procid
 from reaper.records import Action, Classification, Finding, TeardownPlan
 
@@ -417,17 +418,6 @@ class StateDB:
 
 # -- opening for a pass ----------------------------------------------------------
 
-class StateDBError(Exception):
-    """The state DB cannot be read whole or cannot be written: nothing may be done.
-
-    ``needs_operator``: damaged or read-only, which no restart repairs (the agent
-    then exits EX_CONFIG, which its unit does not restart); otherwise (locked, say)
-    it may pass by itself."""
-
-    def __init__(self, msg: str, needs_operator: bool = False):
-        super().__init__(msg)
-        self.needs_operator = needs_operator
-
 
 # SQLite's result codes (sqlite3.Error.sqlite_errorname) by what the operator must do.
 _NOT_WRITABLE = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")
@@ -476,8 +466,8 @@ def open_checked(state_path: str, busy_timeout: float = 30.0) -> StateDB:
         if st is not None:
             st.close()
         name = getattr(e, "sqlite_errorname", "") or ""
-        raise StateDBError(_unusable(path, e), needs_operator=isinstance(e, OSError)
-                           or name.startswith(_DAMAGED + _NOT_WRITABLE)) from None
+        raise exception.StateDBError(_unusable(path, e), needs_operator=isinstance(e, OSError)
+                                     or name.startswith(_DAMAGED + _NOT_WRITABLE)) from None
     return st
 
 

@@ -27,7 +27,8 @@ from typing import Callable
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from reaper import config, confsnap, passlock, reconcile
+from reaper import exception
+from reaper import config, confsnap, reconcile
 from reaper import state as state_mod
 from reaper.agent import schedule
 from reaper.agent.sdnotify import SdNotify
@@ -58,20 +59,6 @@ CONF.register_opts(agent_opts, group="reaper")
 # sysexits' EX_CONFIG: a bad configuration or a host identity that does not match
 # the DB. The unit's RestartPreventExitStatus keeps systemd from looping on it.
 EXIT_CONFIG = 78
-
-
-# Another pass (of any process) held the host's pass lock longer than the caller
-# would wait. The pass lock raises it; RPC answers 'busy'.
-Busy = passlock.Busy
-
-
-class Paused(Exception):
-    """The host is paused: the pass refused to destroy (its ``paused`` guard); audits
-    and dry runs still run. ``report`` is the refused pass's report."""
-
-    def __init__(self, message: str, report: PassReport | None = None):
-        super().__init__(message)
-        self.report = report
 
 
 class Agent:
@@ -132,7 +119,7 @@ class Agent:
         if mode not in reconcile.MODES:
             raise ValueError(f"mode must be one of {', '.join(reconcile.MODES)}")
         if self.stop_event.is_set() and mode != "audit":
-            raise Busy("the agent is stopping")
+            raise exception.Busy("the agent is stopping")
         rep = self.reaper.run_pass(mode, dry_run=dry_run, only_uuid=only_uuid,
                                    on_planned=self._planned, source=source, wait=wait)
         self._last = rep
@@ -140,11 +127,11 @@ class Agent:
         for listener in list(self.pass_listeners):
             try:
                 listener(self, rep)
-            except Exception:  # noqa: BLE001 - metrics never stop the agent
+            except Exception:  # metrics never stop the agent
                 LOG.exception("pass listener %r failed", listener)
         refused = [g for g in rep.guards if g["guard"] == "paused"]
         if refused:
-            raise Paused(refused[0]["reason"], rep)
+            raise exception.Paused(refused[0]["reason"], rep)
         return rep
 
     def _planned(self, rep: PassReport) -> None:
@@ -265,7 +252,7 @@ class Agent:
         try:
             self.reaper.audit.record("agent_state", "-", result=result, reason=reason,
                                      **fields)
-        except Exception:  # noqa: BLE001 - the agent outlives a full or broken audit log
+        except Exception:  # the agent outlives a full or broken audit log
             LOG.exception("cannot write the agent_state %s audit record", result)
 
     # -- the service ----------------------------------------------------------------
@@ -280,10 +267,10 @@ class Agent:
             if self._paused_or_unknown() is not None and not self.reaper.policy.dry_run:
                 mode, source = "audit", source + " (paused: audit only)"
             return self.run_pass(mode, source=source)
-        except (Paused, Busy) as e:
+        except (exception.Paused, exception.Busy) as e:
             LOG.info("%s pass skipped: %s", mode, e)
             return None
-        except Exception as e:  # noqa: BLE001 - whatever a pass raises, the agent serves on
+        except Exception as e:  # whatever a pass raises, the agent serves on
             LOG.exception("%s pass (%s) failed; the agent keeps serving", mode, source)
             return self._failed_pass(mode, source, started, e)
 
@@ -303,16 +290,16 @@ class Agent:
                                      evidence=rep.summary, mode=mode,
                                      started_at=rep.started_at, finished_at=rep.finished_at,
                                      error=rep.errors[0])
-        except Exception:  # noqa: BLE001
+        except Exception:
             LOG.exception("cannot write the failed pass to the audit log")
         try:
             self.sd.status(self.status_line())
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - a status line never fails the report
             self.sd.status(f"last {mode} pass failed: {rep.errors[0][:200]}")
         for listener in list(self.pass_listeners):
             try:
                 listener(self, rep)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 LOG.exception("pass listener %r failed", listener)
         return rep
 
@@ -323,7 +310,7 @@ class Agent:
         signal.signal(signal.SIGHUP, self.request_reload)
         try:
             db_ok, ident = self.reaper.check_identity()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - reported; the start goes on
             db_ok, ident = False, None
             LOG.warning("cannot check host identity at start: %s", e)
         if db_ok and ident is not None and ident.tripped:

@@ -13,6 +13,7 @@ import threading
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from reaper import exception
 from reaper import config, logsetup
 from reaper.report import EXIT_BUSY, EXIT_ERROR, EXIT_GUARD
 
@@ -44,18 +45,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reaper-agent: configuration error: {config.error_text(e)}", file=sys.stderr)
         return EXIT_ERROR if CONF.once else service.EXIT_CONFIG
     config.warn_unknown_names(CONF, LOG)
-    from reaper import novaurl, reconcile, state
+    from reaper import reconcile
     try:
         reaper = reconcile.build_from_conf(CONF)
-    except novaurl.BadNovaURL as e:
+    except exception.BadNovaURL as e:
         # A URL that cannot work as written: a restart does not fix it either.
         print(f"reaper-agent: configuration error: {e}", file=sys.stderr)
         return EXIT_ERROR if CONF.once else service.EXIT_CONFIG
-    except state.StateDBError as e:
+    except exception.StateDBError as e:
         # Damaged or read-only: restarting every few seconds repairs nothing.
         print(f"reaper-agent: cannot start: {e}", file=sys.stderr)
         return EXIT_ERROR if CONF.once or not e.needs_operator else service.EXIT_CONFIG
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - one line and exit 1, not a traceback
         print(f"reaper-agent: cannot start: {e}", file=sys.stderr)
         return EXIT_ERROR
     agent = service.Agent(reaper, CONF)
@@ -72,12 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         if CONF.once:
             try:
                 rep = agent.run_pass("reap", source="once")
-            except service.Paused as e:
+            except exception.Paused as e:
                 if e.report is not None:
                     print(e.report.to_table())
                 print(f"reaper-agent: {e}", file=sys.stderr)
                 return EXIT_GUARD          # refused, like a guard
-            except service.Busy as e:
+            except exception.Busy as e:
                 print(f"reaper-agent: busy: {e}", file=sys.stderr)
                 return EXIT_BUSY
             print(rep.to_table())
@@ -110,7 +111,7 @@ def _start_rpc(agent):
             server.start()
             started.set()
             LOG.info("serving RPC: topic %s, server %s", "reaper", agent.host)
-        except Exception:  # noqa: BLE001
+        except Exception:
             LOG.exception("RPC server failed to start")
     threading.Thread(target=start, name="reaper-rpc-start", daemon=True).start()
     return server, started

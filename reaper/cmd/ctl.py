@@ -34,6 +34,7 @@ import time
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from reaper import exception
 from reaper import config, logsetup, rpc
 from reaper.rpc import client as rpc_client
 
@@ -156,10 +157,6 @@ def _add_finish(subparsers) -> None:
 
 command_opt = cfg.SubCommandOpt("command", title="Commands", handler=add_command_parsers,
                                 help="What to ask; `reaper-ctl COMMAND --help` for more.")
-
-
-class UsageError(Exception):
-    pass
 
 
 # -- pure: arguments, exit codes, rendering ---------------------------------------
@@ -331,7 +328,7 @@ def hosts_from_db(conf) -> list[str]:
                                     s.c.host.isnot(None))
                              .order_by(s.c.host)).scalars().all()
     except sa.exc.SQLAlchemyError as e:
-        raise nova_db.NovaDBError(nova_db.describe_error(e, engine)) from None
+        raise exception.NovaDBError(nova_db.describe_error(e, engine)) from None
     finally:
         engine.dispose()
     return list(rows)
@@ -340,20 +337,21 @@ def hosts_from_db(conf) -> list[str]:
 def select_hosts(conf) -> list[str]:
     given = list(conf.call_hosts or [])
     if given and (conf.all_hosts or conf.hosts_file):
-        raise UsageError("--host and --all/--hosts-file do not go together")
+        raise exception.UsageError("--host and --all/--hosts-file do not go together")
     if given:
         return list(dict.fromkeys(given))
     if conf.hosts_file:
         try:
             hosts = read_hosts_file(conf.hosts_file)
         except OSError as e:
-            raise UsageError(f"cannot read --hosts-file: {e}") from None
+            raise exception.UsageError(f"cannot read --hosts-file: {e}") from None
         if not hosts:
-            raise UsageError(f"--hosts-file {conf.hosts_file} lists no host")
+            raise exception.UsageError(f"--hosts-file {conf.hosts_file} lists no host")
         return hosts
     if conf.all_hosts:
         return hosts_from_db(conf)
-    raise UsageError("say which hosts: --host HOST (repeatable), --all, or --hosts-file FILE")
+    raise exception.UsageError(
+        "say which hosts: --host HOST (repeatable), --all, or --hosts-file FILE")
 
 
 def _finish(conf) -> int:
@@ -532,12 +530,12 @@ def _run(conf: cfg.ConfigOpts) -> int:
         args = call_args(method, conf.command)
         problem = transport_problem(conf)
         if problem:
-            raise UsageError(problem)
+            raise exception.UsageError(problem)
         hosts = select_hosts(conf)
-    except (rpc.BadArgument, UsageError) as e:
+    except (exception.BadArgument, exception.UsageError) as e:
         print(f"reaper-ctl {method}: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as e:  # noqa: BLE001 - Nova DB unreachable, bad URL: one clear line
+    except Exception as e:  # Nova DB unreachable, bad URL: one clear line
         LOG.debug("listing hosts failed", exc_info=True)
         print(f"reaper-ctl {method}: cannot list the compute hosts: {e}", file=sys.stderr)
         return EXIT_ERROR
@@ -555,7 +553,7 @@ def _run(conf: cfg.ConfigOpts) -> int:
         return EXIT_ERROR
     try:
         client.check_broker(timeout=min(conf.timeout, 10.0))
-    except rpc_client.Unreachable as e:
+    except exception.Unreachable as e:
         client.close()
         print(f"reaper-ctl {method}: {e.reason}", file=sys.stderr)
         return EXIT_ERROR

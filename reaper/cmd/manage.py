@@ -12,6 +12,7 @@ import uuid as uuidlib
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from reaper import exception
 from reaper import config, logsetup
 from reaper.cmd import db_grants
 from reaper.report import EXIT_BUSY, EXIT_ERROR, EXIT_FINDINGS
@@ -168,7 +169,7 @@ def instance_uuid(value: str | None) -> str | None:
 
 
 def _pass(mode: str) -> int:
-    from reaper import passlock, reconcile
+    from reaper import reconcile
     args = CONF.command
     try:
         only = instance_uuid(args.instance)
@@ -183,7 +184,7 @@ def _pass(mode: str) -> int:
         dry = True if getattr(args, "dry_run", False) else None
         rep = reaper.run_pass(mode, dry_run=dry, only_uuid=only,
                               source="reaper-manage", wait=args.lock_timeout)
-    except passlock.Busy as e:
+    except exception.Busy as e:
         print(f"reaper-manage {mode}: busy: {e}", file=sys.stderr)
         return EXIT_BUSY
     finally:
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "db-grants":
             return db_grants.run(CONF)
         return _pass(name)
-    except Exception as e:  # noqa: BLE001 - one clear line, not a traceback, for operators
+    except Exception as e:  # one clear line, not a traceback, for operators
         LOG.debug("failed", exc_info=True)
         print(f"reaper-manage {name}: error: {e}", file=sys.stderr)
         return EXIT_ERROR

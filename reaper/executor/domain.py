@@ -6,6 +6,8 @@ import tenacity
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from reaper import exception
+
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
 
@@ -82,7 +84,7 @@ def undefine(conn, uuid: str) -> str:
         return "no such domain"
     if dom.isActive():
         # Undefining a running domain only makes it transient; never leave that.
-        raise RuntimeError("domain is running again; refusing to undefine")
+        raise exception.StepFailed("domain is running again; refusing to undefine")
     flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
     try:
         dom.undefineFlags(flags)

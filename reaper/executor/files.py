@@ -11,23 +11,21 @@ import os
 import shutil
 import stat
 
-
-class UnsafePath(Exception):
-    """The path fails a safety check: nothing was removed."""
+from reaper import exception
 
 
 def _check(path: str, instances_path: str) -> os.stat_result:
     root = os.path.realpath(instances_path)
     parent = os.path.realpath(os.path.dirname(path.rstrip("/")))
     if parent != root:
-        raise UnsafePath(f"{path} is not directly under {root}")
+        raise exception.UnsafePath(f"{path} is not directly under {root}")
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
-        raise UnsafePath(f"{path} is a symlink")
+        raise exception.UnsafePath(f"{path} is a symlink")
     if not stat.S_ISDIR(st.st_mode):
-        raise UnsafePath(f"{path} is not a directory")
+        raise exception.UnsafePath(f"{path} is not a directory")
     if st.st_dev != os.stat(root).st_dev:
-        raise UnsafePath(f"{path} is on another filesystem than {root}")
+        raise exception.UnsafePath(f"{path} is on another filesystem than {root}")
     return st
 
 
@@ -47,7 +45,8 @@ def _check_tree(path: str, dev: int) -> None:
             full = os.path.join(dirpath, name)
             st = os.lstat(full)
             if not stat.S_ISLNK(st.st_mode) and st.st_dev != dev:
-                raise UnsafePath(f"{full} is another filesystem (mounted inside the tree)")
+                raise exception.UnsafePath(
+                    f"{full} is another filesystem (mounted inside the tree)")
 
 
 def delete_instance_dir(path: str, instances_path: str) -> str:
@@ -73,7 +72,7 @@ def delete_instance_dir(path: str, instances_path: str) -> str:
     # rename of an earlier, interrupted attempt.
     _check_one_filesystem(target, instances_path)
     if not shutil.rmtree.avoids_symlink_attacks:     # pragma: no cover - Linux has it
-        raise UnsafePath("this platform's rmtree may follow symlinks")
+        raise exception.UnsafePath("this platform's rmtree may follow symlinks")
     shutil.rmtree(target)
     return f"removed {base}"
 
@@ -82,5 +81,5 @@ def _check_one_filesystem(path: str, instances_path: str) -> None:
     st = _check(path, instances_path)
     mounted = _mounts_under(path)
     if mounted:
-        raise UnsafePath(f"{path} has mounts inside: {mounted}")
+        raise exception.UnsafePath(f"{path} has mounts inside: {mounted}")
     _check_tree(path, st.st_dev)

@@ -42,6 +42,7 @@ from typing import Callable, Iterable
 import sqlalchemy as sa
 from oslo_log import log as logging
 
+from reaper import exception
 from reaper.executor import teardown
 from reaper.inventory import network as net_inv
 from reaper.inventory import ovs as ovs_inv
@@ -99,7 +100,7 @@ def db_claims(engine, host: str, prefixes: Iterable[str],
         with engine.connect() as conn:
             rows = list(conn.execute(stmt))
     except sa.exc.SQLAlchemyError as exc:
-        raise nova_db.NovaDBError(nova_db.describe_error(exc, engine)) from None
+        raise exception.NovaDBError(nova_db.describe_error(exc, engine)) from None
     out: dict[str, list[str]] = {}
     for uuid, text, row_host in rows:
         if uuid == exclude:
@@ -135,10 +136,10 @@ def domain_users(handles: NetworkHandles, conn, exclude: str | None
                  ) -> tuple[dict[str, list[str]], list[str]]:
     """(prefix -> names of domains naming it, names of domains whose XML is unreadable)."""
     if handles.domains is None or conn is None:
-        raise RuntimeError("no libvirt connection: cannot check which domains use the VIFs")
+        raise exception.StepFailed("no libvirt connection: cannot check which domains use the VIFs")
     res = handles.domains(conn)
     if not res.ok:
-        raise RuntimeError(f"cannot list domains: {res.error}")
+        raise exception.StepFailed(f"cannot list domains: {res.error}")
     users: dict[str, list[str]] = {}
     unreadable = []
     for dom in res.items:
@@ -159,7 +160,7 @@ def unplug_vifs(ctx, plan) -> str:
     """teardown.STEP_HANDLERS["unplug_vifs"]: returns what was removed and kept."""
     handles: NetworkHandles | None = ctx.extras.get("network")
     if handles is None:
-        raise RuntimeError("network plumbing is not enabled in this agent: cannot unplug")
+        raise exception.StepFailed("network plumbing is not enabled in this agent: cannot unplug")
     leak = plan.classification is Classification.LEAKED_VIF
     own = None if leak else plan.instance_uuid
     items = [dict(i) for i in plan.vifs]
@@ -170,8 +171,8 @@ def unplug_vifs(ctx, plan) -> str:
                     exclude=own) if leak else {}
     users, unreadable = domain_users(handles, ctx.conn, own)
     if leak and unreadable:
-        raise teardown.Aborted(f"the XML of domain(s) {sorted(unreadable)} cannot be read: "
-                               f"they may use this VIF")
+        raise exception.Aborted(f"the XML of domain(s) {sorted(unreadable)} cannot be read: "
+                                f"they may use this VIF")
 
     report, todo = [], []
     for item in items:
@@ -194,7 +195,7 @@ def unplug_vifs(ctx, plan) -> str:
     if leak and items and not unplugged:
         # A leak teardown that removed nothing did not clean a leak: it is reported
         # as aborted (kept), not as done, so no "leak cleaned" is claimed.
-        raise teardown.Aborted("; ".join(report))
+        raise exception.Aborted("; ".join(report))
     return "; ".join(report) or "nothing to unplug"
 
 

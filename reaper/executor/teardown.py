@@ -14,6 +14,8 @@ from typing import Callable
 
 from oslo_log import log as logging
 
+from reaper import exception
+from reaper import instancelog
 from reaper import planner
 from reaper import service_wiring
 from reaper.executor import domain as domain_steps
@@ -23,7 +25,7 @@ from reaper.nova import reclaim as nova_reclaim
 from reaper.nova import view as nova_view
 from reaper.records import Action, ClaimMarker, Classification, TeardownPlan
 from reaper.services import COMPLETE_MIGRATION, RELEASE_PORTS, REMOVE_NODE_ALLOCATIONS
-from reaper.services import SERVICE_OF, ServiceFailed
+from reaper.services import SERVICE_OF
 
 LOG = logging.getLogger(__name__)
 
@@ -57,10 +59,6 @@ class Context:
     heartbeat: Callable[[], None] = lambda: None
 
 
-class Aborted(Exception):
-    """The plan is no longer justified; nothing (more) is done."""
-
-
 # Steps contributed by further resource kinds: name -> fn(ctx, plan) -> detail.
 # "unplug_vifs" and "disconnect_volumes" run after destroy_domain, before files.
 STEP_HANDLERS: dict[str, Callable[["Context", TeardownPlan], str]] = {}
@@ -79,9 +77,9 @@ def _step_done(ctx: Context, plan: TeardownPlan, step: str, pass_id: str) -> Non
     for listener in ctx.extras.get(STEP_LISTENERS, ()):
         try:
             listener(ctx, plan, step, pass_id)
-        except Exception:  # noqa: BLE001 - a listener never fails a teardown
+        except Exception:  # a listener never fails a teardown
             LOG.exception("step listener %r failed after step %s of %s", listener, step,
-                          plan.instance_uuid)
+                          plan.instance_uuid, **instancelog.kw(plan.instance_uuid))
 
 
 def steps_for(plan: TeardownPlan) -> list[str]:
@@ -116,15 +114,16 @@ def _verify(ctx: Context, plan: TeardownPlan, claimed: bool = False,
     row, migs = nova_view.reread(ctx.engine, plan.instance_uuid)
     ok, why = planner.reverify(plan, row, migs, ctx.policy, ctx.clock())
     if not ok:
-        raise Aborted(why)
+        raise exception.Aborted(why)
     if claimed:
         # Resuming a reclaim whose claim is done: the row must still be ours
         # (an operator's reset-state, for one, ends the reclaim).
         finalized = row is not None and (row.archived or (
             row.deleted != 0 and row.vm_state == "deleted"))
         if not (finalized or _ours(ctx, row)):
-            raise Aborted("the reclaim's claim is gone: the row is no longer soft-deleted "
-                          "and claimed by this host (with this host's claim marker)")
+            raise exception.Aborted(
+                "the reclaim's claim is gone: the row is no longer soft-deleted "
+                "and claimed by this host (with this host's claim marker)")
     if files_pending:
         # Before anything is destroyed: a directory a domain took into use since the
         # plan (or since the journaled attempt) ends the teardown here, not half way.
@@ -147,21 +146,21 @@ def _dirs_free(ctx: Context, plan: TeardownPlan, fresh=None, only: str | None = 
     and a guest may have been defined on these files since (a rebuild, an operator's
     virsh define, the instance's own domain defined again)."""
     if ctx.conn is None:
-        raise RuntimeError("no libvirt connection to check that no domain uses the files")
+        raise exception.StepFailed("no libvirt connection to check that no domain uses the files")
     res = libvirt_inv.collect_domains(ctx.conn, ctx.policy.instance_name_template)
     if not res.ok:
-        raise RuntimeError(f"cannot check that no domain uses the files: {res.error}")
+        raise exception.StepFailed(f"cannot check that no domain uses the files: {res.error}")
     real = tuple(os.path.realpath(p) for p in ((only,) if only else plan.dirs))
     why = planner.dirs_in_use(plan, real, res.items)
     if why is not None:
-        raise Aborted(why)
+        raise exception.Aborted(why)
     if plan.domain_name is None and plan.classification is Classification.STALE_RESIZE \
             and any(d.uuid == plan.instance_uuid for d in res.items):
         # The instance's domain is here: the _resize is stale only by that rule.
         row, migs = fresh or nova_view.reread(ctx.engine, plan.instance_uuid)
         ok, why = planner.reverify_dir(plan, row, migs, ctx.policy, domain_present=True)
         if not ok:
-            raise Aborted(why)
+            raise exception.Aborted(why)
 
 
 def _claim(ctx: Context, plan: TeardownPlan, resuming: bool, pass_id: str,
@@ -183,7 +182,7 @@ def _claim(ctx: Context, plan: TeardownPlan, resuming: bool, pass_id: str,
             return "already claimed by our earlier attempt"
         if row is not None and row.deleted != 0 and row.vm_state == "deleted":
             return "already finalized"
-    raise Aborted("claim lost: the instance was restored or changed since it was planned")
+    raise exception.Aborted("claim lost: the instance was restored or changed since it was planned")
 
 
 def _release_claim(ctx: Context, plan: TeardownPlan) -> str:
@@ -194,7 +193,8 @@ def _release_claim(ctx: Context, plan: TeardownPlan) -> str:
     row = nova_view.reread_instance(ctx.engine, plan.instance_uuid)
     if row is not None and not row.is_claimed:
         return "already released"
-    raise Aborted("the claim is no longer this host's claim that was planned: not releasing")
+    raise exception.Aborted(
+        "the claim is no longer this host's claim that was planned: not releasing")
 
 
 def _release_failed_claim(ctx: Context, plan: TeardownPlan, pass_id: str,
@@ -214,7 +214,7 @@ def _release_failed_claim(ctx: Context, plan: TeardownPlan, pass_id: str,
             return f"released our claim ({mine})"
         return "nothing of ours to release"
     except Exception as e:  # noqa: BLE001 - the DB is failing: the next pass resumes
-        LOG.warning("could not release the claim of %s: %s", plan.instance_uuid, e)
+        LOG.warning("could not release the claim: %s", e, instance_uuid=plan.instance_uuid)
         return f"release failed too: {e}"
 
 
@@ -260,7 +260,7 @@ def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool,
                                     cleaned=_files_gone(ctx, uuid),
                                     ports_released=_ports_released(plan, done_steps or {}))
         if not (res["finalized"] or res["already_finalized"]):
-            raise Aborted(f"DB not finalized: {res['result']}: {res['reason']}")
+            raise exception.Aborted(f"DB not finalized: {res['result']}: {res['reason']}")
         counts = ", ".join(f"{table} {n}" for table, n in (res["counts"] or {}).items() if n)
         return f"{res['result']}: {counts or res['reason']}"    # "finalized: instances 1, ..."
     raise ValueError(f"unknown step {step}")
@@ -281,14 +281,14 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
         if plan.action is Action.RECLAIM and "finalize_db" not in (
                 s for s, st in done_steps.items() if st == "done"):
             leftovers = nova_reclaim.leftovers(ctx.engine, plan.instance_uuid)
-    except Aborted as e:
+    except exception.Aborted as e:
         if resuming:
             ctx.state.finish(journal_id, "aborted", ctx.clock(), str(e))
         # What an interrupted attempt already did stays in the record: the pass that
         # did it may have died before writing its own.
         earlier = [(s, "done earlier") for s in steps_for(plan) if done_steps.get(s) == "done"]
         return Outcome(plan, "aborted", str(e), steps=earlier, journal_id=journal_id)
-    except Exception as e:      # DB unreachable while re-verifying: act on nothing
+    except Exception as e:  # noqa: BLE001 - DB unreachable while re-verifying: act on nothing
         if resuming:
             ctx.state.retry(journal_id, ctx.clock(), f"re-verify failed: {e}")
         return Outcome(plan, "failed", f"could not re-verify: {e}", journal_id=journal_id)
@@ -329,7 +329,7 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
         try:
             detail = _run_step(ctx, plan, step, resuming or done_steps.get(step) == "started",
                                pass_id, started, done)
-        except ServiceFailed as e:
+        except exception.ServiceFailed as e:
             if e.result.error == "not configured":
                 # The section was removed since the plan: the step is given up, and
                 # what it would do stays in the leftovers.
@@ -342,17 +342,18 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
             _soft_failure(ctx, journal_id, step, e.result.detail, out, pending)
             service_status[step] = e.result.record()
             continue
-        except Aborted as e:
+        except exception.Aborted as e:
             ctx.state.step(journal_id, step, "failed", ctx.clock(), str(e))
             ctx.state.finish(journal_id, "aborted", ctx.clock(), str(e))
             result = "backed_off" if step == "claim" else "aborted"
             return dataclasses.replace(out, result=result, reason=str(e))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - not Aborted: retried (StepFailed, library errors)
             if step in SOFT_STEPS:
                 _soft_failure(ctx, journal_id, step, str(e), out, pending)
                 service_status[step] = _status(step, "failed", str(e), error=str(e))
                 continue
-            LOG.warning("teardown of %s: step %s failed: %s", plan.instance_uuid, step, e)
+            LOG.warning("teardown of %s: step %s failed: %s", plan.instance_uuid, step, e,
+                        **instancelog.kw(plan.instance_uuid))
             ctx.state.step(journal_id, step, "failed", ctx.clock(), str(e))
             ctx.state.retry(journal_id, ctx.clock(), f"{step}: {e}")
             out.steps.append((step, f"failed: {e}"))
@@ -400,7 +401,7 @@ def _soft_failure(ctx: Context, journal_id: int, step: str, detail: str, out: Ou
     """A service step that failed: journaled failed, retried next pass; the teardown
     goes on with the next step."""
     LOG.warning("teardown of %s: step %s failed (retried next pass): %s",
-                out.plan.instance_uuid, step, detail)
+                out.plan.instance_uuid, step, detail, **instancelog.kw(out.plan.instance_uuid))
     ctx.state.step(journal_id, step, "failed", ctx.clock(), detail)
     out.steps.append((step, f"failed: {detail}"))
     pending.append(step)

@@ -42,6 +42,8 @@ import sqlalchemy as sa
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from reaper import exception
+from reaper import instancelog
 from reaper.inventory import iscsi as _iscsi_opts  # noqa: F401  ([iscsi] dev_root)
 from reaper.executor import teardown
 from reaper.nova import schema as s
@@ -53,10 +55,6 @@ LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
 
 LOCK_NAME = "connect_volume"        # os-brick's ISCSIConnector connect/disconnect lock
-
-
-class VolumeError(Exception):
-    pass
 
 
 @dataclasses.dataclass
@@ -107,20 +105,20 @@ def disconnect_volumes(ctx: teardown.Context, plan: TeardownPlan) -> str:
     """teardown.STEP_HANDLERS["disconnect_volumes"]."""
     h: Handles | None = ctx.extras.get("iscsi")
     if h is None:
-        raise VolumeError("iSCSI support is not enabled (reaper.volume_wiring.enable)")
+        raise exception.VolumeError("iSCSI support is not enabled (reaper.volume_wiring.enable)")
     leak = plan.classification is Classification.LEAKED_ISCSI
     details = []
     for item in plan.volumes:
         label = _label(item)
         try:
             details.append(f"{label}: {_disconnect(ctx, h, plan, item)}")
-        except teardown.Aborted:
+        except exception.Aborted:
             raise
-        except Exception as e:  # noqa: BLE001 - recorded or re-raised as the policy says
+        except Exception as e:  # recorded or re-raised as the policy says
             if leak or not plan.destroy_disks:
-                raise VolumeError(f"{label}: {e}") from e
+                raise exception.VolumeError(f"{label}: {e}") from e
             LOG.warning("teardown of %s: ignoring volume error on %s during delete: %s",
-                        plan.instance_uuid, label, e)
+                        plan.instance_uuid, label, e, **instancelog.kw(plan.instance_uuid))
             details.append(f"{label}: FAILED, ignored as on a delete with disks: {e}")
     return "; ".join(details) or "no volumes"
 
@@ -168,8 +166,9 @@ def _disconnect(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
         return f"kept: {item['keep']}"
     lock_path = h.lock_path()
     if not lock_path:
-        raise VolumeError("[os_brick] lock_path (or [oslo_concurrency] lock_path) is not set: "
-                          "set it to nova-compute's, so both serialise on os-brick's lock")
+        raise exception.VolumeError(
+            "[os_brick] lock_path (or [oslo_concurrency] lock_path) is not set: "
+            "set it to nova-compute's, so both serialise on os-brick's lock")
     from os_brick.initiator.connectors import base
     run = base.synchronized(LOCK_NAME, external=True, lock_path=lock_path)(_critical)
     return run(ctx, h, plan, item)
@@ -179,14 +178,14 @@ def _critical(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
     leak = plan.classification is Classification.LEAKED_ISCSI
     fresh = h.collect()
     if not fresh.ok:
-        raise VolumeError(f"cannot re-read the iSCSI state: {fresh.error}")
+        raise exception.VolumeError(f"cannot re-read the iSCSI state: {fresh.error}")
     host = vol.Host.from_items(fresh.items)
     refs = vol.Refs()
     if ctx.conn is None:
-        raise VolumeError("no libvirt connection to re-check the domains")
+        raise exception.VolumeError("no libvirt connection to re-check the domains")
     doms = h.list_domains(ctx.conn)
     if not doms.ok:
-        raise VolumeError(f"cannot re-read the domains: {doms.error}")
+        raise exception.VolumeError(f"cannot re-read the domains: {doms.error}")
     unsure = []
     for dom in doms.items:
         if dom.uuid != plan.instance_uuid:
@@ -203,7 +202,7 @@ def _critical(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
             for ref in c.refs:
                 refs.add(ref, f"bdm {bdm_id} (instance {uuid}, volume {volume_id})")
     if leak and unsure:
-        raise teardown.Aborted("not disconnecting a leak while " + "; ".join(unsure[:3]))
+        raise exception.Aborted("not disconnecting a leak while " + "; ".join(unsure[:3]))
 
     removing: dict[str, object] = {}
     sessions = {}
@@ -241,7 +240,7 @@ def _critical(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
                         + vol._listed(users))
     if busy:
         if leak:
-            raise teardown.Aborted("no longer leaked: " + "; ".join(busy))
+            raise exception.Aborted("no longer leaked: " + "; ".join(busy))
         return "kept, in use: " + "; ".join(busy)
 
     logout, why = True, []
@@ -307,7 +306,7 @@ def _logout(ctx, h: Handles, plan: TeardownPlan, item: dict, props: dict, host,
     brick_error = None
     try:
         disconnect(connector, props, device_info)
-    except Exception as e:  # noqa: BLE001 - re-raised unless the fallback below applies
+    except Exception as e:  # re-raised unless the fallback below applies
         if not nodeless:
             raise
         brick_error = e
@@ -355,7 +354,7 @@ def _logout(ctx, h: Handles, plan: TeardownPlan, item: dict, props: dict, host,
         reasons.append(why)
     msg = "needs an operator: " + "; ".join(reasons)
     if plan.classification is Classification.LEAKED_ISCSI:
-        raise teardown.Aborted(msg)
+        raise exception.Aborted(msg)
     return f"{done}; {msg}"
 
 
@@ -363,7 +362,7 @@ def _still_logged_in(h: Handles, sessions: dict, done: str) -> list:
     """Those of ``sessions`` ({(portal, iqn): session}) still logged in, same sid."""
     after = h.collect()
     if not after.ok:
-        raise VolumeError(f"{done}; could not re-read the host afterwards: {after.error}")
+        raise exception.VolumeError(f"{done}; could not re-read the host afterwards: {after.error}")
     now = {s.sid: s for s in vol.Host.from_items(after.items).sessions}
     out = []
     for key, sess in sessions.items():
@@ -425,7 +424,7 @@ def _verify_after(h: Handles, item: dict, removing: dict, logout: bool, done: st
     left = [n for n in removed if n in host.devices
             and _same(removing[n], host.devices[n][1])]
     if left:
-        raise VolumeError(f"{done}, but devices remain: {', '.join(left)}")
+        raise exception.VolumeError(f"{done}, but devices remain: {', '.join(left)}")
     parts = [done]
     if removed:
         parts.append("removed " + ", ".join(removed))
@@ -438,7 +437,7 @@ def _verify_after(h: Handles, item: dict, removing: dict, logout: bool, done: st
             if sess is None and not node:
                 gone.append(f"{tg['session_portal']} {tg['session_iqn']}")
             elif sess is not None and not sess.devices:
-                raise VolumeError(f"{done}, but session {sess.sid} is still logged in")
+                raise exception.VolumeError(f"{done}, but session {sess.sid} is still logged in")
         if gone:
             parts.append("logged out of and deleted the node record of " + ", ".join(
                 sorted(set(gone))))

@@ -33,6 +33,7 @@ import subprocess
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from reaper import exception
 from reaper.records import (
     BlockPartition, CollectorResult, DmMap, IscsiBootTarget, IscsiNode, IscsiSession,
     ScsiDevice,
@@ -94,10 +95,6 @@ def parse_nodes(out: str) -> list[tuple[str, str, str]]:
     return rows
 
 
-class CollectError(Exception):
-    pass
-
-
 def _start(cmd: list[str], env) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, close_fds=True)
@@ -109,11 +106,11 @@ def _finish(proc: subprocess.Popen, what: str, timeout: int) -> str:
     except subprocess.TimeoutExpired as e:
         proc.kill()
         proc.communicate()
-        raise CollectError(f"{what} timed out after {timeout}s") from e
+        raise exception.CollectError(f"{what} timed out after {timeout}s") from e
     if proc.returncode == NO_RECORDS:
         return ""
     if proc.returncode != 0:
-        raise CollectError(f"{what} exited {proc.returncode}: {err.strip()[:300]}")
+        raise exception.CollectError(f"{what} exited {proc.returncode}: {err.strip()[:300]}")
     return out
 
 
@@ -350,7 +347,7 @@ def collect(sysfs_root: str = "/sys", dev_root: str = "/dev", iscsiadm: str = "i
     try:
         return CollectorResult(KIND, True, tuple(_collect(sysfs_root, dev_root, iscsiadm,
                                                           proc_root, env, timeout)))
-    except (CollectError, OSError) as e:
+    except (exception.CollectError, OSError) as e:
         LOG.error("iSCSI collector failed: %s", e)
         return CollectorResult(KIND, False, error=str(e))
 
@@ -364,7 +361,7 @@ def _collect(sysfs_root, dev_root, iscsiadm, proc_root, env, timeout) -> list:
     path = (env or os.environ).get("PATH")
     if shutil.which(iscsiadm, path=path) is None:
         if _listdir(os.path.join(sysfs_root, "class", "iscsi_session")):
-            raise CollectError(f"iSCSI sessions exist but {iscsiadm!r} is not installed")
+            raise exception.CollectError(f"iSCSI sessions exist but {iscsiadm!r} is not installed")
         return []       # no open-iscsi and no session: nothing iSCSI on this host
     procs = [_start([iscsiadm, "-m", "session"], env), _start([iscsiadm, "-m", "node"], env)]
     try:

@@ -47,6 +47,7 @@ try:    # pyroute2 internals the fast decoder builds on; without them: the publi
 except ImportError:     # pragma: no cover - depends on the pyroute2 release
     nlmsg = ifinfbase = RTM_NEWLINK = None
 
+from reaper import exception
 from reaper.records import CollectorResult, NetDevice
 
 LOG = logging.getLogger(__name__)
@@ -212,10 +213,6 @@ def install_fast_decoder(ipr) -> bool:
     return False
 
 
-class NetlinkUnavailable(Exception):
-    pass
-
-
 # --------------------------------------------------------------------------
 # The dump on a plain rtnetlink socket
 # --------------------------------------------------------------------------
@@ -319,8 +316,8 @@ class Netlink:
         try:
             return os.stat(self._ns_path()).st_ino
         except FileNotFoundError:
-            raise NetlinkUnavailable(f"network namespace {self.namespace!r} does not "
-                                     f"exist") from None
+            raise exception.NetlinkUnavailable(f"network namespace {self.namespace!r} does not "
+                                               f"exist") from None
 
     def _socket(self):
         ino = self._current_ino()
@@ -331,8 +328,8 @@ class Netlink:
             # flags=0: never create the namespace (pyroute2's default would).
             ipr = IPRoute(netns=self.namespace, flags=0) if self.namespace else IPRoute()
         except OSError as e:
-            raise NetlinkUnavailable(f"cannot open rtnetlink in namespace "
-                                     f"{self.namespace or '(host)'}: {e}") from None
+            raise exception.NetlinkUnavailable(f"cannot open rtnetlink in namespace "
+                                               f"{self.namespace or '(host)'}: {e}") from None
         # This socket's own copy of the message map: the fast decoder for links only.
         fast = self.fast and install_fast_decoder(ipr)
         if self.fast and not fast and self.decoder is None:
@@ -378,8 +375,8 @@ class Netlink:
             self.raw = False
             return None
         except OSError as e:
-            raise NetlinkUnavailable(f"cannot open rtnetlink in namespace "
-                                     f"{self.namespace or '(host)'}: {e}") from None
+            raise exception.NetlinkUnavailable(f"cannot open rtnetlink in namespace "
+                                               f"{self.namespace or '(host)'}: {e}") from None
         self._raw_sock, self._raw_ino = sock, ino
         return sock
 
@@ -396,14 +393,14 @@ class Netlink:
                     if links is not None:
                         self.decoder = "raw"
                         return links
-                raise NetlinkUnavailable("the link dump was interrupted three times in a "
-                                         "row (links changing)")
+                raise exception.NetlinkUnavailable("the link dump was interrupted three times in a "
+                                                   "row (links changing)")
             except NetlinkError:
                 raise
             except OSError as e:    # a broken socket: reopen once
                 self._close_raw()
                 if attempt == 2:
-                    raise NetlinkUnavailable(f"netlink dump failed: {e}") from None
+                    raise exception.NetlinkUnavailable(f"netlink dump failed: {e}") from None
         raise AssertionError("unreachable")
 
     def dump(self) -> list[dict]:
@@ -432,7 +429,7 @@ class Netlink:
                 except Exception as e:  # noqa: BLE001 - a broken socket: reopen once
                     self._close()
                     if attempt == 2:
-                        raise NetlinkUnavailable(f"netlink dump failed: {e}") from None
+                        raise exception.NetlinkUnavailable(f"netlink dump failed: {e}") from None
         raise AssertionError("unreachable")
 
     def set_down(self, ifindex: int) -> bool:
@@ -507,6 +504,6 @@ def collect(handle: Netlink | None) -> CollectorResult:
         return CollectorResult(KIND, False, error="no netlink handle")
     try:
         links = handle.dump()
-    except (NetlinkUnavailable, NetlinkError, OSError) as e:
+    except (exception.NetlinkUnavailable, NetlinkError, OSError) as e:
         return CollectorResult(KIND, False, error=f"netlink: {e}")
     return CollectorResult(KIND, True, links_to_devices(links))

@@ -31,6 +31,7 @@ from ovsdbapp.backend.ovs_idl import idlutils
 from ovsdbapp.backend.ovs_idl import transaction as ovs_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
+from reaper import exception
 from reaper.inventory import ovsjson
 from reaper.records import CollectorResult, OvsPort
 
@@ -66,10 +67,6 @@ SKIP_KEY = "reaper-skip"
 ovsjson.install()
 
 
-class OvsUnavailable(Exception):
-    pass
-
-
 def transact(remote: str, request: ovs.jsonrpc.Message, timeout: float):
     """One JSON-RPC request/reply on a fresh session, bounded by ``timeout`` seconds
     (python-ovs' own blocking helpers wait forever on a server that hangs)."""
@@ -77,7 +74,7 @@ def transact(remote: str, request: ovs.jsonrpc.Message, timeout: float):
     err, strm = ovs.stream.Stream.open_block(ovs.stream.Stream.open(remote),
                                               int(timeout * 1000))
     if err:
-        raise OvsUnavailable(f"OVSDB {remote}: cannot connect ({_strerror(err)})")
+        raise exception.OvsUnavailable(f"OVSDB {remote}: cannot connect ({_strerror(err)})")
     rpc = ovs.jsonrpc.Connection(strm)
     try:
         err = rpc.send(request)
@@ -85,7 +82,8 @@ def transact(remote: str, request: ovs.jsonrpc.Message, timeout: float):
             err, msg = rpc.recv()
             if err == errno.EAGAIN:
                 if ovs.timeval.msec() > deadline:
-                    raise OvsUnavailable(f"OVSDB {remote} did not answer within {timeout}s")
+                    raise exception.OvsUnavailable(
+                        f"OVSDB {remote} did not answer within {timeout}s")
                 rpc.run()
                 poller = ovs.poller.Poller()
                 rpc.wait(poller)
@@ -99,9 +97,9 @@ def transact(remote: str, request: ovs.jsonrpc.Message, timeout: float):
             if msg.type in (ovs.jsonrpc.Message.T_REPLY, ovs.jsonrpc.Message.T_ERROR) \
                     and msg.id == request.id:
                 if msg.error:
-                    raise OvsUnavailable(f"OVSDB {remote}: {msg.error}")
+                    raise exception.OvsUnavailable(f"OVSDB {remote}: {msg.error}")
                 return msg.result
-        raise OvsUnavailable(f"OVSDB {remote}: {_strerror(err)}")
+        raise exception.OvsUnavailable(f"OVSDB {remote}: {_strerror(err)}")
     finally:
         rpc.close()
 
@@ -153,10 +151,10 @@ class OvsHandle:
         except Exception as e:  # noqa: BLE001 - ovsdbapp raises several kinds
             try:
                 conn.stop(timeout=1)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - best effort: the start error follows
                 pass
-            raise OvsUnavailable(f"cannot start an OVSDB session with {self.remote}: "
-                                 f"{e}") from None
+            raise exception.OvsUnavailable(f"cannot start an OVSDB session with {self.remote}: "
+                                           f"{e}") from None
 
     def api(self):
         """The connected API; raises OvsUnavailable when the server is not there."""
@@ -165,8 +163,8 @@ class OvsHandle:
                 self._api = self._connect()
             api = self._api
         if not _synced(api.idl):
-            raise OvsUnavailable(f"OVSDB session with {self.remote} is disconnected "
-                                 f"(reconnecting)")
+            raise exception.OvsUnavailable(f"OVSDB session with {self.remote} is disconnected "
+                                           f"(reconnecting)")
         return api
 
     def ping(self) -> None:
@@ -189,7 +187,7 @@ class OvsHandle:
         api = self.api()
         with api.ovsdb_connection.lock:
             if not _synced(api.idl):
-                raise OvsUnavailable(f"OVSDB session with {self.remote} is disconnected")
+                raise exception.OvsUnavailable(f"OVSDB session with {self.remote} is disconnected")
             bridge = _bridge_row(api.idl, self.bridge)
             if bridge is None:
                 return False, ()
@@ -276,7 +274,7 @@ def collect(handle: OvsHandle | None) -> CollectorResult:
         return CollectorResult(KIND, False, error="no OVSDB handle")
     try:
         exists, ports = handle.read_ports()
-    except OvsUnavailable as e:
+    except exception.OvsUnavailable as e:
         return CollectorResult(KIND, False, error=str(e))
     except Exception as e:  # noqa: BLE001 - ovsdbapp/python-ovs errors of any kind
         LOG.warning("OVSDB read failed: %s", e)
@@ -376,8 +374,9 @@ def delete_vif_port(handle: OvsHandle, bridge: str, name: str, prefix: str,
     try:
         with api.transaction(check_error=True) as txn:
             txn.add(cmd)
-    except OvsUnavailable:
+    except exception.OvsUnavailable:
         raise
     except Exception as e:  # noqa: BLE001 - TimeoutException, RuntimeError...
-        raise OvsUnavailable(f"deleting OVS port {name} on {bridge} failed: {e}") from None
+        raise exception.OvsUnavailable(
+            f"deleting OVS port {name} on {bridge} failed: {e}") from None
     return cmd.result

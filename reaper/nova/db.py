@@ -18,6 +18,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 from sqlalchemy import event
 
+from reaper import exception
 from reaper.config import CONF
 
 LOG = logging.getLogger(__name__)
@@ -95,10 +96,6 @@ def list_opts():
     return [("database", database_opts), ("api_database", api_database_opts)]
 
 
-class NovaDBError(Exception):
-    """A Nova DB operation failed; the message is safe to log (no password, no SQL)."""
-
-
 # SQLite builds before 3.32 allow 999 host parameters per statement, later ones 32766.
 _SQLITE_MAX_PARAMS = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
@@ -141,15 +138,15 @@ def engine_from_conf(conf: cfg.ConfigOpts = CONF) -> sa.Engine:
     """The engine for ``[database] connection``; NovaDBError if it is unset or malformed."""
     url = conf.database.connection
     if not url:
-        raise NovaDBError("[database] connection is not set")
+        raise exception.NovaDBError("[database] connection is not set")
     try:
         return make_engine(url, recycle=conf.database.connection_recycle_time,
                            connect_timeout=conf.database.connect_timeout,
                            query_timeout=conf.database.query_timeout)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError, ValueError) as exc:
         # The message of a URL parse error may echo the URL: do not repeat it.
-        raise NovaDBError(f"[database] connection is not a usable SQLAlchemy URL "
-                          f"({type(exc).__name__})") from None
+        raise exception.NovaDBError(f"[database] connection is not a usable SQLAlchemy URL "
+                                    f"({type(exc).__name__})") from None
 
 
 def safe_url(engine_or_url: sa.Engine | sa.URL | str) -> str:
@@ -209,7 +206,7 @@ def wait_for_db(engine: sa.Engine, max_retries: int = 3, retry_interval: float =
     try:
         retrying(_ping)
     except sa.exc.SQLAlchemyError as exc:
-        raise NovaDBError(describe_error(exc, engine)) from None
+        raise exception.NovaDBError(describe_error(exc, engine)) from None
 
 
 class QueryCounter:

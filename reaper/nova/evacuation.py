@@ -12,6 +12,7 @@ import datetime
 
 import sqlalchemy as sa
 
+from reaper import exception
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
 
@@ -40,9 +41,9 @@ def complete_migration(engine: sa.Engine, migration_id: int, instance_uuid: str,
                 return "completed"
             status = conn.execute(sa.select(m.c.status).where(ours)).scalar()
     except sa.exc.SQLAlchemyError as exc:
-        raise nova_db.NovaDBError(nova_db.describe_error(exc, engine)) from None
+        raise exception.NovaDBError(nova_db.describe_error(exc, engine)) from None
     if status == COMPLETED:
         return "already completed"
-    raise nova_db.NovaDBError(f"migration {migration_id} is not an evacuation of "
-                              f"{instance_uuid} from {host} in status 'done' (status "
-                              f"{status!r}): not marked completed")
+    raise exception.NovaDBError(f"migration {migration_id} is not an evacuation of "
+                                f"{instance_uuid} from {host} in status 'done' (status "
+                                f"{status!r}): not marked completed")

@@ -16,7 +16,7 @@ and never touches one it cannot prove is its own. Release and finalize remove th
 marker (hard-deleted, as Nova removes a system_metadata key).
 
 All timestamps are naive UTC, as Nova stores them. Every function here raises
-:class:`reaper.nova.db.NovaDBError` (with a message safe to log) when the database
+:class:`reaper.exception.NovaDBError` (with a message safe to log) when the database
 fails; none returns a half-done state: finalize is one transaction.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from oslo_log import log as logging
 
+from reaper import exception
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
 from reaper.records import CLAIM_MARKER_KEY, CLAIM_MARKER_MAX, ClaimMarker
@@ -46,8 +47,8 @@ def _naive_utc(now: datetime.datetime) -> datetime.datetime:
     return now.replace(microsecond=0)   # MySQL DATETIME has no fraction in Nova's schema
 
 
-def _db_error(exc: BaseException, engine: sa.Engine) -> nova_db.NovaDBError:
-    return nova_db.NovaDBError(nova_db.describe_error(exc, engine))
+def _db_error(exc: BaseException, engine: sa.Engine) -> exception.NovaDBError:
+    return exception.NovaDBError(nova_db.describe_error(exc, engine))
 
 
 def marker_for(host: str, now: datetime.datetime, pass_id: str) -> str:
@@ -87,8 +88,8 @@ def claim(engine: sa.Engine, uuid: str, host: str, interval_s: float,
     now = _naive_utc(now)
     marker = marker_for(host, now, pass_id)
     if len(marker) > CLAIM_MARKER_MAX:
-        raise nova_db.NovaDBError(f"claim marker of host {host!r} is longer than "
-                                  f"{CLAIM_MARKER_MAX} characters")
+        raise exception.NovaDBError(f"claim marker of host {host!r} is longer than "
+                                    f"{CLAIM_MARKER_MAX} characters")
     cutoff = now - datetime.timedelta(seconds=max(0.0, float(interval_s)))
     i_, m = s.instances, s.instance_system_metadata
     stmt = (sa.update(i_)
@@ -107,7 +108,7 @@ def claim(engine: sa.Engine, uuid: str, host: str, interval_s: float,
     except sa.exc.SQLAlchemyError as exc:
         raise _db_error(exc, engine) from None
     if changed not in (0, 1):       # uuid is unique: cannot happen on a Nova schema
-        LOG.error("claim of %s matched %d rows", uuid, changed)
+        LOG.error("claim matched %d rows", changed, instance_uuid=uuid)
     return changed == 1
 
 
@@ -211,8 +212,8 @@ def _clean_attempts(conn: sa.Connection, uuid: str, now: datetime.datetime) -> s
     try:
         attempts = int(row.value) if row is not None else 0
     except (TypeError, ValueError):
-        LOG.warning("instance %s: clean_attempts %r is not a number: counted as 0",
-                    uuid, row.value)
+        LOG.warning("clean_attempts %r is not a number: counted as 0", row.value,
+                    instance_uuid=uuid)
         attempts = 0
     value = str(attempts + 1)
     if row is None:
@@ -322,7 +323,7 @@ def finalize(engine: sa.Engine, uuid: str, now: datetime.datetime,
                 raise
     except sa.exc.SQLAlchemyError as exc:
         raise _db_error(exc, engine) from None
-    LOG.info("finalized reclaim of %s: %s", uuid, counts)
+    LOG.info("finalized reclaim: %s", counts, instance_uuid=uuid)
     out.update(result="finalized", finalized=True, counts=counts,
                claim_markers_removed=markers, clean_attempts=attempts,
                network_info_emptied=emptied)

@@ -22,6 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from reaper import exception
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
 
@@ -100,7 +101,7 @@ def _network_info(text: str | None) -> list:
 
 def read(engine: sa.Engine, uuid: str) -> InstanceSnapshot | None:
     """The instance ``uuid`` (live or soft-deleted; None when there is no row).
-    Raises :class:`reaper.nova.db.NovaDBError` when the DB fails."""
+    Raises :class:`reaper.exception.NovaDBError` when the DB fails."""
     i_, x, md, sm, ic, b = (s.instances, s.instance_extra, s.instance_metadata,
                             s.instance_system_metadata, s.instance_info_caches,
                             s.block_device_mapping)
@@ -128,7 +129,7 @@ def read(engine: sa.Engine, uuid: str) -> InstanceSnapshot | None:
                                 .order_by(b.c.id)).all()
             conn.rollback()
     except sa.exc.SQLAlchemyError as exc:
-        raise nova_db.NovaDBError(nova_db.describe_error(exc, engine)) from None
+        raise exception.NovaDBError(nova_db.describe_error(exc, engine)) from None
     return InstanceSnapshot(
         instance=row,
         flavor=flavor_fields(extra.flavor if extra is not None else None),

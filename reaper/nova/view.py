@@ -39,6 +39,7 @@ from typing import Iterable, Sequence
 import sqlalchemy as sa
 from oslo_log import log as logging
 
+from reaper import exception
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
 from reaper.records import (
@@ -276,7 +277,7 @@ def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str], *,
                                   [u for u in local if u not in instances or
                                    instances[u].archived])
             conn.rollback()     # read only: end the snapshot
-    except Exception as exc:  # noqa: BLE001 - the view reports, never raises
+    except Exception as exc:  # the view reports, never raises
         msg = nova_db.describe_error(exc, engine)
         if isinstance(exc, sa.exc.SQLAlchemyError):
             LOG.warning("Nova DB view for host %s unavailable: %s", host, msg)
@@ -357,7 +358,7 @@ def _reread(engine: sa.Engine, read):
         with engine.connect() as conn:       # one autobegun transaction, rolled back
             return read(conn)
     except sa.exc.SQLAlchemyError as exc:
-        raise nova_db.NovaDBError(nova_db.describe_error(exc, engine)) from None
+        raise exception.NovaDBError(nova_db.describe_error(exc, engine)) from None
 
 
 def _instance_in(conn, uuid: str) -> InstanceRow | None:
@@ -398,4 +399,4 @@ def list_compute_hosts(engine: sa.Engine) -> list[str]:
         with engine.connect() as conn:
             return [r.host for r in conn.execute(stmt)]
     except sa.exc.SQLAlchemyError as exc:
-        raise nova_db.NovaDBError(nova_db.describe_error(exc, engine)) from None
+        raise exception.NovaDBError(nova_db.describe_error(exc, engine)) from None

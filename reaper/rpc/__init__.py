@@ -35,6 +35,8 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 import oslo_messaging  # noqa: E402
 
+from reaper import exception  # noqa: E402
+
 TOPIC = "reaper"
 VERSION = "1.0"
 EXCHANGE = "reaper"
@@ -66,10 +68,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 oslo_messaging.set_transport_defaults(control_exchange=EXCHANGE)
 
 
-class BadArgument(ValueError):
-    """An RPC argument that cannot be right; the message says which and why."""
-
-
 def is_destructive(method: str, args: dict) -> bool:
     """Whether a call may destroy something, and so needs ``[rpc] allow_remote_reap``.
 
@@ -87,42 +85,44 @@ def _instance_uuid(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise BadArgument(f"instance_uuid must be a UUID string, not {type(value).__name__}")
+        raise exception.BadArgument(
+            f"instance_uuid must be a UUID string, not {type(value).__name__}")
     try:
         parsed = uuidlib.UUID(value.strip())
     except ValueError:
-        raise BadArgument(f"instance_uuid {_show(value)} is not a UUID "
-                          f"(expected e.g. 0e7b1b5c-2e1e-4b6f-9a53-5d3f1c1f2a10)") from None
+        raise exception.BadArgument(
+            f"instance_uuid {_show(value)} is not a UUID "
+            f"(expected e.g. 0e7b1b5c-2e1e-4b6f-9a53-5d3f1c1f2a10)") from None
     return str(parsed)
 
 
 def _dry_run(value: Any) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
-    raise BadArgument(f"dry_run must be true, false or absent, not {_show(value)}")
+    raise exception.BadArgument(f"dry_run must be true, false or absent, not {_show(value)}")
 
 
 def _reason(value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise BadArgument(f"reason must be a string, not {type(value).__name__}")
+        raise exception.BadArgument(f"reason must be a string, not {type(value).__name__}")
     if len(value) > MAX_REASON:
-        raise BadArgument(f"reason is {len(value)} characters long; at most {MAX_REASON}")
+        raise exception.BadArgument(f"reason is {len(value)} characters long; at most {MAX_REASON}")
     if _CONTROL.search(value):
-        raise BadArgument("reason must be one line of printable text")
+        raise exception.BadArgument("reason must be one line of printable text")
     return value.strip()
 
 
 def _pass_id(value: Any) -> str:
     if value is None:
-        raise BadArgument("approve needs a pass_id (see `status`: blocked_passes)")
+        raise exception.BadArgument("approve needs a pass_id (see `status`: blocked_passes)")
     if not isinstance(value, str):
-        raise BadArgument(f"pass_id must be a string, not {type(value).__name__}")
+        raise exception.BadArgument(f"pass_id must be a string, not {type(value).__name__}")
     pid = value.strip().lower()
     if not _PASS_ID.match(pid):
-        raise BadArgument(f"pass_id {_show(value)} is not a pass id "
-                          f"(req-<uuid>, as in a pass report or `status`)")
+        raise exception.BadArgument(f"pass_id {_show(value)} is not a pass id "
+                                    f"(req-<uuid>, as in a pass report or `status`)")
     return pid
 
 
@@ -137,12 +137,13 @@ def validate(method: str, args: dict) -> dict:
     defaults, UUIDs in canonical lower case); raises :class:`BadArgument`.
     """
     if method not in METHODS:
-        raise BadArgument(f"unknown method {_show(method)}; one of {', '.join(METHODS)}")
+        raise exception.BadArgument(f"unknown method {_show(method)}; one of {', '.join(METHODS)}")
     allowed = METHODS[method]
     unexpected = sorted(set(args) - set(allowed))
     if unexpected:
         takes = ", ".join(allowed) or "no arguments"
-        raise BadArgument(f"{method} does not take {', '.join(unexpected)} (it takes {takes})")
+        raise exception.BadArgument(
+            f"{method} does not take {', '.join(unexpected)} (it takes {takes})")
     return {name: _VALIDATORS[name](args.get(name)) for name in allowed}
 
 

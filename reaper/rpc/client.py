@@ -24,6 +24,7 @@ import oslo_messaging
 import oslo_messaging.opts
 from oslo_context import context as oslo_context
 
+from reaper import exception
 from reaper import rpc
 
 
@@ -72,24 +73,8 @@ PARALLEL = 1000
 OK, ERROR, UNREACHABLE = "ok", "error", "unreachable"
 
 
-class RemoteCallError(Exception):
-    """The agent answered with an error reply (refused, busy, bad argument...)."""
-
-    def __init__(self, host: str, code: str, message: str):
-        super().__init__(f"{host}: {code}: {message}")
-        self.host, self.code, self.message = host, code, message
-
-
 # Why a host is unreachable (HostResult.code when state is "unreachable").
 NO_AGENT, TIMEOUT, BROKER = "no_agent", "timeout", "broker"
-
-
-class Unreachable(Exception):
-    """No agent answered for that host; ``code`` is NO_AGENT, TIMEOUT or BROKER."""
-
-    def __init__(self, host: str, code: str, reason: str):
-        super().__init__(f"{host}: unreachable: {reason}")
-        self.host, self.code, self.reason = host, code, reason
 
 
 @dataclasses.dataclass
@@ -124,7 +109,7 @@ def _login() -> str | None:
         import getpass
         try:
             return getpass.getuser()
-        except Exception:  # noqa: BLE001 - no name is fine
+        except (OSError, KeyError, ImportError):  # no name is fine
             return None
 
 
@@ -212,8 +197,8 @@ class ReaperClient:
                 return
             except Exception as e:  # noqa: BLE001 - any failure: try the next broker
                 errors.append(f"{host}:{port}: {type(e).__name__}: {e}")
-        raise Unreachable("broker", BROKER, "cannot reach the message broker ("
-                          + "; ".join(errors) + ")")
+        raise exception.Unreachable("broker", BROKER, "cannot reach the message broker ("
+                                    + "; ".join(errors) + ")")
 
     @property
     def request_id(self) -> str:
@@ -237,7 +222,7 @@ class ReaperClient:
         return cctxt.call(self.context, method, **kwargs)
 
     def call(self, host: str, method: str, timeout: float | None = None, **kwargs) -> dict:
-        """One call; the reply on success. Raises rpc.BadArgument (checked before
+        """One call; the reply on success. Raises BadArgument (checked before
         sending), RemoteCallError or Unreachable."""
         args = {k: v for k, v in rpc.validate(method, kwargs).items() if v is not None
                 and not (k == "reason" and v == "")}
@@ -245,19 +230,22 @@ class ReaperClient:
             reply = self.call_raw(host, method, timeout=timeout, **args)
         except oslo_messaging.MessagingTimeout:
             t = self.timeout if timeout is None else timeout
-            raise Unreachable(host, TIMEOUT, f"no answer within {t:g}s") from None
+            raise exception.Unreachable(host, TIMEOUT, f"no answer within {t:g}s") from None
         except oslo_messaging.MessageUndeliverable:
-            raise Unreachable(host, NO_AGENT, "no agent is listening for this host") from None
+            raise exception.Unreachable(
+                host, NO_AGENT, "no agent is listening for this host") from None
         except oslo_messaging.MessageDeliveryFailure as e:
-            raise Unreachable(host, BROKER, f"cannot reach the message broker ({e})") from None
+            raise exception.Unreachable(
+                host, BROKER, f"cannot reach the message broker ({e})") from None
         except oslo_messaging.RemoteError as e:
             # Not our protocol (an agent of another version?): one line, not a traceback.
-            raise RemoteCallError(host, rpc.INTERNAL, f"{e.exc_type}: {e.value}") from None
+            raise exception.RemoteCallError(
+                host, rpc.INTERNAL, f"{e.exc_type}: {e.value}") from None
         if rpc.is_error(reply):
             err = reply["error"]
-            raise RemoteCallError(host, str(err.get("code")), str(err.get("message")))
+            raise exception.RemoteCallError(host, str(err.get("code")), str(err.get("message")))
         if not isinstance(reply, dict):
-            raise RemoteCallError(host, rpc.INTERNAL, f"unexpected reply {reply!r:.80}")
+            raise exception.RemoteCallError(host, rpc.INTERNAL, f"unexpected reply {reply!r:.80}")
         return reply
 
     def call_host(self, host: str, method: str, timeout: float | None = None,
@@ -267,13 +255,13 @@ class ReaperClient:
         try:
             reply = self.call(host, method, timeout=timeout, **kwargs)
             return HostResult(host, OK, reply=reply, elapsed=time.monotonic() - t0)
-        except RemoteCallError as e:
+        except exception.RemoteCallError as e:
             return HostResult(host, ERROR, code=e.code, message=e.message,
                               elapsed=time.monotonic() - t0)
-        except Unreachable as e:
+        except exception.Unreachable as e:
             return HostResult(host, UNREACHABLE, code=e.code, message=e.reason,
                               elapsed=time.monotonic() - t0)
-        except rpc.BadArgument as e:
+        except exception.BadArgument as e:
             return HostResult(host, ERROR, code=rpc.BAD_ARGUMENT, message=str(e),
                               elapsed=time.monotonic() - t0)
         except Exception as e:  # noqa: BLE001 - one host's surprise is one row, not a crash

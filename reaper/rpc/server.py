@@ -17,8 +17,8 @@ import oslo_messaging
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from reaper import exception
 from reaper import rpc
-from reaper.agent.service import Busy, Paused
 
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
@@ -130,7 +130,7 @@ class ReaperEndpoint:
         caller = caller_of(ctxt)
         try:
             args = rpc.validate(method, sent)
-        except rpc.BadArgument as e:
+        except exception.BadArgument as e:
             return self._refuse(method, caller, sent, "error", rpc.BAD_ARGUMENT, str(e))
         try:
             settings = self.agent.config.rpc      # one snapshot for the whole call
@@ -141,11 +141,11 @@ class ReaperEndpoint:
                     f"{self.agent.host}" + (" (dry_run=true only plans)"
                                             if method in ("reap", "reclaim") else ""))
             reply, pass_id = self._run(method, args, settings, caller)
-        except Busy as e:
+        except exception.Busy as e:
             return self._refuse(method, caller, sent, "busy", rpc.BUSY, str(e))
-        except Paused as e:
+        except exception.Paused as e:
             return self._refuse(method, caller, sent, "refused", rpc.PAUSED, str(e))
-        except Exception as e:  # noqa: BLE001 - a failure is a reply, never a dead loop
+        except Exception as e:  # a failure is a reply, never a dead loop
             LOG.exception("RPC %s from %s failed", method, caller)
             return self._refuse(method, caller, sent, "error", rpc.INTERNAL,
                                 f"{method} failed on {self.agent.host}: {e}")
@@ -186,7 +186,7 @@ class ReaperEndpoint:
             self.agent.reaper.audit.record("rpc_call", pass_id or "-", method=method,
                                            caller=caller, args=_audit_args(sent),
                                            result=result, reason=reason)
-        except Exception:  # noqa: BLE001 - an unwritable audit log must not kill the reply
+        except Exception:  # an unwritable audit log must not kill the reply
             LOG.exception("cannot audit RPC %s", method)
 
 

@@ -123,11 +123,3 @@ class StepResult:
                 "status": "done" if self.done else "failed", "detail": self.detail,
                 "error": self.error, "left": dict(self.left), "kept": dict(self.kept)}
 
-
-class ServiceFailed(Exception):
-    """A service step that is not done (raised by the executor's step handlers, so
-    the journal records the step failed and retries it)."""
-
-    def __init__(self, result: StepResult):
-        super().__init__(result.detail)
-        self.result = result

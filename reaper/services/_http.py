@@ -3,11 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from reaper import exception
+
 GONE = 404
-
-
-class CallFailed(Exception):
-    """The service could not be reached or answered with an unexpected status."""
 
 
 def call(adapter, method: str, url: str, ok: tuple[int, ...], *,
@@ -23,10 +21,10 @@ def call(adapter, method: str, url: str, ok: tuple[int, ...], *,
     try:
         resp = adapter.request(url, method, **kwargs)
     except Exception as e:  # noqa: BLE001 - keystoneauth1 (connect, auth, catalog) errors
-        raise CallFailed(f"{method} {url}: {type(e).__name__}: {e}") from None
+        raise exception.CallFailed(f"{method} {url}: {type(e).__name__}: {e}") from None
     if resp.status_code not in ok + also:
         text = " ".join((resp.text or "").split())[:300]
-        raise CallFailed(f"{method} {url}: HTTP {resp.status_code}: {text}")
+        raise exception.CallFailed(f"{method} {url}: HTTP {resp.status_code}: {text}")
     try:
         body = resp.json() if resp.content else None
     except ValueError:

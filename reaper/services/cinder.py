@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+from reaper import exception
 from reaper.services import DETACH_VOLUMES, InstanceFacts, StepResult, VolumeFact
-from reaper.services._http import GONE, CallFailed, call, lacks_roles
+from reaper.services._http import GONE, call, lacks_roles
 
 ATTACHMENTS_MICROVERSION = "3.44"       # what Nova's attachment_delete uses
 # Cinder has no policy for the service role and scopes any other account to its
@@ -67,10 +68,10 @@ def _terminate_detach(adapter, uuid: str, v: VolumeFact,
         return None                 # already detached from this instance
     try:
         conn = dict(v.connector) if v.connector else dict(connector())
-    except CallFailed:
+    except exception.CallFailed:
         raise
     except Exception as e:  # noqa: BLE001 - os-brick on this host: reported, retried
-        raise CallFailed(f"this host's connector: {type(e).__name__}: {e}") from None
+        raise exception.CallFailed(f"this host's connector: {type(e).__name__}: {e}") from None
     action = f"/volumes/{v.volume_id}/action"
     call(adapter, "POST", action, (200, 202), also=(GONE,),
          json={"os-terminate_connection": {"connector": conn}})
@@ -90,15 +91,15 @@ def _delete(adapter, uuid: str, volume_id: str) -> tuple[bool, str | None]:
     if others:
         return False, f"attached to {', '.join(others)}: not deleted"
     if uuid in servers:
-        raise CallFailed(f"volume {volume_id} is still attached to the instance "
-                         f"(status {vol.get('status')}): not deleted yet")
+        raise exception.CallFailed(f"volume {volume_id} is still attached to the instance "
+                                   f"(status {vol.get('status')}): not deleted yet")
     call(adapter, "DELETE", f"/volumes/{volume_id}", (202, 204), also=(GONE,))
     return True, None
 
 
 def _no_connector() -> Mapping[str, Any]:
-    raise CallFailed("no host connector: the BDM's connection_info has none and none "
-                     "was given")
+    raise exception.CallFailed("no host connector: the BDM's connection_info has none and none "
+                               "was given")
 
 
 def detach_volumes(adapter, facts: InstanceFacts,
@@ -124,7 +125,7 @@ def detach_volumes(adapter, facts: InstanceFacts,
                 why = _attachment_delete(adapter, uuid, v)
             else:
                 why = _terminate_detach(adapter, uuid, v, connector)
-        except CallFailed as e:
+        except exception.CallFailed as e:
             left["attachment_delete" if v.attachment_id else "terminate_detach"].append(
                 v.attachment_id or v.volume_id)
             errors.append(str(e))
@@ -141,7 +142,7 @@ def detach_volumes(adapter, facts: InstanceFacts,
             continue
         try:
             ok, why = _delete(adapter, uuid, v.volume_id)
-        except CallFailed as e:
+        except exception.CallFailed as e:
             left["delete"].append(v.volume_id)
             errors.append(str(e))
             continue

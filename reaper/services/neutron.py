@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from reaper import exception
 from reaper.services import BINDING_PROFILE_HOST_KEYS, RELEASE_PORTS, InstanceFacts, StepResult
-from reaper.services._http import GONE, CallFailed, call, lacks_roles
+from reaper.services._http import GONE, call, lacks_roles
 
 # Neutron shows (and lets update) other projects' ports and their bindings only to
 # these roles (its defaults: ADMIN_OR_SERVICE; binding:profile is the service's).
@@ -89,7 +90,7 @@ def release_ports(adapter, facts: InstanceFacts) -> StepResult:
             p.id for p in facts.ports], "listed": False}, error=why)
     try:
         _s, body = call(adapter, "GET", f"/v2.0/ports?device_id={uuid}", (200,))
-    except CallFailed as e:
+    except exception.CallFailed as e:
         left = {"delete": [], "unbind": [p.id for p in facts.ports], "listed": False}
         return StepResult(RELEASE_PORTS, False, f"cannot list the ports: {e}", left,
                           error=str(e))
@@ -99,7 +100,7 @@ def release_ports(adapter, facts: InstanceFacts) -> StepResult:
     for port_id in unbind:
         try:
             why = _unbind(adapter, uuid, port_id)
-        except CallFailed as e:
+        except exception.CallFailed as e:
             failed_unbind.append(port_id)
             errors.append(str(e))
             continue
@@ -108,7 +109,7 @@ def release_ports(adapter, facts: InstanceFacts) -> StepResult:
     for port_id in delete:
         try:
             call(adapter, "DELETE", f"/v2.0/ports/{port_id}", (204,), also=(GONE,))
-        except CallFailed as e:
+        except exception.CallFailed as e:
             failed_delete.append(port_id)
             errors.append(str(e))
     unbound = [p for p in unbind if p not in failed_unbind and p not in kept]

@@ -13,8 +13,9 @@
 """
 from __future__ import annotations
 
+from reaper import exception
 from reaper.services import DELETE_ALLOCATIONS, REMOVE_NODE_ALLOCATIONS, InstanceFacts, StepResult
-from reaper.services._http import GONE, CallFailed, call
+from reaper.services._http import GONE, call
 
 CONSUMER_TYPE_VERSION = "1.38"
 CONSUMER_GENERATION_VERSION = "1.28"
@@ -27,7 +28,7 @@ def delete_allocations(adapter, facts: InstanceFacts) -> StepResult:
     try:
         status, _b = call(adapter, "DELETE", f"/allocations/{facts.uuid}", (204,),
                           also=(GONE,))
-    except CallFailed as e:
+    except exception.CallFailed as e:
         return StepResult(DELETE_ALLOCATIONS, False, f"allocations not deleted: {e}",
                           {"consumer": facts.uuid}, error=str(e))
     return StepResult(DELETE_ALLOCATIONS, True, "no allocations were left"
@@ -87,15 +88,15 @@ def remove_node_allocations(adapter, facts: InstanceFacts) -> StepResult:
         for _ in range(CONFLICT_RETRIES):
             try:
                 detail = _remove_once(adapter, uuid, tree, version)
-            except CallFailed as e:
+            except exception.CallFailed as e:
                 if version == CONSUMER_TYPE_VERSION and "HTTP 406" in str(e):
                     version = CONSUMER_GENERATION_VERSION      # an older Placement
                     continue
                 raise
             if detail is not None:
                 return StepResult(REMOVE_NODE_ALLOCATIONS, True, detail)
-        raise CallFailed(f"allocations of {uuid} kept changing (HTTP 409 "
-                         f"{CONFLICT_RETRIES} times)")
-    except CallFailed as e:
+        raise exception.CallFailed(f"allocations of {uuid} kept changing (HTTP 409 "
+                                   f"{CONFLICT_RETRIES} times)")
+    except exception.CallFailed as e:
         return StepResult(REMOVE_NODE_ALLOCATIONS, False,
                           f"this node's allocations not removed: {e}", left, error=str(e))

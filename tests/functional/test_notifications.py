@@ -81,7 +81,7 @@ def broker_url():
     try:
         with Connection(f"amqp://guest:guest@{BROKER}//", connect_timeout=5) as c:
             c.connect()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - any failure: no broker, skip
         service_unavailable(f"RabbitMQ ({BROKER})", exc)
     return f"rabbit://guest:guest@{BROKER}/"
 

@@ -26,11 +26,11 @@ import sys
 import pytest
 import sqlalchemy as sa
 
+from reaper import exception
 from reaper import demo, finisher
 from reaper.executor import network as net_exec
 from reaper.executor import volumes as vol_exec
 from reaper.nova import changes
-from reaper.nova import db as nova_db
 from reaper.nova import evacuation
 from reaper.nova import grants
 from reaper.nova import reclaim
@@ -120,7 +120,7 @@ def read_paths(eng: sa.Engine, r: Rows) -> None:
     local = [r.live, r.archived, r.moving, r.claimed, r.reclaimable, novadb.new_uuid()]
     view = nova_view.load_view(eng, HOST, local, fingerprint=True)
     if not view.ok:
-        raise nova_db.NovaDBError(view.error)
+        raise exception.NovaDBError(view.error)
     # the change check swallows its errors (None: read the whole view): a denied
     # column would only show as None here
     assert view.fingerprint is not None and view.fingerprint.missing
@@ -235,7 +235,7 @@ def test_every_function_that_queries_nova_is_exercised():
 def test_the_read_grants_run_every_read(gdb):
     rows = build_rows(gdb.admin)
     read_paths(gdb.engine("ro"), rows)
-    with pytest.raises(nova_db.NovaDBError, match="command denied"):
+    with pytest.raises(exception.NovaDBError, match="command denied"):
         nova_view.list_compute_hosts(gdb.engine("ro"))          # services: reaper-ctl's
     assert HOST in nova_view.list_compute_hosts(gdb.engine("ctl"))
     # reaper-ctl finish: which hosts are gone, and the rows read again before acting
@@ -270,7 +270,7 @@ def test_the_read_grants_cannot_read_the_delete_notifications(gdb):
     """Without the reclaim grants the notification reads are refused (and no reclaim
     runs there anyway: read_only = auto)."""
     rows = build_rows(gdb.admin)
-    with pytest.raises(nova_db.NovaDBError, match="denied"):
+    with pytest.raises(exception.NovaDBError, match="denied"):
         nova_snapshot.read(gdb.engine("ro"), rows.reclaimable)
 
 
@@ -282,7 +282,7 @@ def test_the_read_grants_refuse_every_write_and_change_nothing(gdb):
                  lambda: reclaim.adopt(eng, r.claimed, HOST, "x", now, "req-ro"),
                  lambda: reclaim.release(eng, r.claimed, HOST, now),
                  lambda: reclaim.finalize(eng, r.claimed, now, host=HOST)):
-        with pytest.raises(nova_db.NovaDBError, match="command denied"):
+        with pytest.raises(exception.NovaDBError, match="command denied"):
             call()
     assert db_dump(gdb.admin) == before
 
@@ -298,7 +298,7 @@ def _denied(fn, *args) -> str | None:
     """The error of ``fn`` if the DB refused one of its statements, None if it ran."""
     try:
         fn(*args)
-    except nova_db.NovaDBError as e:
+    except exception.NovaDBError as e:
         if "denied" in str(e):
             return str(e)
         raise

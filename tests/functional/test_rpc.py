@@ -29,6 +29,7 @@ import pytest
 import sqlalchemy as sa
 from oslo_config import cfg
 
+from reaper import exception
 from reaper import audit as audit_mod
 from reaper import demo, rpc
 from reaper import policy as policy_mod
@@ -438,7 +439,7 @@ def test_bad_arguments_get_a_clear_error_reply(fleet, server_errors, method, kwa
         assert reply["error"]["code"] == rpc.BAD_ARGUMENT
         assert reply["error"]["host"] == host
         assert message in reply["error"]["message"]
-        with pytest.raises(rpc.BadArgument) as local:     # the client says the same
+        with pytest.raises(exception.BadArgument) as local:     # the client says the same
             client.call(host, method, **kwargs)
         assert str(local.value) == reply["error"]["message"]
         assert client.call(host, "status")["host"] == host     # the server goes on

@@ -12,6 +12,7 @@ import threading
 import pytest
 from oslo_config import cfg
 
+from reaper import exception
 from reaper import audit as audit_mod
 from reaper import demo, opts
 from reaper import state as state_mod
@@ -47,16 +48,16 @@ def test_paused_agent_audits_and_dry_runs_but_destroys_nothing_even_after_restar
     agent = service.Agent(reaper)
     st = agent.pause("kernel upgrade")
     assert st["paused"] and st["paused_reason"] == "kernel upgrade"
-    with pytest.raises(service.Paused, match="kernel upgrade"):
+    with pytest.raises(exception.Paused, match="kernel upgrade"):
         agent.run_pass("reap")
-    with pytest.raises(service.Paused):
+    with pytest.raises(exception.Paused):
         agent.run_pass("reclaim")
     assert agent.run_pass("audit").actions == []
     assert agent.run_pass("reap", dry_run=True).actions == []
     # the flag lives in the state DB: a restarted agent is still paused
     again = service.Agent(reaper)
     assert again.paused == "kernel upgrade"
-    with pytest.raises(service.Paused):
+    with pytest.raises(exception.Paused):
         again.run_pass("reap")
     assert not again.resume()["paused"]
     rep = again.run_pass("reap")
@@ -84,7 +85,7 @@ def test_one_pass_at_a_time(host):
     t.start()
     assert inside.wait(10)
     assert agent.status()["running"]["source"] == "rpc"
-    with pytest.raises(service.Busy, match="audit pass \\(rpc\\)"):
+    with pytest.raises(exception.Busy, match="audit pass \\(rpc\\)"):
         agent.run_pass("audit", wait=0.2)
     release.set()
     t.join(10)

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from reaper import exception
 from reaper.executor import files
 
 U = "11111111-2222-3333-4444-555555555555"
@@ -50,7 +51,7 @@ def test_never_follows_symlinks(tmp_path):
     assert (outside / "precious").read_text() == "keep me"
     # the instance dir itself being a symlink is refused
     os.symlink(outside, root / U)
-    with pytest.raises(files.UnsafePath):
+    with pytest.raises(exception.UnsafePath):
         files.delete_instance_dir(str(root / U), str(root))
     assert (outside / "precious").exists()
 
@@ -59,9 +60,9 @@ def test_refuses_paths_outside_instances_path(tmp_path):
     root = tmp_path / "instances"
     root.mkdir()
     elsewhere = make(tmp_path, U)
-    with pytest.raises(files.UnsafePath):
+    with pytest.raises(exception.UnsafePath):
         files.delete_instance_dir(str(elsewhere), str(root))
     nested = make(make(root, "sub", ()), U)
-    with pytest.raises(files.UnsafePath):
+    with pytest.raises(exception.UnsafePath):
         files.delete_instance_dir(str(nested), str(root))
     assert elsewhere.exists() and nested.exists()

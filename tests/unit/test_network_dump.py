@@ -7,6 +7,7 @@ from __future__ import annotations
 import pyroute2
 import pytest
 
+from reaper import exception
 from reaper.inventory import network as net_inv
 
 
@@ -151,7 +152,7 @@ def test_interrupted_three_times_is_unavailable_not_a_partial_list():
             return len(data)
 
     nl._raw_sock, nl._raw_ino = Always(), None
-    with pytest.raises(net_inv.NetlinkUnavailable, match="interrupted"):
+    with pytest.raises(exception.NetlinkUnavailable, match="interrupted"):
         nl.dump()
     nl._raw_sock = None
     nl.close()

@@ -9,6 +9,7 @@ import datetime
 import pytest
 import sqlalchemy as sa
 
+from reaper import exception
 from reaper.executor import network as net_exec
 from reaper.executor import teardown
 from reaper.inventory import ovs as ovs_inv
@@ -78,7 +79,7 @@ class FakeOvs:
 
     def ping(self):
         if not self.up:
-            raise ovs_inv.OvsUnavailable("OVSDB unix:/x: cannot connect (ENOENT)")
+            raise exception.OvsUnavailable("OVSDB unix:/x: cannot connect (ENOENT)")
 
     def read_ports(self):
         return True, tuple(self.ports.values())
@@ -91,7 +92,7 @@ class FakeOvs:
 def unplug_kept(ctx, plan) -> str:
     """A leak teardown that removed nothing did not clean a leak: the step aborts, and
     its reason says what was kept and why."""
-    with pytest.raises(teardown.Aborted) as e:
+    with pytest.raises(exception.Aborted) as e:
         net_exec.unplug_vifs(ctx, plan)
     return str(e.value)
 
@@ -177,7 +178,7 @@ def test_ovs_down_fails_before_anything_is_removed(engine, fake_ovs_delete):
     links = hybrid_links()
     nl = FakeNetlink(links)
     ctx = ctx_for(engine, nl, FakeOvs(["qvo" + P], up=False))
-    with pytest.raises(ovs_inv.OvsUnavailable):
+    with pytest.raises(exception.OvsUnavailable):
         net_exec.unplug_vifs(ctx, leak_plan([item(links)]))
     assert nl.calls == [] and len(nl.links) == 4
 
@@ -308,14 +309,14 @@ def test_an_unreadable_domain_aborts_a_leak_teardown(engine, fake_ovs_delete):
     links = hybrid_links()
     dom = Domain(uuid="99999999-0000-0000-0000-000000000000", name="mystery", state="unknown",
                  nova_owned=False, nova_uuid=None)
-    with pytest.raises(teardown.Aborted, match="mystery"):
+    with pytest.raises(exception.Aborted, match="mystery"):
         net_exec.unplug_vifs(ctx_for(engine, FakeNetlink(links), FakeOvs(), [dom]),
                              leak_plan([item(links)]))
 
 
 def test_no_network_handles_is_an_error():
     ctx = dataclasses.replace(ctx_for(None, FakeNetlink([]), FakeOvs()), extras={})
-    with pytest.raises(RuntimeError, match="not enabled"):
+    with pytest.raises(exception.StepFailed, match="not enabled"):
         net_exec.unplug_vifs(ctx, leak_plan([]))
 
 

@@ -13,6 +13,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
+from reaper import exception
 from reaper.nova import changes
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
@@ -452,7 +453,7 @@ def test_load_soft_deleted_is_this_hosts_live_soft_deleted_rows(engine):
 
 def test_load_soft_deleted_raises_a_safe_error(tmp_path):
     eng = nova_db.make_engine(f"sqlite:///{tmp_path}/empty.sqlite")
-    with pytest.raises(nova_db.NovaDBError, match="no such table"):
+    with pytest.raises(exception.NovaDBError, match="no such table"):
         nova_view.load_soft_deleted(eng, HOST)
     eng.dispose()
 

@@ -11,6 +11,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
+from reaper import exception
 from reaper.nova import db as nova_db
 from reaper.nova import reclaim
 from reaper.nova import schema as s
@@ -160,7 +161,7 @@ def test_claim_and_its_marker_are_one_transaction(engine):
     u, _ = soft_deleted(engine)
     with engine.begin() as conn:        # the marker insert fails: the claim must not stay
         conn.execute(sa.text("DROP TABLE instance_system_metadata"))
-    with pytest.raises(nova_db.NovaDBError):
+    with pytest.raises(exception.NovaDBError):
         reclaim.claim(engine, u, HOST, INTERVAL, NOW)
     assert instance_row(engine, u).task_state is None
 
@@ -424,7 +425,7 @@ def test_finalize_is_one_transaction(engine):
     add_dependents(engine, u)
     assert reclaim.claim(engine, u, HOST, INTERVAL, NOW)
     s.instance_id_mappings.drop(engine)           # the last dependent update fails
-    with pytest.raises(nova_db.NovaDBError):
+    with pytest.raises(exception.NovaDBError):
         reclaim.finalize(engine, u, NOW)
     row = instance_row(engine, u)
     assert row.deleted == 0 and row.vm_state == "soft-delete" and row.task_state == "deleting"
@@ -531,7 +532,7 @@ def test_a_finalize_failing_part_way_changes_nothing(engine):
         before = snapshot(engine)
         s.metadata.tables[fail_at].drop(engine)
         try:
-            with pytest.raises(nova_db.NovaDBError):
+            with pytest.raises(exception.NovaDBError):
                 reclaim.finalize(engine, u, NOW + datetime.timedelta(minutes=1), host=HOST,
                                  ports_released=True)
         finally:
@@ -600,7 +601,7 @@ def test_writes_on_an_unreachable_db_raise_safely(tmp_path):
                  lambda: reclaim.adopt(eng, u, HOST, "m", NOW),
                  lambda: reclaim.finalize(eng, u, NOW),
                  lambda: reclaim.leftovers(eng, u)):
-        with pytest.raises(nova_db.NovaDBError) as exc:
+        with pytest.raises(exception.NovaDBError) as exc:
             call()
         assert "s3cr3t-pw" not in str(exc.value)
 

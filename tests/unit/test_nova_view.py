@@ -12,6 +12,7 @@ import uuid as uuidlib
 import pytest
 import sqlalchemy as sa
 
+from reaper import exception
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
 from reaper.nova import view as nova_view
@@ -319,7 +320,7 @@ def test_missing_table_gives_not_ok(tmp_path):
     eng = nova_db.make_engine(f"sqlite:///{tmp_path}/empty.sqlite")
     view = nova_view.load_view(eng, HOST, [new_uuid()])
     assert not view.ok and "no such table" in view.error
-    with pytest.raises(nova_db.NovaDBError):
+    with pytest.raises(exception.NovaDBError):
         nova_view.reread_migrations(eng, new_uuid())
 
 
@@ -327,7 +328,7 @@ def test_sqlite_in_missing_directory_gives_not_ok(tmp_path):
     eng = nova_db.make_engine(f"sqlite:///{tmp_path}/no/such/dir/nova.sqlite")
     view = nova_view.load_view(eng, HOST, [new_uuid()])
     assert not view.ok and view.error and view.instances == {}
-    with pytest.raises(nova_db.NovaDBError):
+    with pytest.raises(exception.NovaDBError):
         nova_view.reread_instance(eng, new_uuid())
 
 
@@ -338,10 +339,10 @@ def test_unreachable_mysql_gives_not_ok_without_password():
     assert not view.ok
     assert "s3cr3t-pw" not in view.error and "***" in view.error
     assert "127.0.0.1" in view.error
-    with pytest.raises(nova_db.NovaDBError) as exc:
+    with pytest.raises(exception.NovaDBError) as exc:
         nova_view.list_compute_hosts(eng)
     assert "s3cr3t-pw" not in str(exc.value)
-    with pytest.raises(nova_db.NovaDBError) as exc:
+    with pytest.raises(exception.NovaDBError) as exc:
         nova_db.wait_for_db(eng, max_retries=1, retry_interval=0)
     assert "s3cr3t-pw" not in str(exc.value)
 
@@ -359,14 +360,14 @@ def test_engine_from_conf(tmp_path):
     fix = cfg_fixture.Config(nova_db.CONF)
     fix.setUp()
     try:
-        with pytest.raises(nova_db.NovaDBError):
+        with pytest.raises(exception.NovaDBError):
             nova_db.engine_from_conf()
         fix.config(group="database", connection=f"sqlite:///{tmp_path}/n.sqlite")
         eng = nova_db.engine_from_conf()
         nova_db.wait_for_db(eng, max_retries=0)
         assert eng.pool._recycle == 3600
         fix.config(group="database", connection="not a url ://pw@")
-        with pytest.raises(nova_db.NovaDBError) as exc:
+        with pytest.raises(exception.NovaDBError) as exc:
             nova_db.engine_from_conf()
         assert "pw@" not in str(exc.value)
     finally:

@@ -10,6 +10,7 @@ import sqlite3
 
 import pytest
 
+from reaper import exception
 from reaper import demo, reconcile
 from reaper import state as state_mod
 from reaper.agent import service
@@ -90,7 +91,7 @@ def test_the_agent_answers_paused_from_the_pass_and_keeps_its_report(host):
     reaper, handles, u = host
     agent = service.Agent(reaper)
     agent.pause("kernel upgrade", by="user alice over RPC")
-    with pytest.raises(service.Paused, match="kernel upgrade.*by user alice") as exc:
+    with pytest.raises(exception.Paused, match="kernel upgrade.*by user alice") as exc:
         agent.run_pass("reap", source="rpc")
     assert exc.value.report.exit_code == 5
     st = agent.status()

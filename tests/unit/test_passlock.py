@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from reaper import exception
 from reaper import passlock, procid
 
 HOLDER = textwrap.dedent("""
@@ -38,7 +39,7 @@ def test_a_second_holder_in_the_same_process_waits_then_is_busy(tmp_path):
     with a.hold({"mode": "reap", "source": "rpc"}, 1):
         assert b.holder()["source"] == "rpc"
         t0 = time.monotonic()
-        with pytest.raises(passlock.Busy, match=r"a reap pass \(rpc\) of .* pid %d" % os.getpid()):
+        with pytest.raises(exception.Busy, match=r"a reap pass \(rpc\) of .* pid %d" % os.getpid()):
             with b.hold({"mode": "audit", "source": "timer"}, 1.5, heartbeat=lambda: beats.append(1)):
                 pass
         assert 1.4 < time.monotonic() - t0 < 5
@@ -72,7 +73,7 @@ def test_another_process_holding_the_lock_makes_us_busy_until_it_dies(tmp_path):
         lock = passlock.PassLock(str(tmp_path))
         owner = lock.holder()
         assert owner["pid"] == p.pid and owner["process"] == "test-holder"
-        with pytest.raises(passlock.Busy) as exc:
+        with pytest.raises(exception.Busy) as exc:
             with lock.hold({"mode": "audit", "source": "me"}, 0.5):
                 pass
         assert f"a reap pass (test) of test-holder pid {p.pid}" in str(exc.value)
@@ -89,7 +90,7 @@ def test_another_process_holding_the_lock_makes_us_busy_until_it_dies(tmp_path):
 def test_a_stopping_caller_gives_up_waiting(tmp_path):
     a, b = passlock.PassLock(str(tmp_path)), passlock.PassLock(str(tmp_path))
     with a.hold({"mode": "reap", "source": "rpc"}, 1):
-        with pytest.raises(passlock.Busy, match="stopping"):
+        with pytest.raises(exception.Busy, match="stopping"):
             with b.hold({"mode": "reap", "source": "timer"}, 60, should_stop=lambda: True):
                 pass
 

@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from reaper import exception
 from reaper import config
 from reaper.executor import files as file_steps
 from reaper.inventory import dirs as dir_inv
@@ -233,7 +234,7 @@ def test_mount_appearing_after_the_rename_is_never_removed(tmp_path, monkeypatch
 
     monkeypatch.setattr(file_steps.os, "rename", rename_then_mount)
     try:
-        with pytest.raises(file_steps.UnsafePath, match="mounts inside"):
+        with pytest.raises(exception.UnsafePath, match="mounts inside"):
             file_steps.delete_instance_dir(str(d), str(tmp_path))
         assert (mnt / "precious").read_text() == "keep me"
     finally:

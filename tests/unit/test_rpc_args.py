@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from reaper import exception
 from reaper import rpc
 from reaper.cmd import ctl
 from reaper.rpc import client as rpc_client
@@ -61,13 +62,13 @@ def test_good_arguments_are_normalised(method, args, expected):
     ("destroy_everything", {}, "unknown method 'destroy_everything'; one of audit, reap"),
 ])
 def test_bad_arguments_say_what_is_wrong(method, args, message):
-    with pytest.raises(rpc.BadArgument) as e:
+    with pytest.raises(exception.BadArgument) as e:
         rpc.validate(method, args)
     assert message in str(e.value)
 
 
 def test_long_bad_values_are_shortened_in_messages():
-    with pytest.raises(rpc.BadArgument) as e:
+    with pytest.raises(exception.BadArgument) as e:
         rpc.validate("audit", {"instance_uuid": "z" * 10000})
     assert len(str(e.value)) < 200
 
@@ -227,7 +228,7 @@ def test_ctl_call_args():
     assert ctl.call_args("pause", Sub(reason="why")) == {"reason": "why"}
     assert ctl.call_args("approve", Sub(pass_id=PASS)) == {"pass_id": PASS}
     assert ctl.call_args("status", Sub()) == {}
-    with pytest.raises(rpc.BadArgument):
+    with pytest.raises(exception.BadArgument):
         ctl.call_args("approve", Sub(pass_id="x"))
 
 

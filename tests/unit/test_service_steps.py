@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from keystoneauth1 import service_token
 from oslo_config import cfg
 
+from reaper import exception
 from reaper import notifications, planner, service_wiring, state as state_mod
 from reaper.executor import teardown
-from reaper.nova import db as nova_db
 from reaper.nova import evacuation, schema
 from reaper.records import (Action, BdmRow, Classification, ComputeNodeRow, InfoCacheRow,
                             InstanceRow, MigrationRow, NovaView, Plan, TeardownPlan)
@@ -422,9 +422,9 @@ def test_the_migration_is_completed_once_and_only_from_done(nova):
                        .where(schema.migrations.c.id == m["id"])).one()
     assert st.status == "completed" and st.updated_at == now.replace(microsecond=0)
     m2 = novadb.add_migration(nova, u, HOST, OTHER, "accepted", "evacuation")
-    with pytest.raises(nova_db.NovaDBError):
+    with pytest.raises(exception.NovaDBError):
         evacuation.complete_migration(nova, m2["id"], u, HOST, now)
-    with pytest.raises(nova_db.NovaDBError):     # not from this host
+    with pytest.raises(exception.NovaDBError):     # not from this host
         evacuation.complete_migration(nova, m["id"], u, OTHER, now)
 
 

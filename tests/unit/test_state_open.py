@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 
+from reaper import exception
 from reaper import state as state_mod
 
 
@@ -23,7 +24,7 @@ def test_a_missing_state_db_is_created(tmp_path):
 def test_a_file_that_is_not_a_database_is_damaged(tmp_path):
     with open(_db(tmp_path), "wb") as f:
         f.write(os.urandom(8192))
-    with pytest.raises(state_mod.StateDBError) as e:
+    with pytest.raises(exception.StateDBError) as e:
         state_mod.open_checked(str(tmp_path))
     msg = str(e.value)
     assert _db(tmp_path) in msg and "damaged" in msg and "aside" in msg
@@ -43,7 +44,7 @@ def test_a_damaged_page_is_found_at_open(tmp_path):
     with open(_db(tmp_path), "r+b") as f:
         f.seek(8 * 4096)                    # a page of the observations table
         f.write(os.urandom(4096))
-    with pytest.raises(state_mod.StateDBError) as e:
+    with pytest.raises(exception.StateDBError) as e:
         state_mod.open_checked(str(tmp_path))
     assert "damaged" in str(e.value) and "\n" not in str(e.value)
 
@@ -56,7 +57,7 @@ def test_a_read_only_state_db_is_not_writable(tmp_path, monkeypatch):
         return real(f"file:{path}?mode=ro", *a, uri=True, **kw)
 
     monkeypatch.setattr(state_mod.sqlite3, "connect", read_only)
-    with pytest.raises(state_mod.StateDBError) as e:
+    with pytest.raises(exception.StateDBError) as e:
         state_mod.open_checked(str(tmp_path))
     assert "not writable" in str(e.value) and _db(tmp_path) in str(e.value)
 

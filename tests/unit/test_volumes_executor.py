@@ -15,6 +15,7 @@ import subprocess
 import pytest
 import sqlalchemy as sa
 
+from reaper import exception
 from reaper.executor import teardown
 from reaper.executor import volumes as vx
 from reaper.inventory import iscsi
@@ -161,7 +162,7 @@ def test_leak_now_in_a_domain_is_aborted(world, sim):
     t = leak_plan(world, IQN2)
     world.domains.append(Domain("u1", "instance-1", "running", True, "u1",
                                 disks=(DomainDisk("vdb", "disk", "block", "/dev/sda"),)))
-    with pytest.raises(teardown.Aborted, match="no longer leaked: .*domain instance-1"):
+    with pytest.raises(exception.Aborted, match="no longer leaked: .*domain instance-1"):
         vx.disconnect_volumes(world.ctx(), t)
     assert world.calls == [] and sim.devices(1) == {0: "sda"}
 
@@ -171,7 +172,7 @@ def test_leak_now_open_is_aborted(world, sim):
     t = leak_plan(world, IQN2)
     fd = os.open(os.path.join(sim.dev, "sda"), os.O_RDONLY)
     try:
-        with pytest.raises(teardown.Aborted, match="open by pid"):
+        with pytest.raises(exception.Aborted, match="open by pid"):
             vx.disconnect_volumes(world.ctx(), t)
     finally:
         os.close(fd)
@@ -183,7 +184,7 @@ def test_leak_is_not_touched_while_an_attach_may_be_in_progress(world, sim, engi
     t = leak_plan(world, IQN2)
     u = novadb.add_instance(engine, host=HOST)["uuid"]
     novadb.add_bdm(engine, u, connection_info=None)
-    with pytest.raises(teardown.Aborted, match="no connection_info yet"):
+    with pytest.raises(exception.Aborted, match="no connection_info yet"):
         vx.disconnect_volumes(world.ctx(), t)
     assert world.calls == []
 
@@ -194,7 +195,7 @@ def test_leak_named_by_a_new_bdm_is_aborted(world, sim, engine):
     u = novadb.add_instance(engine, host=HOST)["uuid"]
     novadb.add_bdm(engine, u, connection_info=novadb.iscsi_connection_info(
         "v", target_portal=P1, target_iqn=IQN2, target_lun=0))
-    with pytest.raises(teardown.Aborted, match="bdm"):
+    with pytest.raises(exception.Aborted, match="bdm"):
         vx.disconnect_volumes(world.ctx(), t)
 
 
@@ -254,10 +255,10 @@ def test_errors_are_recorded_on_a_delete_with_disks_and_raised_otherwise(world, 
     assert detail == "volume v1: FAILED, ignored as on a delete with disks: iscsiadm exploded"
     shared = TeardownPlan("c1", Classification.EVACUATED, Action.REAP, "i-c", (),
                           False, False, "evacuated, shared storage", volumes=(item,))
-    with pytest.raises(vx.VolumeError, match="iscsiadm exploded"):
+    with pytest.raises(exception.VolumeError, match="iscsiadm exploded"):
         vx.disconnect_volumes(world.ctx(), shared)
     leak = leak_plan(world, IQN2)
-    with pytest.raises(vx.VolumeError, match="iscsiadm exploded"):
+    with pytest.raises(exception.VolumeError, match="iscsiadm exploded"):
         vx.disconnect_volumes(world.ctx(), leak)
 
 
@@ -273,7 +274,7 @@ def test_shared_item_is_kept_without_touching_anything(world, sim):
 def test_no_lock_path_is_an_error(world, sim):
     sim.connect(P1, IQN2)
     world.lock_path = None
-    with pytest.raises(vx.VolumeError, match="lock_path"):
+    with pytest.raises(exception.VolumeError, match="lock_path"):
         vx.disconnect_volumes(world.ctx(), leak_plan(world, IQN2))
 
 
@@ -304,7 +305,7 @@ def test_leak_whose_partition_is_now_open_is_aborted(world, sim):
     t = leak_plan(world, IQN2)
     fd = os.open(os.path.join(sim.dev, "sda1"), os.O_RDONLY)
     try:
-        with pytest.raises(teardown.Aborted, match="partition sda1 open by pid"):
+        with pytest.raises(exception.Aborted, match="partition sda1 open by pid"):
             vx.disconnect_volumes(world.ctx(), t)
     finally:
         os.close(fd)
@@ -316,7 +317,7 @@ def test_leak_whose_partition_got_an_lvm_map_is_aborted(world, sim):
     sim.add_partition("sda", 1)
     t = leak_plan(world, IQN2)
     sim.add_dm(["sda1"], "vg-lv", "LVM-1", lvm=("vg", "lv"))
-    with pytest.raises(teardown.Aborted, match=r"partition sda1 held by dm-0 \(LVM-1\)"):
+    with pytest.raises(exception.Aborted, match=r"partition sda1 held by dm-0 \(LVM-1\)"):
         vx.disconnect_volumes(world.ctx(), t)
 
 
@@ -324,7 +325,7 @@ def test_leak_of_a_target_the_firmware_booted_from_is_aborted(world, sim):
     sim.connect(P1, IQN2)
     t = leak_plan(world, IQN2)
     sim.set_ibft(P1, IQN2)
-    with pytest.raises(teardown.Aborted, match="the host booted from target"):
+    with pytest.raises(exception.Aborted, match="the host booted from target"):
         vx.disconnect_volumes(world.ctx(), t)
     assert world.calls == [] and len(sim.sessions()) == 1
 
@@ -367,7 +368,7 @@ def test_nodeless_session_left_by_os_brick_is_logged_out_by_its_id(world, sim):
 def test_os_brick_failure_with_a_node_record_still_fails_the_step(world, sim):
     sim.connect(P1, IQN2)
     world.fail = "flush failed"
-    with pytest.raises(vx.VolumeError, match="flush failed"):
+    with pytest.raises(exception.VolumeError, match="flush failed"):
         vx.disconnect_volumes(world.ctx(), leak_plan(world, IQN2))
     assert [c[0] for c in world.calls] == ["disconnect_volume"]
 
@@ -378,7 +379,7 @@ def test_nodeless_session_that_stays_logged_in_needs_an_operator(world, sim, sta
     world.state = state
     t = leak_plan(world, IQN2)
     sim.set_iscsid(False)
-    with pytest.raises(teardown.Aborted, match=f"needs an operator: session {sid} .* "
+    with pytest.raises(exception.Aborted, match=f"needs an operator: session {sid} .* "
                                                f"iscsiadm -m session -r {sid} -u"):
         vx.disconnect_volumes(world.ctx(), t)
     assert sim.devices(sid) == {} and len(sim.sessions()) == 2
@@ -406,7 +407,7 @@ def test_nodeless_session_that_stays_logged_in_needs_an_operator(world, sim, sta
     sim.logout(sid)
     sim.set_iscsid(False)
     t2 = leak_plan(world, IQN)
-    with pytest.raises(teardown.Aborted, match="needs an operator"):
+    with pytest.raises(exception.Aborted, match="needs an operator"):
         vx.disconnect_volumes(world.ctx(), t2)
     assert [n.sid for n in vx.operator_notes(state)] == [str(other)]
 

@@ -26,6 +26,7 @@ import uuid as uuidlib
 import pytest
 import sqlalchemy as sa
 
+from reaper import exception
 from reaper import audit as audit_mod
 from reaper import demo, reconcile
 from reaper import policy as policy_mod
@@ -334,7 +335,7 @@ def test_agent_rpc_pass_answers_busy_while_reaper_manage_runs(tmp_path):
                               audit=audit_mod.AuditLog(None, h.host))
     try:
         agent = service.Agent(reaper)
-        with pytest.raises(service.Busy, match=f"a reap pass \\(reaper-manage\\) of "
+        with pytest.raises(exception.Busy, match=f"a reap pass \\(reaper-manage\\) of "
                                                f"reaper-manage pid {pid}"):
             agent.run_pass("reap", source="rpc", wait=0.5)
         running = agent.status()["running"]
