@@ -38,8 +38,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib  # noqa: E402  (also puts the repository root on sys.path)
-from benchlib import (  # noqa: E402
+import benchlib
+from benchlib import (
     HOST, port_id, pyovs_dump, raw_netlink_dump, raw_ovsdb_dump, timed, vm_uuid,
 )
 
