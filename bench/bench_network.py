@@ -38,7 +38,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib
+import benchlib  # also puts the repository root on sys.path
 from benchlib import (
     HOST, port_id, pyovs_dump, raw_netlink_dump, raw_ovsdb_dump, timed, vm_uuid,
 )

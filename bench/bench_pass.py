@@ -27,7 +27,7 @@ import time
 import uuid as uuidlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib
+import benchlib  # also puts the repository root on sys.path
 
 HOST = benchlib.HOST
 
