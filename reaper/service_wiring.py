@@ -1,7 +1,7 @@
 """Service steps in the reaper: one planner extension, four step handlers.
 
-Importing this module registers the ``[neutron]``, ``[cinder]``, ``[placement]`` and
-``[service_user]`` options (reaper.services.session). ``enable`` plugs the rest into
+The ``[neutron]``, ``[cinder]``, ``[placement]`` and ``[service_user]`` options are
+reaper.conf.services'. ``enable`` plugs the rest into
 a Reaper: ``planner.EXTENSIONS`` (the instance's facts on every reclaim and evacuated
 teardown, whatever is configured; the service steps of the configured sections),
 ``teardown.STEP_HANDLERS`` for each step, and ``reaper.extras["services"]`` (the
@@ -69,10 +69,6 @@ CONF = cfg.CONF
 RECLAIM_STEPS = (RELEASE_PORTS, DETACH_VOLUMES, DELETE_ALLOCATIONS)
 EVACUATED_STEPS = (REMOVE_NODE_ALLOCATIONS, COMPLETE_MIGRATION)
 ALL_STEPS = RECLAIM_STEPS + EVACUATED_STEPS
-
-
-def list_opts():
-    return session.list_opts()
 
 
 # -- planner extension (pure) ------------------------------------------------
