@@ -20,13 +20,15 @@ def load(argv: list[str] | None, project: str = "reaper", default_config_files=N
 
     Logs go to stderr so stdout carries only reports (``--format json`` stays
     parseable). ``quiet_audit`` keeps per-finding audit lines out of an
-    interactive command's log (they are in the audit log file).
+    interactive command's log (they are in the audit log file), and oslo.service's
+    "Loading backend" line that importing oslo.messaging logs (the unknown-names
+    check imports it after the log is set up).
     """
     logging.register_options(CONF)
     CONF.set_default("use_stderr", True)
     if quiet_audit:
         logging.set_defaults(default_log_levels=logging.get_default_log_levels()
-                             + ["reaper.audit=WARN"])
+                             + ["reaper.audit=WARN", "oslo_service.backend=WARN"])
     parse(CONF, argv or [], cli_opts, project=project,
           default_config_files=default_config_files)
     validate(CONF)

@@ -12,6 +12,7 @@ import uuid as uuidlib
 import pytest
 import sqlalchemy as sa
 
+from reaper.conf import database as conf_database
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
 from reaper.nova import view as nova_view
@@ -371,5 +372,5 @@ def test_engine_from_conf(tmp_path):
         assert "pw@" not in str(exc.value)
     finally:
         fix.cleanUp()
-    assert any(o.name == "connection" and o.secret for _, opts in nova_db.list_opts()
+    assert any(o.name == "connection" and o.secret for _, opts in conf_database.list_opts()
                for o in opts)
