@@ -30,11 +30,11 @@ from typing import Callable
 
 from oslo_log import log as logging
 
-from reaper.conf import CONF
 from reaper import audit as audit_mod
-from reaper import config, guards, identity, passlock, planner, policy as policy_mod, procid
+from reaper import guards, identity, passlock, planner, policy as policy_mod, procid
 from reaper import service_wiring
 from reaper import state as state_mod
+from reaper.conf import CONF
 from reaper.executor import teardown
 from reaper.inventory import dirs as dir_inv
 from reaper.inventory import libvirt as libvirt_inv
@@ -686,7 +686,6 @@ def settle_heap() -> None:
 
 
 def build_from_conf(conf=CONF) -> Reaper:
-    config.CONF  # noqa: B018 - [DEFAULT] options registered on import
     from reaper import novaurl
     novaurl.check(conf.database.connection)     # mysql:// without MySQLdb, no SQLite file
     os.makedirs(conf.state_path, mode=0o700, exist_ok=True)

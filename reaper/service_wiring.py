@@ -49,10 +49,10 @@ import dataclasses
 import functools
 from typing import Any
 
-from oslo_config import cfg
 from oslo_log import log as logging
 
 from reaper import planner
+from reaper.conf import CONF
 from reaper.nova import evacuation as nova_evacuation
 from reaper.planner import rules
 from reaper.records import Action, Classification, TeardownPlan
@@ -64,7 +64,6 @@ from reaper.services import facts as facts_mod
 from reaper.services import session
 
 LOG = logging.getLogger(__name__)
-CONF = cfg.CONF
 
 RECLAIM_STEPS = (RELEASE_PORTS, DETACH_VOLUMES, DELETE_ALLOCATIONS)
 EVACUATED_STEPS = (REMOVE_NODE_ALLOCATIONS, COMPLETE_MIGRATION)

@@ -26,11 +26,11 @@ from typing import Callable
 
 from oslo_log import log as logging
 
-from reaper.conf import CONF
 from reaper import config, confsnap, passlock, reconcile
 from reaper import state as state_mod
 from reaper.agent import schedule
 from reaper.agent.sdnotify import SdNotify
+from reaper.conf import CONF
 from reaper.report import PassReport
 
 LOG = logging.getLogger(__name__)

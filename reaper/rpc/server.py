@@ -16,10 +16,10 @@ import threading
 import oslo_messaging
 from oslo_log import log as logging
 
-from reaper.conf import CONF
-from reaper.conf import rpc as conf_rpc
 from reaper import rpc
 from reaper.agent.service import Busy, Paused
+from reaper.conf import CONF
+from reaper.conf import rpc as conf_rpc
 
 LOG = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""The ``[neutron]``, ``[cinder]``, ``[placement]`` and ``[service_user]`` options, as
-Nova registers them, and the keystoneauth1 adapters they make.
+"""The keystoneauth1 adapters of the ``[neutron]``, ``[cinder]``, ``[placement]`` and
+``[service_user]`` options (defined in reaper.conf.services, as Nova registers them).
 
 Each service group holds keystoneauth1's session options (``cafile``, ``insecure``,
 ``timeout``...), its auth options (``auth_type``, ``auth_url``, ``username``...) and
