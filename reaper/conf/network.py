@@ -9,11 +9,10 @@ network_opts = [
                      "devices and integration bridge ports (R11) and unplug the VIFs of "
                      "every instance teardown. Turn off on hosts without Open vSwitch.",
                 deprecated_for_removal=True,
-                deprecated_reason="List the resource kinds to run in [reaper] "
-                                  "resource_kinds instead (leave 'network' out of it on "
-                                  "hosts without Open vSwitch). Until this option is "
+                deprecated_reason="Use [reaper] resource_kinds: leave 'network' out of "
+                                  "it on hosts without Open vSwitch. Until this option is "
                                   "removed, false still turns the network kind off "
-                                  "whatever resource_kinds says."),
+                                  "whatever resource_kinds says"),
     cfg.StrOpt("namespace",
                help="Network namespace (a name under /var/run/netns) holding the VIF "
                     "devices (tap, qbr, qvb, qvo). Unset: the agent's own namespace, "
