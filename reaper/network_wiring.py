@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from reaper.conf import CONF
+from reaper.conf import reaper as conf_reaper
 from reaper.inventory import network as net_inv
 from reaper.inventory import ovs as ovs_inv
 from reaper.planner import network as net_plan
@@ -66,8 +67,8 @@ def enable(reaper, conf=CONF, handles=None):
     ``handles`` (a reaper.executor.network.NetworkHandles) defaults to the
     configured namespace and OVSDB server.
     """
-    if not conf.network.enabled:
-        return reaper
+    if "network" not in conf_reaper.enabled_resource_kinds(conf):
+        return reaper       # [reaper] resource_kinds, or the deprecated [network] enabled
     register()
     reaper.extras["network"] = handles or handles_from_conf(
         conf, reaper.policy.instance_name_template)

@@ -344,17 +344,21 @@ def test_resource_kinds_default_is_todays_order_and_network_enabled_still_counts
     assert enabled.deprecated_for_removal and "resource_kinds" in enabled.deprecated_reason
 
 
-def test_network_enabled_false_still_keeps_the_network_kind_off():
+def test_network_enabled_false_or_no_network_kind_keeps_the_network_kind_off():
     from reaper import network_wiring
 
     class _Reaper:
-        extras: dict = {}
+        def __init__(self):
+            self.extras: dict = {}
     r = _Reaper()
     conf = cfg.ConfigOpts()
     import reaper.conf
     reaper.conf.register_opts(conf)
     conf([], default_config_files=[])
     conf.set_override("enabled", False, "network")
+    assert network_wiring.enable(r, conf) is r and "network" not in r.extras
+    conf.clear_override("enabled", "network")
+    conf.set_override("resource_kinds", ["instance", "iscsi", "services"], "reaper")
     assert network_wiring.enable(r, conf) is r and "network" not in r.extras
 
 
