@@ -4,6 +4,7 @@ from __future__ import annotations
 import libvirt
 import pytest
 
+from reaper.conf import CONF
 from reaper.conf import libvirt as conf_libvirt
 from reaper.inventory import libvirt as libvirt_inv
 from reaper.records import DomainDisk, DomainInterface
@@ -371,7 +372,7 @@ def test_open_connection_silences_libvirt_errors(capfd):
 
 
 def test_connection_uri_option():
-    assert libvirt_inv.CONF.libvirt.connection_uri == "qemu:///system"
+    assert CONF.libvirt.connection_uri == "qemu:///system"
     assert [o.name for o in conf_libvirt.libvirt_opts] == ["connection_uri"]
 
 
