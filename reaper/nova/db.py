@@ -23,9 +23,6 @@ from reaper.conf import CONF
 LOG = logging.getLogger(__name__)
 
 
-
-
-
 class NovaDBError(Exception):
     """A Nova DB operation failed; the message is safe to log (no password, no SQL)."""
 
