@@ -84,8 +84,8 @@ def rabbitmqctl(*args: str) -> str:
 def agent_conf(root: str, url: str):
     from oslo_config import cfg
 
-    from reaper.agent import service
-    from reaper.rpc import server as rpc_server
+    from reaper.conf import reaper as conf_reaper
+    from reaper.conf import rpc as conf_rpc
 
     path = os.path.join(root, "agent.conf")
     if not os.path.exists(path):
@@ -93,8 +93,8 @@ def agent_conf(root: str, url: str):
             f.write(f"[DEFAULT]\ntransport_url = {url}\n[rpc]\npass_wait_timeout = 5\n")
         os.replace(path + ".tmp", path)
     conf = cfg.ConfigOpts()
-    conf.register_opts(service.agent_opts, group="reaper")
-    conf.register_opts(rpc_server.rpc_opts, group="rpc")
+    conf.register_opts(conf_reaper.agent_opts, group="reaper")
+    conf_rpc.register_opts(conf)
     conf(["--config-file", path], project="reaper-bench", default_config_files=[])
     return conf
 

@@ -24,27 +24,12 @@ import os
 import stat
 import threading
 
-from oslo_config import cfg
 from oslo_log import log as logging
 
 from reaper.records import Finding, GuardResult
 
 LOG = logging.getLogger("reaper.audit")
-CONF = cfg.CONF
 
-audit_opts = [
-    cfg.StrOpt("audit_log", default="/var/log/reaper/audit.log",
-               help="JSON-lines audit log (one record per finding, action, tripped guard "
-                    "and pass summary). Created mode 0640 (its directory 0750 when the "
-                    "reaper creates it); an existing file keeps a stricter mode and loses "
-                    "any permission beyond 0640. Rotate it by renaming (logrotate's "
-                    "create, as etc/logrotate.d/reaper does, with delaycompress; never "
-                    "copytruncate): the file is reopened before the next record. The "
-                    "normal log gets one short line per record. Empty: no file, and the "
-                    "normal log gets the whole JSON records instead. Changing it needs a "
-                    "restart."),
-]
-CONF.register_opts(audit_opts, group="reaper")
 
 # Keys never written to the audit log, wherever they appear in evidence.
 _SECRET_KEYS = {"auth_password", "auth_username", "password", "discovery_auth_password",

@@ -26,7 +26,7 @@ from importlib import metadata
 from oslo_config import cfg, types
 
 # The sample configuration's namespaces, and oslo.concurrency's.
-NAMESPACES = ("reaper", "oslo.log", "oslo.messaging", "oslo.concurrency")
+NAMESPACES = ("reaper", "os_brick", "oslo.log", "oslo.messaging", "oslo.concurrency")
 
 
 def config_files(conf: cfg.ConfigOpts, argv: list[str] | None = None) -> list[str]:
@@ -74,9 +74,17 @@ def namespace_opts(namespace: str) -> list[tuple[str, cfg.Opt]]:
     """(group, opt) for every option of an ``oslo.config.opts`` entry point; empty
     when the namespace is not installed."""
     out: list[tuple[str, cfg.Opt]] = []
-    for ep in metadata.entry_points(group="oslo.config.opts", name=namespace):
+    if namespace == "reaper":
+        # The package's own list, not through the installed entry point (which names
+        # whatever module the installed tree had).
+        from reaper.conf import opts as conf_opts
+        listers = [conf_opts.list_opts]
+    else:
+        listers = [lambda ep=ep: ep.load()()
+                   for ep in metadata.entry_points(group="oslo.config.opts", name=namespace)]
+    for lister in listers:
         try:
-            listed = ep.load()()
+            listed = lister()
         except Exception:   # noqa: BLE001 - a broken plugin must not stop the reaper
             continue
         for group, opts in listed:

@@ -1,42 +1,13 @@
-"""[DEFAULT] options shared by every part of the agent, and config loading."""
+"""Config loading and validation (the options themselves are reaper.conf's)."""
 from __future__ import annotations
 
 import os
-import socket
 
 from oslo_config import cfg
 from oslo_log import log as logging
 
 from reaper import exception
-
-CONF = cfg.CONF
-
-default_opts = [
-    cfg.StrOpt("host", default=socket.gethostname(), sample_default="<current_hostname>",
-               help="Name of this compute host exactly as nova-compute's [DEFAULT] host "
-                    "(instances.host, compute_nodes.host)."),
-    cfg.StrOpt("hypervisor_hostname", default="",
-               help="This host's node name as nova-compute reports it "
-                    "(compute_nodes.hypervisor_hostname); the host identity check looks for a "
-                    "compute_nodes row with [DEFAULT] host and this node name. Empty (the "
-                    "default): ask libvirt, as nova-compute's libvirt driver does, which names "
-                    "its node after the libvirt connection's getHostname() (often the FQDN, "
-                    "and not [DEFAULT] host); asked on every pass, so a libvirt that does not "
-                    "answer refuses the pass until it does. Set it only when the node is "
-                    "named otherwise (another virt driver, or an operator's override)."),
-    cfg.StrOpt("instances_path", default="/var/lib/nova/instances",
-               help="Where nova-compute keeps instance directories (nova-compute's "
-                    "instances_path). Must be an absolute path; a relative one is refused "
-                    "at start-up. It may be a symlink or spelled with '//' or '..': the "
-                    "reaper resolves it, and every file path a libvirt domain uses, to "
-                    "real paths before deciding which directory a domain uses."),
-    cfg.StrOpt("state_path", default="/var/lib/reaper",
-               help="Where the reaper keeps its state DB (observations, journal, approvals)."),
-    cfg.StrOpt("instance_name_template", default="instance-%08x",
-               help="Nova's instance_name_template; a domain named by it counts as Nova's."),
-]
-
-CONF.register_opts(default_opts)
+from reaper.conf import CONF
 
 
 def hypervisor_hostname(conf=CONF) -> str:
@@ -50,13 +21,15 @@ def load(argv: list[str] | None, project: str = "reaper", default_config_files=N
 
     Logs go to stderr so stdout carries only reports (``--format json`` stays
     parseable). ``quiet_audit`` keeps per-finding audit lines out of an
-    interactive command's log (they are in the audit log file).
+    interactive command's log (they are in the audit log file), and oslo.service's
+    "Loading backend" line that importing oslo.messaging logs (the unknown-names
+    check imports it after the log is set up).
     """
     logging.register_options(CONF)
     CONF.set_default("use_stderr", True)
     if quiet_audit:
         logging.set_defaults(default_log_levels=logging.get_default_log_levels()
-                             + ["reaper.audit=WARN"])
+                             + ["reaper.audit=WARN", "oslo_service.backend=WARN"])
     parse(CONF, argv or [], cli_opts, project=project,
           default_config_files=default_config_files)
     validate(CONF)
@@ -86,23 +59,28 @@ def parse(conf: cfg.ConfigOpts, argv: list[str], cli_opts: list[cfg.Opt] = (), *
         raise exception.BadValue(described) from None
 
 
+def registered_options(conf: cfg.ConfigOpts) -> list[tuple[str, cfg.Opt]]:
+    """(group, opt) for every option registered on ``conf`` ("DEFAULT" for the
+    ungrouped ones): the reaper's (reaper.conf), the program's command-line options and
+    whatever its libraries registered (oslo.log...). oslo.config has no public
+    iteration that yields the Opt objects: its registry (``_opts``, ``_groups``) is
+    read directly."""
+    out = [("DEFAULT", info["opt"]) for info in conf._opts.values()]
+    for name, group in conf._groups.items():
+        out += [(name, info["opt"]) for info in group._opts.values()]
+    return out
+
+
 def validate(conf) -> None:
-    """Read every option once so a bad value fails at start-up, not mid-pass: the
-    reaper's, and oslo.log's that ``conf`` registered."""
-    from reaper import conffiles, opts
-    listed = [(group.name if isinstance(group, cfg.OptGroup) else group, opt, False)
-              for group, group_opts in opts.list_opts() for opt in group_opts]
-    listed += [(group, opt, True) for group, opt in conffiles.namespace_opts("oslo.log")]
-    for group, opt, optional in listed:
+    """Read every option registered on ``conf`` once so a bad value fails at start-up,
+    not mid-pass: the reaper's, and those of the libraries that registered theirs
+    (oslo.log's). Options are read from ``conf`` itself: nothing is imported to list
+    them."""
+    from reaper import conffiles
+    for group, opt in registered_options(conf):
         try:
-            section = conf if group == "DEFAULT" else getattr(conf, group)
+            section = conf if group == "DEFAULT" else conf[group]
             getattr(section, opt.dest)
-        except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
-            if not (optional or getattr(opt, "reaper_auth_plugin", False)):
-                raise
-            # oslo.log's, not registered (a reload's conf); an auth plugin's options
-            # of [neutron]... (keystoneauth1 registers them when it loads the plugin)
-            continue
         except (cfg.ConfigFileValueError, cfg.ConfigSourceValueError) as e:
             raise exception.BadValue(conffiles.describe_bad_value(conf, group, opt, e)) from None
     _check_instances_path(conf.instances_path)

@@ -109,11 +109,13 @@ class Reload:
 # --------------------------------------------------------------------------
 
 def option_table() -> dict[str, tuple[str | None, cfg.Opt]]:
-    """Every option the reaper registers (the sample config's list):
-    "group.option" -> (group or None for DEFAULT, Opt)."""
-    from reaper import opts
+    """Every option the reaper registers (the sample config's list, with os-brick's
+    [os_brick] of its own namespace): "group.option" -> (group or None for DEFAULT, Opt)."""
+    from os_brick import opts as brick_opts
+
+    from reaper.conf import opts
     out: dict[str, tuple[str | None, cfg.Opt]] = {}
-    for group, group_opts in opts.list_opts():
+    for group, group_opts in opts.list_opts() + brick_opts.list_opts():
         name = group.name if isinstance(group, cfg.OptGroup) else group
         for opt in group_opts:
             out[f"{name}.{opt.dest}"] = (None if name == "DEFAULT" else name, opt)

@@ -14,23 +14,12 @@ import os
 import tempfile
 from typing import Callable
 
-from oslo_config import cfg
 from oslo_log import log as logging
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-LOG = logging.getLogger(__name__)
-CONF = cfg.CONF
+from reaper.conf import CONF
 
-metrics_opts = [
-    cfg.StrOpt("metrics_file", default="",
-               help="Write pass and action metrics here in Prometheus text format after "
-                    "every pass, for node_exporter's textfile collector (e.g. "
-                    "/var/lib/prometheus/node-exporter/reaper.prom; the name must end in "
-                    ".prom). The file is replaced atomically through a randomly named "
-                    "temporary file in the same directory and is mode 0644. Empty: no "
-                    "metrics file. Changing it needs a restart."),
-]
-CONF.register_opts(metrics_opts, group="reaper")
+LOG = logging.getLogger(__name__)
 
 
 # node_exporter (another user) reads the file: world-readable, written by us only.

@@ -1,8 +1,7 @@
 """Network plumbing in the reaper: two collectors, one planner extension, one step.
 
-Importing this module registers the options ([reaper] leaked_vif_action, [network]
-namespace via reaper.inventory.network, [ovs] connection / integration_bridge /
-timeout via reaper.inventory.ovs). ``enable`` plugs the rest into a Reaper:
+Its options ([reaper] leaked_vif_action, [network], [ovs]) are in reaper.conf.
+``enable`` plugs the rest into a Reaper:
 ``reconcile.EXTRA_COLLECTORS["vif"]`` and ``["ovs_port"]``, ``planner.EXTENSIONS``
 (VIFs of instance teardowns, R11), ``planner.REVERIFIERS[leaked_vif]``,
 ``reconcile.LEAK_KINDS[leaked_vif]``, ``teardown.STEP_HANDLERS["unplug_vifs"]`` and
@@ -16,37 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from oslo_config import cfg
-
-from reaper import policy as policy_mod
+from reaper.conf import CONF
+from reaper.conf import reaper as conf_reaper
 from reaper.inventory import network as net_inv
 from reaper.inventory import ovs as ovs_inv
 from reaper.planner import network as net_plan
 from reaper.records import Action, Classification, CollectorResult, ResourceKind
-
-CONF = cfg.CONF
-
-LEAKED_VIF_CHOICES = [
-    ("ignore", "do nothing and do not report it"),
-    ("log", "report it in the audit log, change nothing"),
-    ("reap", "unplug it as os-vif does: delete the qbr bridge, the OVS port (qvo or "
-             "tap) and the qvo/qvb veth pair or the tap"),
-]
-reaper_opts = [
-    cfg.StrOpt("leaked_vif_action", default="reap", choices=LEAKED_VIF_CHOICES,
-               mutable=True,
-               help="What to do with a 'leaked_vif' finding (R11: tap/qbr/qvb/qvo devices "
-                    "or integration bridge ports of a Neutron port that no live or "
-                    "in-flight instance of this host and no domain uses)."),
-]
-CONF.register_opts(reaper_opts, group="reaper")
-# Policy.from_conf and default_actions read the action of every classification here.
-policy_mod.ACTION_OPTIONS.setdefault(
-    Classification.LEAKED_VIF, ("leaked_vif_action", "reap", LEAKED_VIF_CHOICES))
-
-
-def list_opts():
-    return [("network", net_inv.network_opts), ("ovs", ovs_inv.ovs_opts)]
 
 
 def collect_devices(reaper) -> CollectorResult:
@@ -93,8 +67,8 @@ def enable(reaper, conf=CONF, handles=None):
     ``handles`` (a reaper.executor.network.NetworkHandles) defaults to the
     configured namespace and OVSDB server.
     """
-    if not conf.network.enabled:
-        return reaper
+    if "network" not in conf_reaper.enabled_resource_kinds(conf):
+        return reaper       # [reaper] resource_kinds, or the deprecated [network] enabled
     register()
     reaper.extras["network"] = handles or handles_from_conf(
         conf, reaper.policy.instance_name_template)

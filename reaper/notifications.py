@@ -15,19 +15,12 @@ import queue
 import threading
 import warnings
 
-from oslo_config import cfg
 from oslo_log import log as logging
 
-LOG = logging.getLogger(__name__)
-CONF = cfg.CONF
+from reaper.conf import CONF
 
-notification_opts = [
-    cfg.IntOpt("notification_queue_size", default=10000, min=1,
-               help="Notifications waiting for the broker at most; beyond it new ones are "
-                    "dropped (and logged): the audit log still has every record. Changing "
-                    "it needs a restart."),
-]
-CONF.register_opts(notification_opts, group="reaper")
+LOG = logging.getLogger(__name__)
+
 
 # classification -> event type of a teardown that was done
 _DONE_EVENTS = {

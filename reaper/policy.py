@@ -4,91 +4,24 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping
 
-from oslo_config import cfg
-
+from reaper.conf import CONF
+from reaper.conf import reaper as conf_reaper
 from reaper.records import Action, Classification
 
-CONF = cfg.CONF
-
-_IGNORE = ("ignore", "do nothing and do not report it")
-_LOG = ("log", "report it in the audit log, change nothing")
-_SHUTDOWN = ("shutdown", "power the domain off, keep everything else")
-_REAP = ("reap", "tear it down (domain, plumbing, volumes, files) in Nova's order")
-_DOMAIN_ACTIONS = [_IGNORE, _LOG, _SHUTDOWN, _REAP]
-_DIR_ACTIONS = [_IGNORE, _LOG, ("reap", "remove the directory (rename to _del, then delete)")]
-_LOG_ONLY = [_IGNORE, _LOG]
-_EVACUATING_ACTIONS = [_IGNORE, _LOG, (
-    "shutdown", "power the guest off (virDomainDestroy); its definition, files, VIFs and "
-                "volumes are kept")]
-
-# Full help of the options whose short help below would not say enough.
-_HELP = {
-    Classification.EVACUATING: (
-        "What to do with an 'evacuating' guest: a domain here whose instance is being "
-        "evacuated from this host (the newest evacuation from this host is 'accepted' or "
-        "'pre-migrating'), whether its row still names this host or already the "
-        "destination. The destination is rebuilding the instance, on shared storage from "
-        "the same disk: nova-compute's _destroy_evacuated_instances destroys such a guest "
-        "at start-up, and two copies must never run. 'shutdown' powers it off at once "
-        "(no grace period, not counted by the mass-destruction guard: nothing is "
-        "destroyed; the power-off is re-checked against a fresh read of the migration "
-        "right before it); its definition, files, VIFs and volumes stay. Once the "
-        "evacuation is 'done' the guest is 'evacuated' (evacuated_action). If the "
-        "evacuation fails ('error', 'failed') the guest stays as it is (stopped, if it "
-        "was powered off) and is reported as 'evacuation_failed', never deleted."),
+# classification -> the name of its [reaper] option (defined in reaper.conf.reaper):
+# Policy.from_conf and default_actions read the action of every classification here.
+ACTION_OPTIONS: dict[Classification, str] = {
+    Classification.EVACUATED: "evacuated_action",
+    Classification.EVACUATING: "evacuating_action",
+    Classification.RUNNING_DELETED: "running_deleted_action",
+    Classification.UNKNOWN: "unknown_domain_action",
+    Classification.FOREIGN: "foreign_domain_action",
+    Classification.ORPHAN_DIR: "orphan_dir_action",
+    Classification.STALE_RESIZE: "stale_resize_action",
+    Classification.INTERRUPTED_DELETE: "interrupted_delete_action",
+    Classification.LEAKED_ISCSI: "leaked_iscsi_action",
+    Classification.LEAKED_VIF: "leaked_vif_action",
 }
-
-# classification -> (option name, default, choices)
-ACTION_OPTIONS: dict[Classification, tuple[str, str, list[str]]] = {
-    Classification.EVACUATED: ("evacuated_action", "reap", _DOMAIN_ACTIONS),
-    # Never more than a power-off: the evacuation may still fail, and then this guest
-    # is the only copy.
-    Classification.EVACUATING: ("evacuating_action", "shutdown", _EVACUATING_ACTIONS),
-    Classification.RUNNING_DELETED: ("running_deleted_action", "reap", _DOMAIN_ACTIONS),
-    # R4/R6 are the cases that destroyed whole hosts in Nova bug 1471887: never
-    # offer anything beyond logging.
-    Classification.UNKNOWN: ("unknown_domain_action", "log", _LOG_ONLY),
-    Classification.FOREIGN: ("foreign_domain_action", "log", _LOG_ONLY),
-    Classification.ORPHAN_DIR: ("orphan_dir_action", "reap", _DIR_ACTIONS),
-    Classification.STALE_RESIZE: ("stale_resize_action", "reap", _DIR_ACTIONS),
-    Classification.INTERRUPTED_DELETE: ("interrupted_delete_action", "reap", _DIR_ACTIONS),
-}
-
-reaper_opts = [
-    cfg.BoolOpt("dry_run", default=False, mutable=True,
-                help="Turn every action into 'log': report what would be done, change nothing."),
-    *[
-        cfg.StrOpt(name, default=default, choices=choices, mutable=True,
-                   help=_HELP.get(cls, f"What to do with a '{cls.value}' finding."))
-        for cls, (name, default, choices) in ACTION_OPTIONS.items()
-    ],
-    cfg.IntOpt("reclaim_instance_interval", default=0, min=0, mutable=True,
-               help="Seconds after a soft delete before the instance is reclaimed "
-                    "(as Nova's option of the same name; 0 disables reclaim)."),
-    cfg.IntOpt("running_deleted_timeout", default=0, min=0, mutable=True,
-               help="Seconds since deleted_at before a running deleted instance is reaped "
-                    "(Nova's running_deleted_instance_timeout)."),
-    cfg.IntOpt("grace_observations", default=2, min=1, mutable=True,
-               help="Consecutive passes a resource must be classified the same way before "
-                    "it is destroyed."),
-    cfg.IntOpt("grace_seconds", default=300, min=0, mutable=True,
-               help="Minimum time those observations must span."),
-    cfg.IntOpt("max_destroy_per_pass", default=10, min=0, mutable=True,
-               help="A pass that would destroy more instances than this destroys none "
-                    "and waits for an operator's approve."),
-    cfg.FloatOpt("max_destroy_fraction", default=0.5, min=0.0, max=1.0, mutable=True,
-                 help="Likewise, as a fraction of the Nova-owned domains on the host."),
-    cfg.IntOpt("approval_ttl", default=3600, min=60, mutable=True,
-               help="Seconds an operator's approve of a blocked pass stays valid; a plan "
-                    "approved and not run within this time must be approved again."),
-    cfg.StrOpt("instances_path_shared", default="auto", choices=["auto", "true", "false"],
-               mutable=True,
-               help="Whether instances_path is shared with other compute hosts (evacuated "
-                    "instances' files are then kept). 'auto' decides from the filesystem "
-                    "type; an unknown type keeps the files."),
-]
-
-CONF.register_opts(reaper_opts, group="reaper")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,18 +48,18 @@ class Policy:
 
 
 def default_actions() -> dict[Classification, Action]:
-    return {cls: Action(default) for cls, (_, default, _) in ACTION_OPTIONS.items()}
+    defaults = {opt.dest: opt.default for opt in conf_reaper.ALL_OPTS}
+    return {cls: Action(defaults[name]) for cls, name in ACTION_OPTIONS.items()}
 
 
 def from_conf(conf=CONF) -> Policy:
-    from reaper import config  # noqa: F401  (registers [DEFAULT] options)
     r = conf.reaper
     return Policy(
         host=conf.host,
         hypervisor_hostname=conf.hypervisor_hostname or "",
         instances_path=conf.instances_path,
         instance_name_template=conf.instance_name_template,
-        actions={cls: Action(getattr(r, name)) for cls, (name, _, _) in ACTION_OPTIONS.items()},
+        actions={cls: Action(getattr(r, name)) for cls, name in ACTION_OPTIONS.items()},
         dry_run=r.dry_run,
         reclaim_instance_interval=r.reclaim_instance_interval,
         running_deleted_timeout=r.running_deleted_timeout,

@@ -28,15 +28,15 @@ import time
 import uuid as uuidlib
 from typing import Callable
 
-from oslo_config import cfg
 from oslo_log import log as logging
 
 from reaper import exception
 from reaper import instancelog
 from reaper import audit as audit_mod
-from reaper import config, guards, identity, passlock, planner, policy as policy_mod, procid
+from reaper import guards, identity, passlock, planner, policy as policy_mod, procid
 from reaper import service_wiring
 from reaper import state as state_mod
+from reaper.conf import CONF
 from reaper.executor import teardown
 from reaper.inventory import dirs as dir_inv
 from reaper.inventory import libvirt as libvirt_inv
@@ -51,50 +51,6 @@ from reaper.report import PassReport
 from reaper.services import COMPLETE_MIGRATION
 
 LOG = logging.getLogger(__name__)
-CONF = cfg.CONF
-
-default_opts = [
-    cfg.StrOpt("compute_id_file", default="/var/lib/nova/compute_id",
-               help="nova-compute's file holding this node's compute node uuid (it writes "
-                    "it to its own state_path, /var/lib/nova by default, since 2023.2). "
-                    "When the file exists its uuid must be the uuid of the compute_nodes row "
-                    "of this host and node, else every pass is refused and the agent does "
-                    "not start (a renamed node). Missing file: the check is skipped. Empty: "
-                    "never checked."),
-]
-CONF.register_opts(default_opts)
-
-pass_opts = [
-    cfg.FloatOpt("pass_lock_timeout", default=300.0, min=0.0, mutable=True,
-                 help="Seconds a pass waits for the host's pass lock (a file under "
-                      "state_path shared by reaper-agent, reaper-manage and the nova-log "
-                      "watcher: one pass per host at a time) while another pass holds "
-                      "it. Then it gives up as busy: reaper-manage and reaper-agent --once "
-                      "exit 75 (EX_TEMPFAIL), a timer pass is skipped until its next turn. "
-                      "RPC-started passes wait [rpc] pass_wait_timeout instead; "
-                      "reaper-manage --lock-timeout overrides it."),
-    cfg.FloatOpt("state_db_timeout", default=30.0, min=0.0,
-                 help="Seconds a write to the state DB waits while another process holds "
-                      "its SQLite write lock. Past that the pass trips the "
-                      "'state_unavailable' guard (exit 1) and acts on nothing it cannot "
-                      "journal."),
-    cfg.IntOpt("full_view_interval", default=3600, min=0,
-               help="Longest time, in seconds, a pass of the agent may go without reading "
-                    "the whole Nova DB view of this host. In between, an untargeted pass "
-                    "whose locally seen instances are the same as at the last full read "
-                    "first runs one small change check (row counts and a hash of the "
-                    "columns the view reads, for the same rows); when nothing changed, "
-                    "and the rules applied now to the rows read last time, this pass's "
-                    "inventory and the current policy plan no teardown at all, the pass "
-                    "ends there: it reports its findings, records no observation and acts "
-                    "on nothing. Anything else (a change, a teardown to plan, a journaled "
-                    "teardown, a new or vanished domain or directory) reads the whole "
-                    "view as before, so an action is only ever planned from a full read "
-                    "and re-checked at act time. 0 reads the whole view at every pass. "
-                    "Measured on the monotonic clock; each process starts with a full "
-                    "read (reaper-manage always reads it whole)."),
-]
-CONF.register_opts(pass_opts, group="reaper")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -736,7 +692,6 @@ def settle_heap() -> None:
 
 
 def build_from_conf(conf=CONF) -> Reaper:
-    config.CONF  # noqa: B018 - [DEFAULT] options registered on import
     from reaper import novaurl
     novaurl.check(conf.database.connection)     # mysql:// without MySQLdb, no SQLite file
     os.makedirs(conf.state_path, mode=0o700, exist_ok=True)

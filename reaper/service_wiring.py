@@ -1,7 +1,7 @@
 """Service steps in the reaper: one planner extension, four step handlers.
 
-Importing this module registers the ``[neutron]``, ``[cinder]``, ``[placement]`` and
-``[service_user]`` options (reaper.services.session). ``enable`` plugs the rest into
+The ``[neutron]``, ``[cinder]``, ``[placement]`` and ``[service_user]`` options are
+reaper.conf.services'. ``enable`` plugs the rest into
 a Reaper: ``planner.EXTENSIONS`` (the instance's facts on every reclaim and evacuated
 teardown, whatever is configured; the service steps of the configured sections),
 ``teardown.STEP_HANDLERS`` for each step, and ``reaper.extras["services"]`` (the
@@ -49,11 +49,11 @@ import dataclasses
 import functools
 from typing import Any
 
-from oslo_config import cfg
 from oslo_log import log as logging
 
 from reaper import exception
 from reaper import planner
+from reaper.conf import CONF
 from reaper.nova import evacuation as nova_evacuation
 from reaper.planner import rules
 from reaper.records import Action, Classification, TeardownPlan
@@ -65,15 +65,10 @@ from reaper.services import facts as facts_mod
 from reaper.services import session
 
 LOG = logging.getLogger(__name__)
-CONF = cfg.CONF
 
 RECLAIM_STEPS = (RELEASE_PORTS, DETACH_VOLUMES, DELETE_ALLOCATIONS)
 EVACUATED_STEPS = (REMOVE_NODE_ALLOCATIONS, COMPLETE_MIGRATION)
 ALL_STEPS = RECLAIM_STEPS + EVACUATED_STEPS
-
-
-def list_opts():
-    return session.list_opts()
 
 
 # -- planner extension (pure) ------------------------------------------------

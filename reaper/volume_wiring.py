@@ -1,7 +1,7 @@
 """iSCSI volumes in the reaper: one collector, one planner extension, one executor step.
 
-Importing this module registers the options ([reaper] leaked_iscsi_action, [iscsi]
-via reaper.inventory.iscsi; [os_brick] lock_path is os-brick's own). ``enable``
+Its options ([reaper] leaked_iscsi_action, [iscsi]) are in reaper.conf; [os_brick]
+lock_path is os-brick's own. ``enable``
 plugs the rest into a Reaper: ``reconcile.EXTRA_COLLECTORS["iscsi_session"]``,
 ``planner.EXTENSIONS`` (R12, the volume step of teardowns, R13 evidence),
 ``teardown.STEP_HANDLERS["disconnect_volumes"]`` and ``reaper.extras["iscsi"]``.
@@ -11,47 +11,10 @@ from __future__ import annotations
 import dataclasses
 
 from oslo_concurrency import lockutils  # noqa: F401  ([oslo_concurrency] lock_path)
-from oslo_config import cfg
 
-from reaper import policy as policy_mod
+from reaper.conf import CONF
 from reaper.inventory import iscsi as iscsi_inv
 from reaper.records import Action, Classification, ResourceKind
-
-CONF = cfg.CONF
-
-LEAKED_ISCSI_CHOICES = [
-    ("ignore", "do nothing and do not report it"),
-    ("log", "report it in the audit log, change nothing"),
-    ("reap", "disconnect it through os-brick: flush and remove the leaked LUN's devices; "
-             "log out and delete the node record only when no other LUN of the target is "
-             "in use. A session without a node record is logged out by its id "
-             "(iscsiadm -m session -r SID -u); one that still cannot be logged out is "
-             "reported as needing an operator and not retried"),
-]
-reaper_opts = [
-    cfg.StrOpt("leaked_iscsi_action", default="log", choices=LEAKED_ISCSI_CHOICES,
-               mutable=True,
-               help="What to do with a 'leaked_iscsi' finding (R12: an iSCSI session LUN, "
-                    "empty session or node record that no live BDM and no domain uses). A "
-                    "LUN is in use, and kept, when it, any of its partitions or any device "
-                    "stacked on them (dm, md, LVM) is open, mounted, swap, held or named in "
-                    "a domain's XML (by any /dev path: by-path and by-id links with -partN, "
-                    "mapper and LVM names, or whatever the source resolves to). Sessions of "
-                    "the host itself (the target the firmware booted from, per the iBFT, or "
-                    "one carrying a mounted filesystem or swap of the host) and firmware "
-                    "sessions are never touched nor reported."),
-]
-CONF.register_opts(reaper_opts, group="reaper")
-# Policy.from_conf and default_actions read the action of every classification here.
-policy_mod.ACTION_OPTIONS.setdefault(
-    Classification.LEAKED_ISCSI, ("leaked_iscsi_action", "log", LEAKED_ISCSI_CHOICES))
-
-iscsi_opts = iscsi_inv.iscsi_opts
-
-
-def list_opts():
-    from os_brick import opts as brick_opts
-    return [("iscsi", iscsi_opts), *brick_opts.list_opts()]
 
 
 def collect(reaper, conf=CONF):

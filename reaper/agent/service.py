@@ -24,7 +24,6 @@ import time
 import uuid as uuidlib
 from typing import Callable
 
-from oslo_config import cfg
 from oslo_log import log as logging
 
 from reaper import exception
@@ -32,29 +31,11 @@ from reaper import config, confsnap, reconcile
 from reaper import state as state_mod
 from reaper.agent import schedule
 from reaper.agent.sdnotify import SdNotify
+from reaper.conf import CONF
 from reaper.report import PassReport
 
 LOG = logging.getLogger(__name__)
-CONF = cfg.CONF
 
-agent_opts = [
-    cfg.IntOpt("reconcile_interval", default=600, mutable=True,
-               help="Seconds between reconcile (reap) passes after the init_host pass; "
-                    "negative disables them."),
-    cfg.IntOpt("reclaim_poll_interval", default=300, mutable=True,
-               help="Seconds between reclaim passes (expired soft-deleted instances); "
-                    "negative disables them. Reclaim also happens in reconcile passes. A "
-                    "reclaim pass first reads only this host's soft-deleted rows (one "
-                    "statement) and goes on to the whole pass only when one of them is "
-                    "expired or claimed; with reclaim_instance_interval = 0 it reads "
-                    "nothing (as nova-compute's _reclaim_queued_deletes): this host's "
-                    "stranded claims are then released by the reconcile passes."),
-    cfg.FloatOpt("interval_jitter", default=0.1, min=0.0, max=1.0, mutable=True,
-                 help="Each periodic pass starts up to this fraction of its interval late, "
-                      "at random, so a fleet of hosts does not query the Nova DB in "
-                      "lockstep."),
-]
-CONF.register_opts(agent_opts, group="reaper")
 
 # sysexits' EX_CONFIG: a bad configuration or a host identity that does not match
 # the DB. The unit's RestartPreventExitStatus keeps systemd from looping on it.

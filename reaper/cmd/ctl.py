@@ -412,12 +412,12 @@ def _finish(conf) -> int:
 
 
 def _register_database_opts(conf: cfg.ConfigOpts) -> None:
-    """``[database]``, for ``--all`` and ``finish`` only: its module imports SQLAlchemy, a few tenths
-    of a CPU second of every reaper-ctl start that --host and --hosts-file never use.
-    oslo.config reads an option registered after parsing from the parsed files."""
-    from reaper.nova import db as nova_db
+    """``[database]``, for ``--all`` and ``finish`` only (--host and --hosts-file never
+    read it). oslo.config reads an option registered after parsing from the parsed
+    files."""
+    from reaper.conf import database as conf_database
 
-    conf.register_opts(nova_db.database_opts, group="database")
+    conf.register_opts(conf_database.database_opts, group="database")
 
 
 def _load_conf(argv: list[str]) -> cfg.ConfigOpts:
@@ -425,10 +425,10 @@ def _load_conf(argv: list[str]) -> cfg.ConfigOpts:
     conf = cfg.ConfigOpts()
     conf.register_cli_opts(cli_opts)
     conf.register_cli_opt(command_opt)
-    from reaper import audit
-    from reaper.services import session
-    conf.register_opts(audit.audit_opts, group="reaper")    # finish: its audit records
-    session.register_opts(conf)                              # finish: the services
+    from reaper.conf import reaper as conf_reaper
+    from reaper.conf import services as conf_services
+    conf.register_opts(conf_reaper.audit_opts, group="reaper")   # finish: its audit records
+    conf_services.register_opts(conf)                             # finish: the services
     logging.register_options(conf)
     conf.set_default("use_stderr", True)
     conf.set_default("default_log_levels", logging.get_default_log_levels()

@@ -3,21 +3,13 @@ from __future__ import annotations
 
 import libvirt
 import tenacity
-from oslo_config import cfg
 from oslo_log import log as logging
 
 from reaper import exception
+from reaper.conf import CONF
 
 LOG = logging.getLogger(__name__)
-CONF = cfg.CONF
 
-executor_opts = [
-    cfg.IntOpt("libvirt_retries", default=3, min=1,
-               help="Attempts for a libvirt call that fails with a transient error."),
-    cfg.FloatOpt("libvirt_retry_wait", default=1.0, min=0.0,
-                 help="Seconds between those attempts (doubling)."),
-]
-CONF.register_opts(executor_opts, group="reaper")
 
 # Errors after which trying again can succeed (lock contention, a busy daemon).
 _TRANSIENT = {

@@ -39,12 +39,11 @@ import os
 from typing import Callable
 
 import sqlalchemy as sa
-from oslo_config import cfg
 from oslo_log import log as logging
 
 from reaper import exception
 from reaper import instancelog
-from reaper.inventory import iscsi as _iscsi_opts  # noqa: F401  ([iscsi] dev_root)
+from reaper.conf import CONF
 from reaper.executor import teardown
 from reaper.nova import schema as s
 from reaper.planner import rules
@@ -52,7 +51,6 @@ from reaper.planner import volumes as vol
 from reaper.records import Classification, CollectorResult, IscsiOperatorNote, TeardownPlan
 
 LOG = logging.getLogger(__name__)
-CONF = cfg.CONF
 
 LOCK_NAME = "connect_volume"        # os-brick's ISCSIConnector connect/disconnect lock
 

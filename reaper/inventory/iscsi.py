@@ -30,33 +30,19 @@ import shutil
 import stat
 import subprocess
 
-from oslo_config import cfg
 from oslo_log import log as logging
 
 from reaper import exception
+from reaper.conf import CONF
 from reaper.records import (
     BlockPartition, CollectorResult, DmMap, IscsiBootTarget, IscsiNode, IscsiSession,
     ScsiDevice,
 )
 
 LOG = logging.getLogger(__name__)
-CONF = cfg.CONF
 
 KIND = "iscsi_session"
 
-iscsi_opts = [
-    cfg.StrOpt("sysfs_root", default="/sys",
-               help="Where sysfs is mounted (the iSCSI collector reads scsi_host, block "
-                    "and device-mapper entries under it). Changed only for tests."),
-    cfg.StrOpt("dev_root", default="/dev",
-               help="Where /dev is (disk/by-path, disk/by-id, mapper). Changed only for "
-                    "tests."),
-    cfg.StrOpt("iscsiadm", default="iscsiadm",
-               help="The iscsiadm command, looked up in PATH like os-brick does."),
-    cfg.IntOpt("iscsiadm_timeout", default=60, min=1,
-               help="Seconds before an iscsiadm listing counts as failed."),
-]
-CONF.register_opts(iscsi_opts, group="iscsi")
 
 NO_RECORDS = 21         # ISCSI_ERR_NO_OBJS_FOUND
 _HCTL_RE = re.compile(r"^(\d+):(\d+):(\d+):(\d+)$")

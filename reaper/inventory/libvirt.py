@@ -25,20 +25,12 @@ import stat
 import xml.etree.ElementTree as ET
 
 import libvirt
-from oslo_config import cfg
 from oslo_log import log as logging
 
 from reaper.records import CollectorResult, Domain, DomainDisk, DomainInterface
 
 LOG = logging.getLogger(__name__)
-CONF = cfg.CONF
 
-libvirt_opts = [
-    cfg.StrOpt("connection_uri", default="qemu:///system",
-               help="libvirt URI of this host's hypervisor, as nova-compute's "
-                    "[libvirt] connection_uri."),
-]
-CONF.register_opts(libvirt_opts, group="libvirt")
 
 NOVA_NS_PREFIX = "http://openstack.org/xmlns/libvirt/nova/"
 UUID_RE = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"

@@ -35,7 +35,6 @@ import socket
 import struct
 import threading
 
-from oslo_config import cfg
 from oslo_log import log as logging
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -51,21 +50,9 @@ from reaper import exception
 from reaper.records import CollectorResult, NetDevice
 
 LOG = logging.getLogger(__name__)
-CONF = cfg.CONF
 
 KIND = "vif"
 
-network_opts = [
-    cfg.BoolOpt("enabled", default=True,
-                help="Look after Nova's network plumbing: find leaked tap/qbr/qvb/qvo "
-                     "devices and integration bridge ports (R11) and unplug the VIFs of "
-                     "every instance teardown. Turn off on hosts without Open vSwitch."),
-    cfg.StrOpt("namespace",
-               help="Network namespace (a name under /var/run/netns) holding the VIF "
-                    "devices (tap, qbr, qvb, qvo). Unset: the agent's own namespace, "
-                    "where nova-compute and os-vif plug them."),
-]
-CONF.register_opts(network_opts, group="network")
 
 # tap/qbr/qvb/qvo + 8 hex, '-', 2 hex: the first 11 characters of a port uuid.
 NAME_RE = re.compile(r"^(tap|qbr|qvb|qvo)([0-9a-f]{8}-[0-9a-f]{2})$")

@@ -23,7 +23,6 @@ import ovs.jsonrpc
 import ovs.poller
 import ovs.stream
 import ovs.timeval
-from oslo_config import cfg
 from oslo_log import log as logging
 from ovsdbapp.backend.ovs_idl import command as ovs_command
 from ovsdbapp.backend.ovs_idl import connection as ovs_connection
@@ -36,24 +35,10 @@ from reaper.inventory import ovsjson
 from reaper.records import CollectorResult, OvsPort
 
 LOG = logging.getLogger(__name__)
-CONF = cfg.CONF
 
 KIND = "ovs_port"
 SCHEMA = "Open_vSwitch"
 
-ovs_opts = [
-    cfg.StrOpt("connection", default="tcp:127.0.0.1:6640",
-               help="OVSDB server of this host's Open vSwitch, as os-vif's "
-                    "ovsdb_connection: tcp:IP:PORT or unix:PATH "
-                    "(e.g. unix:/var/run/openvswitch/db.sock)."),
-    cfg.StrOpt("integration_bridge", default="br-int",
-               help="The integration bridge Nova's VIFs are plugged into (Nova's "
-                    "[neutron] ovs_bridge). Only its ports are ever looked at."),
-    cfg.IntOpt("timeout", default=10, min=1,
-               help="Seconds to wait for the OVSDB server to connect, answer or commit "
-                    "before the collector (or the unplug step) counts it as down."),
-]
-CONF.register_opts(ovs_opts, group="ovs")
 
 # What the collector and the unplug step read; nothing else is monitored.
 COLUMNS = {

@@ -14,36 +14,14 @@ from __future__ import annotations
 import threading
 
 import oslo_messaging
-from oslo_config import cfg
 from oslo_log import log as logging
 
 from reaper import exception
 from reaper import rpc
+from reaper.conf import CONF
+from reaper.conf import rpc as conf_rpc
 
 LOG = logging.getLogger(__name__)
-CONF = cfg.CONF
-
-rpc_opts = [
-    cfg.BoolOpt("enabled", default=True,
-                help="Serve RPC from controllers (topic 'reaper', server = [DEFAULT] host) "
-                     "on [DEFAULT] transport_url. Off: the agent runs its timers only."),
-    cfg.BoolOpt("allow_remote_reap", default=False, mutable=True,
-                help="Accept destructive RPC calls: reap and reclaim other than dry runs, "
-                     "approve, and resume (which re-enables destruction after a pause). "
-                     "Audits, dry runs, status and pause are always accepted. Checked at "
-                     "every call against the agent's last validated configuration: a "
-                     "SIGHUP reload applies it, a refused reload (any invalid option in "
-                     "the file) changes nothing."),
-    cfg.FloatOpt("pass_wait_timeout", default=5.0, min=0.0, mutable=True,
-                 help="Seconds an RPC-triggered pass waits for the host's pass lock while "
-                      "another pass runs, before it answers 'busy'. Keep it well below "
-                      "reaper-ctl's --timeout, or the caller stops waiting first."),
-]
-CONF.register_opts(rpc_opts, group="rpc")
-
-
-def list_opts():
-    return [("rpc", rpc_opts)]
 
 
 def caller_of(ctxt) -> dict:
@@ -194,7 +172,7 @@ def build_server(conf, agent) -> oslo_messaging.RPCServer:
     """The agent's RPC server (not started): ``server.start()``; on exit
     :func:`stop_server` (or ``server.stop(); server.wait()``, then
     ``server.transport.cleanup()``)."""
-    conf.register_opts(rpc_opts, group="rpc")
+    conf_rpc.register_opts(conf)
     transport = rpc.get_transport(conf)
     # No executor argument (deprecated in oslo.messaging 18): it picks "threading"
     # unless eventlet monkey-patched the process, which the reaper never does.

@@ -52,7 +52,7 @@ def test_html_pages(html):
 
 
 def test_configuration_reference_lists_every_option(html):
-    from reaper import opts
+    from reaper.conf import opts
     page = (html / "configuration.html").read_text()
     for group, options in opts.list_opts():
         for opt in options:

@@ -24,6 +24,7 @@ from oslo_config import cfg
 
 from reaper import demo, service_wiring
 from reaper.nova import schema as s
+from reaper.conf import services as conf_services
 from reaper.services import session
 from tests.fixtures import novadb
 from tests.fixtures.steps import StepsHost, assert_as_nova_leaves_a_reclaim
@@ -40,7 +41,7 @@ def _unreachable_clients():
     port = sock.getsockname()[1]
     sock.close()
     conf = cfg.ConfigOpts()
-    session.register_opts(conf)
+    conf_services.register_opts(conf)
     conf([], project="reaper-test")
     for g in ("neutron", "cinder", "placement"):
         conf.set_override("auth_type", "none", group=g)
@@ -63,7 +64,7 @@ def _no_sections():
     """The service clients of a host with no [neutron]/[cinder]/[placement] section
     (today's default): read from a real, empty config file."""
     conf = cfg.ConfigOpts()
-    session.register_opts(conf)
+    conf_services.register_opts(conf)
     empty = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
     empty.write("[DEFAULT]\n")
     empty.close()

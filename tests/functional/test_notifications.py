@@ -11,7 +11,9 @@ import uuid as uuidlib
 import pytest
 from oslo_config import cfg
 
-from reaper import demo, notifications, opts, rpc
+from reaper import demo, notifications, rpc
+from reaper.conf import opts
+from reaper.conf import reaper as conf_reaper
 from tests.conftest import service_unavailable
 
 pytestmark = pytest.mark.functional
@@ -23,7 +25,7 @@ def conf_for(url: str, topic: str, driver: str = "messagingv2") -> cfg.ConfigOpt
     conf = cfg.ConfigOpts()
     for group, group_opts in opts.list_opts():
         conf.register_opts(list(group_opts), group=None if group == "DEFAULT" else group)
-    conf.register_opts(notifications.notification_opts, group="reaper")
+    conf.register_opts(conf_reaper.notification_opts, group="reaper")
     conf([], project="reaper-test")
     import oslo_messaging
     rpc.prepare_conf(conf)

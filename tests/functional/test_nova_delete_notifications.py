@@ -14,6 +14,7 @@ import uuid as uuidlib
 import pytest
 
 from reaper import demo, nova_notify
+from reaper.conf import notifications as conf_notifications
 from reaper.executor import teardown
 from reaper.nova import snapshot as nova_snapshot
 from tests.fixtures import notify as fx
@@ -52,7 +53,7 @@ def bus(broker_url):  # noqa: F811 - the fixture imported above
     tag = uuidlib.uuid4().hex[:10]
     vtopic, ltopic = f"reaper-test-v-{tag}", f"reaper-test-l-{tag}"
     conf = conf_for(broker_url, ltopic)
-    conf.register_opts(nova_notify.notify_opts, group="notifications")
+    conf.register_opts(conf_notifications.notify_opts, group="notifications")
     conf.set_override("notification_format", "both", group="notifications")
     conf.set_override("versioned_notifications_topics", [vtopic], group="notifications")
     transport = oslo_messaging.get_notification_transport(conf, url=broker_url)
@@ -183,7 +184,7 @@ def test_an_unreachable_broker_never_holds_up_or_fails_a_reclaim(tmp_path):
     port = sock.getsockname()[1]
     sock.close()                                   # nothing listens there now
     conf = conf_for(f"rabbit://guest:guest@127.0.0.1:{port}/", "reaper-test-nowhere")
-    conf.register_opts(nova_notify.notify_opts, group="notifications")
+    conf.register_opts(conf_notifications.notify_opts, group="notifications")
     conf.set_override("notification_format", "both", group="notifications")
     reaper, handles, _ = demo.build(str(tmp_path / "host"))
     uuid = fx.add_billable_instance(handles["engine"], demo.HOST)["row"]["uuid"]
@@ -212,10 +213,10 @@ def test_no_driver_or_switched_off_sends_nothing(tmp_path):
     reaper, _, _ = demo.build(str(tmp_path / "host"))
     try:
         conf = conf_for("rabbit://guest:guest@127.0.0.1:1/", "x", driver="noop")
-        conf.register_opts(nova_notify.notify_opts, group="notifications")
+        conf.register_opts(conf_notifications.notify_opts, group="notifications")
         assert nova_notify.enable(reaper, conf) is None
         conf = conf_for("rabbit://guest:guest@127.0.0.1:1/", "x")
-        conf.register_opts(nova_notify.notify_opts, group="notifications")
+        conf.register_opts(conf_notifications.notify_opts, group="notifications")
         conf.set_override("nova_delete_events", False, group="notifications")
         assert nova_notify.enable(reaper, conf) is None
         assert teardown.STEP_LISTENERS not in reaper.extras

@@ -39,6 +39,8 @@ from reaper.agent import service
 from reaper.cmd import ctl
 from reaper.nova import schema
 from reaper.rpc import client as rpc_client
+from reaper.conf import reaper as conf_reaper
+from reaper.conf import rpc as conf_rpc
 from reaper.rpc import server as rpc_server
 from tests.conftest import service_unavailable
 from tests.fixtures import novadb
@@ -96,8 +98,8 @@ class Fleet:
         self.agent_conf_file = root / "agent.conf"
         self.write_agent_conf(allow=False)
         self.conf = cfg.ConfigOpts()
-        self.conf.register_opts(service.agent_opts, group="reaper")
-        self.conf.register_opts(rpc_server.rpc_opts, group="rpc")
+        self.conf.register_opts(conf_reaper.agent_opts, group="reaper")
+        conf_rpc.register_opts(self.conf)
         self.conf(["--config-file", str(self.agent_conf_file)], project="reaper-rpc-test",
                   default_config_files=[])
         self.ctl_conf = root / "ctl.conf"

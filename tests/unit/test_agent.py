@@ -14,9 +14,10 @@ from oslo_config import cfg
 
 from reaper import exception
 from reaper import audit as audit_mod
-from reaper import demo, opts
+from reaper import demo
 from reaper import state as state_mod
 from reaper.agent import service
+from reaper.conf import opts
 from reaper.records import Classification
 from reaper.rpc import server as rpc_server
 

@@ -39,9 +39,9 @@ def base_conf(tmp_path, db_url, uri, extra=""):
     return (f"[DEFAULT]\nhost = {HOST}\ninstances_path = {tmp_path / 'instances'}\n"
             f"state_path = {tmp_path / 'state'}\n[database]\nconnection = {db_url}\n"
             f"[libvirt]\nconnection_uri = {uri}\n"
-            # these tests are about the CLI: leave this machine's root namespace alone
-            "[network]\nenabled = false\n"
             f"[reaper]\naudit_log = {tmp_path / 'audit.log'}\n"
+            # these tests are about the CLI: leave this machine's root namespace alone
+            "resource_kinds = instance, iscsi, services\n"
             "grace_observations = 1\ngrace_seconds = 0\ninstances_path_shared = false\n"
             "max_destroy_fraction = 1.0\n" + extra)
 

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 from oslo_config import cfg
 
-from reaper import confsnap, opts
+from reaper import confsnap
+from reaper.conf import opts
 from reaper import policy as policy_mod
 from reaper.records import Action, Classification
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import libvirt
 import pytest
 
+from reaper.conf import CONF
+from reaper.conf import libvirt as conf_libvirt
 from reaper.inventory import libvirt as libvirt_inv
 from reaper.records import DomainDisk, DomainInterface
 
@@ -370,8 +372,8 @@ def test_open_connection_silences_libvirt_errors(capfd):
 
 
 def test_connection_uri_option():
-    assert libvirt_inv.CONF.libvirt.connection_uri == "qemu:///system"
-    assert [o.name for o in libvirt_inv.libvirt_opts] == ["connection_uri"]
+    assert CONF.libvirt.connection_uri == "qemu:///system"
+    assert [o.name for o in conf_libvirt.libvirt_opts] == ["connection_uri"]
 
 
 def test_parse_cache_reuses_parsed_domains_and_forgets_vanished_ones():

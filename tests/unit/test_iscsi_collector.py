@@ -12,6 +12,7 @@ import os
 
 import pytest
 
+from reaper.conf import iscsi as conf_iscsi
 from reaper.inventory import iscsi
 from reaper.records import DmMap, IscsiNode, IscsiSession
 from tests import iscsi_sim
@@ -109,7 +110,7 @@ def test_iscsiadm_error_fails_the_kind(sim, tmp_path):
 def test_collect_from_conf_uses_the_options(sim, monkeypatch):
     from oslo_config import cfg
     conf = cfg.ConfigOpts()
-    conf.register_opts(iscsi.iscsi_opts, group="iscsi")
+    conf_iscsi.register_opts(conf)
     conf([])
     conf.set_override("sysfs_root", sim.sys, "iscsi")
     conf.set_override("dev_root", sim.dev, "iscsi")

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from reaper import exception
+from reaper.conf import database as conf_database
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
 from reaper.nova import view as nova_view
@@ -372,5 +373,5 @@ def test_engine_from_conf(tmp_path):
         assert "pw@" not in str(exc.value)
     finally:
         fix.cleanUp()
-    assert any(o.name == "connection" and o.secret for _, opts in nova_db.list_opts()
+    assert any(o.name == "connection" and o.secret for _, opts in conf_database.list_opts()
                for o in opts)

@@ -332,14 +332,15 @@ def test_policy_leaves_the_node_name_to_libvirt_by_default():
     finally:
         conf.clear_override("hypervisor_hostname")
     assert conf.reaper.evacuating_action == "shutdown"
-    opt = next(o for o in policy_mod.reaper_opts if o.dest == "evacuating_action")
+    from reaper.conf import reaper as conf_reaper
+    opt = next(o for o in conf_reaper.ALL_OPTS if o.dest == "evacuating_action")
     assert list(opt.type.choices) == ["ignore", "log", "shutdown"]
     assert "pre-migrating" in opt.help and "never deleted" in opt.help
 
 
 def test_compute_id_file_defaults_to_nova_computes():
-    from reaper import reconcile
-    (opt,) = [o for o in reconcile.default_opts if o.dest == "compute_id_file"]
+    from reaper.conf import default as conf_default
+    (opt,) = [o for o in conf_default.ALL_OPTS if o.dest == "compute_id_file"]
     assert opt.default == "/var/lib/nova/compute_id"
 
 

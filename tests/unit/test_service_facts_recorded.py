@@ -12,9 +12,10 @@ import pytest
 from oslo_config import cfg
 
 from reaper import demo, finisher, planner, service_wiring
+from reaper.conf import services as conf_services
 from reaper.services import (DELETE_ALLOCATIONS, DETACH_VOLUMES, RELEASE_PORTS,
                              REMOVE_NODE_ALLOCATIONS, SERVICE_STEPS, InstanceFacts, PortFact,
-                             VolumeFact, session)
+                             VolumeFact)
 from reaper.services import facts as facts_mod
 from tests.fixtures import novadb
 
@@ -25,7 +26,7 @@ CHAP = "chap-s3cret"            # in novadb.iscsi_connection_info's data
 def _no_sections() -> cfg.ConfigOpts:
     """The service groups as a host without any section has them (a real, empty file)."""
     conf = cfg.ConfigOpts()
-    session.register_opts(conf)
+    conf_services.register_opts(conf)
     with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
         f.write("[DEFAULT]\n")
         f.flush()

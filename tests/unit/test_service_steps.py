@@ -14,6 +14,7 @@ from oslo_config import cfg
 
 from reaper import exception
 from reaper import notifications, planner, service_wiring, state as state_mod
+from reaper.conf import services as conf_services
 from reaper.executor import teardown
 from reaper.nova import evacuation, schema
 from reaper.records import (Action, BdmRow, Classification, ComputeNodeRow, InfoCacheRow,
@@ -33,7 +34,7 @@ def _conf(**groups) -> cfg.ConfigOpts:
     plugin's options exist only in the file until keystoneauth1 loads the plugin)."""
     import tempfile
     conf = cfg.ConfigOpts()
-    session.register_opts(conf)
+    conf_services.register_opts(conf)
     text = "".join(f"[{g}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
                    for g, values in groups.items())
     with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from reaper import audit as audit_mod
 from reaper import demo, finisher, nova_notify
+from reaper.conf import notifications as conf_notifications
 from reaper.nova import schema as s
 from tests.fixtures import notify as fx
 from tests.fixtures import novadb
@@ -39,7 +40,7 @@ def test_reclaim_with_the_notification_broker_down(tmp_path):
     takes bounded time.
     """
     conf = conf_for(f"rabbit://guest:guest@127.0.0.1:{_closed_port()}/", "fm-notify-nowhere")
-    conf.register_opts(nova_notify.notify_opts, group="notifications")
+    conf.register_opts(conf_notifications.notify_opts, group="notifications")
     conf.set_override("notification_format", "both", group="notifications")
     reaper, handles, _ = demo.build(str(tmp_path / "host"))
     uuid = fx.add_billable_instance(handles["engine"], demo.HOST)["row"]["uuid"]
