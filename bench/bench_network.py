@@ -83,9 +83,9 @@ def main() -> int:
     from pyroute2 import netns as pnetns
 
     from reaper import planner
-    from reaper.inventory import network as net_inv
-    from reaper.inventory import ovs as ovs_inv
-    from reaper.planner import network as net_plan
+    from reaper.kinds.network import collector as net_inv
+    from reaper.kinds.network import ovs as ovs_inv
+    from reaper.kinds.network import rules as net_plan
     from reaper.policy import Policy, default_actions
     from reaper.records import Action, Classification
 

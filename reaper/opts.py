@@ -5,8 +5,10 @@ import itertools
 
 
 def list_opts():
-    from reaper import audit, config, metrics, notifications, policy, reconcile, volume_wiring
-    from reaper import network_wiring, nova_notify, service_wiring
+    from reaper import audit, config, metrics, notifications, nova_notify, policy, reconcile
+    from reaper.kinds.iscsi import plugin as volume_wiring
+    from reaper.kinds.network import plugin as network_wiring
+    from reaper.kinds.services import plugin as service_wiring
     from reaper.agent import service
     from reaper.executor import domain
     from reaper.inventory import libvirt

@@ -38,7 +38,9 @@ _HELP = {
         "was powered off) and is reported as 'evacuation_failed', never deleted."),
 }
 
-# classification -> (option name, default, choices)
+# The action options of the primary kind's classifications (reaper.kinds.instance
+# describes them): classification -> (option name, default, choices). Other kinds
+# define their own options and name them in their describe().
 ACTION_OPTIONS: dict[Classification, tuple[str, str, list[str]]] = {
     Classification.EVACUATED: ("evacuated_action", "reap", _DOMAIN_ACTIONS),
     # Never more than a power-off: the evacuation may still fail, and then this guest
@@ -81,6 +83,22 @@ reaper_opts = [
     cfg.IntOpt("approval_ttl", default=3600, min=60, mutable=True,
                help="Seconds an operator's approve of a blocked pass stays valid; a plan "
                     "approved and not run within this time must be approved again."),
+    cfg.ListOpt("resource_kinds", default=["instance", "iscsi", "network", "services"],
+                help="The resource kinds this agent reconciles, in order: names of "
+                     "'reaper.resource_kinds' entry points. 'instance' (libvirt domains, "
+                     "instance directories and the Nova DB reclaim) must come first; the "
+                     "others add to its plan in this order, and the steps of a teardown "
+                     "run in the teardown order whatever the order here (within one "
+                     "phase, in this order). 'iscsi': leaked iSCSI sessions (R12) and the "
+                     "volumes of teardowns; 'network': leaked VIFs (R11) and the VIFs of "
+                     "teardowns (also off with the deprecated [network] enabled = false); "
+                     "'services': the Neutron, Cinder and Placement steps of reclaims and "
+                     "evacuations (each only when its section is configured) and the "
+                     "instance's facts in every reclaim record. Leaving a kind out stops "
+                     "its collection, rules and steps; a journaled teardown that still "
+                     "holds one of its steps fails at that step, and is retried, until the "
+                     "kind is enabled again. A further kind is one package with one entry "
+                     "point (doc/adding-a-resource-kind.md). Changing it needs a restart."),
     cfg.StrOpt("instances_path_shared", default="auto", choices=["auto", "true", "false"],
                mutable=True,
                help="Whether instances_path is shared with other compute hosts (evacuated "
@@ -99,7 +117,8 @@ class Policy:
     hypervisor_hostname: str
     instances_path: str
     instance_name_template: str = "instance-%08x"
-    actions: Mapping[Classification, Action] = dataclasses.field(default_factory=dict)
+    # classification (records.Classification or a further kind's str value) -> action
+    actions: Mapping[str, Action] = dataclasses.field(default_factory=dict)
     dry_run: bool = False
     reclaim_instance_interval: int = 0
     running_deleted_timeout: int = 0
@@ -110,23 +129,31 @@ class Policy:
     instances_path_shared: str = "auto"
     approval_ttl: int = 3600
 
-    def action_for(self, cls: Classification) -> Action:
+    def action_for(self, cls: str) -> Action:
         return self.actions.get(cls, Action.LOG)
 
 
-def default_actions() -> dict[Classification, Action]:
-    return {cls: Action(default) for cls, (_, default, _) in ACTION_OPTIONS.items()}
+def default_actions() -> dict[str, Action]:
+    """The default action of every classification of the installed kinds."""
+    from reaper.kinds import manager
+    return manager.default_actions()
 
 
-def from_conf(conf=CONF) -> Policy:
+def from_conf(conf=CONF, kinds=None) -> Policy:
+    """The policy of ``conf``; the action options read are those ``kinds`` (a
+    reaper.kinds.manager.KindManager) describe, by default every installed kind's."""
     from reaper import config  # noqa: F401  (registers [DEFAULT] options)
+    from reaper.kinds import manager
+    if kinds is None:
+        kinds = manager.KindManager([], manager._load(CONF, None))
     r = conf.reaper
     return Policy(
         host=conf.host,
         hypervisor_hostname=conf.hypervisor_hostname or "",
         instances_path=conf.instances_path,
         instance_name_template=conf.instance_name_template,
-        actions={cls: Action(getattr(r, name)) for cls, (name, _, _) in ACTION_OPTIONS.items()},
+        actions={cls: Action(getattr(r, opt.name))
+                 for cls, opt in kinds.action_options().items()},
         dry_run=r.dry_run,
         reclaim_instance_interval=r.reclaim_instance_interval,
         running_deleted_timeout=r.running_deleted_timeout,

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from reaper.inventory import iscsi
+from reaper.kinds.iscsi import collector as iscsi
 from reaper.records import DmMap, IscsiNode, IscsiSession
 from tests import iscsi_sim
 

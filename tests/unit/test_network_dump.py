@@ -7,7 +7,7 @@ from __future__ import annotations
 import pyroute2
 import pytest
 
-from reaper.inventory import network as net_inv
+from reaper.kinds.network import collector as net_inv
 
 
 def by_index(links):

@@ -1,8 +1,7 @@
 """Planner extension for iSCSI volumes: rule R12 (``leaked_iscsi``), the volume part of
 every instance teardown (step 3, "disconnect volumes"), and R13 evidence.
 
-Pure: records in, records out. ``register()`` appends ``extend`` to
-``reaper.planner.EXTENSIONS``.
+Pure: records in, records out. ``extend`` is the ``iscsi`` kind's plan.
 
 R12, per LUN of every iSCSI session on this host. A LUN is **in use**, and its
 session is kept, when any of these holds:
@@ -550,13 +549,6 @@ def device_use(host: Host, dev: ScsiDevice) -> list[str]:
 # --------------------------------------------------------------------------
 # The extension
 # --------------------------------------------------------------------------
-
-def register() -> None:
-    from reaper import planner
-    if extend not in planner.EXTENSIONS:
-        planner.EXTENSIONS.append(extend)
-    planner.REVERIFIERS[Classification.LEAKED_ISCSI] = reverify_leak
-
 
 def reverify_leak(plan, row, migrations, policy, now) -> tuple[bool, str]:
     """A leak belongs to no instance row; the disconnect step re-reads the host, the
