@@ -322,12 +322,12 @@ class ServicesKind(ResourceKindPlugin):
 
     def close(self) -> None:
         clients, self.clients = self.clients, None
-        close = getattr(clients, "close", None)
-        if close is not None:
-            try:
+        try:
+            close = getattr(clients, "close", None)
+            if close is not None:
                 close()
-            except Exception:   # noqa: BLE001 - close never raises
-                pass
+        except Exception:   # noqa: BLE001 - close never raises
+            pass
 
     def groups(self) -> frozenset[str]:
         """The configured services (none before ``open``)."""
