@@ -246,8 +246,9 @@ def child(cfg: dict) -> dict:
     libvirt_inv.collect_domains = kt.wrap("domain", libvirt_inv.collect_domains)
     dir_inv.collect_instance_dirs = kt.wrap("instance_dir", dir_inv.collect_instance_dirs)
     nova_view.load_view = kt.wrap("nova_db", nova_view.load_view)
-    for kind in list(reconcile.EXTRA_COLLECTORS):
-        reconcile.EXTRA_COLLECTORS[kind] = kt.wrap(kind, reconcile.EXTRA_COLLECTORS[kind])
+    net_inv.collect = kt.wrap("vif", net_inv.collect)          # the kinds' collectors
+    ovs_inv.collect = kt.wrap("ovs_port", ovs_inv.collect)
+    volume_wiring.collect = kt.wrap("iscsi_session", volume_wiring.collect)
 
     def one_pass():
         kt.t = {}
