@@ -191,14 +191,16 @@ class KindTimer:
 def child(cfg: dict) -> dict:
     t_imp = time.perf_counter()
     from reaper import audit as audit_mod
-    from reaper import network_wiring, reconcile, volume_wiring
+    from reaper import reconcile
+    from reaper.kinds.iscsi import plugin as volume_wiring
+    from reaper.kinds.network import plugin as network_wiring
     from reaper import policy as policy_mod
     from reaper import state as state_mod
-    from reaper.executor import network as net_exec
+    from reaper.kinds.network import unplug as net_exec
     from reaper.inventory import dirs as dir_inv
     from reaper.inventory import libvirt as libvirt_inv
-    from reaper.inventory import network as net_inv
-    from reaper.inventory import ovs as ovs_inv
+    from reaper.kinds.network import collector as net_inv
+    from reaper.kinds.network import ovs as ovs_inv
     from reaper.nova import db as nova_db
     from reaper.nova import view as nova_view
     import_s = time.perf_counter() - t_imp
@@ -244,8 +246,9 @@ def child(cfg: dict) -> dict:
     libvirt_inv.collect_domains = kt.wrap("domain", libvirt_inv.collect_domains)
     dir_inv.collect_instance_dirs = kt.wrap("instance_dir", dir_inv.collect_instance_dirs)
     nova_view.load_view = kt.wrap("nova_db", nova_view.load_view)
-    for kind in list(reconcile.EXTRA_COLLECTORS):
-        reconcile.EXTRA_COLLECTORS[kind] = kt.wrap(kind, reconcile.EXTRA_COLLECTORS[kind])
+    net_inv.collect = kt.wrap("vif", net_inv.collect)          # the kinds' collectors
+    ovs_inv.collect = kt.wrap("ovs_port", ovs_inv.collect)
+    volume_wiring.collect = kt.wrap("iscsi_session", volume_wiring.collect)
 
     def one_pass():
         kt.t = {}
@@ -260,7 +263,7 @@ def child(cfg: dict) -> dict:
 
     from pyroute2 import netns as pnetns
 
-    from reaper.inventory import iscsi as iscsi_inv
+    from reaper.kinds.iscsi import collector as iscsi_inv
     raw_nl = pnetns.create_socket(cfg["netns"], socket.AF_NETLINK, socket.SOCK_RAW, 0)
     raw_nl.bind((0, 0))
     raw_nl.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)

@@ -89,8 +89,8 @@ def build_model(n_sessions: int, n_luns: int, n_bdms: int, seed: int = 7):
 
 def measure(sysfs_root: str, dev_root: str, iscsiadm: str, env: dict, args) -> dict:
     from reaper import planner
-    from reaper.inventory import iscsi
-    from reaper.planner import volumes
+    from reaper.kinds.iscsi import collector as iscsi
+    from reaper.kinds.iscsi import rules as volumes
     from reaper.policy import Policy, default_actions
     from reaper.records import (
         Action, Classification, CollectorResult, Inventory, NovaView, Plan,

@@ -83,9 +83,9 @@ def main() -> int:
     from pyroute2 import netns as pnetns
 
     from reaper import planner
-    from reaper.inventory import network as net_inv
-    from reaper.inventory import ovs as ovs_inv
-    from reaper.planner import network as net_plan
+    from reaper.kinds.network import collector as net_inv
+    from reaper.kinds.network import ovs as ovs_inv
+    from reaper.kinds.network import rules as net_plan
     from reaper.policy import Policy, default_actions
     from reaper.records import Action, Classification
 
@@ -135,17 +135,13 @@ def main() -> int:
         pol = Policy(host=HOST, hypervisor_hostname=HOST, instances_path="/nonexistent",
                      actions={**default_actions(), Classification.LEAKED_VIF: Action.REAP})
         now = datetime.datetime(2026, 1, 1)
-        saved = list(planner.EXTENSIONS)
-        planner.EXTENSIONS[:] = [net_plan.extend]
-        try:
-            inv, view = plan_inputs(devices, ports, args.n, owned=True)
-            p_owned = timed(lambda: planner.build_plan(inv, view, pol, now), R)
-            assert p_owned[2].findings == () and p_owned[2].teardowns == ()
-            inv, view = plan_inputs(devices, ports, args.n, owned=False)
-            p_leak = timed(lambda: planner.build_plan(inv, view, pol, now), R)
-            assert len(p_leak[2].teardowns) == args.n
-        finally:
-            planner.EXTENSIONS[:] = saved
+        ext = [net_plan.extend]
+        inv, view = plan_inputs(devices, ports, args.n, owned=True)
+        p_owned = timed(lambda: planner.build_plan(inv, view, pol, now, extensions=ext), R)
+        assert p_owned[2].findings == () and p_owned[2].teardowns == ()
+        inv, view = plan_inputs(devices, ports, args.n, owned=False)
+        p_leak = timed(lambda: planner.build_plan(inv, view, pol, now, extensions=ext), R)
+        assert len(p_leak[2].teardowns) == args.n
 
         bare, floor = b_nl[0] + b_ovs[0], r_nl[0] + r_ovs[0]
         rows = [

@@ -296,7 +296,7 @@ def pyovs_dump(remote: str, bridge: str) -> int:
     """The bare OVSDB dump: one transact through python-ovs' JSON-RPC."""
     import ovs.jsonrpc
 
-    from reaper.inventory import ovs as ovs_inv
+    from reaper.kinds.network import ovs as ovs_inv
     res = ovs_inv.transact(remote, ovs.jsonrpc.Message.create_request(
         "transact", select_request(bridge)), 30)
     return len(res[2]["rows"])

@@ -41,7 +41,6 @@ from typing import Any
 from oslo_log import log as logging
 
 from reaper.conf import CONF
-from reaper.executor.teardown import STEP_LISTENERS
 from reaper.nova import snapshot as nova_snapshot
 
 LOG = logging.getLogger(__name__)
@@ -309,8 +308,8 @@ def enable(reaper, conf=CONF, queue_size: int | None = None) -> DeleteEvents | N
     size = conf.reaper.notification_queue_size if queue_size is None else queue_size
     events = DeleteEvents(notifications.Emitter(legacy, size), versioned, legacy,
                           conf.notifications.notification_format)
-    reaper.extras["nova_delete_events"] = events
-    reaper.extras.setdefault(STEP_LISTENERS, []).append(events)
+    reaper.nova_delete_events = events
+    reaper.step_listeners.append(events)
     LOG.debug("Nova delete events of reclaims: %s, as nova-compute:%s / compute.%s",
              events.fmt, host, host)
     return events

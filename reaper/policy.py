@@ -8,8 +8,9 @@ from reaper.conf import CONF
 from reaper.conf import reaper as conf_reaper
 from reaper.records import Action, Classification
 
-# classification -> the name of its [reaper] option (defined in reaper.conf.reaper):
-# Policy.from_conf and default_actions read the action of every classification here.
+# The primary kind's classifications (reaper.kinds.instance describes them) -> the
+# name of their [reaper] option (defined in reaper.conf.reaper). Other kinds name
+# their options in their own describe().
 ACTION_OPTIONS: dict[Classification, str] = {
     Classification.EVACUATED: "evacuated_action",
     Classification.EVACUATING: "evacuating_action",
@@ -19,9 +20,12 @@ ACTION_OPTIONS: dict[Classification, str] = {
     Classification.ORPHAN_DIR: "orphan_dir_action",
     Classification.STALE_RESIZE: "stale_resize_action",
     Classification.INTERRUPTED_DELETE: "interrupted_delete_action",
-    Classification.LEAKED_ISCSI: "leaked_iscsi_action",
-    Classification.LEAKED_VIF: "leaked_vif_action",
 }
+
+
+def option_default(name: str) -> str:
+    """The default of the [reaper] option ``name`` (an action option's default)."""
+    return next(opt.default for opt in conf_reaper.ALL_OPTS if opt.dest == name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +36,8 @@ class Policy:
     hypervisor_hostname: str
     instances_path: str
     instance_name_template: str = "instance-%08x"
-    actions: Mapping[Classification, Action] = dataclasses.field(default_factory=dict)
+    # classification (records.Classification or a further kind's str value) -> action
+    actions: Mapping[str, Action] = dataclasses.field(default_factory=dict)
     dry_run: bool = False
     reclaim_instance_interval: int = 0
     running_deleted_timeout: int = 0
@@ -43,23 +48,30 @@ class Policy:
     instances_path_shared: str = "auto"
     approval_ttl: int = 3600
 
-    def action_for(self, cls: Classification) -> Action:
+    def action_for(self, cls: str) -> Action:
         return self.actions.get(cls, Action.LOG)
 
 
-def default_actions() -> dict[Classification, Action]:
-    defaults = {opt.dest: opt.default for opt in conf_reaper.ALL_OPTS}
-    return {cls: Action(defaults[name]) for cls, name in ACTION_OPTIONS.items()}
+def default_actions() -> dict[str, Action]:
+    """The default action of every classification of the installed kinds."""
+    from reaper.kinds import manager
+    return manager.default_actions()
 
 
-def from_conf(conf=CONF) -> Policy:
+def from_conf(conf=CONF, kinds=None) -> Policy:
+    """The policy of ``conf``; the action options read are those ``kinds`` (a
+    reaper.kinds.manager.KindManager) describe, by default every installed kind's."""
+    from reaper.kinds import manager
+    if kinds is None:
+        kinds = manager.KindManager([], manager._load(CONF, None))
     r = conf.reaper
     return Policy(
         host=conf.host,
         hypervisor_hostname=conf.hypervisor_hostname or "",
         instances_path=conf.instances_path,
         instance_name_template=conf.instance_name_template,
-        actions={cls: Action(getattr(r, name)) for cls, name in ACTION_OPTIONS.items()},
+        actions={cls: Action(getattr(r, opt.name))
+                 for cls, opt in kinds.action_options().items()},
         dry_run=r.dry_run,
         reclaim_instance_interval=r.reclaim_instance_interval,
         running_deleted_timeout=r.running_deleted_timeout,

@@ -34,7 +34,8 @@ from reaper import exception
 from reaper import instancelog
 from reaper import audit as audit_mod
 from reaper import guards, identity, passlock, planner, policy as policy_mod, procid
-from reaper import service_wiring
+from reaper.kinds.manager import KindManager
+from reaper.kinds.services import plugin as service_wiring
 from reaper import state as state_mod
 from reaper.conf import CONF
 from reaper.executor import teardown
@@ -64,12 +65,6 @@ class _ViewCache:
 
 MODES = ("audit", "reap", "reclaim")
 
-# Collectors of further resource kinds: kind -> fn(reaper) -> CollectorResult.
-# Each must only read, and must return ok=False instead of raising.
-EXTRA_COLLECTORS: dict[str, Callable[["Reaper"], CollectorResult]] = {}
-# Teardowns that clean a leak belonging to no instance (their instance_uuid is the
-# leaked resource's name): classification -> the audit kind of their action records.
-LEAK_KINDS: dict[Classification, ResourceKind] = {}
 
 
 def utcnow() -> datetime.datetime:
@@ -90,8 +85,14 @@ class Reaper:
     # Override to share one connection across passes (the in-process test
     # driver keeps its state per connection); None opens one per pass.
     connect: Callable[[], object] | None = None
-    # Handles the executor steps of further resource kinds need (teardown.Context.extras).
-    extras: dict = dataclasses.field(default_factory=dict)
+    # The resource kinds this Reaper reconciles (reaper.kinds.manager), primary first;
+    # a Reaper built piecewise has the primary kind only until others are added.
+    kinds: KindManager = dataclasses.field(default_factory=KindManager.primary_only)
+    # Told of every teardown step done (teardown.Context.step_listeners).
+    step_listeners: list = dataclasses.field(default_factory=list)
+    # Reporting hooks the agent and build_from_conf set: closed with the Reaper.
+    notifications: object | None = None         # reaper.notifications.Emitter
+    nova_delete_events: object | None = None    # reaper.nova_notify.DeleteEvents
     # Set by the agent: SIGTERM (checked between teardown steps and between
     # teardowns) and the watchdog ping (called between phases and steps).
     should_stop: Callable[[], bool] = lambda: False
@@ -114,11 +115,16 @@ class Reaper:
     def __post_init__(self):
         if self.pass_lock is None:
             self.pass_lock = passlock.PassLock(os.path.dirname(self.state.path))
+        # Journaled plans may hold the classifications of any known kind.
+        self.state.classify = self.kinds.classification
 
     @classmethod
-    def from_conf(cls, conf=CONF) -> "Reaper":
-        pol = policy_mod.from_conf(conf)
-        return cls(policy=pol, libvirt_uri=conf.libvirt.connection_uri,
+    def from_conf(cls, conf=CONF, kinds: KindManager | None = None) -> "Reaper":
+        """The Reaper of ``conf``, with ``kinds`` (default: the ``[reaper]
+        resource_kinds`` of ``conf``, not opened yet)."""
+        kinds = kinds if kinds is not None else KindManager.from_conf(conf)
+        pol = policy_mod.from_conf(conf, kinds)
+        return cls(policy=pol, kinds=kinds, libvirt_uri=conf.libvirt.connection_uri,
                    engine=nova_db.engine_from_conf(conf),
                    state=state_mod.open_checked(conf.state_path,
                                                 busy_timeout=conf.reaper.state_db_timeout),
@@ -131,7 +137,8 @@ class Reaper:
     def close(self) -> None:
         self.state.close()
         self.audit.close()
-        for handle in self.extras.values():     # netlink socket, OVSDB session...
+        self.kinds.close()      # netlink socket, OVSDB session...
+        for handle in (self.nova_delete_events, self.notifications):
             close = getattr(handle, "close", None)
             if close is not None:
                 try:
@@ -146,23 +153,17 @@ class Reaper:
     # -- collection -------------------------------------------------------------
 
     def _collect(self, conn) -> Inventory:
-        if conn is None:
-            domains = CollectorResult("domain", False, error=f"cannot connect to libvirt at "
-                                                             f"{self.libvirt_uri}")
-        else:
-            domains = libvirt_inv.collect_domains(conn, self.policy.instance_name_template,
-                                                  self._parse_cache)
-        dirs = dir_inv.collect_instance_dirs(self.policy.instances_path)
+        """Every enabled kind's collectors; the primary kind's domains and directories
+        are the inventory's own fields, the others' its ``extra``."""
+        primary, *others = self.kinds.kinds
+        res = dict(primary.collect(self, conn))     # never raises (a failure is ok=False)
+        domains = res.pop(ResourceKind.DOMAIN.value)
+        dirs = res.pop(ResourceKind.INSTANCE_DIR.value)
         try:
             fs = dir_inv.filesystem_type(self.policy.instances_path)
         except OSError:
             fs = None
-        extra = {}
-        for kind, collect in EXTRA_COLLECTORS.items():
-            try:
-                extra[kind] = collect(self)
-            except Exception as e:  # noqa: BLE001 - a failed collector marks its kind only
-                extra[kind] = CollectorResult(kind, False, error=str(e))
+        extra = KindManager(others).collect(self, conn)
         return Inventory(domains=domains, dirs=dirs, instances_fs_type=fs, extra=extra)
 
     def _compute_id(self) -> str | None:
@@ -347,7 +348,7 @@ class Reaper:
         if fp != c.fingerprint:
             LOG.debug("Nova DB rows of host %s changed: reading the whole view", pol.host)
             return None
-        plan = planner.build_plan(inv, c.view, pol, self.clock())
+        plan = self.kinds.plan(inv, c.view, pol, self.clock())
         if plan.teardowns:
             LOG.debug("unchanged Nova DB view, but %d teardown(s) planned from it: reading "
                       "the whole view", len(plan.teardowns))
@@ -377,7 +378,8 @@ class Reaper:
               only_uuid: str | None, on_planned=None, source: str = "pass") -> None:
         pol, node_error = self.with_node_name(conn, pol)
         ctx = teardown.Context(conn=conn, engine=self.engine, state=self.state,
-                               policy=pol, clock=self.clock, extras=self.extras,
+                               policy=pol, clock=self.clock, kinds=self.kinds,
+                               step_listeners=tuple(self.step_listeners),
                                should_stop=self.should_stop, heartbeat=self.heartbeat)
         # The pause is the pass's own business, whoever started it: read it first.
         state_broken: GuardResult | None = None
@@ -432,7 +434,7 @@ class Reaper:
 
         # A claimed row whose teardown is still in our journal is not a stranded claim.
         journaled = frozenset(e.plan.instance_uuid for e in self.state.unfinished())
-        plan = planner.build_plan(inv, view, pol, self.clock(), journaled=journaled)
+        plan = self.kinds.plan(inv, view, pol, self.clock(), journaled=journaled)
         if any(planner.writes_nova_db(t) and only_uuid in (None, t.instance_uuid)
                for t in plan.teardowns) and not db_access().writable:
             plan = planner.without_db_writes(plan, db_access().reason)
@@ -464,7 +466,7 @@ class Reaper:
         # Which teardowns may run now: guards, then the grace period per resource.
         runnable, waiting = [], {}
         for t in teardowns:
-            if _teardown_kinds(t) & blocked_kinds:
+            if self._teardown_kinds(t) & blocked_kinds:
                 waiting[id(t)] = "blocked"
                 continue
             ok = not guards.waits_for_grace(t) or all(
@@ -521,7 +523,7 @@ class Reaper:
         try:
             # A teardown still in the journal (it failed this pass and retries next
             # pass, or a live process holds it) is not started again under a new entry.
-            pending = {e.plan.instance_uuid for e in self.state.unfinished(teardown.steps_for)}
+            pending = {e.plan.instance_uuid for e in self.state.unfinished(self.kinds.steps_for)}
         except state_mod.StateError as e:
             rep.errors.append(f"state DB unavailable, nothing done: {e}")
             return
@@ -554,7 +556,7 @@ class Reaper:
         each, when it happens), so they never stop this pass or another teardown."""
         me = self.state.is_me
         for q in self.state.quarantine_unreadable(
-                self.clock(), teardown.steps_for, instance_uuid=only_uuid,
+                self.clock(), self.kinds.steps_for, instance_uuid=only_uuid,
                 leave=lambda owner: _held_elsewhere(owner, me)):
             LOG.warning("journal entry %s (%s) quarantined: %s", q.id, q.instance_uuid, q.error,
                         **instancelog.kw(q.instance_uuid))
@@ -571,18 +573,18 @@ class Reaper:
                 only_uuid: str | None = None,
                 db_access: Callable[[], nova_grants.Access] | None = None) -> int:
         n = 0
-        for entry in self.state.unfinished(teardown.steps_for):
+        for entry in self.state.unfinished(self.kinds.steps_for):
             if self.should_stop():
                 break
             if only_uuid is not None and entry.plan.instance_uuid != only_uuid:
                 continue            # a targeted pass touches its own instance only
-            if _teardown_kinds(entry.plan) & blocked_kinds:
+            if self._teardown_kinds(entry.plan) & blocked_kinds:
                 LOG.info("journaled teardown %s waits: a collector it needs failed", entry.id)
                 continue
             if _held_elsewhere(entry.owner, self.state.is_me):
                 rep.actions.append(self._record_held(rep.pass_id, entry))
                 continue
-            if db_access is not None and _pending_db_writes(entry) \
+            if db_access is not None and self._pending_db_writes(entry) \
                     and not db_access().writable:
                 rep.actions.append(self._record_read_only(rep.pass_id, entry,
                                                           db_access().reason))
@@ -611,7 +613,7 @@ class Reaper:
     def _record_read_only(self, pass_id: str, entry, why: str) -> dict:
         """A journaled reclaim whose next steps write Nova's DB, which is read-only
         now: not resumed (its claim, if made, stays this host's), reported."""
-        pending = sorted(_pending_db_writes(entry))
+        pending = sorted(self._pending_db_writes(entry))
         reason = (f"journal entry {entry.id} waits: its steps {', '.join(pending)} write "
                   f"Nova's DB, which is read-only for the reaper ({why}); it resumes in a "
                   f"pass that may write")
@@ -624,8 +626,9 @@ class Reaper:
         kind = ResourceKind.DOMAIN if p.domain_name else (
             ResourceKind.INSTANCE_DIR if p.dirs else ResourceKind.INSTANCE)
         resource = p.domain_name or (p.dirs[0] if p.dirs else p.instance_uuid)
-        uuid = None if p.classification in LEAK_KINDS else p.instance_uuid
-        kind = LEAK_KINDS.get(p.classification, kind)
+        leak = self.kinds.leak_kind(p.classification)
+        uuid = None if leak is not None else p.instance_uuid
+        kind = leak if leak is not None else kind
         rec = self.audit.record(
             "action", pass_id, kind=kind, resource=resource, instance_uuid=uuid,
             classification=p.classification, action=p.action, result=out.result,
@@ -638,6 +641,18 @@ class Reaper:
         rec["steps"] = out.steps
         return rec
 
+    def _pending_db_writes(self, entry) -> set[str]:
+        """The steps of a journaled teardown still to run that write Nova's DB."""
+        return {s for s in self.kinds.steps_for(entry.plan)
+                if s in planner.DB_WRITING_STEPS and entry.steps.get(s) != "done"}
+
+    def _teardown_kinds(self, t) -> set[str]:
+        """The collectors a teardown needs: a failed one of any of them holds it."""
+        kinds = {f.kind.value for f in t.findings}
+        for k in self.kinds.kinds:
+            kinds |= k.touches(t)
+        return kinds
+
 
 def _held_elsewhere(owner: dict | None, is_me: Callable[[dict | None], bool]) -> bool:
     """Whether a journal entry's owner is a live process other than this one. Passes
@@ -646,26 +661,6 @@ def _held_elsewhere(owner: dict | None, is_me: Callable[[dict | None], bool]) ->
     if not owner:
         return False            # written before owners were recorded: as if crashed
     return not is_me(owner) and procid.alive(owner)
-
-
-def _pending_db_writes(entry) -> set[str]:
-    """The steps of a journaled teardown still to run that write Nova's DB."""
-    return {s for s in teardown.steps_for(entry.plan)
-            if s in planner.DB_WRITING_STEPS and entry.steps.get(s) != "done"}
-
-
-def _teardown_kinds(t) -> set[str]:
-    """The resource kinds a teardown touches: a failed collector of any of them holds it."""
-    kinds = {f.kind.value for f in t.findings}
-    if t.domain_name:
-        kinds.add(ResourceKind.DOMAIN.value)
-    if t.dirs:
-        kinds.add(ResourceKind.INSTANCE_DIR.value)
-    if t.vifs:
-        kinds.update((ResourceKind.VIF.value, ResourceKind.OVS_PORT.value))
-    if t.volumes:
-        kinds.add(ResourceKind.ISCSI_SESSION.value)
-    return kinds
 
 
 def _with_dir_size(f):
@@ -695,13 +690,14 @@ def build_from_conf(conf=CONF) -> Reaper:
     from reaper import novaurl
     novaurl.check(conf.database.connection)     # mysql:// without MySQLdb, no SQLite file
     os.makedirs(conf.state_path, mode=0o700, exist_ok=True)
-    from reaper import volume_wiring  # iSCSI volumes: collector, R12/R13, disconnect step
-    from reaper import network_wiring  # VIFs: collectors, R11, unplug step
-    reaper = Reaper.from_conf(conf)
+    kinds = KindManager.from_conf(conf)     # [reaper] resource_kinds, from entry points
+    reaper = Reaper.from_conf(conf, kinds)
     novaurl.never_create(reaper.engine)
-    # Neutron/Cinder/Placement steps: only for the sections configured
-    reaper = service_wiring.enable(network_wiring.enable(volume_wiring.enable(reaper, conf),
-                                                         conf), conf)
+    try:
+        kinds.open()        # os-brick, netlink and OVSDB handles, service adapters
+    except BaseException:
+        reaper.close()
+        raise
     from reaper import nova_notify  # Nova's instance.delete.* events of reclaims
     try:
         nova_notify.enable(reaper, conf)

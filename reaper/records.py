@@ -384,7 +384,7 @@ class Plan:
 
 
 # --------------------------------------------------------------------------
-# iSCSI (reaper.inventory.iscsi): CollectorResult("iscsi_session").items holds
+# iSCSI (reaper.kinds.iscsi.collector): CollectorResult("iscsi_session").items holds
 # IscsiSession, IscsiNode, DmMap, BlockPartition, IscsiBootTarget and
 # IscsiOperatorNote records.
 # --------------------------------------------------------------------------
@@ -492,7 +492,7 @@ class IscsiOperatorNote:
 
 
 # --------------------------------------------------------------------------
-# Network plumbing (reaper.inventory.network / reaper.inventory.ovs):
+# Network plumbing (reaper.kinds.network.collector / reaper.kinds.network.ovs):
 # CollectorResult("vif").items holds NetDevice, CollectorResult("ovs_port") OvsPort.
 # --------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import os
 import functools
 import sqlite3
 import threading
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from reaper import exception
 from reaper import procid
@@ -93,13 +93,15 @@ def plan_to_json(plan: TeardownPlan) -> str:
     return json.dumps(d, sort_keys=True)
 
 
-def plan_from_json(text: str) -> TeardownPlan:
+def plan_from_json(text: str, classify: Callable[[str], Any] = Classification
+                   ) -> TeardownPlan:
     """The plan of a journal entry; raises ValueError (or TypeError/KeyError) when this
-    version cannot read it."""
+    version cannot read it. ``classify``: value -> classification (default: the
+    primary kind's; a Reaper's state reads those of every known kind)."""
     d = json.loads(text)
     if not isinstance(d, dict):
         raise ValueError("the plan is not a JSON object")
-    d["classification"] = Classification(d["classification"])
+    d["classification"] = classify(d["classification"])
     d["action"] = Action(d["action"])
     d["dirs"] = tuple(d["dirs"])
     d["vifs"] = tuple(d.get("vifs", ()))
@@ -162,6 +164,8 @@ class StateDB:
     def __init__(self, state_path: str, busy_timeout: float = 30.0):
         """``busy_timeout``: seconds a statement waits for another process's write
         lock on the DB before it fails with ``database is locked``."""
+        # Reads the classification of a journaled plan (the Reaper sets its kinds').
+        self.classify: Callable[[str], Any] = Classification
         # A new directory is private; an existing one is left as the operator made it
         # (it may be shared with something else): only our files in it are narrowed.
         os.makedirs(state_path, mode=0o700, exist_ok=True)
@@ -270,7 +274,7 @@ class StateDB:
         steps = dict(self._db.execute(
             "SELECT step, status FROM journal_steps WHERE journal_id=?", (jid,)))
         try:
-            plan = plan_from_json(plan_text)
+            plan = plan_from_json(plan_text, self.classify)
         except (ValueError, TypeError, KeyError) as e:
             return f"unreadable plan: {type(e).__name__}: {e}"
         if known_steps is not None:

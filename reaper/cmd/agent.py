@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Read from the agent's validated snapshot, like everything after start-up.
         snap = agent.config.conf
-        reaper.extras["notifications"] = notifications.enable(
+        reaper.notifications = notifications.enable(
             reaper, CONF, queue_size=snap.reaper.notification_queue_size)
         metrics.enable(reaper, snap)
     except Exception as e:  # noqa: BLE001 - reporting must not keep the agent down

@@ -10,14 +10,14 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-from typing import Callable
+from typing import Callable, Sequence
 
 from oslo_log import log as logging
 
 from reaper import exception
 from reaper import instancelog
 from reaper import planner
-from reaper import service_wiring
+from reaper.kinds.services import plugin as service_wiring
 from reaper.executor import domain as domain_steps
 from reaper.executor import files as file_steps
 from reaper.inventory import libvirt as libvirt_inv
@@ -51,30 +51,27 @@ class Context:
     state: object               # reaper.state.StateDB
     policy: object              # reaper.policy.Policy
     clock: Callable[[], datetime.datetime]
-    # Handles of further resource kinds (netns/OVSDB, os-brick connector...).
-    extras: dict = dataclasses.field(default_factory=dict)
+    # The Reaper's resource kinds (reaper.kinds.manager.KindManager): the steps of a
+    # plan, and who runs those that are not the primary kind's. None: the installed
+    # kinds, known but none enabled beyond the primary's steps (tests of the core).
+    kinds: object | None = None
+    # Told of every step done: ``fn(ctx, plan, step, pass_id)`` (Nova's delete
+    # notifications, reaper.nova_notify). They only report: one that raises is logged
+    # and never fails or holds up the teardown.
+    step_listeners: Sequence[Callable] = ()
     # The agent's SIGTERM: checked between steps, never inside one.
     should_stop: Callable[[], bool] = lambda: False
     # The agent's liveness ping (sd_notify WATCHDOG), called before each step.
     heartbeat: Callable[[], None] = lambda: None
 
 
-# Steps contributed by further resource kinds: name -> fn(ctx, plan) -> detail.
-# "unplug_vifs" and "disconnect_volumes" run after destroy_domain, before files.
-STEP_HANDLERS: dict[str, Callable[["Context", TeardownPlan], str]] = {}
-# Steps outside the host (reaper.service_wiring): a failure is journaled and retried
+# Steps outside the host (reaper.kinds.services.plugin): a failure is journaled and retried
 # next pass but stops neither the following steps nor finalize_db.
 SOFT_STEPS = frozenset(SERVICE_OF) | {COMPLETE_MIGRATION}
 
 
-# Key of ``Context.extras`` holding callables ``fn(ctx, plan, step, pass_id)`` told of
-# every step done (Nova's delete notifications, reaper.nova_notify). They only report:
-# one that raises is logged and never fails or holds up the teardown.
-STEP_LISTENERS = "step_listeners"
-
-
 def _step_done(ctx: Context, plan: TeardownPlan, step: str, pass_id: str) -> None:
-    for listener in ctx.extras.get(STEP_LISTENERS, ()):
+    for listener in ctx.step_listeners:
         try:
             listener(ctx, plan, step, pass_id)
         except Exception:  # a listener never fails a teardown
@@ -82,37 +79,27 @@ def _step_done(ctx: Context, plan: TeardownPlan, step: str, pass_id: str) -> Non
                           plan.instance_uuid, **instancelog.kw(plan.instance_uuid))
 
 
-def steps_for(plan: TeardownPlan) -> list[str]:
-    """Nova's teardown order (doc/design.md "Teardown order"), for what this plan holds."""
-    if plan.action is Action.SHUTDOWN:
-        return ["power_off"]
-    if plan.action is Action.RELEASE:
-        return ["release_claim"]
-    steps = []
-    if plan.action is Action.RECLAIM:
-        steps.append("claim")
-    if plan.domain_name:
-        steps.append("destroy_domain")
-    if plan.vifs:
-        steps.append("unplug_vifs")
-    if plan.volumes:
-        steps.append("disconnect_volumes")
-    if plan.dirs:
-        steps.append("delete_files")
-    if plan.domain_name:
-        steps.append("undefine_domain")
-    # After the host teardown, before the DB finalize, in Nova's order (the plan
-    # holds them so: network, volumes, allocations; evacuated: allocations, migration).
-    steps.extend(s for s in plan.services if s not in steps)
-    if plan.finalize_db:
-        steps.append("finalize_db")
-    return steps
+def steps_for(plan: TeardownPlan, kinds=None) -> list[str]:
+    """Nova's teardown order (README "Teardown order"), for what this plan holds: the
+    steps of every kind ordered by phase (reaper.kinds.Phase). ``kinds``: a
+    KindManager; None: the installed kinds."""
+    return _kinds(kinds).steps_for(plan)
+
+
+def _kinds(kinds):
+    if kinds is not None:
+        return kinds
+    from oslo_config import cfg
+
+    from reaper.kinds import manager
+    return manager.KindManager([], manager._load(cfg.CONF, None))
 
 
 def _verify(ctx: Context, plan: TeardownPlan, claimed: bool = False,
             files_pending: bool = False) -> None:
     row, migs = nova_view.reread(ctx.engine, plan.instance_uuid)
-    ok, why = planner.reverify(plan, row, migs, ctx.policy, ctx.clock())
+    ok, why = planner.reverify(plan, row, migs, ctx.policy, ctx.clock(),
+                               _kinds(ctx.kinds).reverifiers())
     if not ok:
         raise exception.Aborted(why)
     if claimed:
@@ -253,8 +240,6 @@ def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool,
         return "; ".join(done)
     if step == "undefine_domain":
         return domain_steps.undefine(ctx.conn, uuid)
-    if step in STEP_HANDLERS:
-        return STEP_HANDLERS[step](ctx, plan)
     if step == "finalize_db":
         res = nova_reclaim.finalize(ctx.engine, uuid, ctx.clock(), host=ctx.policy.host,
                                     cleaned=_files_gone(ctx, uuid),
@@ -263,7 +248,12 @@ def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool,
             raise exception.Aborted(f"DB not finalized: {res['result']}: {res['reason']}")
         counts = ", ".join(f"{table} {n}" for table, n in (res["counts"] or {}).items() if n)
         return f"{res['result']}: {counts or res['reason']}"    # "finalized: instances 1, ..."
-    raise ValueError(f"unknown step {step}")
+    return _kinds(ctx.kinds).run_step(ctx, step, plan)
+
+
+def run_core_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool) -> str:
+    """One step of the primary kind outside a journaled attempt."""
+    return _run_step(ctx, plan, step, resuming)
 
 
 def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int | None = None,
@@ -286,7 +276,8 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
             ctx.state.finish(journal_id, "aborted", ctx.clock(), str(e))
         # What an interrupted attempt already did stays in the record: the pass that
         # did it may have died before writing its own.
-        earlier = [(s, "done earlier") for s in steps_for(plan) if done_steps.get(s) == "done"]
+        earlier = [(s, "done earlier") for s in steps_for(plan, ctx.kinds)
+                   if done_steps.get(s) == "done"]
         return Outcome(plan, "aborted", str(e), steps=earlier, journal_id=journal_id)
     except Exception as e:  # noqa: BLE001 - DB unreachable while re-verifying: act on nothing
         if resuming:
@@ -303,10 +294,10 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
     done = dict(done_steps)                 # step -> status, as this attempt goes on
     service_status: dict[str, dict] = {}    # service step -> its leftover record
     pending: list[str] = []                 # service steps left for the next pass
-    host_steps = [s for s in steps_for(plan) if s not in SOFT_STEPS]
+    host_steps = [s for s in steps_for(plan, ctx.kinds) if s not in SOFT_STEPS]
     out.services_retry = bool(plan.services) and bool(host_steps) and all(
         done_steps.get(s) == "done" for s in host_steps)
-    for step in steps_for(plan):
+    for step in steps_for(plan, ctx.kinds):
         if done_steps.get(step) == "done":
             out.steps.append((step, "done earlier"))
             if step in SOFT_STEPS:

@@ -3,8 +3,8 @@ configured account may write.
 
 The tables below are derived from the statements of ``reaper.nova.view`` (the pass's
 view and the executor's compare-and-act re-reads), ``reaper.nova.reclaim`` (claim,
-adopt, release, finalize, leftovers), ``reaper.executor.network`` (``db_claims``,
-``vm_claims``) and ``reaper.executor.volumes`` (``reread_bdms``); the functional test
+adopt, release, finalize, leftovers), ``reaper.kinds.network.unplug`` (``db_claims``,
+``vm_claims``) and ``reaper.kinds.iscsi.disconnect`` (``reread_bdms``); the functional test
 ``tests/functional/test_nova_db_grants.py`` runs every one of those paths as a MariaDB
 account holding exactly these grants, so a statement that needs more fails there.
 

@@ -1,6 +1,7 @@
 """The planner: inventory + Nova view + policy + now -> findings and teardown plans.
 
-Pure: no I/O and no clock. Guards and the executor decide later what of the plan
+Pure: no I/O and no clock. ``core_plan`` is the plan of the primary kind
+(reaper.kinds.instance); the other kinds add to it. Guards and the executor decide later what of the plan
 actually runs.
 """
 from __future__ import annotations
@@ -8,7 +9,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+from typing import Callable, Mapping, Sequence
 
+from reaper.kinds import PlanContext
 from reaper.planner import rules
 from reaper.policy import Policy
 from reaper.records import (
@@ -35,7 +38,7 @@ def _release(uuid: str, v: rules.Verdict, f: Finding) -> TeardownPlan:
         finalize_db=False, reason=v.reason, findings=(f,), claim_marker=v.claim_marker)
 
 
-def _core_plan(inv: Inventory, view: NovaView, policy: Policy,
+def core_plan(inv: Inventory, view: NovaView, policy: Policy,
                now: datetime.datetime, journaled: frozenset[str] = frozenset()) -> Plan:
     """Rules R1-R10 and R13 over domains and instance directories.
 
@@ -259,31 +262,15 @@ def dirs_in_use(plan: TeardownPlan, real_dirs: tuple[str, ...], domains) -> str 
     return None
 
 
-@dataclasses.dataclass(frozen=True)
-class PlanContext:
-    """What a planner extension sees: the inputs and the plan so far."""
-    inv: Inventory
-    view: NovaView
-    policy: Policy
-    now: datetime.datetime
-    plan: Plan
-
-
-# Planner extensions, one per further resource kind (network, iSCSI, ...): pure
-# functions PlanContext -> Plan that add findings, add teardowns, or enrich the
-# existing teardowns (e.g. with the VIFs to unplug). Applied in order.
-EXTENSIONS: list = []
-# Compare-and-act for the teardowns of those extensions that clean a leak owned by no
-# instance (no domain, no directory): classification -> fn(plan, row, migrations,
-# policy, now) -> (ok, why). The extension's executor step re-checks the resource itself.
-REVERIFIERS: dict = {}
-
-
 def build_plan(inv: Inventory, view: NovaView, policy: Policy,
-               now: datetime.datetime, *, journaled: frozenset[str] = frozenset()) -> Plan:
-    plan = _core_plan(inv, view, policy, now, frozenset(journaled))
-    for ext in EXTENSIONS:
-        plan = ext(PlanContext(inv, view, policy, now, plan))
+               now: datetime.datetime, *, journaled: frozenset[str] = frozenset(),
+               extensions: Sequence[Callable[[PlanContext], Plan]] = ()) -> Plan:
+    """The core plan, then each of ``extensions`` (a further kind's ``plan``) adding
+    to it in order. A pass plans through its kinds manager (reaper.kinds.manager),
+    which folds the enabled kinds the same way."""
+    plan = core_plan(inv, view, policy, now, frozenset(journaled))
+    for ext in extensions:
+        plan = ext(PlanContext(inv, view, policy, now, plan, frozenset(journaled)))
     return plan
 
 
@@ -338,8 +325,12 @@ def _drift(dom, volume_ids: set[str]) -> list[Finding]:
 
 
 def reverify(plan: TeardownPlan, row, migrations, policy: Policy,
-             now: datetime.datetime) -> tuple[bool, str]:
-    """Compare-and-act: does a freshly read row still justify this teardown?"""
+             now: datetime.datetime, reverifiers: Mapping[str, Callable] | None = None
+             ) -> tuple[bool, str]:
+    """Compare-and-act: does a freshly read row still justify this teardown?
+
+    ``reverifiers``: leak classification -> the compare-and-act of the kind that owns
+    it (reaper.kinds.manager.KindManager.reverifiers): a leak belongs to no row."""
     if plan.classification is Classification.RECLAIMABLE:
         if policy.reclaim_instance_interval <= 0:
             return False, "reclaim is now disabled (reclaim_instance_interval = 0)"
@@ -359,8 +350,8 @@ def reverify(plan: TeardownPlan, row, migrations, policy: Policy,
     if policy.action_for(plan.classification) is not plan.action:
         return False, (f"the configured action for {plan.classification.value} is now "
                        f"{policy.action_for(plan.classification).value}")
-    if plan.classification in REVERIFIERS:
-        return REVERIFIERS[plan.classification](plan, row, migrations, policy, now)
+    if reverifiers and plan.classification in reverifiers:
+        return reverifiers[plan.classification](plan, row, migrations, policy, now)
     if plan.domain_name is None:
         return _reverify_dir(plan, row, migrations, policy)
     v = rules.classify_instance(

@@ -2,7 +2,7 @@
 Placement, as Nova's own delete (``deallocate_for_instance``, ``_shutdown_instance`` +
 ``_cleanup_volumes``, ``_complete_deletion``) and ``_destroy_evacuated_instances`` do.
 
-This package is the stable API shared by the host's executor (reaper.service_wiring)
+This package is the stable API shared by the host's executor (reaper.kinds.services.plugin)
 and any controller-side finisher:
 
 - :mod:`reaper.services.session`: the ``[neutron]``, ``[cinder]``, ``[placement]`` and

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from reaper.executor import volumes
+from reaper.kinds.iscsi import disconnect as volumes
 from reaper.records import ScsiDevice
 
 pytestmark = pytest.mark.functional

@@ -22,7 +22,8 @@ import tempfile
 import pytest
 from oslo_config import cfg
 
-from reaper import demo, service_wiring
+from reaper import demo
+from reaper.kinds.services import plugin as service_wiring
 from reaper.nova import schema as s
 from reaper.conf import services as conf_services
 from reaper.services import session
@@ -80,20 +81,12 @@ def gone_host(tmp_path, openstack):
     """The demo host with one more soft-deleted instance that has real ports, volumes
     and allocations, reclaimed while the services were unreachable; then gone."""
     yield _gone_host(tmp_path, openstack, _unreachable_clients())
-    _unwire()
 
 
 @pytest.fixture
 def gone_host_without_sections(tmp_path, openstack):
     """The same, reclaimed by a host with no service section configured at all."""
     yield _gone_host(tmp_path, openstack, _no_sections())
-    _unwire()
-
-
-def _unwire() -> None:
-    from reaper import planner
-    for ext in [e for e in planner.EXTENSIONS if getattr(e, "reaper_services", False)]:
-        planner.EXTENSIONS.remove(ext)
 
 
 def _gone_host(tmp_path, openstack, clients) -> dict:

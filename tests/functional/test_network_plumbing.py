@@ -16,8 +16,8 @@ import libvirt
 import pytest
 import sqlalchemy as sa
 
-from reaper.inventory import network as net_inv
-from reaper.inventory import ovs as ovs_inv
+from reaper.kinds.network import collector as net_inv
+from reaper.kinds.network import ovs as ovs_inv
 from reaper.nova import schema
 from tests.fixtures import netplumb as npl
 from tests.fixtures import novadb
@@ -264,14 +264,13 @@ def test_teardown_skips_a_vif_claimed_meanwhile(world):
     port = npl.new_port_id()
     n = npl.hybrid_plug(world.ns, world.bridge, port)
     r = world.reaper()
-    from reaper import planner
-    plan = planner.build_plan(*r._load(r._open_libvirt(), r.policy), r.policy, r.clock())
+    plan = r.kinds.plan(*r._load(r._open_libvirt(), r.policy), r.policy, r.clock())
     (t,) = [t for t in plan.teardowns if t.classification.value == "leaked_vif"]
     u = novadb.add_instance(world.db.engine, host=world.host)["uuid"]
     novadb.add_info_cache(world.db.engine, u, [npl.vif(port)])
     from reaper.executor import teardown
     ctx = teardown.Context(conn=r._open_libvirt(), engine=r.engine, state=r.state,
-                           policy=r.policy, clock=r.clock, extras=r.extras)
+                           policy=r.policy, clock=r.clock, kinds=r.kinds)
     out = teardown.execute(ctx, t, "req-test")
     assert out.result == "aborted"      # nothing unplugged: no leak was cleaned
     assert "kept (now claimed by instance(s) " + u in out.reason
@@ -295,11 +294,11 @@ def test_ovs_down_is_a_clean_failure_and_a_retry(world, private_ovsdb):  # noqa:
     (world.tmp / "instances").mkdir(exist_ok=True)
     (world.tmp / "instances" / gone).mkdir()
     r = world.reaper(ovs_remote=srv.remote, reclaim_instance_interval=3600)
-    assert ovs_inv.collect(r.extras["network"].ovs).ok
+    assert ovs_inv.collect(r.kinds.get("network").handles.ovs).ok
 
     srv.stop()
     deadline = time.monotonic() + 10
-    while ovs_inv.collect(r.extras["network"].ovs).ok:    # the session notices the EOF
+    while ovs_inv.collect(r.kinds.get("network").handles.ovs).ok:    # the session notices the EOF
         assert time.monotonic() < deadline
         time.sleep(0.05)
     down = r.run_pass("reap")
@@ -320,7 +319,7 @@ def test_ovs_down_is_a_clean_failure_and_a_retry(world, private_ovsdb):  # noqa:
 
     srv.start()
     deadline = time.monotonic() + 30
-    while not ovs_inv.collect(r.extras["network"].ovs).ok:
+    while not ovs_inv.collect(r.kinds.get("network").handles.ovs).ok:
         assert time.monotonic() < deadline, "the OVSDB session did not come back"
         time.sleep(0.2)
     up = r.run_pass("reap")
@@ -333,7 +332,7 @@ def test_ovs_down_is_a_clean_failure_and_a_retry(world, private_ovsdb):  # noqa:
 
 def test_namespace_that_vanished_fails_the_collector(world):
     r = world.reaper()
-    ok = net_inv.collect(r.extras["network"].netlink)
+    ok = net_inv.collect(r.kinds.get("network").handles.netlink)
     assert ok.ok
     gone = net_inv.collect(net_inv.Netlink(f"reaper-t-missing-{uuidlib.uuid4().hex[:6]}"))
     assert not gone.ok and "does not exist" in gone.error

@@ -28,8 +28,8 @@ import sqlalchemy as sa
 
 from reaper import exception
 from reaper import demo, finisher
-from reaper.executor import network as net_exec
-from reaper.executor import volumes as vol_exec
+from reaper.kinds.network import unplug as net_exec
+from reaper.kinds.iscsi import disconnect as vol_exec
 from reaper.nova import changes
 from reaper.nova import evacuation
 from reaper.nova import grants
@@ -200,8 +200,8 @@ EXERCISED = {
     "reaper.nova.changes": {"read", "available"},
     "reaper.nova.reclaim": {"claim", "adopt", "release", "finalize", "leftovers",
                             "marker_for"},
-    "reaper.executor.network": {"db_claims", "vm_claims"},
-    "reaper.executor.volumes": {"reread_bdms"},
+    "reaper.kinds.network.unplug": {"db_claims", "vm_claims"},
+    "reaper.kinds.iscsi.disconnect": {"reread_bdms"},
     "reaper.nova.snapshot": {"read"},
     "reaper.finisher": {"compute_services", "finish"},
     "reaper.nova.evacuation": {"complete_migration"},

@@ -15,7 +15,6 @@ import pytest
 
 from reaper import demo, nova_notify
 from reaper.conf import notifications as conf_notifications
-from reaper.executor import teardown
 from reaper.nova import snapshot as nova_snapshot
 from tests.fixtures import notify as fx
 from tests.fixtures import novadb
@@ -92,7 +91,7 @@ def test_a_reclaim_sends_novas_delete_events_versioned_and_legacy(tmp_path, bus)
     assert events.versioned.transport._driver._default_exchange == "nova"
     assert conf.control_exchange != "nova"              # the override did not leak
     order = []          # (uuid, step, events queued so far), from a listener after ours
-    reaper.extras[teardown.STEP_LISTENERS].append(
+    reaper.step_listeners.append(
         lambda ctx, plan, step, pass_id: order.append((plan.instance_uuid, step, events.queued)))
     try:
         rep = reaper.run_pass("reclaim")
@@ -219,7 +218,7 @@ def test_no_driver_or_switched_off_sends_nothing(tmp_path):
         conf.register_opts(conf_notifications.notify_opts, group="notifications")
         conf.set_override("nova_delete_events", False, group="notifications")
         assert nova_notify.enable(reaper, conf) is None
-        assert teardown.STEP_LISTENERS not in reaper.extras
+        assert reaper.step_listeners == [] and reaper.nova_delete_events is None
     finally:
         reaper.close()
 

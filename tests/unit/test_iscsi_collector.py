@@ -13,7 +13,7 @@ import os
 import pytest
 
 from reaper.conf import iscsi as conf_iscsi
-from reaper.inventory import iscsi
+from reaper.kinds.iscsi import collector as iscsi
 from reaper.records import DmMap, IscsiNode, IscsiSession
 from tests import iscsi_sim
 

@@ -8,7 +8,7 @@ import pyroute2
 import pytest
 
 from reaper import exception
-from reaper.inventory import network as net_inv
+from reaper.kinds.network import collector as net_inv
 
 
 def by_index(links):

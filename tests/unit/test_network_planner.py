@@ -11,9 +11,9 @@ import pytest
 from reaper import planner
 from reaper import state as state_mod
 from reaper.inventory import libvirt as libvirt_inv
-from reaper.inventory import network as net_inv
-from reaper.inventory import ovs as ovs_inv
-from reaper.planner import network as net
+from reaper.kinds.network import collector as net_inv
+from reaper.kinds.network import ovs as ovs_inv
+from reaper.kinds.network import rules as net
 from reaper.policy import Policy, default_actions
 from reaper.records import (
     Action, Classification, CollectorResult, Domain, DomainInterface, InfoCacheRow,
@@ -30,11 +30,6 @@ QPORT = Q + "cc-dddd-eeee-ffffffffffff"
 U = "11111111-2222-3333-4444-555555555555"      # an instance
 V = "22222222-2222-3333-4444-555555555555"      # another one
 W = "33333333-2222-3333-4444-555555555555"
-
-
-@pytest.fixture(autouse=True)
-def only_network_extension(monkeypatch):
-    monkeypatch.setattr(planner, "EXTENSIONS", [net.extend])
 
 
 def policy(**kw) -> Policy:
@@ -141,7 +136,7 @@ def run(devices=(), ports=(), domains=(), rows=(), caches=(), migs=(), *, dev_ok
                                            error=None if ovs_ok else "ovsdb down")})
     view = NovaView(ok=True, instances={r.uuid: r for r in rows}, migrations=tuple(migs),
                     info_caches={c.instance_uuid: c for c in caches})
-    return planner.build_plan(inv, view, policy(**pol), NOW)
+    return planner.build_plan(inv, view, policy(**pol), NOW, extensions=[net.extend])
 
 
 def r11(plan, prefix=P):
@@ -561,18 +556,18 @@ def test_vifs_survive_the_journal():
 def test_disabled_or_absent_network_changes_nothing():
     inv = Inventory(CollectorResult("domain", True, ()), CollectorResult("instance_dir", True, ()))
     view = NovaView(ok=True, instances={V: row(V)})
-    assert planner.build_plan(inv, view, policy(), NOW).findings == ()
+    assert planner.build_plan(inv, view, policy(), NOW, extensions=[net.extend]).findings == ()
     inv = dataclasses.replace(inv, extra={
         "vif": CollectorResult("vif", True, (), error=net.DISABLED),
         "ovs_port": CollectorResult("ovs_port", True, (), error=net.DISABLED)})
-    assert planner.build_plan(inv, view, policy(), NOW).findings == ()
+    assert planner.build_plan(inv, view, policy(), NOW, extensions=[net.extend]).findings == ()
 
 
 def test_view_unavailable_plans_nothing():
     inv = Inventory(CollectorResult("domain", True, ()), CollectorResult("instance_dir", True, ()),
                     extra={"vif": CollectorResult("vif", True, tuple(hybrid())),
                            "ovs_port": CollectorResult("ovs_port", True, ())})
-    plan = planner.build_plan(inv, NovaView(ok=False, error="down"), policy(), NOW)
+    plan = planner.build_plan(inv, NovaView(ok=False, error="down"), policy(), NOW, extensions=[net.extend])
     assert plan.findings == () and plan.teardowns == ()
 
 

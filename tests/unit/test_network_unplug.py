@@ -10,15 +10,23 @@ import pytest
 import sqlalchemy as sa
 
 from reaper import exception
-from reaper.executor import network as net_exec
+from reaper.kinds.network import unplug as net_exec
 from reaper.executor import teardown
-from reaper.inventory import ovs as ovs_inv
+from reaper.kinds.network import ovs as ovs_inv
 from reaper.nova import schema
 from reaper.policy import Policy
 from reaper.records import (
     Action, Classification, CollectorResult, Domain, DomainInterface, OvsPort, TeardownPlan,
 )
 from tests.fixtures import novadb
+
+from oslo_config import cfg
+
+from reaper.kinds.instance.plugin import InstanceKind
+from reaper.kinds.manager import KindManager
+from reaper.kinds.network.plugin import NetworkKind
+
+CONF = cfg.CONF
 
 HOST, OTHER = "cmp-1", "cmp-2"
 P = "feed0001-aa"
@@ -93,7 +101,7 @@ def unplug_kept(ctx, plan) -> str:
     """A leak teardown that removed nothing did not clean a leak: the step aborts, and
     its reason says what was kept and why."""
     with pytest.raises(exception.Aborted) as e:
-        net_exec.unplug_vifs(ctx, plan)
+        _unplug(ctx, plan)
     return str(e.value)
 
 def hybrid_links(prefix=P, tap=True, carrier=0):
@@ -143,7 +151,12 @@ def ctx_for(engine, nl, ovs, domains=()):
     pol = Policy(host=HOST, hypervisor_hostname=HOST, instances_path="/nonexistent")
     return teardown.Context(conn=object(), engine=engine, state=None, policy=pol,
                             clock=lambda: datetime.datetime(2026, 1, 1),
-                            extras={"network": handles})
+                            kinds=KindManager([InstanceKind(CONF), NetworkKind(CONF, handles)]))
+
+
+def _unplug(ctx, plan) -> str:
+    """The step as the executor runs it: through the network kind."""
+    return ctx.kinds.run_step(ctx, "unplug_vifs", plan)
 
 
 def leak_plan(items) -> TeardownPlan:
@@ -163,14 +176,14 @@ def test_hybrid_unplug_in_os_vif_order_and_idempotent(engine, fake_ovs_delete):
     links = hybrid_links()
     nl, ovs = FakeNetlink(links), FakeOvs(["qvo" + P])
     ctx = ctx_for(engine, nl, ovs)
-    out = net_exec.unplug_vifs(ctx, leak_plan([item(links)]))
+    out = _unplug(ctx, leak_plan([item(links)]))
     assert nl.calls == [("down", "qbr" + P), ("del", "qbr" + P), ("del", "qvo" + P),
                         ("del", "tap" + P)]
     assert fake_ovs_delete == [("br-int", "qvo" + P, frozenset({U, None}))]
     assert nl.links == {} and ovs.ports == {}
     assert "removed qbr" in out and "ovs br-int:qvo" in out and "(and qvb" in out
     # a second run (a resumed journal) finds everything gone and succeeds
-    again = net_exec.unplug_vifs(ctx, leak_plan([item(links)]))
+    again = _unplug(ctx, leak_plan([item(links)]))
     assert again == f"{P}: already gone"
 
 
@@ -179,7 +192,7 @@ def test_ovs_down_fails_before_anything_is_removed(engine, fake_ovs_delete):
     nl = FakeNetlink(links)
     ctx = ctx_for(engine, nl, FakeOvs(["qvo" + P], up=False))
     with pytest.raises(exception.OvsUnavailable):
-        net_exec.unplug_vifs(ctx, leak_plan([item(links)]))
+        _unplug(ctx, leak_plan([item(links)]))
     assert nl.calls == [] and len(nl.links) == 4
 
 
@@ -261,7 +274,7 @@ def test_a_domain_using_a_device_through_source_dev_keeps_it(engine, fake_ovs_de
                  interfaces=(DomainInterface("direct", None, None, None,
                                              source_dev="qvo" + P),))
     nl = FakeNetlink(links)
-    out = net_exec.unplug_vifs(ctx_for(engine, nl, FakeOvs(["qvo" + P]), [dom]),
+    out = _unplug(ctx_for(engine, nl, FakeOvs(["qvo" + P]), [dom]),
                                domain_plan([item(links)]))
     assert out == f"{P}: kept (now used by domain(s) appliance)" and nl.calls == []
 
@@ -300,7 +313,7 @@ def test_the_torn_down_domain_itself_does_not_keep_its_vifs(engine, fake_ovs_del
     own = Domain(uuid=U, name="instance-00000007", state="shutoff", nova_owned=True,
                  nova_uuid=U, interfaces=(DomainInterface("bridge", None, "tap" + P, "qbr" + P),))
     nl = FakeNetlink(links)
-    out = net_exec.unplug_vifs(ctx_for(engine, nl, FakeOvs(["qvo" + P]), [own]),
+    out = _unplug(ctx_for(engine, nl, FakeOvs(["qvo" + P]), [own]),
                                domain_plan([item(hybrid_links())]))
     assert nl.links == {} and "removed" in out
 
@@ -310,14 +323,15 @@ def test_an_unreadable_domain_aborts_a_leak_teardown(engine, fake_ovs_delete):
     dom = Domain(uuid="99999999-0000-0000-0000-000000000000", name="mystery", state="unknown",
                  nova_owned=False, nova_uuid=None)
     with pytest.raises(exception.Aborted, match="mystery"):
-        net_exec.unplug_vifs(ctx_for(engine, FakeNetlink(links), FakeOvs(), [dom]),
+        _unplug(ctx_for(engine, FakeNetlink(links), FakeOvs(), [dom]),
                              leak_plan([item(links)]))
 
 
 def test_no_network_handles_is_an_error():
-    ctx = dataclasses.replace(ctx_for(None, FakeNetlink([]), FakeOvs()), extras={})
+    ctx = dataclasses.replace(ctx_for(None, FakeNetlink([]), FakeOvs()),
+                              kinds=KindManager([InstanceKind(CONF), NetworkKind(CONF)]))
     with pytest.raises(exception.StepFailed, match="not enabled"):
-        net_exec.unplug_vifs(ctx, leak_plan([]))
+        _unplug(ctx, leak_plan([]))
 
 
 def test_derived_names_are_removed_only_if_they_are_this_ports(engine, fake_ovs_delete):
@@ -327,7 +341,7 @@ def test_derived_names_are_removed_only_if_they_are_this_ports(engine, fake_ovs_
     it["ovs_ports"] = [{"bridge": None, "name": n + P, "iface_id": None, "uuid": None}
                        for n in ("tap", "qvo")]
     nl, ovs = FakeNetlink(links), FakeOvs(["qvo" + P])
-    net_exec.unplug_vifs(ctx_for(engine, nl, ovs), domain_plan([it]))
+    _unplug(ctx_for(engine, nl, ovs), domain_plan([it]))
     assert nl.links == {} and fake_ovs_delete == [("br-int", "qvo" + P, frozenset({U, None}))]
 
 

@@ -7,7 +7,7 @@ import json
 import ovs.json
 import pytest
 
-from reaper.inventory import ovsjson
+from reaper.kinds.network import ovsjson as ovsjson
 
 PY_PARSER = ovsjson.ORIGINAL
 MESSAGES = [

@@ -11,8 +11,9 @@ import tempfile
 import pytest
 from oslo_config import cfg
 
-from reaper import demo, finisher, planner, service_wiring
+from reaper import demo, finisher
 from reaper.conf import services as conf_services
+from reaper.kinds.services import plugin as service_wiring
 from reaper.services import (DELETE_ALLOCATIONS, DETACH_VOLUMES, RELEASE_PORTS,
                              REMOVE_NODE_ALLOCATIONS, SERVICE_STEPS, InstanceFacts, PortFact,
                              VolumeFact)
@@ -40,8 +41,6 @@ def host(tmp_path):
     service_wiring.enable(reaper, conf=_no_sections())
     yield reaper, handles, {m.label: m.uuid for m in cast}
     reaper.close()
-    for ext in [e for e in planner.EXTENSIONS if getattr(e, "reaper_services", False)]:
-        planner.EXTENSIONS.remove(ext)
 
 
 def _soft_deleted(eng) -> tuple[str, str, str, str]:

@@ -13,8 +13,9 @@ from keystoneauth1 import service_token
 from oslo_config import cfg
 
 from reaper import exception
-from reaper import notifications, planner, service_wiring, state as state_mod
+from reaper import notifications, planner, state as state_mod
 from reaper.conf import services as conf_services
+from reaper.kinds.services import plugin as service_wiring
 from reaper.executor import teardown
 from reaper.nova import evacuation, schema
 from reaper.records import (Action, BdmRow, Classification, ComputeNodeRow, InfoCacheRow,
@@ -326,6 +327,12 @@ def _closed_port() -> int:
     return port
 
 
+def _kinds(clients):
+    from reaper.kinds.instance.plugin import InstanceKind
+    from reaper.kinds.manager import KindManager
+    return KindManager([InstanceKind(cfg.CONF), service_wiring.ServicesKind(cfg.CONF, clients)])
+
+
 def _unreachable(groups=("neutron", "cinder", "placement")):
     port = _closed_port()
     return session.clients_from_conf(_conf(**{
@@ -353,9 +360,8 @@ def _row_reclaim(nova, tmp_path, clients):
                                              DELETE_ALLOCATIONS),
                         service_facts=facts.to_dict())
     st = state_mod.StateDB(str(tmp_path / "state"))
-    service_wiring.register_handlers()
     ctx = teardown.Context(conn=None, engine=nova, state=st, policy=policy(),
-                           clock=novadb.utcnow, extras={"services": clients})
+                           clock=novadb.utcnow, kinds=_kinds(clients))
     return u, plan, st, ctx
 
 
@@ -441,10 +447,8 @@ def test_the_migration_waits_for_the_allocations_step(nova, tmp_path):
     jid = st.begin(plan, "req-0", novadb.utcnow())
     for s in ("destroy_domain", "undefine_domain"):
         st.step(jid, s, "done", novadb.utcnow())
-    service_wiring.register_handlers()
     ctx = teardown.Context(conn=None, engine=nova, state=st, policy=policy(),
-                           clock=novadb.utcnow,
-                           extras={"services": _unreachable(("placement",))})
+                           clock=novadb.utcnow, kinds=_kinds(_unreachable(("placement",))))
     # _verify re-reads the row and migration: the evacuation is still 'done'
     (entry,) = st.unfinished(teardown.steps_for)
     out = teardown.execute(ctx, plan, "req-1", journal_id=jid, done_steps=entry.steps)

@@ -17,16 +17,29 @@ import sqlalchemy as sa
 
 from reaper import exception
 from reaper.executor import teardown
-from reaper.executor import volumes as vx
-from reaper.inventory import iscsi
+from reaper.kinds.iscsi import disconnect as vx
+from reaper.kinds.iscsi import collector as iscsi
 from reaper.nova import schema
-from reaper.planner import volumes as vp
+from reaper.kinds.iscsi import rules as vp
 from reaper.policy import Policy, default_actions
 from reaper.records import (
     Action, Classification, CollectorResult, Domain, DomainDisk, TeardownPlan,
 )
 from tests import iscsi_sim
 from tests.fixtures import novadb
+
+from oslo_config import cfg
+
+from reaper.kinds.instance.plugin import InstanceKind
+from reaper.kinds.iscsi.plugin import IscsiKind
+from reaper.kinds.manager import KindManager
+
+CONF = cfg.CONF
+
+
+def _disconnect(ctx, plan) -> str:
+    """The step as the executor runs it: through the iscsi kind."""
+    return ctx.kinds.run_step(ctx, "disconnect_volumes", plan)
 
 HOST = "cmp-1"
 P1 = "10.0.0.1:3260"
@@ -117,7 +130,9 @@ class World:
         pol = Policy(host=HOST, hypervisor_hostname=HOST, instances_path="/x",
                      actions=default_actions())
         return teardown.Context(conn=object(), engine=self.engine, state=self.state,
-                                policy=pol, clock=lambda: NOW, extras={"iscsi": self.handles})
+                                policy=pol, clock=lambda: NOW,
+                                kinds=KindManager([InstanceKind(CONF),
+                                                   IscsiKind(CONF, self.handles)]))
 
     def plan(self):
         """What the planner makes of the simulated host right now (leaks reaped)."""
@@ -147,7 +162,7 @@ def leak_plan(world, resource_part: str) -> TeardownPlan:
 def test_leak_is_disconnected_through_os_brick_without_secrets(world, sim):
     sim.connect(P1, IQN2, username="u", password="sysfs-secret")
     t = leak_plan(world, IQN2)
-    detail = vx.disconnect_volumes(world.ctx(), t)
+    detail = _disconnect(world.ctx(), t)
     assert "disconnected through os-brick" in detail and "logged out" in detail
     ((_, props, info),) = world.calls
     assert props == {"target_portal": P1, "target_iqn": IQN2, "target_lun": 0,
@@ -163,7 +178,7 @@ def test_leak_now_in_a_domain_is_aborted(world, sim):
     world.domains.append(Domain("u1", "instance-1", "running", True, "u1",
                                 disks=(DomainDisk("vdb", "disk", "block", "/dev/sda"),)))
     with pytest.raises(exception.Aborted, match="no longer leaked: .*domain instance-1"):
-        vx.disconnect_volumes(world.ctx(), t)
+        _disconnect(world.ctx(), t)
     assert world.calls == [] and sim.devices(1) == {0: "sda"}
 
 
@@ -173,7 +188,7 @@ def test_leak_now_open_is_aborted(world, sim):
     fd = os.open(os.path.join(sim.dev, "sda"), os.O_RDONLY)
     try:
         with pytest.raises(exception.Aborted, match="open by pid"):
-            vx.disconnect_volumes(world.ctx(), t)
+            _disconnect(world.ctx(), t)
     finally:
         os.close(fd)
     assert world.calls == []
@@ -185,7 +200,7 @@ def test_leak_is_not_touched_while_an_attach_may_be_in_progress(world, sim, engi
     u = novadb.add_instance(engine, host=HOST)["uuid"]
     novadb.add_bdm(engine, u, connection_info=None)
     with pytest.raises(exception.Aborted, match="no connection_info yet"):
-        vx.disconnect_volumes(world.ctx(), t)
+        _disconnect(world.ctx(), t)
     assert world.calls == []
 
 
@@ -196,7 +211,7 @@ def test_leak_named_by_a_new_bdm_is_aborted(world, sim, engine):
     novadb.add_bdm(engine, u, connection_info=novadb.iscsi_connection_info(
         "v", target_portal=P1, target_iqn=IQN2, target_lun=0))
     with pytest.raises(exception.Aborted, match="bdm"):
-        vx.disconnect_volumes(world.ctx(), t)
+        _disconnect(world.ctx(), t)
 
 
 def test_other_lun_named_by_a_bdm_without_device_keeps_the_session(world, sim, engine):
@@ -205,7 +220,7 @@ def test_other_lun_named_by_a_bdm_without_device_keeps_the_session(world, sim, e
     u = novadb.add_instance(engine, host=HOST)["uuid"]
     novadb.add_bdm(engine, u, connection_info=novadb.iscsi_connection_info(
         "v", target_portal=P1, target_iqn=IQN, target_lun=1))
-    detail = vx.disconnect_volumes(world.ctx(), t)
+    detail = _disconnect(world.ctx(), t)
     assert "session kept" in detail
     assert [c[0] for c in world.calls] == ["remove_connection"]
     assert sim.devices(sid) == {} and len(sim.sessions()) == 1
@@ -220,7 +235,7 @@ def test_reused_device_name_is_not_removed(world, sim):
     u_dom = Domain("u1", "instance-1", "running", True, "u1",
                    disks=(DomainDisk("vdb", "disk", "block", "/dev/sda"),))
     world.domains.append(u_dom)
-    detail = vx.disconnect_volumes(world.ctx(), t)
+    detail = _disconnect(world.ctx(), t)
     assert "removed" not in detail and "logged out" in detail
     assert sim.devices(sid2) == {0: "sda"}
     assert all(s["sid"] != sid for s in sim.sessions())     # the empty session went
@@ -239,7 +254,7 @@ def test_teardown_item_in_use_by_another_domain_is_kept(world, sim):
                                 disks=(DomainDisk("vdb", "disk", "block", "/dev/sda"),)))
     world.domains.append(Domain("c1", "instance-c", "shutoff", True, "c1",
                                 disks=(DomainDisk("vdb", "disk", "block", "/dev/sda"),)))
-    detail = vx.disconnect_volumes(world.ctx(), t)
+    detail = _disconnect(world.ctx(), t)
     assert detail == "volume v1: kept, in use: " \
                      f"{P1} {IQN2} lun 0: domain instance-1"
     assert world.calls == []
@@ -251,15 +266,15 @@ def test_errors_are_recorded_on_a_delete_with_disks_and_raised_otherwise(world, 
     item = leak_plan(world, IQN2).volumes[0] | {"volume_id": "v1"}
     with_disks = TeardownPlan("c1", Classification.RUNNING_DELETED, Action.REAP, "i-c", (),
                               True, False, "deleted", volumes=(item,))
-    detail = vx.disconnect_volumes(world.ctx(), with_disks)
+    detail = _disconnect(world.ctx(), with_disks)
     assert detail == "volume v1: FAILED, ignored as on a delete with disks: iscsiadm exploded"
     shared = TeardownPlan("c1", Classification.EVACUATED, Action.REAP, "i-c", (),
                           False, False, "evacuated, shared storage", volumes=(item,))
     with pytest.raises(exception.VolumeError, match="iscsiadm exploded"):
-        vx.disconnect_volumes(world.ctx(), shared)
+        _disconnect(world.ctx(), shared)
     leak = leak_plan(world, IQN2)
     with pytest.raises(exception.VolumeError, match="iscsiadm exploded"):
-        vx.disconnect_volumes(world.ctx(), leak)
+        _disconnect(world.ctx(), leak)
 
 
 def test_shared_item_is_kept_without_touching_anything(world, sim):
@@ -267,7 +282,7 @@ def test_shared_item_is_kept_without_touching_anything(world, sim):
             "targets": []}
     t = TeardownPlan("c1", Classification.EVACUATED, Action.REAP, "i-c", (), True, False,
                      "x", volumes=(item,))
-    assert vx.disconnect_volumes(world.ctx(), t) == \
+    assert _disconnect(world.ctx(), t) == \
         "volume v1: kept: shared: still used by domain instance-1 (multi-attach)"
 
 
@@ -275,7 +290,7 @@ def test_no_lock_path_is_an_error(world, sim):
     sim.connect(P1, IQN2)
     world.lock_path = None
     with pytest.raises(exception.VolumeError, match="lock_path"):
-        vx.disconnect_volumes(world.ctx(), leak_plan(world, IQN2))
+        _disconnect(world.ctx(), leak_plan(world, IQN2))
 
 
 def test_reread_bdms(engine):
@@ -306,7 +321,7 @@ def test_leak_whose_partition_is_now_open_is_aborted(world, sim):
     fd = os.open(os.path.join(sim.dev, "sda1"), os.O_RDONLY)
     try:
         with pytest.raises(exception.Aborted, match="partition sda1 open by pid"):
-            vx.disconnect_volumes(world.ctx(), t)
+            _disconnect(world.ctx(), t)
     finally:
         os.close(fd)
     assert world.calls == []
@@ -318,7 +333,7 @@ def test_leak_whose_partition_got_an_lvm_map_is_aborted(world, sim):
     t = leak_plan(world, IQN2)
     sim.add_dm(["sda1"], "vg-lv", "LVM-1", lvm=("vg", "lv"))
     with pytest.raises(exception.Aborted, match=r"partition sda1 held by dm-0 \(LVM-1\)"):
-        vx.disconnect_volumes(world.ctx(), t)
+        _disconnect(world.ctx(), t)
 
 
 def test_leak_of_a_target_the_firmware_booted_from_is_aborted(world, sim):
@@ -326,7 +341,7 @@ def test_leak_of_a_target_the_firmware_booted_from_is_aborted(world, sim):
     t = leak_plan(world, IQN2)
     sim.set_ibft(P1, IQN2)
     with pytest.raises(exception.Aborted, match="the host booted from target"):
-        vx.disconnect_volumes(world.ctx(), t)
+        _disconnect(world.ctx(), t)
     assert world.calls == [] and len(sim.sessions()) == 1
 
 
@@ -346,7 +361,7 @@ def test_props_always_name_their_targets_explicitly(world, sim):
     """So that os-brick never looks a single-path target up in the discovery database
     (empty for a session without a node record: it would then skip the cleanup)."""
     sim.login(P1, IQN2)
-    detail = vx.disconnect_volumes(world.ctx(), leak_plan(world, IQN2))
+    detail = _disconnect(world.ctx(), leak_plan(world, IQN2))
     ((_, props, _),) = [c for c in world.calls if c[0] == "disconnect_volume"]
     assert (props["target_portals"], props["target_iqns"], props["target_luns"]) == \
         ([P1], [IQN2], [0])
@@ -358,7 +373,7 @@ def test_nodeless_session_left_by_os_brick_is_logged_out_by_its_id(world, sim):
     t = leak_plan(world, IQN2)
     assert t.volumes[0]["targets"][0]["node"] is False
     world.fail = "iscsiadm -m discoverydb: exit 21"        # os-brick gave up
-    detail = vx.disconnect_volumes(world.ctx(), t)
+    detail = _disconnect(world.ctx(), t)
     assert [c[0] for c in world.calls] == ["disconnect_volume", "remove_connection",
                                            "logout_session"]
     assert f"logged out by session id the session(s) without a node record ({sid})" in detail
@@ -369,7 +384,7 @@ def test_os_brick_failure_with_a_node_record_still_fails_the_step(world, sim):
     sim.connect(P1, IQN2)
     world.fail = "flush failed"
     with pytest.raises(exception.VolumeError, match="flush failed"):
-        vx.disconnect_volumes(world.ctx(), leak_plan(world, IQN2))
+        _disconnect(world.ctx(), leak_plan(world, IQN2))
     assert [c[0] for c in world.calls] == ["disconnect_volume"]
 
 
@@ -381,7 +396,7 @@ def test_nodeless_session_that_stays_logged_in_needs_an_operator(world, sim, sta
     sim.set_iscsid(False)
     with pytest.raises(exception.Aborted, match=f"needs an operator: session {sid} .* "
                                                f"iscsiadm -m session -r {sid} -u"):
-        vx.disconnect_volumes(world.ctx(), t)
+        _disconnect(world.ctx(), t)
     assert sim.devices(sid) == {} and len(sim.sessions()) == 2
     (note,) = vx.operator_notes(state)
     assert (note.portal, note.iqn, note.sid, note.since) == (P1, IQN2, str(sid),
@@ -408,7 +423,7 @@ def test_nodeless_session_that_stays_logged_in_needs_an_operator(world, sim, sta
     sim.set_iscsid(False)
     t2 = leak_plan(world, IQN)
     with pytest.raises(exception.Aborted, match="needs an operator"):
-        vx.disconnect_volumes(world.ctx(), t2)
+        _disconnect(world.ctx(), t2)
     assert [n.sid for n in vx.operator_notes(state)] == [str(other)]
 
 
@@ -437,7 +452,7 @@ def test_nodeless_session_that_got_a_new_lun_meanwhile_is_kept(world, sim, state
             self.sim.add_lun(sid, 1)            # nova-compute attached LUN 1 meanwhile
 
     world.handles.connector = lambda: Racing(sim, world.calls)
-    detail = vx.disconnect_volumes(world.ctx(), t)
+    detail = _disconnect(world.ctx(), t)
     assert f"kept session(s) {sid}: a LUN appeared on it meanwhile" in detail
     assert [c[0] for c in world.calls] == ["disconnect_volume"]
     assert list(sim.devices(sid)) == [1] and vx.operator_notes(state) == ()

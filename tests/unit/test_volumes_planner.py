@@ -1,7 +1,7 @@
 """R12 (leaked_iscsi), the volume part of teardowns and R13 evidence, table-driven.
 
 Pure: records in, plan out; no iSCSI, libvirt or DB. The iSCSI host facts are the
-records the collector (reaper.inventory.iscsi) produces.
+records the collector (reaper.kinds.iscsi.collector) produces.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import json
 import pytest
 
 from reaper import planner
-from reaper.planner import volumes
+from reaper.kinds.iscsi import rules as volumes
 from reaper.policy import Policy, default_actions
 from reaper.records import (
     Action, BdmRow, BlockPartition, Classification, CollectorResult, DirKind, DmMap, Domain,
@@ -31,11 +31,6 @@ IQN = "iqn.2010-10.org.openstack:volume-1"
 IQN2 = "iqn.2010-10.org.openstack:volume-2"
 SECRET = "s3cr3t-chap-password"
 VOL1, VOL2 = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
-
-
-@pytest.fixture(autouse=True)
-def only_volume_extension(monkeypatch):
-    monkeypatch.setattr(planner, "EXTENSIONS", [volumes.extend])
 
 
 def policy(action="reap", **kw) -> Policy:
@@ -109,7 +104,7 @@ def run(items=(), domains=(), rows=(), bdms=(), migs=(), dirs=(), domains_ok=Tru
                                                             tuple(items))})
     view = NovaView(ok=True, instances={r.uuid: r for r in rows}, migrations=tuple(migs),
                     bdms=tuple(bdms))
-    return planner.build_plan(inv, view, policy(**pol), NOW)
+    return planner.build_plan(inv, view, policy(**pol), NOW, extensions=[volumes.extend])
 
 
 def leaks(plan):

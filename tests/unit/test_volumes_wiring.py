@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from oslo_config import cfg
 
 from reaper import audit as audit_mod
-from reaper import planner, reconcile, volume_wiring
+from reaper import reconcile
+from reaper.kinds.iscsi import plugin as volume_wiring
 from reaper import policy as policy_mod
 from reaper import state as state_mod
-from reaper.executor import teardown
 from reaper.nova import schema
 from reaper.records import Action, Classification, ResourceKind
 from tests import iscsi_sim
@@ -25,15 +25,6 @@ from tests.fixtures import novadb
 CONF = cfg.CONF
 HOST = "wiring-host"
 P1 = "10.0.0.1:3260"
-
-
-@pytest.fixture
-def registries(monkeypatch):
-    monkeypatch.setattr(reconcile, "EXTRA_COLLECTORS", {})
-    monkeypatch.setattr(reconcile, "LEAK_KINDS", {})
-    monkeypatch.setattr(planner, "EXTENSIONS", [])
-    monkeypatch.setattr(planner, "REVERIFIERS", {})
-    monkeypatch.setattr(teardown, "STEP_HANDLERS", {})
 
 
 @pytest.fixture
@@ -75,7 +66,7 @@ def test_options_and_defaults():
     assert "os_brick" in generator_namespaces()
 
 
-def test_enable_registers_every_part(registries, tmp_path):
+def test_enable_registers_every_part(tmp_path):
     r = make_reaper(tmp_path, f"sqlite:///{tmp_path / 'n.sqlite'}", None)
     r.policy = dataclasses.replace(r.policy, actions={})
     CONF.set_override("leaked_iscsi_action", "reap", "reaper")
@@ -83,18 +74,19 @@ def test_enable_registers_every_part(registries, tmp_path):
         volume_wiring.enable(r)
     finally:
         CONF.clear_override("leaked_iscsi_action", "reaper")
-    assert "iscsi_session" in reconcile.EXTRA_COLLECTORS
-    assert reconcile.LEAK_KINDS == {Classification.LEAKED_ISCSI: ResourceKind.ISCSI_SESSION}
-    assert len(planner.EXTENSIONS) == 1 and Classification.LEAKED_ISCSI in planner.REVERIFIERS
-    assert "disconnect_volumes" in teardown.STEP_HANDLERS
-    assert "iscsi" in r.extras
+    kind = r.kinds.get("iscsi")
+    assert r.kinds.names() == ["instance", "iscsi"] and kind.handles is not None
+    assert kind.describe().collectors == ("iscsi_session",)
+    assert r.kinds.leak_kind(Classification.LEAKED_ISCSI) is ResourceKind.ISCSI_SESSION
+    assert Classification.LEAKED_ISCSI in r.kinds.reverifiers()
+    assert r.kinds.owner_of("disconnect_volumes") is kind
     assert r.policy.actions[Classification.LEAKED_ISCSI] is Action.REAP
     volume_wiring.enable(r)                 # idempotent
-    assert len(planner.EXTENSIONS) == 1
+    assert r.kinds.names() == ["instance", "iscsi"]
     r.close()
 
 
-def test_audit_pass_reports_leaks_and_keeps_used_sessions(registries, tmp_path, sim):
+def test_audit_pass_reports_leaks_and_keeps_used_sessions(tmp_path, sim):
     import libvirt
     url = f"sqlite:///{tmp_path / 'nova.sqlite'}"
     eng = sa.create_engine(url)
@@ -124,7 +116,7 @@ def test_audit_pass_reports_leaks_and_keeps_used_sessions(registries, tmp_path, 
     assert not [c for c in sim.commands("iscsiadm") if "--logout" in c["argv"]]
 
 
-def test_observation_guard_holds_a_leak_back(registries, tmp_path, sim):
+def test_observation_guard_holds_a_leak_back(tmp_path, sim):
     import libvirt
     url = f"sqlite:///{tmp_path / 'nova.sqlite'}"
     eng = sa.create_engine(url)
@@ -153,7 +145,7 @@ def test_the_collector_adds_the_operator_notes_of_the_state_db(tmp_path, sim):
     planner with the host's iSCSI state, so they are reported rather than retried."""
     import json
 
-    from reaper.executor import volumes as vol_exec
+    from reaper.kinds.iscsi import disconnect as vol_exec
     from reaper.records import IscsiOperatorNote
 
     class R:

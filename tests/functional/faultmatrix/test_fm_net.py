@@ -19,7 +19,7 @@ import libvirt
 import pytest
 import sqlalchemy as sa
 
-from reaper.inventory import ovs as ovs_inv
+from reaper.kinds.network import ovs as ovs_inv
 from reaper.nova import schema
 from tests.fixtures import netplumb as npl
 from tests.fixtures import novadb
@@ -98,7 +98,7 @@ class NetWorld:
     def wait_replica(self, r, predicate, what: str) -> None:
         """Until the reaper's OVSDB session sees ``predicate(ports by name)``."""
         deadline = time.monotonic() + 10
-        while not predicate({p.name: p for p in ovs_inv.collect(r.extras["network"].ovs).items}):
+        while not predicate({p.name: p for p in ovs_inv.collect(r.kinds.get("network").handles.ovs).items}):
             assert time.monotonic() < deadline, f"the OVSDB replica never showed {what}"
             time.sleep(0.05)
 
@@ -423,8 +423,7 @@ def net_world_any_db(tmp_path, nova_db, fmnet, ovs_bridge):  # noqa: F811
 # --------------------------------------------------------------------------
 
 def _leak_teardown(r, port_id: str):
-    from reaper import planner
-    plan = planner.build_plan(*r._load(r.conn, r.policy), r.policy, r.clock())
+    plan = r.kinds.plan(*r._load(r.conn, r.policy), r.policy, r.clock())
     (t,) = [t for t in plan.teardowns if t.classification.value == "leaked_vif"
             and t.vifs[0]["prefix"] == port_id[:11]]
     return t
@@ -433,7 +432,7 @@ def _leak_teardown(r, port_id: str):
 def _execute(r, t):
     from reaper.executor import teardown
     ctx = teardown.Context(conn=r.conn, engine=r.engine, state=r.state, policy=r.policy,
-                           clock=r.clock, extras=r.extras)
+                           clock=r.clock, kinds=r.kinds)
     return teardown.execute(ctx, t, f"req-{uuidlib.uuid4()}")
 
 

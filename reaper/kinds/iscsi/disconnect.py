@@ -1,7 +1,7 @@
 """Executor step "disconnect_volumes" (doc/design.md "Teardown order", step 3), also the whole of a
 leaked-iSCSI cleanup, through os-brick.
 
-Each volume item of a TeardownPlan (see reaper.planner.volumes) is handled in one
+Each volume item of a TeardownPlan (see reaper.kinds.iscsi.rules) is handled in one
 critical section under os-brick's external ``connect_volume`` lock in
 ``[os_brick] lock_path``, the lock nova-compute's os-brick takes around every
 ``connect_volume`` and ``disconnect_volume``. Inside it, compare-and-act:
@@ -47,7 +47,7 @@ from reaper.conf import CONF
 from reaper.executor import teardown
 from reaper.nova import schema as s
 from reaper.planner import rules
-from reaper.planner import volumes as vol
+from reaper.kinds.iscsi import rules as vol
 from reaper.records import Classification, CollectorResult, IscsiOperatorNote, TeardownPlan
 
 LOG = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ LOCK_NAME = "connect_volume"        # os-brick's ISCSIConnector connect/disconne
 
 @dataclasses.dataclass
 class Handles:
-    """What the step needs besides teardown.Context: put in ``Context.extras["iscsi"]``."""
+    """What the step needs besides teardown.Context: the ``iscsi`` kind's handles."""
     collect: Callable[[], CollectorResult]
     list_domains: Callable[[object], CollectorResult]
     connector: Callable[[], object]             # -> os_brick ISCSIConnector
@@ -99,11 +99,10 @@ def default_handles(collect: Callable[[], CollectorResult],
 # the step
 # --------------------------------------------------------------------------
 
-def disconnect_volumes(ctx: teardown.Context, plan: TeardownPlan) -> str:
-    """teardown.STEP_HANDLERS["disconnect_volumes"]."""
-    h: Handles | None = ctx.extras.get("iscsi")
+def disconnect_volumes(ctx: teardown.Context, plan: TeardownPlan, h: Handles | None) -> str:
+    """The ``disconnect_volumes`` step (IscsiKind.run_step); ``h``: the kind's handles."""
     if h is None:
-        raise exception.VolumeError("iSCSI support is not enabled (reaper.volume_wiring.enable)")
+        raise exception.VolumeError("iSCSI support is not enabled (the iscsi kind is not open)")
     leak = plan.classification is Classification.LEAKED_ISCSI
     details = []
     for item in plan.volumes:
@@ -461,10 +460,6 @@ def reread_bdms(engine, host: str) -> list[tuple[int, str, str | None, str | Non
             .order_by(b.c.id))
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(stmt)]
-
-
-def register() -> None:
-    teardown.STEP_HANDLERS["disconnect_volumes"] = disconnect_volumes
 
 
 def privileged_in_process() -> None:

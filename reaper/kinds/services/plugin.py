@@ -1,11 +1,13 @@
-"""Service steps in the reaper: one planner extension, four step handlers.
+"""The ``services`` kind: the cloud side of reclaims and evacuations.
+
+No collector; one planner (the instance's facts on every reclaim and evacuated
+teardown, whatever is configured; the service steps of the configured sections) and
+five steps (Neutron ports, Cinder attachments, Placement allocations, the
+evacuation's migration), run with the keystoneauth1 adapters ``open`` makes. The
+calls themselves are reaper.services (shared with ``reaper-ctl finish``).
 
 The ``[neutron]``, ``[cinder]``, ``[placement]`` and ``[service_user]`` options are
-reaper.conf.services'. ``enable`` plugs the rest into
-a Reaper: ``planner.EXTENSIONS`` (the instance's facts on every reclaim and evacuated
-teardown, whatever is configured; the service steps of the configured sections),
-``teardown.STEP_HANDLERS`` for each step, and ``reaper.extras["services"]`` (the
-keystoneauth1 adapters).
+reaper.conf.services'.
 
 Order and the DB finalize. The service steps run after the host teardown and
 before ``finalize_db``, in Nova's order: network (``release_ports``), volumes
@@ -52,8 +54,8 @@ from typing import Any
 from oslo_log import log as logging
 
 from reaper import exception
-from reaper import planner
 from reaper.conf import CONF
+from reaper.kinds import KindInfo, Phase, ResourceKindPlugin, host_teardown
 from reaper.nova import evacuation as nova_evacuation
 from reaper.planner import rules
 from reaper.records import Action, Classification, TeardownPlan
@@ -69,6 +71,7 @@ LOG = logging.getLogger(__name__)
 RECLAIM_STEPS = (RELEASE_PORTS, DETACH_VOLUMES, DELETE_ALLOCATIONS)
 EVACUATED_STEPS = (REMOVE_NODE_ALLOCATIONS, COMPLETE_MIGRATION)
 ALL_STEPS = RECLAIM_STEPS + EVACUATED_STEPS
+NAME = "services"
 
 
 # -- planner extension (pure) ------------------------------------------------
@@ -167,9 +170,8 @@ def facts_of(plan: TeardownPlan) -> InstanceFacts:
     return InstanceFacts.from_dict(plan.service_facts)
 
 
-def _adapter(ctx, step: str):
+def _adapter(clients, step: str):
     group = GROUP_OF[SERVICE_OF[step]]
-    clients = ctx.extras.get("services")
     client = clients.get(group) if clients is not None else None
     if client is None or not client.configured:
         raise exception.ServiceFailed(StepResult(step, False, f"[{group}] is not configured here "
@@ -186,34 +188,36 @@ def _finish(result: StepResult) -> str:
     return result.detail
 
 
-def _connector(ctx, facts: InstanceFacts):
-    make = ctx.extras.get("host_connector")
+def _connector(make, facts: InstanceFacts):
     if make is not None:
         return make()
     return cinder.host_connector(facts.host)
 
 
-def run_release_ports(ctx, plan: TeardownPlan) -> str:
-    return _finish(neutron.release_ports(_adapter(ctx, RELEASE_PORTS), facts_of(plan)))
+def run_release_ports(ctx, plan: TeardownPlan, clients, host_connector=None) -> str:
+    return _finish(neutron.release_ports(_adapter(clients, RELEASE_PORTS), facts_of(plan)))
 
 
-def run_detach_volumes(ctx, plan: TeardownPlan) -> str:
+def run_detach_volumes(ctx, plan: TeardownPlan, clients, host_connector=None) -> str:
     facts = facts_of(plan)
-    return _finish(cinder.detach_volumes(_adapter(ctx, DETACH_VOLUMES), facts,
-                                         functools.partial(_connector, ctx, facts)))
+    return _finish(cinder.detach_volumes(_adapter(clients, DETACH_VOLUMES), facts,
+                                         functools.partial(_connector, host_connector,
+                                                           facts)))
 
 
-def run_delete_allocations(ctx, plan: TeardownPlan) -> str:
-    return _finish(placement.delete_allocations(_adapter(ctx, DELETE_ALLOCATIONS),
+def run_delete_allocations(ctx, plan: TeardownPlan, clients, host_connector=None) -> str:
+    return _finish(placement.delete_allocations(_adapter(clients, DELETE_ALLOCATIONS),
                                                 facts_of(plan)))
 
 
-def run_remove_node_allocations(ctx, plan: TeardownPlan) -> str:
+def run_remove_node_allocations(ctx, plan: TeardownPlan, clients,
+                                host_connector=None) -> str:
     return _finish(placement.remove_node_allocations(
-        _adapter(ctx, REMOVE_NODE_ALLOCATIONS), facts_of(plan)))
+        _adapter(clients, REMOVE_NODE_ALLOCATIONS), facts_of(plan)))
 
 
-def run_complete_migration(ctx, plan: TeardownPlan) -> str:
+def run_complete_migration(ctx, plan: TeardownPlan, clients=None,
+                           host_connector=None) -> str:
     facts = facts_of(plan)
     if facts.migration_id is None:
         raise exception.StepFailed("no evacuation migration in the plan")
@@ -229,14 +233,6 @@ HANDLERS = {
     REMOVE_NODE_ALLOCATIONS: run_remove_node_allocations,
     COMPLETE_MIGRATION: run_complete_migration,
 }
-
-
-def register_handlers() -> None:
-    """The step handlers (idempotent). Registered whenever this module is enabled, so
-    a journaled step resumes even after its service is unconfigured (it then fails,
-    reported, until the section is back or the entry is set aside)."""
-    from reaper.executor import teardown
-    teardown.STEP_HANDLERS.update(HANDLERS)
 
 
 # -- leftovers -------------------------------------------------------------------
@@ -304,19 +300,59 @@ def configured_groups(conf=CONF) -> frozenset[str]:
     return frozenset(g for g in session.SERVICES if session.configured(conf, g))
 
 
+class ServicesKind(ResourceKindPlugin):
+    """``clients`` (session.Clients) replaces the configured sections (tests);
+    ``host_connector`` (a callable) the connector a detach sends for old-style BDMs."""
+
+    def __init__(self, conf, clients=None, host_connector=None):
+        super().__init__(conf)
+        self.clients = clients
+        self.host_connector = host_connector
+
+    def describe(self) -> KindInfo:
+        return KindInfo(name=NAME, steps={s: Phase.SERVICES for s in ALL_STEPS})
+
+    def open(self) -> None:
+        if self.clients is None:
+            self.clients = session.clients_from_conf(self.conf)
+
+    def close(self) -> None:
+        clients, self.clients = self.clients, None
+        try:
+            close = getattr(clients, "close", None)
+            if close is not None:
+                close()
+        except Exception:   # noqa: BLE001 - close never raises
+            pass
+
+    def groups(self) -> frozenset[str]:
+        """The configured services (none before ``open``)."""
+        if self.clients is None:
+            return frozenset()
+        return frozenset(g for g in session.SERVICES if self.clients.get(g).configured)
+
+    def plan(self, ctx):
+        return extend(ctx, groups=self.groups())
+
+    def steps(self, plan):
+        """The plan's service steps, in the order it holds them (Nova's)."""
+        return [(Phase.SERVICES, s) for s in plan.services] if host_teardown(plan) else []
+
+    def run_step(self, ctx, step, plan) -> str:
+        """Every step is run whatever is configured now, so a journaled step resumes
+        even after its service is unconfigured (it then fails, reported, until the
+        section is back or the entry is set aside)."""
+        if step not in HANDLERS:
+            raise ValueError(f"unknown step {step}")
+        return HANDLERS[step](ctx, plan, self.clients, self.host_connector)
+
+
 def enable(reaper, conf=CONF, clients=None):
-    """Turn the service steps on for ``reaper`` (a reconcile.Reaper); returns it.
-    ``clients`` (session.Clients) defaults to the configured sections. The planner
-    extension is installed whatever is configured: with no section it only gives
-    reclaims (and evacuated teardowns) their facts, for the leftover record; the
-    handlers are always registered (journaled steps still resume)."""
-    register_handlers()
-    clients = clients or session.clients_from_conf(conf)
-    groups = frozenset(g for g in session.SERVICES if clients.get(g).configured)
-    reaper.extras["services"] = clients
-    for ext in [e for e in planner.EXTENSIONS if getattr(e, "reaper_services", False)]:
-        planner.EXTENSIONS.remove(ext)
-    ext = functools.partial(extend, groups=groups)
-    ext.reaper_services = True      # type: ignore[attr-defined]
-    planner.EXTENSIONS.append(ext)
+    """Turn the service steps on for ``reaper`` (a reconcile.Reaper built piecewise,
+    as tests do); returns it. ``clients`` (session.Clients) defaults to the
+    configured sections. build_from_conf enables the kind from ``[reaper]
+    resource_kinds``."""
+    kind = ServicesKind(conf, clients)
+    kind.open()
+    reaper.kinds.add(kind)
     return reaper

@@ -60,8 +60,8 @@ from reaper.records import (
     TeardownPlan,
 )
 
-DEVICE_KIND = "vif"         # reaper.inventory.network.KIND
-OVS_KIND = "ovs_port"       # reaper.inventory.ovs.KIND
+DEVICE_KIND = "vif"         # reaper.kinds.network.collector.KIND
+OVS_KIND = "ovs_port"       # reaper.kinds.network.ovs.KIND
 # A collector result with this error (and ok=True) means "network plumbing is not
 # enabled for this Reaper": the extension then does nothing at all.
 DISABLED = "network plumbing not enabled"
@@ -726,10 +726,3 @@ def reverify_leak(plan, row, migrations, policy, now) -> tuple[bool, str]:
     """A leaked VIF belongs to no instance row; the unplug step re-reads the DB's
     claims, the domains and the devices before it touches anything."""
     return True, "re-checked by the unplug step (DB claims, domains, devices, OVS rows)"
-
-
-def register() -> None:
-    from reaper import planner
-    if extend not in planner.EXTENSIONS:
-        planner.EXTENSIONS.append(extend)
-    planner.REVERIFIERS[Classification.LEAKED_VIF] = reverify_leak

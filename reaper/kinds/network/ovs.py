@@ -31,7 +31,7 @@ from ovsdbapp.backend.ovs_idl import transaction as ovs_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from reaper import exception
-from reaper.inventory import ovsjson
+from reaper.kinds.network import ovsjson
 from reaper.records import CollectorResult, OvsPort
 
 LOG = logging.getLogger(__name__)

@@ -1,13 +1,13 @@
 """The unplug step: remove a teardown's VIFs the way os-vif unplugs them.
 
-``teardown.STEP_HANDLERS["unplug_vifs"]`` runs it for every plan with ``vifs``:
+The ``network`` kind runs it (``unplug_vifs``) for every plan with ``vifs``:
 instance teardowns (after the domain is destroyed, before the files go) and the
 teardowns of leaked VIF groups (R11). For each VIF, in os-vif's order:
 
 1. the ``qbr`` bridge (hybrid plug): set down, then deleted (its ports detach);
 2. the OVS ports (``qvo`` for hybrid plug, ``tap`` for direct plug) on the
    integration bridge, with ovsdbapp, ``if_exists``-style and re-checked inside
-   the transaction (``reaper.inventory.ovs.DelVifPortCommand``);
+   the transaction (``reaper.kinds.network.ovs.DelVifPortCommand``);
 3. the ``qvo`` device (its ``qvb`` peer goes with it), or a lone ``qvb``;
 4. a ``tap`` device nothing holds open any more.
 
@@ -21,7 +21,7 @@ aborts the teardown.
 
 Then, right before its first removal, each VIF is judged as a unit on a fresh
 netlink dump and OVSDB read, with the planner's own rules
-(``reaper.planner.network.unit_holds``): every planned device must still be the
+(``reaper.kinds.network.rules.unit_holds``): every planned device must still be the
 one planned (same ifindex when known, the kind Nova gives it), no member may
 have appeared since, no device may be stacked on a member (macvlan, macvtap,
 vlan...) or enslaved to its bridge, veths must be each other's peers, no tap
@@ -43,13 +43,12 @@ import sqlalchemy as sa
 from oslo_log import log as logging
 
 from reaper import exception
-from reaper.executor import teardown
-from reaper.inventory import network as net_inv
-from reaper.inventory import ovs as ovs_inv
+from reaper.kinds.network import collector as net_inv
+from reaper.kinds.network import ovs as ovs_inv
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
 from reaper.nova import view as nova_view
-from reaper.planner import network as net_plan
+from reaper.kinds.network import rules as net_plan
 from reaper.planner import rules
 from reaper.records import Classification, NetDevice
 
@@ -58,7 +57,7 @@ LOG = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class NetworkHandles:
-    """What the unplug step needs (``teardown.Context.extras["network"]``)."""
+    """What the unplug step needs: the ``network`` kind's open handles."""
     netlink: net_inv.Netlink
     ovs: ovs_inv.OvsHandle
     # conn -> CollectorResult of domains (reaper.inventory.libvirt.collect_domains)
@@ -156,9 +155,9 @@ def domain_users(handles: NetworkHandles, conn, exclude: str | None
 # The step
 # --------------------------------------------------------------------------
 
-def unplug_vifs(ctx, plan) -> str:
-    """teardown.STEP_HANDLERS["unplug_vifs"]: returns what was removed and kept."""
-    handles: NetworkHandles | None = ctx.extras.get("network")
+def unplug_vifs(ctx, plan, handles: NetworkHandles | None) -> str:
+    """The ``unplug_vifs`` step (NetworkKind.run_step): returns what was removed and
+    kept. ``handles``: the kind's open handles (None: not opened)."""
     if handles is None:
         raise exception.StepFailed("network plumbing is not enabled in this agent: cannot unplug")
     leak = plan.classification is Classification.LEAKED_VIF
@@ -302,8 +301,3 @@ def _unplug_one(h: NetworkHandles, item: dict, vm_ok: set) -> str:
     if gone and not removed and not kept:
         parts.append("already gone")
     return f"{p}: " + ("; ".join(parts) or "nothing there")
-
-
-def register() -> None:
-    teardown.STEP_HANDLERS["unplug_vifs"] = unplug_vifs
-

@@ -1,0 +1,1 @@
+"""The primary kind: libvirt domains, instance directories and the Nova-DB reclaim."""
