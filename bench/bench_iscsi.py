@@ -51,7 +51,8 @@ def build_model(n_sessions: int, n_luns: int, n_bdms: int, seed: int = 7):
     """Nova's side (rows, BDMs) and the domains, deterministic for a seed."""
     import random
 
-    from reaper.records import BdmRow, Domain, DomainDisk, InstanceRow
+    from reaper.objects.host import Domain, DomainDisk
+    from reaper.objects.nova import BdmRow, InstanceRow
     from tests.iscsi_sim import split_portal
 
     rng = random.Random(seed)
@@ -92,9 +93,10 @@ def measure(sysfs_root: str, dev_root: str, iscsiadm: str, env: dict, args) -> d
     from reaper.kinds.iscsi import collector as iscsi
     from reaper.kinds.iscsi import rules as volumes
     from reaper.policy import Policy, default_actions
-    from reaper.records import (
-        Action, Classification, CollectorResult, Inventory, NovaView, Plan,
-    )
+    from reaper.objects.fields import Action, Classification
+    from reaper.objects.host import CollectorResult, Inventory
+    from reaper.objects.nova import NovaView
+    from reaper.objects.plan import Plan
 
     rows, bdms, domains = build_model(args.sessions, args.luns, args.bdms)
     pol = Policy(host=HOST, hypervisor_hostname=HOST, instances_path="/nonexistent",

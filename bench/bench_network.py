@@ -47,9 +47,8 @@ Host = benchlib.NetHost
 
 
 def plan_inputs(devices, ports, n: int, owned: bool):
-    from reaper.records import (
-        CollectorResult, InfoCacheRow, InstanceRow, Inventory, NovaView,
-    )
+    from reaper.objects.host import CollectorResult, Inventory
+    from reaper.objects.nova import InfoCacheRow, InstanceRow, NovaView
     inv = Inventory(CollectorResult("domain", True, ()), CollectorResult("instance_dir", True, ()),
                     extra={"vif": devices, "ovs_port": ports})
     rows, caches = {}, {}
@@ -87,7 +86,7 @@ def main() -> int:
     from reaper.kinds.network import ovs as ovs_inv
     from reaper.kinds.network import rules as net_plan
     from reaper.policy import Policy, default_actions
-    from reaper.records import Action, Classification
+    from reaper.objects.fields import Action, Classification
 
     workdir = tempfile.mkdtemp(prefix="reaper-bench-net-")
     host = Host(args.n, args.ovsdb, workdir)

@@ -26,7 +26,7 @@ import threading
 
 from oslo_log import log as logging
 
-from reaper.records import Finding, GuardResult
+from reaper.objects.plan import Finding, GuardResult
 
 LOG = logging.getLogger("reaper.audit")
 

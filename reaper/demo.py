@@ -27,7 +27,7 @@ from reaper import reconcile
 from reaper import state as state_mod
 from reaper.inventory import libvirt as libvirt_inv
 from reaper.nova import schema
-from reaper.records import Action, Classification
+from reaper.objects.fields import Action, Classification
 
 NOVA_NS = "http://openstack.org/xmlns/libvirt/nova/1.1"
 HOST = "demo-compute-1"

@@ -8,9 +8,10 @@ from __future__ import annotations
 import datetime
 
 from reaper.policy import Policy
-from reaper.records import (
-    Action, Classification, GuardResult, Inventory, NovaView, ResourceKind, TeardownPlan,
-)
+from reaper.objects.fields import Action, Classification, ResourceKind
+from reaper.objects.host import Inventory
+from reaper.objects.nova import NovaView
+from reaper.objects.plan import GuardResult, TeardownPlan
 
 
 def host_identity(view: NovaView, policy: Policy, compute_id: str | None,

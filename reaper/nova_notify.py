@@ -239,7 +239,7 @@ class DeleteEvents:
         self.queued = 0
 
     def __call__(self, ctx, plan, step: str, pass_id: str) -> None:
-        from reaper.records import Action
+        from reaper.objects.fields import Action
         phase = PHASE_AFTER_STEP.get(step)
         if phase is None or plan.action is not Action.RECLAIM:
             return

@@ -6,7 +6,7 @@ from typing import Mapping
 
 from reaper.conf import CONF
 from reaper.conf import reaper as conf_reaper
-from reaper.records import Action, Classification
+from reaper.objects.fields import Action, Classification
 
 # The primary kind's classifications (reaper.kinds.instance describes them) -> the
 # name of their [reaper] option (defined in reaper.conf.reaper). Other kinds name
@@ -36,7 +36,7 @@ class Policy:
     hypervisor_hostname: str
     instances_path: str
     instance_name_template: str = "instance-%08x"
-    # classification (records.Classification or a further kind's str value) -> action
+    # classification (fields.Classification or a further kind's str value) -> action
     actions: Mapping[str, Action] = dataclasses.field(default_factory=dict)
     dry_run: bool = False
     reclaim_instance_interval: int = 0

@@ -46,8 +46,9 @@ from reaper.nova import db as nova_db
 from reaper.nova import grants as nova_grants
 from reaper.nova import view as nova_view
 from reaper.planner import rules
-from reaper.records import (Action, Classification, CollectorResult, GuardResult, Inventory,
-                            ResourceKind)
+from reaper.objects.fields import Action, Classification, ResourceKind
+from reaper.objects.host import CollectorResult, Inventory
+from reaper.objects.plan import GuardResult
 from reaper.report import PassReport
 from reaper.services import COMPLETE_MIGRATION
 

@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterable
 
 from reaper import exception
 from reaper import procid
-from reaper.records import Action, Classification, Finding, TeardownPlan
+from reaper.objects.fields import Action, Classification
+from reaper.objects.plan import Finding, TeardownPlan
 
 DB_NAME = "reaper-state.sqlite"
 # Errors of a state DB that cannot be used right now (locked beyond the busy

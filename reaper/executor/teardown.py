@@ -23,7 +23,9 @@ from reaper.executor import files as file_steps
 from reaper.inventory import libvirt as libvirt_inv
 from reaper.nova import reclaim as nova_reclaim
 from reaper.nova import view as nova_view
-from reaper.records import Action, ClaimMarker, Classification, TeardownPlan
+from reaper.objects.fields import Action, Classification
+from reaper.objects.nova import ClaimMarker
+from reaper.objects.plan import TeardownPlan
 from reaper.services import COMPLETE_MIGRATION, RELEASE_PORTS, REMOVE_NODE_ALLOCATIONS
 from reaper.services import SERVICE_OF
 

@@ -13,7 +13,8 @@ import stat
 
 from oslo_log import log as logging
 
-from reaper.records import CollectorResult, DirKind, InstanceDir
+from reaper.objects.fields import DirKind
+from reaper.objects.host import CollectorResult, InstanceDir
 
 LOG = logging.getLogger(__name__)
 

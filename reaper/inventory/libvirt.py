@@ -27,7 +27,7 @@ import xml.etree.ElementTree as ET
 import libvirt
 from oslo_log import log as logging
 
-from reaper.records import CollectorResult, Domain, DomainDisk, DomainInterface
+from reaper.objects.host import CollectorResult, Domain, DomainDisk, DomainInterface
 
 LOG = logging.getLogger(__name__)
 

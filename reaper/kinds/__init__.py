@@ -24,7 +24,7 @@ The contract, in the spirit of os-vif's ``PluginBase``:
   classifications (those owned by no instance row), right before they run.
 - ``run_step()`` runs one of its steps and returns what it did, for the journal.
 
-Classifications are ``str`` values: the built-in kinds use ``records.Classification``
+Classifications are ``str`` values: the built-in kinds use ``fields.Classification``
 (a ``str`` enum); a new kind defines its own ``str`` enum, and the engine only ever
 compares, hashes and prints their values.
 """
@@ -35,7 +35,9 @@ import dataclasses
 import enum
 from typing import Any, Mapping, Sequence
 
-from reaper.records import Action, CollectorResult, Plan, TeardownPlan
+from reaper.objects.fields import Action
+from reaper.objects.host import CollectorResult
+from reaper.objects.plan import Plan, TeardownPlan
 
 
 class Phase(enum.IntEnum):
@@ -79,8 +81,8 @@ class KindInfo:
 @dataclasses.dataclass(frozen=True)
 class PlanContext:
     """What a kind's planner sees: the pass's inputs and the plan made so far."""
-    inv: Any                    # records.Inventory
-    view: Any                   # records.NovaView
+    inv: Any                    # objects.host.Inventory
+    view: Any                   # objects.nova.NovaView
     policy: Any                 # policy.Policy
     now: Any                    # datetime.datetime (naive UTC)
     plan: Plan

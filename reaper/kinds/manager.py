@@ -18,7 +18,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 from oslo_log import log as logging
 
 from reaper.kinds import ActionOption, KindInfo, Phase, PlanContext, ResourceKindPlugin
-from reaper.records import Classification, CollectorResult, Plan, TeardownPlan
+from reaper.objects.fields import Classification
+from reaper.objects.host import CollectorResult
+from reaper.objects.plan import Plan, TeardownPlan
 
 LOG = logging.getLogger(__name__)
 
@@ -150,7 +152,7 @@ class KindManager:
         return None
 
     def classification(self, value: str):
-        """The classification of a journaled plan: records.Classification, or one of
+        """The classification of a journaled plan: fields.Classification, or one of
         a known kind's; ValueError when no kind knows it."""
         try:
             return Classification(value)
@@ -234,6 +236,6 @@ def default_actions(conf=None) -> dict:
     built without a configuration)."""
     from oslo_config import cfg
 
-    from reaper.records import Action
+    from reaper.objects.fields import Action
     mgr = KindManager([], _load(conf if conf is not None else cfg.CONF, None))
     return {cls: Action(opt.default) for cls, opt in mgr.action_options().items()}

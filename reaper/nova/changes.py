@@ -124,7 +124,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
-from reaper.records import CLAIM_MARKER_KEY
+from reaper.objects.nova import CLAIM_MARKER_KEY
 
 LOG = logging.getLogger(__name__)
 

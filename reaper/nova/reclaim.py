@@ -8,7 +8,7 @@ host and expired). Nova's restore saves with ``expected_task_state=[None]``, so
 whichever of the two writes first wins and the other changes nothing.
 
 The claim is signed in its own transaction with an ``instance_system_metadata`` row
-``reaper_claim = <host>:<time>:<pass id>`` (:class:`reaper.records.ClaimMarker`).
+``reaper_claim = <host>:<time>:<pass id>`` (:class:`reaper.objects.ClaimMarker`).
 A row at ``soft-delete`` / ``deleting`` is also what Nova's own force-delete looks
 like, so only that marker tells a claim of this host from anything else: a pass
 whose journal was lost can finish (:func:`adopt`) or :func:`release` its own claim,
@@ -31,7 +31,7 @@ from oslo_log import log as logging
 from reaper import exception
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
-from reaper.records import CLAIM_MARKER_KEY, CLAIM_MARKER_MAX, ClaimMarker
+from reaper.objects.nova import CLAIM_MARKER_KEY, CLAIM_MARKER_MAX, ClaimMarker
 
 LOG = logging.getLogger(__name__)
 

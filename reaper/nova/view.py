@@ -42,7 +42,7 @@ from oslo_log import log as logging
 from reaper import exception
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
-from reaper.records import (
+from reaper.objects.nova import (
     CLAIM_MARKER_KEY,
     BdmRow,
     ComputeNodeRow,

@@ -14,10 +14,10 @@ from typing import Callable, Mapping, Sequence
 from reaper.kinds import PlanContext
 from reaper.planner import rules
 from reaper.policy import Policy
-from reaper.records import (
-    Action, Classification, DirKind, Finding, InstanceDir, Inventory, NovaView, Plan,
-    ResourceKind, TeardownPlan,
-)
+from reaper.objects.fields import Action, Classification, DirKind, ResourceKind
+from reaper.objects.host import InstanceDir, Inventory
+from reaper.objects.nova import NovaView
+from reaper.objects.plan import Finding, Plan, TeardownPlan
 
 DOMAIN_TEARDOWN = {Classification.EVACUATED, Classification.RUNNING_DELETED,
                    Classification.RECLAIMABLE, Classification.EVACUATING}

@@ -11,10 +11,9 @@ import datetime
 from typing import Iterable, Mapping, Sequence
 
 from reaper.inventory.dirs import LOCAL_FS_TYPES, SHARED_FS_TYPES
-from reaper.records import (
-    Action, ClaimMarker, Classification, DirKind, Domain, InstanceDir, InstanceRow,
-    MigrationRow,
-)
+from reaper.objects.fields import Action, Classification, DirKind
+from reaper.objects.host import Domain, InstanceDir
+from reaper.objects.nova import ClaimMarker, InstanceRow, MigrationRow
 
 # The evacuation statuses nova-compute's _destroy_evacuated_instances acts on (read
 # with read_deleted='yes'): the destination is rebuilding the instance (accepted,

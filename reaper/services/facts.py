@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
-from reaper.records import BdmRow, InfoCacheRow
+from reaper.objects.nova import BdmRow, InfoCacheRow
 from reaper.services import InstanceFacts, PortFact, VolumeFact
 
 

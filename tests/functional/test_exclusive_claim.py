@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from reaper.kinds.iscsi import disconnect as volumes
-from reaper.records import ScsiDevice
+from reaper.kinds.iscsi.objects import ScsiDevice
 
 pytestmark = pytest.mark.functional
 

@@ -16,7 +16,7 @@ import uuid as uuidlib
 import pytest
 
 from reaper import policy as policy_mod
-from reaper.records import Action, Classification
+from reaper.objects.fields import Action, Classification
 from tests.fixtures import netplumb as npl
 from tests.fixtures import novadb
 from tests.fixtures.domains import domain_exists

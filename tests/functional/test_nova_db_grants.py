@@ -37,7 +37,7 @@ from reaper.nova import reclaim
 from reaper.nova import schema as s
 from reaper.nova import snapshot as nova_snapshot
 from reaper.nova import view as nova_view
-from reaper.records import CLAIM_MARKER_KEY
+from reaper.objects.nova import CLAIM_MARKER_KEY
 from tests.conftest import service_unavailable
 from tests.fixtures import novadb
 from tests.fixtures.grants import GrantsDB, db_dump, generated_sql

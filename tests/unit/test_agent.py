@@ -18,7 +18,7 @@ from reaper import demo
 from reaper import state as state_mod
 from reaper.agent import service
 from reaper.conf import opts
-from reaper.records import Classification
+from reaper.objects.fields import Classification
 from reaper.rpc import server as rpc_server
 
 

@@ -19,7 +19,8 @@ import pytest
 from reaper import audit as audit_mod
 from reaper import demo
 from reaper.auditlog import read, reports
-from reaper.records import Action, Classification, Finding, GuardResult, ResourceKind
+from reaper.objects.fields import Action, Classification, ResourceKind
+from reaper.objects.plan import Finding, GuardResult
 from tests.fixtures import auditgen
 
 UTC = datetime.timezone.utc

@@ -368,7 +368,7 @@ def test_network_enabled_false_or_no_network_kind_keeps_the_network_kind_off():
 def test_every_classification_action_option_is_a_static_option_policy_reads():
     from reaper import policy
     from reaper.conf import reaper as conf_reaper
-    from reaper.records import Action
+    from reaper.objects.fields import Action
     by_name = {o.dest: o for o in conf_reaper.ALL_OPTS}
     for cls, name in policy.ACTION_OPTIONS.items():
         opt = by_name[name]

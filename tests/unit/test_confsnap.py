@@ -10,7 +10,7 @@ from oslo_config import cfg
 from reaper import confsnap
 from reaper.conf import opts
 from reaper import policy as policy_mod
-from reaper.records import Action, Classification
+from reaper.objects.fields import Action, Classification
 
 
 def conf_with(tmp_path, files: dict[str, str], config_dir: dict[str, str] | None = None):

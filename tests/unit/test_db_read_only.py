@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from reaper import demo, planner, reconcile
 from reaper.nova import reclaim
 from reaper.nova import schema as s
-from reaper.records import Action, Classification, Finding, Plan, ResourceKind, TeardownPlan
+from reaper.objects.fields import Action, Classification, ResourceKind
+from reaper.objects.plan import Finding, Plan, TeardownPlan
 
 RECLAIMS = ("soft_old", "soft_rowonly")
 

@@ -15,7 +15,8 @@ from oslo_config import cfg
 from reaper import exception, instancelog
 from reaper import state as state_mod
 from reaper.executor import teardown
-from reaper.records import Action, Classification, TeardownPlan
+from reaper.objects.fields import Action, Classification
+from reaper.objects.plan import TeardownPlan
 
 UUID = "6f1d3c8e-4b2a-4e0f-9c1d-2a3b4c5d6e7f"
 
@@ -144,7 +145,8 @@ _LOG_RUN = """
     from reaper import exception, logsetup
     from reaper import state as state_mod
     from reaper.executor import teardown
-    from reaper.records import Action, Classification, TeardownPlan
+    from reaper.objects.fields import Action, Classification
+    from reaper.objects.plan import TeardownPlan
     logsetup.JOURNAL_SOCKET = "/nonexistent"
     conf = cfg.ConfigOpts()
     log.register_options(conf)

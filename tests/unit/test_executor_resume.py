@@ -9,7 +9,8 @@ from reaper import demo, state as state_mod
 from reaper.executor import teardown
 from reaper.inventory import libvirt as libvirt_inv
 from reaper.nova import schema
-from reaper.records import Action, Classification, TeardownPlan
+from reaper.objects.fields import Action, Classification
+from reaper.objects.plan import TeardownPlan
 from tests.fixtures import novadb
 from tests.unit.test_planner import HOST, policy
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import datetime
 
 from reaper import guards
-from reaper.records import (
-    Action, Classification, CollectorResult, ComputeNodeRow, Domain, InstanceRow, Inventory,
-    MigrationRow, NovaView, TeardownPlan,
-)
+from reaper.objects.fields import Action, Classification
+from reaper.objects.host import CollectorResult, Domain, Inventory
+from reaper.objects.nova import ComputeNodeRow, InstanceRow, MigrationRow, NovaView
+from reaper.objects.plan import TeardownPlan
 from tests.unit.test_planner import HOST, NOW, OTHER, idir, policy
 
 CN = ComputeNodeRow(1, "cn-uuid", HOST, HOST)

@@ -7,7 +7,7 @@ import pytest
 from reaper.conf import CONF
 from reaper.conf import libvirt as conf_libvirt
 from reaper.inventory import libvirt as libvirt_inv
-from reaper.records import DomainDisk, DomainInterface
+from reaper.objects.host import DomainDisk, DomainInterface
 
 TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
 NOVA_1_1 = "http://openstack.org/xmlns/libvirt/nova/1.1"

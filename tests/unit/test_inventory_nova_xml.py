@@ -14,7 +14,7 @@ import libvirt
 import pytest
 
 from reaper.inventory import libvirt as libvirt_inv
-from reaper.records import DomainDisk, DomainInterface
+from reaper.objects.host import DomainDisk, DomainInterface
 
 HERE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "nova_xml")
 NAME_RE = libvirt_inv.template_regex("instance-%08x")

@@ -14,7 +14,7 @@ import pytest
 
 from reaper.conf import iscsi as conf_iscsi
 from reaper.kinds.iscsi import collector as iscsi
-from reaper.records import DmMap, IscsiNode, IscsiSession
+from reaper.kinds.iscsi.objects import DmMap, IscsiNode, IscsiSession
 from tests import iscsi_sim
 
 P1, P2 = "10.0.0.1:3260", "10.0.0.2:3260"
@@ -172,7 +172,7 @@ def _by_type(res, cls):
 
 
 def test_partitions_and_what_is_stacked_on_them(sim):
-    from reaper.records import BlockPartition
+    from reaper.kinds.iscsi.objects import BlockPartition
     sim.add_target(IQN, [P1], [0, 1])
     sid = sim.connect(P1, IQN)
     a, b = sim.devices(sid)[0], sim.devices(sid)[1]
@@ -201,7 +201,7 @@ def test_partitions_and_what_is_stacked_on_them(sim):
 
 
 def test_mounts_by_device_number_and_swap(sim, tmp_path):
-    from reaper.records import BlockPartition
+    from reaper.kinds.iscsi.objects import BlockPartition
     sim.add_target(IQN, [P1], [0])
     sid = sim.connect(P1, IQN)
     a = sim.devices(sid)[0]
@@ -230,7 +230,7 @@ def test_mounts_by_device_number_and_swap(sim, tmp_path):
 
 
 def test_boot_firmware_targets(sim):
-    from reaper.records import IscsiBootTarget
+    from reaper.kinds.iscsi.objects import IscsiBootTarget
     sim.set_ibft("10.0.0.7:3260", "iqn.x:boot")
     boot = os.path.join(sim.sys, "firmware", "iscsi_boot0", "target0")
     os.makedirs(boot)
@@ -247,7 +247,7 @@ def test_the_domain_collector_resolves_block_sources(tmp_path):
     """What a domain's block source is on this host, per pass: its kernel name and,
     for a block device, its number (the iSCSI planner maps both back to a LUN)."""
     from reaper.inventory.libvirt import resolve_block_disks
-    from reaper.records import Domain, DomainDisk
+    from reaper.objects.host import Domain, DomainDisk
     blk = next((n for n in sorted(os.listdir("/sys/class/block"))
                 if os.path.exists(f"/dev/{n}")), None)
     if blk is None:

@@ -15,10 +15,10 @@ from reaper.kinds.network import collector as net_inv
 from reaper.kinds.network import ovs as ovs_inv
 from reaper.kinds.network import rules as net
 from reaper.policy import Policy, default_actions
-from reaper.records import (
-    Action, Classification, CollectorResult, Domain, DomainInterface, InfoCacheRow,
-    InstanceRow, Inventory, MigrationRow, NetDevice, NovaView, OvsPort, ResourceKind,
-)
+from reaper.kinds.network.objects import NetDevice, OvsPort
+from reaper.objects.fields import Action, Classification, ResourceKind
+from reaper.objects.host import CollectorResult, Domain, DomainInterface, Inventory
+from reaper.objects.nova import InfoCacheRow, InstanceRow, MigrationRow, NovaView
 
 HOST, OTHER = "cmp-1", "cmp-2"
 NOW = datetime.datetime(2026, 11, 23, 12, 0, 0)

@@ -15,9 +15,10 @@ from reaper.executor import teardown
 from reaper.kinds.network import ovs as ovs_inv
 from reaper.nova import schema
 from reaper.policy import Policy
-from reaper.records import (
-    Action, Classification, CollectorResult, Domain, DomainInterface, OvsPort, TeardownPlan,
-)
+from reaper.kinds.network.objects import OvsPort
+from reaper.objects.fields import Action, Classification
+from reaper.objects.host import CollectorResult, Domain, DomainInterface
+from reaper.objects.plan import TeardownPlan
 from tests.fixtures import novadb
 
 from oslo_config import cfg

@@ -14,7 +14,8 @@ from reaper import exception
 from reaper import demo, reconcile
 from reaper import state as state_mod
 from reaper.agent import service
-from reaper.records import Action, Classification, TeardownPlan
+from reaper.objects.fields import Action, Classification
+from reaper.objects.plan import TeardownPlan
 
 
 @pytest.fixture

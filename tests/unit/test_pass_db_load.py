@@ -21,7 +21,8 @@ from reaper import demo, reconcile
 from reaper.nova import changes as nova_changes
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
-from reaper.records import Action, Classification, TeardownPlan
+from reaper.objects.fields import Action, Classification
+from reaper.objects.plan import TeardownPlan
 
 RECLAIM_KINDS = {"reclaimable", "stranded_claim", "foreign_claim"}
 

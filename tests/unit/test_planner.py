@@ -7,10 +7,9 @@ import pytest
 
 from reaper import planner
 from reaper.policy import Policy, default_actions
-from reaper.records import (
-    Action, BdmRow, Classification, CollectorResult, DirKind, Domain, DomainDisk,
-    InstanceDir, InstanceRow, Inventory, MigrationRow, NovaView, ResourceKind,
-)
+from reaper.objects.fields import Action, Classification, DirKind, ResourceKind
+from reaper.objects.host import CollectorResult, Domain, DomainDisk, InstanceDir, Inventory
+from reaper.objects.nova import BdmRow, InstanceRow, MigrationRow, NovaView
 
 HOST = "cmp-1"
 OTHER = "cmp-2"
@@ -334,14 +333,14 @@ REVERIFY = [
 
 @pytest.mark.parametrize("case", REVERIFY, ids=[c[0] for c in REVERIFY])
 def test_reverify(case):
-    from reaper.records import TeardownPlan
+    from reaper.objects.plan import TeardownPlan
     _, cls, r, migs, ok = case
     t = TeardownPlan(U, cls, Action.REAP, "instance-00000007", (), True, False, "x")
     assert planner.reverify(t, r, migs, policy(), NOW)[0] is ok
 
 
 def test_reverify_orphan_dir_refuses_when_instance_is_back():
-    from reaper.records import TeardownPlan
+    from reaper.objects.plan import TeardownPlan
     t = TeardownPlan(U, Classification.ORPHAN_DIR, Action.REAP, None, (f"{ROOT}/{U}",), True,
                      False, "x")
     assert planner.reverify(t, row(), [], policy(), NOW)[0] is False
@@ -389,7 +388,7 @@ def test_an_evacuation_followed_by_a_move_back_is_not_evacuated():
 
 
 def test_reverify_refuses_when_the_configured_action_changed():
-    from reaper.records import TeardownPlan
+    from reaper.objects.plan import TeardownPlan
     t = TeardownPlan(U, Classification.EVACUATED, Action.REAP, "instance-00000007", (), True,
                      False, "x")
     acts = default_actions() | {Classification.EVACUATED: Action.LOG}

@@ -6,9 +6,10 @@ import pytest
 
 from reaper import planner
 from reaper.planner import rules
-from reaper.records import (
-    Action, Classification, DirKind, Domain, MigrationRow, ResourceKind, TeardownPlan,
-)
+from reaper.objects.fields import Action, Classification, DirKind, ResourceKind
+from reaper.objects.host import Domain
+from reaper.objects.nova import MigrationRow
+from reaper.objects.plan import TeardownPlan
 from tests.unit.test_planner import HOST, NOW, OLD, OTHER, ROOT, U, domain, idir, policy, row, run
 
 V = "99999999-2222-3333-4444-555555555555"

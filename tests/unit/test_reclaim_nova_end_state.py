@@ -22,7 +22,8 @@ from reaper import state as state_mod
 from reaper.executor import teardown
 from reaper.inventory import libvirt as libvirt_inv
 from reaper.nova import schema as s
-from reaper.records import Action, Classification, TeardownPlan
+from reaper.objects.fields import Action, Classification
+from reaper.objects.plan import TeardownPlan
 from tests.conftest import REPO
 from tests.fixtures import novadb
 from tests.unit.test_planner import HOST, policy

@@ -8,10 +8,10 @@ import pytest
 
 from reaper import guards, planner
 from reaper.policy import default_actions
-from reaper.records import (
-    Action, ClaimMarker, Classification, CollectorResult, ComputeNodeRow, DirKind, Inventory,
-    NovaView, ResourceKind, TeardownPlan,
-)
+from reaper.objects.fields import Action, Classification, DirKind, ResourceKind
+from reaper.objects.host import CollectorResult, Inventory
+from reaper.objects.nova import ClaimMarker, ComputeNodeRow, NovaView
+from reaper.objects.plan import TeardownPlan
 from tests.unit.test_planner import (
     HOST, NOW, OLD, OTHER, RECENT, ROOT, U, domain, idir, mig, policy, row,
 )

@@ -18,8 +18,16 @@ from reaper.conf import services as conf_services
 from reaper.kinds.services import plugin as service_wiring
 from reaper.executor import teardown
 from reaper.nova import evacuation, schema
-from reaper.records import (Action, BdmRow, Classification, ComputeNodeRow, InfoCacheRow,
-                            InstanceRow, MigrationRow, NovaView, Plan, TeardownPlan)
+from reaper.objects.fields import Action, Classification
+from reaper.objects.nova import (
+    BdmRow,
+    ComputeNodeRow,
+    InfoCacheRow,
+    InstanceRow,
+    MigrationRow,
+    NovaView,
+)
+from reaper.objects.plan import Plan, TeardownPlan
 from reaper.services import (COMPLETE_MIGRATION, DELETE_ALLOCATIONS, DETACH_VOLUMES,
                              RELEASE_PORTS, REMOVE_NODE_ALLOCATIONS, InstanceFacts, PortFact,
                              VolumeFact, cinder, neutron, placement, session)

@@ -9,7 +9,8 @@ import os
 import pytest
 
 from reaper import state as state_mod
-from reaper.records import Action, Classification, Finding, ResourceKind, TeardownPlan
+from reaper.objects.fields import Action, Classification, ResourceKind
+from reaper.objects.plan import Finding, TeardownPlan
 
 T0 = datetime.datetime(2026, 11, 23, 12, 0, 0)
 

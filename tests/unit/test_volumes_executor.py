@@ -22,9 +22,9 @@ from reaper.kinds.iscsi import collector as iscsi
 from reaper.nova import schema
 from reaper.kinds.iscsi import rules as vp
 from reaper.policy import Policy, default_actions
-from reaper.records import (
-    Action, Classification, CollectorResult, Domain, DomainDisk, TeardownPlan,
-)
+from reaper.objects.fields import Action, Classification
+from reaper.objects.host import CollectorResult, Domain, DomainDisk
+from reaper.objects.plan import TeardownPlan
 from tests import iscsi_sim
 from tests.fixtures import novadb
 
@@ -138,7 +138,8 @@ class World:
         """What the planner makes of the simulated host right now (leaks reaped)."""
         res = iscsi.collect(self.sim.sys, self.sim.dev, env=iscsi_sim.env(self.sim.root))
         from reaper import planner
-        from reaper.records import Inventory, NovaView
+        from reaper.objects.host import Inventory
+        from reaper.objects.nova import NovaView
         inv = Inventory(CollectorResult("domain", True, tuple(self.domains)),
                         CollectorResult("instance_dir", True, ()),
                         extra={"iscsi_session": res})
@@ -405,7 +406,8 @@ def test_nodeless_session_that_stays_logged_in_needs_an_operator(world, sim, sta
     # the planner now reports it and plans nothing for it; the other leak still goes
     res = iscsi.collect(sim.sys, sim.dev, env=iscsi_sim.env(sim.root))
     from reaper import planner
-    from reaper.records import Inventory, NovaView
+    from reaper.objects.host import Inventory
+    from reaper.objects.nova import NovaView
     inv = Inventory(CollectorResult("domain", True, ()), CollectorResult("instance_dir", True, ()),
                     extra={"iscsi_session": CollectorResult(
                         "iscsi_session", True, res.items + vx.operator_notes(state))})

@@ -13,11 +13,18 @@ import pytest
 from reaper import planner
 from reaper.kinds.iscsi import rules as volumes
 from reaper.policy import Policy, default_actions
-from reaper.records import (
-    Action, BdmRow, BlockPartition, Classification, CollectorResult, DirKind, DmMap, Domain,
-    DomainDisk, InstanceDir, InstanceRow, Inventory, IscsiBootTarget, IscsiNode,
-    IscsiOperatorNote, IscsiSession, MigrationRow, NovaView, ResourceKind, ScsiDevice,
+from reaper.kinds.iscsi.objects import (
+    BlockPartition,
+    DmMap,
+    IscsiBootTarget,
+    IscsiNode,
+    IscsiOperatorNote,
+    IscsiSession,
+    ScsiDevice,
 )
+from reaper.objects.fields import Action, Classification, DirKind, ResourceKind
+from reaper.objects.host import CollectorResult, Domain, DomainDisk, InstanceDir, Inventory
+from reaper.objects.nova import BdmRow, InstanceRow, MigrationRow, NovaView
 
 HOST, OTHER = "cmp-1", "cmp-2"
 NOW = datetime.datetime(2026, 11, 23, 12, 0, 0)

@@ -18,7 +18,7 @@ from reaper.kinds.iscsi import plugin as volume_wiring
 from reaper import policy as policy_mod
 from reaper import state as state_mod
 from reaper.nova import schema
-from reaper.records import Action, Classification, ResourceKind
+from reaper.objects.fields import Action, Classification, ResourceKind
 from tests import iscsi_sim
 from tests.fixtures import novadb
 
@@ -146,7 +146,7 @@ def test_the_collector_adds_the_operator_notes_of_the_state_db(tmp_path, sim):
     import json
 
     from reaper.kinds.iscsi import disconnect as vol_exec
-    from reaper.records import IscsiOperatorNote
+    from reaper.kinds.iscsi.objects import IscsiOperatorNote
 
     class R:
         state = state_mod.StateDB(str(tmp_path / "state"))

@@ -10,7 +10,8 @@ the steps done so far) that the claim and the finalize need.
 from __future__ import annotations
 
 from reaper.kinds import ActionOption, KindInfo, Phase, ResourceKindPlugin
-from reaper.records import Action, CollectorResult, ResourceKind
+from reaper.objects.fields import Action, ResourceKind
+from reaper.objects.host import CollectorResult
 
 NAME = "instance"
 STEPS = {

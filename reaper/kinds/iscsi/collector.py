@@ -34,10 +34,15 @@ from oslo_log import log as logging
 
 from reaper import exception
 from reaper.conf import CONF
-from reaper.records import (
-    BlockPartition, CollectorResult, DmMap, IscsiBootTarget, IscsiNode, IscsiSession,
+from reaper.kinds.iscsi.objects import (
+    BlockPartition,
+    DmMap,
+    IscsiBootTarget,
+    IscsiNode,
+    IscsiSession,
     ScsiDevice,
 )
+from reaper.objects.host import CollectorResult
 
 LOG = logging.getLogger(__name__)
 

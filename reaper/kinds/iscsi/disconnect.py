@@ -48,7 +48,10 @@ from reaper.executor import teardown
 from reaper.nova import schema as s
 from reaper.planner import rules
 from reaper.kinds.iscsi import rules as vol
-from reaper.records import Classification, CollectorResult, IscsiOperatorNote, TeardownPlan
+from reaper.kinds.iscsi.objects import IscsiOperatorNote
+from reaper.objects.fields import Classification
+from reaper.objects.host import CollectorResult
+from reaper.objects.plan import TeardownPlan
 
 LOG = logging.getLogger(__name__)
 

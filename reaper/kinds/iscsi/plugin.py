@@ -18,7 +18,8 @@ from oslo_concurrency import lockutils  # noqa: F401  ([oslo_concurrency] lock_p
 from reaper.conf import CONF
 from reaper.kinds import ActionOption, KindInfo, Phase, ResourceKindPlugin, host_teardown
 from reaper.kinds.iscsi import collector as iscsi_inv
-from reaper.records import Action, Classification, CollectorResult, ResourceKind
+from reaper.objects.fields import Action, Classification, ResourceKind
+from reaper.objects.host import CollectorResult
 
 NAME = "iscsi"
 DISCONNECT = "disconnect_volumes"

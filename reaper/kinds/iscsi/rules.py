@@ -64,10 +64,10 @@ from reaper.kinds.iscsi.connection_info import (  # noqa: F401
 )
 from reaper.kinds.iscsi.topology import Host, Refs, device_use
 from reaper.planner import rules
-from reaper.records import (
-    Action, Classification, Domain, Finding, IscsiOperatorNote, IscsiSession, Plan,
-    ResourceKind, ScsiDevice, TeardownPlan,
-)
+from reaper.kinds.iscsi.objects import IscsiOperatorNote, IscsiSession, ScsiDevice
+from reaper.objects.fields import Action, Classification, ResourceKind
+from reaper.objects.host import Domain
+from reaper.objects.plan import Finding, Plan, TeardownPlan
 
 KIND = "iscsi_session"
 # Teardowns whose volumes may also come from the instance's own BDMs (the row is on

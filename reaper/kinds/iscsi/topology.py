@@ -12,8 +12,16 @@ from typing import Iterable
 
 from reaper.kinds.iscsi.connection_info import (TargetRef, _network_ref, by_path_ref,
                                                 norm_iqn, norm_portal)
-from reaper.records import (BlockPartition, DmMap, Domain, IscsiBootTarget, IscsiNode,
-                            IscsiOperatorNote, IscsiSession, ScsiDevice)
+from reaper.kinds.iscsi.objects import (
+    BlockPartition,
+    DmMap,
+    IscsiBootTarget,
+    IscsiNode,
+    IscsiOperatorNote,
+    IscsiSession,
+    ScsiDevice,
+)
+from reaper.objects.host import Domain
 
 @dataclasses.dataclass
 class Host:

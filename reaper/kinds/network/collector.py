@@ -47,7 +47,8 @@ except ImportError:     # pragma: no cover - depends on the pyroute2 release
     nlmsg = ifinfbase = RTM_NEWLINK = None
 
 from reaper import exception
-from reaper.records import CollectorResult, NetDevice
+from reaper.kinds.network.objects import NetDevice
+from reaper.objects.host import CollectorResult
 
 LOG = logging.getLogger(__name__)
 

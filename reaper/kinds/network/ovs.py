@@ -32,7 +32,8 @@ from ovsdbapp.schema.open_vswitch import impl_idl
 
 from reaper import exception
 from reaper.kinds.network import ovsjson
-from reaper.records import CollectorResult, OvsPort
+from reaper.kinds.network.objects import OvsPort
+from reaper.objects.host import CollectorResult
 
 LOG = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from reaper.kinds import ActionOption, KindInfo, Phase, ResourceKindPlugin, host
 from reaper.kinds.network import collector as net_inv
 from reaper.kinds.network import ovs as ovs_inv
 from reaper.kinds.network import rules as net_plan
-from reaper.records import Action, Classification, CollectorResult, ResourceKind
+from reaper.objects.fields import Action, Classification, ResourceKind
+from reaper.objects.host import CollectorResult
 
 NAME = "network"
 UNPLUG = "unplug_vifs"

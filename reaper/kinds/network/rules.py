@@ -55,10 +55,10 @@ import re
 from typing import Any, Iterable
 
 from reaper.planner import rules
-from reaper.records import (
-    Action, Classification, Domain, Finding, NetDevice, OvsPort, Plan, ResourceKind,
-    TeardownPlan,
-)
+from reaper.kinds.network.objects import NetDevice, OvsPort
+from reaper.objects.fields import Action, Classification, ResourceKind
+from reaper.objects.host import Domain
+from reaper.objects.plan import Finding, Plan, TeardownPlan
 
 DEVICE_KIND = "vif"         # reaper.kinds.network.collector.KIND
 OVS_KIND = "ovs_port"       # reaper.kinds.network.ovs.KIND

@@ -50,7 +50,8 @@ from reaper.nova import schema as s
 from reaper.nova import view as nova_view
 from reaper.kinds.network import rules as net_plan
 from reaper.planner import rules
-from reaper.records import Classification, NetDevice
+from reaper.kinds.network.objects import NetDevice
+from reaper.objects.fields import Classification
 
 LOG = logging.getLogger(__name__)
 

@@ -58,7 +58,8 @@ from reaper.conf import CONF
 from reaper.kinds import KindInfo, Phase, ResourceKindPlugin, host_teardown
 from reaper.nova import evacuation as nova_evacuation
 from reaper.planner import rules
-from reaper.records import Action, Classification, TeardownPlan
+from reaper.objects.fields import Action, Classification
+from reaper.objects.plan import TeardownPlan
 from reaper.services import (COMPLETE_MIGRATION, DELETE_ALLOCATIONS, DETACH_VOLUMES,
                              GROUP_OF, RELEASE_PORTS, REMOVE_NODE_ALLOCATIONS, SERVICE_OF,
                              InstanceFacts, StepResult)

@@ -25,7 +25,7 @@ from reaper import state as state_mod
 from reaper.executor import files as file_steps
 from reaper.inventory import libvirt as libvirt_inv
 from reaper.nova import schema
-from reaper.records import Action, Classification
+from reaper.objects.fields import Action, Classification
 from tests.fixtures import novadb
 
 pytestmark = pytest.mark.functional

@@ -32,7 +32,7 @@ from reaper import state as state_mod
 from reaper.executor import teardown
 from reaper.nova import reclaim as nova_reclaim
 from reaper.nova import schema
-from reaper.records import Action, Classification
+from reaper.objects.fields import Action, Classification
 from tests.fixtures import novadb
 from tests.fixtures.domains import domain_exists
 from tests.fixtures.reclaim import libvirt_node_name

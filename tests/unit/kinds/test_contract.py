@@ -28,9 +28,10 @@ from oslo_config import cfg
 from reaper.kinds import KindInfo, Phase, PlanContext, ResourceKindPlugin
 from reaper.kinds.manager import GROUP, KindManager
 from reaper.policy import Policy
-from reaper.records import (Action, BdmRow, Classification, CollectorResult, Domain,
-                            InfoCacheRow, InstanceDir, DirKind, InstanceRow, Inventory,
-                            NovaView, Plan, TeardownPlan)
+from reaper.objects.fields import Action, Classification, DirKind
+from reaper.objects.host import CollectorResult, Domain, InstanceDir, Inventory
+from reaper.objects.nova import BdmRow, InfoCacheRow, InstanceRow, NovaView
+from reaper.objects.plan import Plan, TeardownPlan
 from tests.fixtures.toy_kind import plugin as toy
 from tests.unit import test_network_unplug as unplug_tests
 from tests.unit.test_network_unplug import FakeNetlink, FakeOvs, hybrid_links, item

@@ -8,7 +8,8 @@ import pytest
 from oslo_config import cfg
 
 from reaper.kinds.manager import KindError, KindManager
-from reaper.records import Action, Classification, ResourceKind, TeardownPlan
+from reaper.objects.fields import Action, Classification, ResourceKind
+from reaper.objects.plan import TeardownPlan
 
 CONF = cfg.CONF
 LEAK = TeardownPlan("vif:feed0001-aa", Classification.LEAKED_VIF, Action.REAP, None, (),

@@ -19,7 +19,7 @@ from reaper import state as state_mod
 from reaper.kinds.manager import KindManager
 from reaper.nova import schema
 from reaper.policy import Policy
-from reaper.records import Action
+from reaper.objects.fields import Action
 from tests.fixtures import novadb
 from tests.fixtures.toy_kind import plugin as toy
 from tests.unit.kinds.test_contract import toy_installed  # noqa: F401

@@ -1,0 +1,62 @@
+"""Enumerations shared by every stage: directory kinds, classifications, actions, audit resource kinds."""
+from __future__ import annotations
+
+import enum
+
+
+class DirKind(str, enum.Enum):
+    INSTANCE = "instance"      # <uuid>
+    RESIZE = "resize"          # <uuid>_resize
+    DELETING = "del"           # <uuid>_del
+
+
+class Classification(str, enum.Enum):
+    LIVE = "live"
+    EVACUATED = "evacuated"
+    IN_FLIGHT = "in_flight"
+    FOREIGN = "foreign"
+    RUNNING_DELETED = "running_deleted"
+    UNKNOWN = "unknown"
+    RECLAIMABLE = "reclaimable"
+    # a power-off ahead of an evacuation that is still running (accepted, pre-migrating)
+    EVACUATING = "evacuating"
+    # the newest evacuation from this host failed: its guest stays as it is, reported
+    EVACUATION_FAILED = "evacuation_failed"
+    # a reclaim this host claimed (its marker) that no journal entry drives any more,
+    # and that no longer justifies a reclaim: the claim is released
+    STRANDED_CLAIM = "stranded_claim"
+    # a claimed row (soft-delete, task_state 'deleting') this host cannot prove is
+    # its own claim (no marker: e.g. Nova's force-delete; another host's marker)
+    FOREIGN_CLAIM = "foreign_claim"
+    ORPHAN_DIR = "orphan_dir"
+    STALE_RESIZE = "stale_resize"
+    INTERRUPTED_DELETE = "interrupted_delete"
+    ATTACHMENT_DRIFT = "attachment_drift"
+    LEAKED_ISCSI = "leaked_iscsi"
+    LEAKED_VIF = "leaked_vif"
+    # not yet actionable: waiting for a timeout / interval to pass
+    PENDING = "pending"
+
+
+class Action(str, enum.Enum):
+    NONE = "none"
+    IGNORE = "ignore"
+    LOG = "log"
+    SHUTDOWN = "shutdown"
+    REAP = "reap"
+    RECLAIM = "reclaim"
+    RELEASE = "release"         # give a stranded claim back to Nova (task_state NULL)
+
+    @property
+    def destructive(self) -> bool:
+        return self in (Action.SHUTDOWN, Action.REAP, Action.RECLAIM)
+
+
+class ResourceKind(str, enum.Enum):
+    DOMAIN = "domain"
+    INSTANCE_DIR = "instance_dir"
+    VIF = "vif"
+    OVS_PORT = "ovs_port"
+    ISCSI_SESSION = "iscsi_session"
+    VOLUME_ATTACHMENT = "volume_attachment"
+    INSTANCE = "instance"       # a reclaim with nothing left on the host but the row
