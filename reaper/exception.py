@@ -134,6 +134,12 @@ class BadValue(ReaperException, cfg.ConfigFileValueError):
     msg_fmt = "bad value: %(reason)s"
 
 
+class KindError(ReaperException, ValueError):
+    """``[reaper] resource_kinds`` names a kind that is not installed or cannot be
+    loaded, or does not put the primary kind first (a configuration error)."""
+    msg_fmt = "bad resource kinds: %(reason)s"
+
+
 # -- the pass lock and the agent -----------------------------------------------------
 
 class Busy(ReaperException):

@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     from reaper import reconcile
     try:
         reaper = reconcile.build_from_conf(CONF)
-    except exception.BadNovaURL as e:
-        # A URL that cannot work as written: a restart does not fix it either.
+    except (exception.BadNovaURL, exception.KindError) as e:
+        # A URL that cannot work as written, resource kinds that are not installed:
+        # a restart does not fix them either.
         print(f"reaper-agent: configuration error: {e}", file=sys.stderr)
         return EXIT_ERROR if CONF.once else service.EXIT_CONFIG
     except exception.StateDBError as e:

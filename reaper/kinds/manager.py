@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from oslo_log import log as logging
 
+from reaper import exception
 from reaper.kinds import ActionOption, KindInfo, Phase, PlanContext, ResourceKindPlugin
 from reaper.objects.fields import Classification
 from reaper.objects.host import CollectorResult
@@ -30,18 +31,13 @@ PRIMARY = "instance"
 DEFAULT_KINDS = ["instance", "iscsi", "network", "services"]
 
 
-class KindError(ValueError):
-    """``[reaper] resource_kinds`` names a kind that is not installed, or not the
-    primary kind first."""
-
-
 def enabled_names(conf) -> list[str]:
     """``[reaper] resource_kinds``, checked."""
     names = list(conf.reaper.resource_kinds)
     if not names or names[0] != PRIMARY:
-        raise KindError(f"[reaper] resource_kinds must start with {PRIMARY!r}: {names}")
+        raise exception.KindError(f"[reaper] resource_kinds must start with {PRIMARY!r}: {names}")
     if len(set(names)) != len(names):
-        raise KindError(f"[reaper] resource_kinds names a kind twice: {names}")
+        raise exception.KindError(f"[reaper] resource_kinds names a kind twice: {names}")
     return names
 
 
@@ -50,7 +46,7 @@ def _load(conf, names: Sequence[str] | None):
     from stevedore import extension, named
 
     def missing(names):
-        raise KindError(f"resource kinds not installed (entry points {GROUP}): "
+        raise exception.KindError(f"resource kinds not installed (entry points {GROUP}): "
                         f"{', '.join(sorted(names))}")
 
     def failed(_mgr, ep, err):
@@ -69,7 +65,7 @@ def _load(conf, names: Sequence[str] | None):
 
 
 def _reraise(_mgr, ep, err):
-    raise KindError(f"resource kind {ep.name} cannot be loaded: {err}") from err
+    raise exception.KindError(f"resource kind {ep.name} cannot be loaded: {err}") from err
 
 
 class KindManager:
@@ -105,8 +101,8 @@ class KindManager:
         kinds are added with ``add``)."""
         from oslo_config import cfg
 
-        from reaper.kinds.instance.plugin import InstanceKind
-        return cls([InstanceKind(conf if conf is not None else cfg.CONF)])
+        # Through its entry point like every kind: the engine never imports a kind.
+        return cls(_load(conf if conf is not None else cfg.CONF, [PRIMARY]))
 
     def add(self, kind: ResourceKindPlugin) -> ResourceKindPlugin:
         """Enable ``kind`` (after the others), replacing an enabled kind of its name;

@@ -16,7 +16,7 @@ cover it.
 What is hashed, exactly:
 
 - each part's rows are selected by the view's own clause, and of each row the
-  columns the view returns to the planner: ``reaper.nova.view._INSTANCE_COLS``
+  columns the view returns to the planner: ``reaper.nova.columns.INSTANCE_COLS``
   (instances and archived rows), ``_MIGRATION_COLS``, ``_BDM_COLS``; of info caches
   ``instance_uuid``, ``network_info`` (and ``id``); of compute nodes ``id``, ``uuid``,
   ``host``, ``hypervisor_hostname``; of claim markers ``instance_uuid``, ``value``
@@ -227,12 +227,12 @@ def _instances_and_caches(name: str, where) -> sa.Select:
     on ``instance_uuid`` (unique in both tables), their live info caches: the same rows
     as ``caches IN (SELECT uuid ... where)``, with one walk of the instances instead
     of two. ``n2``/``h2`` are the caches' count and hash sum."""
-    from reaper.nova import view as v
+    from reaper.nova import columns as v
 
     i_, ic = s.instances, s.instance_info_caches
     j = i_.outerjoin(ic, sa.and_(ic.c.instance_uuid == i_.c.uuid, ic.c.deleted == 0))
     return (sa.select(sa.literal(name).label("part"), sa.func.count().label("n"),
-                      sa.func.coalesce(sa.func.sum(_hash(i_, v._INSTANCE_COLS)), 0).label("h"),
+                      sa.func.coalesce(sa.func.sum(_hash(i_, v.INSTANCE_COLS)), 0).label("h"),
                       sa.func.count(ic.c.id).label("n2"),
                       sa.func.coalesce(sa.func.sum(_hash(ic, _IC_COLS)), 0).label("h2"))
             .select_from(j).where(where))
@@ -246,7 +246,7 @@ _WITH_CACHES = {"instances_here": "caches_here"}
 def _statement(with_others: bool, with_missing: bool) -> sa.CompoundSelect:
     """Built once per shape; ``host``, ``others`` and ``missing`` are bound at execution
     (so SQLAlchemy's compiled cache serves every later check)."""
-    from reaper.nova import view as v        # the view's columns and clauses
+    from reaper.nova import columns as v     # the view's columns and clauses
 
     i_, m, b, ic, cn, md = (s.instances, s.migrations, s.block_device_mapping,
                             s.instance_info_caches, s.compute_nodes,
@@ -259,14 +259,14 @@ def _statement(with_others: bool, with_missing: bool) -> sa.CompoundSelect:
     claimed = sa.select(i_.c.uuid).where(i_.c.host == host, i_.c.deleted == 0,
                                          i_.c.vm_state == "soft-delete",
                                          i_.c.task_state == "deleting")
-    moving = sa.select(m.c.instance_uuid).where(v._host_migrations_clause(host))
-    bdm_cols = ("connection_info", *(c for c in v._BDM_COLS if c != "connection_info"))
+    moving = sa.select(m.c.instance_uuid).where(v.host_migrations_clause(host))
+    bdm_cols = ("connection_info", *(c for c in v.BDM_COLS if c != "connection_info"))
     parts = [
-        _part("migrations_here", m, v._MIGRATION_COLS, v._host_migrations_clause(host)),
-        _part("migrations_ours", m, v._MIGRATION_COLS, m.c.instance_uuid.in_(ours)),
+        _part("migrations_here", m, v.MIGRATION_COLS, v.host_migrations_clause(host)),
+        _part("migrations_ours", m, v.MIGRATION_COLS, m.c.instance_uuid.in_(ours)),
         _instances_and_caches("instances_here", sa.and_(i_.c.host == host,
                                                         i_.c.deleted == 0)),
-        _part("instances_moving", i_, v._INSTANCE_COLS, i_.c.uuid.in_(moving)),
+        _part("instances_moving", i_, v.INSTANCE_COLS, i_.c.uuid.in_(moving)),
         _part("bdms_here", b, bdm_cols, sa.and_(b.c.instance_uuid.in_(ours),
                                                         b.c.deleted == 0)),
         _part("bdms_moving", b, bdm_cols, sa.and_(b.c.instance_uuid.in_(moving),
@@ -280,8 +280,8 @@ def _statement(with_others: bool, with_missing: bool) -> sa.CompoundSelect:
     ]
     if with_others:
         parts += [
-            _part("migrations_others", m, v._MIGRATION_COLS, m.c.instance_uuid.in_(others)),
-            _part("instances_others", i_, v._INSTANCE_COLS, i_.c.uuid.in_(others)),
+            _part("migrations_others", m, v.MIGRATION_COLS, m.c.instance_uuid.in_(others)),
+            _part("instances_others", i_, v.INSTANCE_COLS, i_.c.uuid.in_(others)),
             _part("bdms_others", b, bdm_cols, sa.and_(b.c.instance_uuid.in_(others),
                                                               b.c.deleted == 0)),
             _part("caches_others", ic, _IC_COLS, sa.and_(ic.c.instance_uuid.in_(others),
@@ -289,7 +289,7 @@ def _statement(with_others: bool, with_missing: bool) -> sa.CompoundSelect:
         ]
     if with_missing:
         sh = s.shadow_instances
-        parts.append(_part("archived_local", sh, v._INSTANCE_COLS, sh.c.uuid.in_(missing)))
+        parts.append(_part("archived_local", sh, v.INSTANCE_COLS, sh.c.uuid.in_(missing)))
     return sa.union_all(*parts)
 
 

@@ -51,7 +51,7 @@ import sqlalchemy as sa
 
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
-from reaper.nova import view as nova_view
+from reaper.nova import columns as nova_columns
 
 READ_ONLY_CHOICES = ("auto", "true", "false")
 
@@ -84,16 +84,16 @@ def _uniq(*cols: Iterable[str]) -> tuple[str, ...]:
     return tuple(seen)
 
 
-_BDM_READ = _uniq(nova_view._BDM_COLS, ("deleted",))
+_BDM_READ = _uniq(nova_columns.BDM_COLS, ("deleted",))
 _MARKER_READ = ("id", "instance_uuid", "key", "value", "deleted")
 _SOFT_DELETE = ("deleted", "deleted_at")
 
 READ: tuple[TableGrant, ...] = (
-    TableGrant("instances", select=nova_view._INSTANCE_COLS,
+    TableGrant("instances", select=nova_columns.INSTANCE_COLS,
                why="the pass's view, compare-and-act re-reads, VIF and volume ownership"),
-    TableGrant("shadow_instances", select=nova_view._INSTANCE_COLS,
+    TableGrant("shadow_instances", select=nova_columns.INSTANCE_COLS,
                why="archived rows (nova-manage db archive_deleted_rows)"),
-    TableGrant("migrations", select=nova_view._MIGRATION_COLS,
+    TableGrant("migrations", select=nova_columns.MIGRATION_COLS,
                why="evacuations, resizes and migrations touching this host"),
     TableGrant("block_device_mapping", select=_BDM_READ,
                why="volumes of kept instances (iSCSI in-use checks) and reclaim leftovers"),
@@ -180,9 +180,9 @@ CTL: tuple[TableGrant, ...] = (
                                    "updated_at", "created_at"),
                why="reaper-ctl --all: the hosts running nova-compute; reaper-ctl finish: "
                    "which of them are gone"),
-    TableGrant("instances", select=nova_view._INSTANCE_COLS,
+    TableGrant("instances", select=nova_columns.INSTANCE_COLS,
                why="reaper-ctl finish: the instance's row read again before acting"),
-    TableGrant("shadow_instances", select=nova_view._INSTANCE_COLS,
+    TableGrant("shadow_instances", select=nova_columns.INSTANCE_COLS,
                why="reaper-ctl finish: an archived row counts as deleted"),
 )
 

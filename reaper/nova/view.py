@@ -42,6 +42,9 @@ from oslo_log import log as logging
 from reaper import exception
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
+from reaper.nova.columns import (
+    BDM_COLS as _BDM_COLS, INSTANCE_COLS as _INSTANCE_COLS, MIGRATION_COLS as _MIGRATION_COLS,
+    host_migrations_clause as _host_migrations_clause)
 from reaper.objects.nova import (
     CLAIM_MARKER_KEY,
     BdmRow,
@@ -54,18 +57,7 @@ from reaper.objects.nova import (
 
 LOG = logging.getLogger(__name__)
 
-# Statuses after which a migration no longer holds anything on either host. NOT in
-# here: 'done' (an evacuation whose source has not cleaned up yet: R2 in doc/design.md, "Classifications"),
-# 'finished' (a resize awaiting confirm/revert) and every running status.
-FINAL_MIGRATION_STATUSES = ("completed", "confirmed", "reverted", "error", "failed",
-                            "cancelled")
 
-_INSTANCE_COLS = ("id", "uuid", "host", "node", "vm_state", "task_state", "power_state",
-                  "deleted", "deleted_at", "display_name", "project_id", "user_id")
-_MIGRATION_COLS = ("id", "uuid", "instance_uuid", "source_compute", "dest_compute",
-                   "source_node", "dest_node", "status", "migration_type", "deleted")
-_BDM_COLS = ("id", "instance_uuid", "volume_id", "source_type", "destination_type",
-             "device_name", "delete_on_termination", "connection_info", "attachment_id")
 
 
 class _Runner:
@@ -126,15 +118,6 @@ def _bdm(row) -> BdmRow:
 
 def _live_here(row: InstanceRow | None, host: str) -> bool:
     return row is not None and not row.archived and row.deleted == 0 and row.host == host
-
-
-def _host_migrations_clause(host: str):
-    m = s.migrations
-    return sa.and_(
-        m.c.deleted == 0,
-        sa.or_(m.c.source_compute == host, m.c.dest_compute == host),
-        sa.or_(m.c.status.is_(None), m.c.status.not_in(FINAL_MIGRATION_STATUSES)),
-    )
 
 
 def _load_migrations(run: _Runner, host: str, local: list[str], size: int) -> list[MigrationRow]:

@@ -60,3 +60,14 @@ class ResourceKind(str, enum.Enum):
     ISCSI_SESSION = "iscsi_session"
     VOLUME_ATTACHMENT = "volume_attachment"
     INSTANCE = "instance"       # a reclaim with nothing left on the host but the row
+
+
+# Migration statuses, in two senses the rules and the view must not confuse.
+# ENDED: nothing more happens to the migration on either host ('done' included: an
+# evacuation the destination finished). RELEASED: the migration no longer holds
+# anything on either host: 'done' is NOT in it (an evacuation whose source has not
+# cleaned up yet still holds the source's copy), nor 'finished' (a resize awaiting
+# confirm/revert), nor any running status.
+RELEASED_MIGRATION_STATUSES = ("completed", "confirmed", "reverted", "error", "failed",
+                               "cancelled")
+ENDED_MIGRATION_STATUSES = frozenset({*RELEASED_MIGRATION_STATUSES, "done"})

@@ -11,7 +11,7 @@ import datetime
 from typing import Iterable, Mapping, Sequence
 
 from reaper.inventory.dirs import LOCAL_FS_TYPES, SHARED_FS_TYPES
-from reaper.objects.fields import Action, Classification, DirKind
+from reaper.objects.fields import ENDED_MIGRATION_STATUSES, Action, Classification, DirKind
 from reaper.objects.host import Domain, InstanceDir
 from reaper.objects.nova import ClaimMarker, InstanceRow, MigrationRow
 
@@ -26,10 +26,6 @@ EVACUATED_STATUSES = frozenset({"done"})
 EVACUATION_STATUSES = EVACUATING_STATUSES | EVACUATED_STATUSES
 # An evacuation that ended without a copy elsewhere: the guest here is all there is.
 FAILED_EVACUATION_STATUSES = frozenset({"error", "failed"})
-# Migration statuses after which nothing more happens on either host.
-FINAL_MIGRATION_STATUSES = frozenset({
-    "completed", "confirmed", "reverted", "error", "failed", "cancelled", "done",
-})
 IN_FLIGHT_TASK_STATES = frozenset({
     "migrating", "resize_migrating", "resize_migrated", "resize_finish", "resize_reverting",
     "resize_prep", "resize_confirming",
@@ -78,7 +74,7 @@ def in_flight_migrations(migs: Iterable[MigrationRow], host: str) -> list[Migrat
     """
     return [m for m in migs
             if m.deleted == 0
-            and (m.status or "") not in FINAL_MIGRATION_STATUSES
+            and (m.status or "") not in ENDED_MIGRATION_STATUSES
             and (host == m.dest_compute if m.migration_type == "evacuation"
                  else host in (m.source_compute, m.dest_compute))]
 
@@ -381,7 +377,7 @@ def _classify_dir(d, row, migs, host, domain_present, shared, ev) -> Verdict | N
                            "_resize directory of a live instance, but no resize or "
                            "migration of it touching this host is recorded: only logging",
                            ev, fixed_action=Action.LOG)
-        if (last.status or "") not in FINAL_MIGRATION_STATUSES:
+        if (last.status or "") not in ENDED_MIGRATION_STATUSES:
             return None
         ev["newest_resize"] = migration_evidence([last])[0]
         if last.status not in RESIZE_SETTLED_STATUSES:
@@ -398,7 +394,7 @@ def _classify_dir(d, row, migs, host, domain_present, shared, ev) -> Verdict | N
     elif d.kind is DirKind.RESIZE:
         awaiting = [m for m in migs if m.deleted == 0 and m.source_compute == host
                     and m.migration_type in ("resize", "migration")
-                    and (m.status or "") not in FINAL_MIGRATION_STATUSES]
+                    and (m.status or "") not in ENDED_MIGRATION_STATUSES]
         if awaiting or (live and row.vm_state == "resized"):
             return None
         cls, why = Classification.STALE_RESIZE, "no resize from this host awaits confirm/revert"

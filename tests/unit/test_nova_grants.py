@@ -16,8 +16,7 @@ import sqlalchemy as sa
 
 from reaper.nova import grants
 from reaper.nova import schema as s
-from reaper.nova import view as nova_view
-
+from reaper.nova import columns as nova_columns
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -56,10 +55,10 @@ def test_no_database_wide_grant_and_no_write_in_the_read_part():
 
 def test_the_grants_follow_the_columns_the_code_reads_and_the_tables_finalize_touches():
     read = {g.table: g for g in grants.READ}
-    assert read["instances"].select == nova_view._INSTANCE_COLS
-    assert read["shadow_instances"].select == nova_view._INSTANCE_COLS
-    assert read["migrations"].select == nova_view._MIGRATION_COLS
-    assert set(nova_view._BDM_COLS) < set(read["block_device_mapping"].select)
+    assert read["instances"].select == nova_columns.INSTANCE_COLS
+    assert read["shadow_instances"].select == nova_columns.INSTANCE_COLS
+    assert read["migrations"].select == nova_columns.MIGRATION_COLS
+    assert set(nova_columns.BDM_COLS) < set(read["block_device_mapping"].select)
     held = set(grants.needs(grants.READ + grants.RECLAIM))
     for table, col in s.DEPENDENT_TABLES:
         for c in ("id", col, "deleted"):

@@ -46,10 +46,9 @@ from reaper import instancelog
 from reaper.conf import CONF
 from reaper.executor import teardown
 from reaper.nova import schema as s
-from reaper.planner import rules
 from reaper.kinds.iscsi import rules as vol
 from reaper.kinds.iscsi.objects import IscsiOperatorNote
-from reaper.objects.fields import Classification
+from reaper.objects.fields import ENDED_MIGRATION_STATUSES, Classification
 from reaper.objects.host import CollectorResult
 from reaper.objects.plan import TeardownPlan
 
@@ -455,7 +454,7 @@ def reread_bdms(engine, host: str) -> list[tuple[int, str, str | None, str | Non
         m.c.deleted == 0,
         sa.or_(m.c.migration_type.is_(None), m.c.migration_type != "evacuation"),
         sa.or_(m.c.source_compute == host, m.c.dest_compute == host),
-        sa.or_(m.c.status.is_(None), m.c.status.not_in(sorted(rules.FINAL_MIGRATION_STATUSES))))
+        sa.or_(m.c.status.is_(None), m.c.status.not_in(sorted(ENDED_MIGRATION_STATUSES))))
     stmt = (sa.select(b.c.id, b.c.instance_uuid, b.c.volume_id, b.c.connection_info)
             .select_from(b.join(i, i.c.uuid == b.c.instance_uuid))
             .where(b.c.deleted == 0, b.c.destination_type == "volume", i.c.deleted == 0,

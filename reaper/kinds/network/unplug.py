@@ -51,7 +51,7 @@ from reaper.nova import view as nova_view
 from reaper.kinds.network import rules as net_plan
 from reaper.planner import rules
 from reaper.kinds.network.objects import NetDevice
-from reaper.objects.fields import Classification
+from reaper.objects.fields import RELEASED_MIGRATION_STATUSES, Classification
 
 LOG = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def db_claims(engine, host: str, prefixes: Iterable[str],
     i_, c, m = s.instances, s.instance_info_caches, s.migrations
     moving = sa.select(m.c.instance_uuid).where(
         m.c.deleted == 0, sa.or_(m.c.source_compute == host, m.c.dest_compute == host),
-        sa.or_(m.c.status.is_(None), m.c.status.not_in(nova_view.FINAL_MIGRATION_STATUSES)))
+        sa.or_(m.c.status.is_(None), m.c.status.not_in(RELEASED_MIGRATION_STATUSES)))
     stmt = (sa.select(c.c.instance_uuid, c.c.network_info, i_.c.host)
             .join(i_, i_.c.uuid == c.c.instance_uuid)
             .where(c.c.deleted == 0, i_.c.deleted == 0,

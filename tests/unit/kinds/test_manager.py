@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 from oslo_config import cfg
 
-from reaper.kinds.manager import KindError, KindManager
+from reaper import exception
+from reaper.kinds.manager import KindManager
 from reaper.objects.fields import Action, Classification, ResourceKind
 from reaper.objects.plan import TeardownPlan
 
@@ -47,10 +48,10 @@ def test_order_and_names_come_from_the_option(override):
     override("resource_kinds", ["instance", "services", "network"], "reaper")
     assert KindManager.from_conf(CONF).names() == ["instance", "services", "network"]
     override("resource_kinds", ["network", "instance"], "reaper")
-    with pytest.raises(KindError, match="must start with 'instance'"):
+    with pytest.raises(exception.KindError, match="must start with 'instance'"):
         KindManager.from_conf(CONF)
     override("resource_kinds", ["instance", "no_such_kind"], "reaper")
-    with pytest.raises(KindError, match="no_such_kind"):
+    with pytest.raises(exception.KindError, match="no_such_kind"):
         KindManager.from_conf(CONF)
 
 
