@@ -1,0 +1,306 @@
+"""Journals of the other resource kinds, written by the previous layout, resume unchanged.
+
+Why: tests/unit/test_journal_compat.py proves it for the demo host's teardowns
+(domain, files, Nova DB). Issue 10 also moves the network and iSCSI code into
+their own packages and may change how a plan's ``vifs`` / ``volumes`` are
+(de)serialized; a teardown a crash interrupted under the old layout must still be
+read, re-verified and finished the same way by the new one. Each case here is a
+scene of real parts (a network namespace and OVS bridge of the test's own,
+libvirt's test driver, SQLite Nova DB; the iSCSI simulator) whose reap pass was
+killed at one step of one teardown, right after the step was journaled
+``started`` (``before``) or right after it ran (``after``).
+
+Saved per case under tests/golden/journal/<case>/ (literals that differ per run
+are written as ``@NAME@`` and substituted on loading: the temporary root, the
+namespace, the bridge, the head of the port ids, which must be unique on the
+shared OVSDB): the state DB and the Nova DB as SQL dumps, the test driver's node
+XML as the crash left it, ``scene.json`` (what was built and what of it was still
+there at the crash) and ``expected.json``: the resumed pass (normalized) and the
+end state. The test rebuilds the scene, deletes what the crash had already
+removed, loads the saved journal and resumes it with the code under test.
+
+``REAPER_GOLDEN_REGEN=1`` writes the cases again WITH THE CURRENT CODE: do that only
+before a layout change, never to make this test pass after one.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import sqlite3
+import uuid as uuidlib
+
+import pytest
+import sqlalchemy as sa
+
+from reaper.executor import teardown
+from reaper.nova import schema
+from tests.fixtures import golden
+from tests.fixtures import netplumb as npl
+from tests.fixtures import novadb
+from tests.fixtures.netplumb import netns, ovs_bridge  # noqa: F401
+from tests.unit.test_journal_compat import Crash, _dump
+
+pytestmark = pytest.mark.functional
+
+CASE_DIR = golden.GOLDEN_DIR / "journal"
+HOST = "gm2-compute"
+OLD = datetime.datetime(2026, 1, 1, 0, 0, 0)      # long before any run: deleted long ago
+
+
+def _crash_at(monkeypatch, target: str, step: str, when: str) -> None:
+    """Make ``teardown._run_step`` die at ``step`` of the plan of ``target``."""
+    real = teardown._run_step
+
+    def crashing(ctx, plan, s, *a, **kw):
+        if plan.instance_uuid == target and s == step:
+            if when == "before":
+                raise Crash(s)
+            real(ctx, plan, s, *a, **kw)
+            raise Crash(s)
+        return real(ctx, plan, s, *a, **kw)
+
+    monkeypatch.setattr(teardown, "_run_step", crashing)
+
+
+def _load_sql(path: str, text: str) -> None:
+    db = sqlite3.connect(path)
+    try:
+        db.executescript(text)
+    finally:
+        db.close()
+
+
+def _subst(text: str, lits: dict[str, str]) -> str:
+    for k in sorted(lits, key=len, reverse=True):
+        text = text.replace(k, lits[k])
+    return text
+
+
+def _saved_plan(out) -> dict:
+    """The plan JSON of the saved unfinished entry (as the old code wrote it)."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript((out / "state.sql").read_text())
+        rows = db.execute("SELECT plan FROM journal WHERE status = 'running'").fetchall()
+    finally:
+        db.close()
+    assert len(rows) == 1, rows
+    return json.loads(rows[0][0])
+
+
+def _journal_of(state: dict, key: str) -> tuple[list, list]:
+    js = [j for j in state["journal"] if j["instance_uuid"] == key]
+    ids = {j["id"] for j in js}
+    return js, [s for s in state["journal_steps"] if s["journal_id"] in ids]
+
+
+# --------------------------------------------------------------------------
+# network: leaked VIF (R11) and a running-deleted domain with its VIF
+# --------------------------------------------------------------------------
+
+def _ids(head6: str):
+    def port(i: int) -> str:
+        return f"{head6}{i:02x}-{i:02x}00-4000-8000-{i:012x}"
+
+    def inst(i: int) -> str:
+        return f"9a2e0000-0000-4000-8000-{i:012x}"
+    return port, inst
+
+
+NET_CASES = [
+    ("leaked_vif", "unplug_vifs", "before"),
+    ("leaked_vif", "unplug_vifs", "after"),
+    ("running_deleted_vif", "unplug_vifs", "before"),
+    ("running_deleted_vif", "unplug_vifs", "after"),
+]
+
+
+def _net_case_id(c) -> str:
+    return f"{c[0]}-{c[1]}-{c[2]}"
+
+
+def _net_target(kind: str, port, inst) -> str:
+    return f"vif:{port(2)[:11]}" if kind == "leaked_vif" else inst(4)
+
+
+def _net_plumb(ns: str, br: str, port, inst) -> None:
+    """The devices and OVS ports of the scene, always in this order (a fresh
+    namespace numbers them the same way each time: the plans hold ifindexes):
+    a live instance's hybrid VIF, a deleted instance's hybrid VIF (leaked_vif), a
+    running-deleted domain's hybrid VIF."""
+    npl.hybrid_plug(ns, br, port(1), inst(1))
+    npl.hybrid_plug(ns, br, port(2), inst(2))
+    npl.hybrid_plug(ns, br, port(4), inst(4), tap=False)
+    npl.ip(ns, "tuntap", "add", npl.names(port(4))["tap"], "mode", "tap")
+
+
+def _net_domains(port, inst) -> dict[str, str]:
+    return {"instance-00000001": npl.domain_xml(inst(1), "instance-00000001",
+                                                npl.hybrid_interface_xml(port(1))),
+            "instance-00000004": npl.domain_xml(inst(4), "instance-00000004",
+                                                npl.hybrid_interface_xml(port(4)))}
+
+
+def _node_xml(conn, domain_xml: dict[str, str]) -> str:
+    """The test driver's domains as the pass left them (its changes live in the
+    connection only)."""
+    import re
+    left = []
+    for dom in sorted(conn.listAllDomains(0), key=lambda d: d.name()):
+        left.append(re.sub(r"<test:runstate>\d+</test:runstate>",
+                           f"<test:runstate>{dom.state()[0]}</test:runstate>",
+                           domain_xml[dom.name()]))
+    return "<node>" + "".join(left) + "</node>"
+
+
+def _net_record(case, root, ns, br, monkeypatch) -> None:
+    import libvirt
+    kind, step, when = case
+    head6 = uuidlib.uuid4().hex[:6]
+    port, inst = _ids(head6)
+    nova = os.path.join(root, "nova.sqlite")
+    eng = sa.create_engine(f"sqlite:///{nova}")
+    schema.create_all(eng)
+    novadb.add_compute_node(eng, HOST)
+    novadb.add_instance(eng, uuid=inst(1), host=HOST)
+    novadb.add_info_cache(eng, inst(1), [npl.vif(port(1))])
+    novadb.add_instance(eng, uuid=inst(2), host=HOST, deleted=True, deleted_at=OLD)
+    novadb.add_instance(eng, uuid=inst(4), host=HOST, deleted=True, deleted_at=OLD)
+    eng.dispose()
+    _net_plumb(ns, br, port, inst)
+    doms = _net_domains(port, inst)
+    node = os.path.join(root, "node.xml")
+    with open(node, "w") as f:
+        f.write("<node>" + "".join(doms.values()) + "</node>")
+    conn = libvirt.open(f"test://{node}")
+    r = npl.make_net_reaper(_P(root), f"sqlite:///{nova}", HOST, netns=ns, bridge=br,
+                            libvirt_uri=f"test://{node}", connect=lambda: conn)
+    try:
+        _crash_at(monkeypatch, _net_target(kind, port, inst), step, when)
+        with pytest.raises(Crash):
+            r.run_pass("reap")
+        monkeypatch.undo()
+        r.state._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        lits = {root: "@ROOT@", ns: "@NETNS@", br: "@BR@", head6: "@PH@"}
+        out = CASE_DIR / _net_case_id(case)
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        (out / "state.sql").write_text(_subst(_dump(r.state.path), lits))
+        (out / "nova.sql").write_text(_subst(_dump(nova), lits))
+        (out / "node.xml").write_text(_subst(_node_xml(conn, doms), lits))
+        scene = {"kind": kind, "step": step, "when": when,
+                 "links_at_crash": sorted(npl.links(ns)),
+                 "ovs_ports_at_crash": sorted(npl.ovs_ports(br))}
+        (out / "scene.json").write_text(_subst(golden.dumps(scene), lits))
+    finally:
+        npl.close_net_reaper(r)
+        conn.close()
+
+
+class _P(str):
+    """A str path that also answers ``/`` (what make_net_reaper expects of tmp_path)."""
+
+    def __truediv__(self, other):
+        return _P(os.path.join(self, other))
+
+
+def _net_resume(case, root, ns, br) -> dict:
+    """Rebuild the scene, load the saved journal, resume it; the end state."""
+    import libvirt
+    out = CASE_DIR / _net_case_id(case)
+    head6 = uuidlib.uuid4().hex[:6]
+    port, inst = _ids(head6)
+    lits = {"@ROOT@": root, "@NETNS@": ns, "@BR@": br, "@PH@": head6}
+    scene = json.loads(_subst((out / "scene.json").read_text(), lits))
+    # the scene as built, then without what the crash had already removed
+    _net_plumb(ns, br, port, inst)
+    for p in sorted(set(npl.ovs_ports(br)) - set(scene["ovs_ports_at_crash"])):
+        npl.vsctl("--no-wait", "--if-exists", "del-port", br, p)
+    for dev in sorted(set(npl.links(ns)) - set(scene["links_at_crash"])):
+        npl.ip(ns, "link", "del", dev, check=False)     # a veth's peer goes with it
+    assert sorted(npl.links(ns)) == scene["links_at_crash"]
+    assert sorted(npl.ovs_ports(br)) == scene["ovs_ports_at_crash"]
+    nova = os.path.join(root, "nova.sqlite")
+    _load_sql(nova, _subst((out / "nova.sql").read_text(), lits))
+    os.makedirs(os.path.join(root, "state"), mode=0o700)
+    from reaper import state as state_mod
+    _load_sql(os.path.join(root, "state", state_mod.DB_NAME),
+              _subst((out / "state.sql").read_text(), lits))
+    node = os.path.join(root, "node.xml")
+    with open(node, "w") as f:
+        f.write(_subst((out / "node.xml").read_text(), lits))
+    conn = libvirt.open(f"test://{node}")
+    r = npl.make_net_reaper(_P(root), f"sqlite:///{nova}", HOST, netns=ns, bridge=br,
+                            libvirt_uri=f"test://{node}", connect=lambda: conn)
+    target = _net_target(case[0], port, inst)
+    try:
+        before = {e.id: dict(e.steps) for e in r.state.unfinished(teardown.steps_for)}
+        rep = r.run_pass("reap")
+        again = r.run_pass("reap")
+        state = golden.journal_rows(r.state.path)
+        js, steps = _journal_of(state, target)
+        got = {
+            "unfinished_before": before,
+            "resume_pass": {"exit_code": rep.exit_code, "actions": rep.actions,
+                            "findings": rep.findings, "errors": rep.errors,
+                            "guards": rep.guards, "journal": rep.journal},
+            "next_pass": {"exit_code": again.exit_code, "actions": again.actions,
+                          "findings": again.findings},
+            "journal_of_target": js,
+            "steps_of_target": steps,
+            "unfinished_after": len(r.state.unfinished(teardown.steps_for)),
+            "links_left": sorted(npl.links(ns)),
+            "ovs_ports_left": sorted(npl.ovs_ports(br)),
+            "domains_left": sorted((d.name(), d.state()[0]) for d in conn.listAllDomains(0)),
+        }
+    finally:
+        npl.close_net_reaper(r)
+        conn.close()
+    norm = golden.Normalizer({root: "<root>", ns: "<netns>", br: "<br-int>"})
+    for i, role in ((1, "live"), (2, "deleted"), (4, "running_deleted")):
+        norm.add(port(i), f"<port-{role}>")
+        norm.add(port(i)[:11], f"<pfx-{role}>")
+        norm.add(inst(i), f"<vm-{role}>")
+    return norm(got)
+
+
+@pytest.mark.parametrize("case", NET_CASES, ids=[_net_case_id(c) for c in NET_CASES])
+def test_saved_network_journal_resumes_unchanged(case, tmp_path, netns, ovs_bridge,  # noqa: F811
+                                                 monkeypatch):
+    out = CASE_DIR / _net_case_id(case)
+    if golden.REGEN:
+        rec = str(tmp_path / "rec")
+        os.makedirs(rec)
+        ns = f"reaper-t-{uuidlib.uuid4().hex[:8]}"
+        npl.sh("ip", "netns", "add", ns)
+        br = f"br-int-{uuidlib.uuid4().hex[:6]}"
+        npl.vsctl("--no-wait", "--", "add-br", br, "--", "set", "bridge", br,
+                  "datapath_type=netdev")
+        try:
+            npl.ip(ns, "link", "set", "lo", "up")
+            _net_record(case, rec, ns, br, monkeypatch)
+        finally:
+            npl.sh("ip", "netns", "del", ns, check=False)
+            npl.vsctl("--if-exists", "del-br", br, check=False)
+    assert (out / "state.sql").exists(), \
+        f"no saved journal {out}: REAPER_GOLDEN_REGEN=1 records it (old layout only)"
+    target_plan = _saved_plan(out)
+    assert target_plan["vifs"], "the saved plan has no vifs"
+    root = str(tmp_path / "resume")
+    os.makedirs(root)
+    res = _net_resume(case, root, netns, ovs_bridge)
+    got = res
+    assert got["unfinished_before"], "the saved entry was not read as unfinished"
+    assert got["unfinished_after"] == 0
+    assert [j["status"] for j in got["journal_of_target"]] == ["done"]
+    role = "deleted" if case[0] == "leaked_vif" else "running_deleted"
+    assert not any(f"<pfx-{role}>" in x for x in got["links_left"] + got["ovs_ports_left"])
+    # the live instance's VIF and domain are untouched
+    live = {f"{d}<pfx-live>" for d in ("qbr", "qvb", "qvo", "tap")}
+    assert live <= set(got["links_left"]) and "qvo<pfx-live>" in got["ovs_ports_left"]
+    assert ("instance-00000001", 1) in [tuple(d) for d in got["domains_left"]]
+    if case[0] == "running_deleted_vif":
+        assert "instance-00000004" not in [d[0] for d in got["domains_left"]]
+    golden.check(f"journal/{_net_case_id(case)}/expected", got)
