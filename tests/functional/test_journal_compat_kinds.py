@@ -304,3 +304,263 @@ def test_saved_network_journal_resumes_unchanged(case, tmp_path, netns, ovs_brid
     if case[0] == "running_deleted_vif":
         assert "instance-00000004" not in [d[0] for d in got["domains_left"]]
     golden.check(f"journal/{_net_case_id(case)}/expected", got)
+
+
+# --------------------------------------------------------------------------
+# iSCSI: a leaked session (R12) and a running-deleted domain with its volume
+# --------------------------------------------------------------------------
+
+ISCSI_CASES = [
+    ("leaked_iscsi", "disconnect_volumes", "before"),
+    ("leaked_iscsi", "disconnect_volumes", "after"),
+    ("running_deleted_iscsi", "disconnect_volumes", "before"),
+    ("running_deleted_iscsi", "disconnect_volumes", "after"),
+]
+VM_LIVE, VM_RD = "9a2e0000-0000-4000-8000-00000000000a", "9a2e0000-0000-4000-8000-00000000000d"
+VOL_LIVE, VOL_RD = "9a2e0000-0000-4000-8000-0000000000a1", "9a2e0000-0000-4000-8000-0000000000d1"
+# files of the simulated host that are not the scene: the command log, the lock
+SIM_SKIP = ("sim/commands.log", "sim/lock")
+
+
+def _iscsi_case_id(c) -> str:
+    return f"{c[0]}-{c[1]}-{c[2]}"
+
+
+def _sim_tree(root: str) -> dict[str, dict]:
+    """The simulated host's tree as text: dirs, symlinks (targets), files (contents)."""
+    out = {}
+    for d, subdirs, fs in os.walk(root):
+        for name in subdirs + fs:
+            p = os.path.join(d, name)
+            rel = os.path.relpath(p, root)
+            if rel in SIM_SKIP:
+                continue
+            if os.path.islink(p):
+                out[rel] = {"link": os.readlink(p)}
+            elif os.path.isdir(p):
+                out[rel] = {"dir": True}
+            else:
+                with open(p, "rb") as fh:
+                    data = fh.read()
+                out[rel] = {"zeros": len(data)} if data and not data.strip(b"\0") \
+                    else {"text": data.decode("latin-1")}
+    return dict(sorted(out.items()))
+
+
+def _sim_untree(root: str, tree: dict[str, dict]) -> None:
+    os.makedirs(root)
+    for rel, e in tree.items():         # sorted: a directory before what is in it
+        p = os.path.join(root, rel)
+        if "dir" in e:
+            os.makedirs(p, exist_ok=True)
+        elif "link" in e:
+            os.symlink(e["link"], p)
+        else:
+            with open(p, "wb") as f:
+                f.write(b"\0" * e["zeros"] if "zeros" in e else e["text"].encode("latin-1"))
+
+
+def _iscsi_domains(sim) -> dict[str, str]:
+    from reaper import demo
+    from tests.functional import test_iscsi_reaper as it
+
+    def disk(path, dev, serial):
+        return (f"<disk type='block' device='disk'><source dev='{path}'/>"
+                f"<target dev='{dev}' bus='virtio'/><serial>{serial}</serial></disk>")
+    return {
+        "instance-0000000a": demo.domain_xml(VM_LIVE, "instance-0000000a").replace(
+            "<devices>", "<devices>" + disk(sim.by_path(it.P1, it.iqn("a"), 1), "vdb", VOL_LIVE)),
+        "instance-0000000d": demo.domain_xml(VM_RD, "instance-0000000d").replace(
+            "<devices>", "<devices>" + disk(sim.by_path(it.P1, it.iqn("r"), 1), "vdb", VOL_RD)),
+    }
+
+
+def _iscsi_conf(root: str, node: str) -> str:
+    import pathlib
+
+    from tests.functional import test_iscsi_reaper as it
+    conf = it.write_conf(pathlib.Path(root), f"sqlite:///{root}/nova.sqlite", HOST)
+    with open(conf) as f:
+        text = f.read()
+    with open(conf, "w") as f:
+        f.write(text.replace("qemu:///system", f"test://{node}"))
+    return conf
+
+
+def _iscsi_record(case, root: str) -> None:
+    import subprocess
+    import sys
+
+    from reaper import state as state_mod
+    from tests import iscsi_sim
+    from tests.functional import test_iscsi_reaper as it
+    kind, step, when = case
+    sim = iscsi_sim.SimHost(os.path.join(root, "iscsi")).init()
+    nova = os.path.join(root, "nova.sqlite")
+    eng = sa.create_engine(f"sqlite:///{nova}")
+    schema.create_all(eng)
+    novadb.add_compute_node(eng, HOST)
+    # a live instance's LUN (kept in every case)
+    novadb.add_instance(eng, uuid=VM_LIVE, host=HOST)
+    sim.add_target(it.iqn("a"), [it.P1], [1])
+    sim.connect(it.P1, it.iqn("a"))
+    novadb.add_bdm(eng, VM_LIVE, VOL_LIVE, connection_info=novadb.iscsi_connection_info(
+        VOL_LIVE, target_portal=it.P1, target_iqn=it.iqn("a"), target_lun=1))
+    doms = _iscsi_domains(sim)
+    if kind == "leaked_iscsi":
+        # a session of a detached volume: no BDM, no domain names it
+        sim.add_target(it.iqn("l"), [it.P2], [0])
+        sim.connect(it.P2, it.iqn("l"))
+        del doms["instance-0000000d"]
+        target = None
+    else:
+        # a deleted instance whose domain still runs with its LUN
+        novadb.add_instance(eng, uuid=VM_RD, host=HOST, deleted=True, deleted_at=OLD)
+        sim.add_target(it.iqn("r"), [it.P1], [1])
+        sim.connect(it.P1, it.iqn("r"))
+        target = VM_RD
+    eng.dispose()
+    node = os.path.join(root, "node.xml")
+    with open(node, "w") as f:
+        f.write("<node>" + "".join(doms.values()) + "</node>")
+    conf = _iscsi_conf(root, node)
+    sim_before = _sim_tree(sim.root)
+    kill = f"--kill-{'before' if when == 'before' else 'unjournaled'}"
+    cmd = iscsi_sim.ns_argv(sim.root, [
+        sys.executable, "-m", "tests.functional.faultmatrix.killer", kill, step,
+        *(["--only", target] if target else []),
+        "--", "--config-file", conf, "reap", "--format", "json"])
+    env = iscsi_sim.env(sim.root, dict(os.environ, PYTHONPATH=os.getcwd()))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == -9, (r.returncode, r.stderr[-4000:])
+    state_db = os.path.join(root, "state", state_mod.DB_NAME)
+    db = sqlite3.connect(state_db)
+    try:
+        (key,), = db.execute("SELECT instance_uuid FROM journal WHERE status='running'")
+        (jid,), = db.execute("SELECT id FROM journal WHERE status='running'")
+        done = {s for (s,) in db.execute("SELECT step FROM journal_steps WHERE journal_id=? "
+                                         "AND status='done'", (jid,))}
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+    # the test driver's changes live in the killed process only: the node as it left it
+    left = []
+    for name, xml in doms.items():
+        if name == "instance-0000000d" and "undefine_domain" in done:
+            continue
+        if name == "instance-0000000d" and "destroy_domain" in done:
+            xml = xml.replace("<test:runstate>1</test:runstate>",
+                              "<test:runstate>5</test:runstate>")
+        left.append(xml)
+    lits = {root: "@ROOT@"}
+    out = CASE_DIR / _iscsi_case_id(case)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    (out / "state.sql").write_text(_subst(_dump(state_db), lits))
+    (out / "nova.sql").write_text(_subst(_dump(nova), lits))
+    (out / "node.xml").write_text(_subst("<node>" + "".join(left) + "</node>", lits))
+    (out / "sim.json").write_text(_subst(golden.dumps(_sim_tree(sim.root)), lits))
+    scene = {"kind": kind, "step": step, "when": when, "target": key,
+             "sessions_built": sorted(_sessions(sim_before)),
+             "sessions_at_crash": sorted(it.sessions(sim)), "nodes_at_crash": sorted(it.nodes(sim))}
+    (out / "scene.json").write_text(_subst(golden.dumps(scene), lits))
+
+
+def _persist_node(node: str, state_db: str) -> None:
+    """What a hypervisor would keep and the test driver (its changes live in the
+    process) forgets: the running-deleted domain is gone once its teardown undefined it."""
+    import re
+    db = sqlite3.connect(state_db)
+    try:
+        gone = db.execute("SELECT 1 FROM journal_steps s JOIN journal j ON j.id=s.journal_id "
+                          "WHERE j.instance_uuid=? AND s.step='undefine_domain' "
+                          "AND s.status='done'", (VM_RD,)).fetchone()
+    finally:
+        db.close()
+    if gone:
+        with open(node) as f:
+            text = f.read()
+        text = re.sub(r"<domain (?:(?!</domain>).)*" + VM_RD + r".*?</domain>", "", text,
+                      flags=re.S)
+        with open(node, "w") as f:
+            f.write(text)
+
+
+def _sessions(tree: dict) -> set[str]:
+    return {rel.split("/")[-1] for rel in tree if rel.startswith("sys/class/iscsi_session/")}
+
+
+def _iscsi_resume(case, root: str) -> dict:
+    """Rebuild the simulated host and the rest, load the saved journal, resume it with
+    reaper-manage (the production command) in the simulated host's namespace."""
+    from reaper import state as state_mod
+    from tests import iscsi_sim
+    from tests.functional import test_iscsi_reaper as it
+    out = CASE_DIR / _iscsi_case_id(case)
+    lits = {"@ROOT@": root}
+    scene = json.loads(_subst((out / "scene.json").read_text(), lits))
+    _sim_untree(os.path.join(root, "iscsi"),
+                json.loads(_subst((out / "sim.json").read_text(), lits)))
+    sim = iscsi_sim.SimHost(os.path.join(root, "iscsi")).init()
+    assert [list(x) for x in sorted(it.sessions(sim))] == scene["sessions_at_crash"]
+    assert [list(x) for x in sorted(it.nodes(sim))] == scene["nodes_at_crash"]
+    _load_sql(os.path.join(root, "nova.sqlite"), _subst((out / "nova.sql").read_text(), lits))
+    os.makedirs(os.path.join(root, "state"), mode=0o700)
+    _load_sql(os.path.join(root, "state", state_mod.DB_NAME),
+              _subst((out / "state.sql").read_text(), lits))
+    node = os.path.join(root, "node.xml")
+    with open(node, "w") as f:
+        f.write(_subst((out / "node.xml").read_text(), lits))
+    conf = _iscsi_conf(root, node)
+    passes = []
+    for mode in ("reap", "reap"):
+        rep, run = it.reap(sim, conf, mode)
+        passes.append({"exit_code": run.returncode, "actions": rep["actions"],
+                       "findings": rep["findings"], "errors": rep.get("errors")})
+        _persist_node(node, os.path.join(root, "state", state_mod.DB_NAME))
+    state = golden.journal_rows(os.path.join(root, "state", state_mod.DB_NAME))
+    js, steps = _journal_of(state, scene["target"])
+    db = sqlite3.connect(os.path.join(root, "state", state_mod.DB_NAME))
+    try:
+        unfinished = db.execute("SELECT count(*) FROM journal WHERE status='running'").fetchone()
+    finally:
+        db.close()
+    got = {
+        "passes": passes,
+        "journal_of_target": js,
+        "steps_of_target": steps,
+        "unfinished_after": unfinished[0],
+        "sessions_left": sorted(it.sessions(sim)),
+        "nodes_left": sorted(it.nodes(sim)),
+        "iscsiadm": sorted((c["argv"] for c in sim.commands("iscsiadm")), key=golden.dumps),
+        "audit_log": golden.audit_log(os.path.join(root, "audit.log")),
+    }
+    norm = golden.Normalizer({root: "<root>", VM_LIVE: "<vm-live>", VM_RD: "<vm-rd>",
+                              VOL_LIVE: "<vol-live>", VOL_RD: "<vol-rd>"})
+    return norm(got)
+
+
+@pytest.mark.parametrize("case", ISCSI_CASES, ids=[_iscsi_case_id(c) for c in ISCSI_CASES])
+def test_saved_iscsi_journal_resumes_unchanged(case, tmp_path):
+    from tests import iscsi_sim
+    from tests.functional import test_iscsi_reaper as it
+    iscsi_sim.require_mount_namespaces()
+    out = CASE_DIR / _iscsi_case_id(case)
+    if golden.REGEN:
+        rec = str(tmp_path / "rec")
+        os.makedirs(rec)
+        _iscsi_record(case, rec)
+    assert (out / "state.sql").exists(), \
+        f"no saved journal {out}: REAPER_GOLDEN_REGEN=1 records it (old layout only)"
+    assert _saved_plan(out)["volumes"], "the saved plan has no volumes"
+    root = str(tmp_path / "resume")
+    os.makedirs(root)
+    got = _iscsi_resume(case, root)
+    assert got["journal_of_target"] and \
+        [j["status"] for j in got["journal_of_target"]] == ["done"]
+    assert got["unfinished_after"] == 0
+    live = [it.P1, it.iqn("a")]
+    assert live in got["sessions_left"], "the live instance's session was touched"
+    gone = [it.P2, it.iqn("l")] if case[0] == "leaked_iscsi" else [it.P1, it.iqn("r")]
+    assert gone not in got["sessions_left"] and gone not in got["nodes_left"]
+    golden.check(f"journal/{_iscsi_case_id(case)}/expected", got)
