@@ -6,9 +6,13 @@ their own packages and may change how a plan's ``vifs`` / ``volumes`` are
 (de)serialized; a teardown a crash interrupted under the old layout must still be
 read, re-verified and finished the same way by the new one. Each case here is a
 scene of real parts (a network namespace and OVS bridge of the test's own,
-libvirt's test driver, SQLite Nova DB; the iSCSI simulator) whose reap pass was
-killed at one step of one teardown, right after the step was journaled
-``started`` (``before``) or right after it ran (``after``).
+libvirt's test driver, SQLite Nova DB; the iSCSI simulator; the OpenStack test
+stack for a reclaim's service steps) whose reap pass was killed at one step of one
+teardown, right after the step was journaled ``started`` (``before``) or right
+after it ran (``after``). The service-step scene is made again with new ids on the
+stack (the saved files name them ``@UUID@``, ``@NOVA_PORT@``...), and what the
+crash had done there (release_ports) is redone with the admin API, never with the
+reaper's own service code.
 
 Saved per case under tests/golden/journal/<case>/ (literals that differ per run
 are written as ``@NAME@`` and substituted on loading: the temporary root, the
@@ -564,3 +568,161 @@ def test_saved_iscsi_journal_resumes_unchanged(case, tmp_path):
     gone = [it.P2, it.iqn("l")] if case[0] == "leaked_iscsi" else [it.P1, it.iqn("r")]
     assert gone not in got["sessions_left"] and gone not in got["nodes_left"]
     golden.check(f"journal/{_iscsi_case_id(case)}/expected", got)
+
+
+# --------------------------------------------------------------------------
+# service steps: a reclaim killed between release_ports and detach_volumes, resumed
+# against the real OpenStack test stack (tools/openstack)
+# --------------------------------------------------------------------------
+
+SERVICE_CASES = [
+    ("reclaim_services", "release_ports", "after"),
+    ("reclaim_services", "detach_volumes", "before"),
+]
+# the ids of one scene's OpenStack resources, written as @NAME@ in the saved files
+SCENE_IDS = ("uuid", "nova_port", "pre_port", "new_volume", "attachment_id", "old_volume")
+
+
+def _svc_case_id(c) -> str:
+    return f"{c[0]}-{c[1]}-{c[2]}"
+
+
+def _svc_literals(inst, host) -> dict[str, str]:
+    lits = {getattr(inst, k): f"@{k.upper()}@" for k in SCENE_IDS}
+    lits.update({inst.node.uuid: "@RP@", host.name: "@HOST@", str(host.tmp): "@ROOT@"})
+    child = getattr(inst.node, "child_uuid", None)
+    if child:
+        lits[child] = "@CHILD_RP@"
+    return lits
+
+
+def _svc_record(case, tmp, openstack, monkeypatch) -> None:
+    from tests.fixtures.steps import StepsHost, sections
+    kind, step, when = case
+    h = StepsHost(tmp)
+    try:
+        inst = h.reclaimable(openstack)
+        _crash_at(monkeypatch, inst.uuid, step, when)
+        r = h.reaper(sections(openstack.stack))
+        try:
+            with pytest.raises(Crash):
+                r.run_pass("reap", dry_run=False)
+            r.state._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            state_path = r.state.path
+        finally:
+            monkeypatch.undo()
+            r.state.close()
+            r.audit.close()
+        lits = _svc_literals(inst, h)
+        out = CASE_DIR / _svc_case_id(case)
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        (out / "state.sql").write_text(_subst(_dump(state_path), lits))
+        (out / "nova.sql").write_text(_subst(_dump(str(tmp / "nova.sqlite")), lits))
+        (out / "scene.json").write_text(golden.dumps(
+            {"kind": kind, "step": step, "when": when,
+             # what the crash had done in the services: the release_ports step ran
+             "ports_released": True, "volumes_detached": False,
+             "allocations_deleted": False}))
+    finally:
+        h.close()
+
+
+def _svc_rebuild(openstack, h, scene):
+    """The scene's OpenStack resources made again (new ids) as the crash left them,
+    with the admin API only (never the reaper's service code)."""
+    from tests.fixtures.openstack_cloud import connector
+    from tests.fixtures.steps import Reclaimable
+    u = novadb.new_uuid()
+    node = openstack.create_compute_node(h.node)
+    net, _subnet = openstack.create_network()
+    nova_port = openstack.create_port(net["id"], host=h.name, device_id=u)
+    pre_port = openstack.create_port(net["id"], host=h.name, device_id=u, pre_existing=True)
+    new_vol = openstack.create_volume()
+    att = openstack.attach_new_style(new_vol["id"], u, h.name)
+    old_vol = openstack.create_volume()
+    conn_info = openstack.attach_old_style(old_vol["id"], u, h.name, mountpoint="/dev/vdc")
+    openstack.allocate_instance(u, node)
+    if scene["ports_released"]:
+        # as Nova's deallocate leaves them: its port deleted, the user's port unbound
+        nt = openstack.neutron()
+        nt.delete(f"/v2.0/ports/{nova_port['id']}")
+        nt.put(f"/v2.0/ports/{pre_port['id']}", json={"port": {
+            "binding:host_id": None, "device_id": "", "device_owner": ""}})
+    assert not scene["volumes_detached"] and not scene["allocations_deleted"]
+    inst = Reclaimable(u, nova_port["id"], pre_port["id"], new_vol["id"], att["id"],
+                       old_vol["id"], node)
+    return inst, {**conn_info, "connector": connector(h.name)}
+
+
+def _svc_resume(case, tmp, openstack) -> dict:
+    from reaper import state as state_mod
+    from tests.fixtures.steps import StepsHost, assert_as_nova_leaves_a_reclaim, sections
+    out = CASE_DIR / _svc_case_id(case)
+    scene = json.loads((out / "scene.json").read_text())
+    name = f"steps-{uuidlib.uuid4().hex[:8]}"
+    h = StepsHost(tmp, name=name)         # creates nova.sqlite's tables: dropped below
+    try:
+        inst, conn_info = _svc_rebuild(openstack, h, scene)
+        lits = {v: k for k, v in _svc_literals(inst, h).items()}
+        h.engine.dispose()
+        os.unlink(tmp / "nova.sqlite")
+        nova_text = _subst((out / "nova.sql").read_text(), lits)
+        _load_sql(str(tmp / "nova.sqlite"), nova_text)
+        # the old-style BDM's connection_info is Cinder's answer of this run's attach
+        bdm = schema.block_device_mapping
+        with h.engine.begin() as c:
+            c.execute(sa.update(bdm).where(bdm.c.volume_id == inst.old_volume)
+                      .values(connection_info=json.dumps(conn_info)))
+        os.makedirs(tmp / "state", mode=0o700, exist_ok=True)
+        _load_sql(str(tmp / "state" / state_mod.DB_NAME),
+                  _subst((out / "state.sql").read_text(), lits))
+        st = state_mod.StateDB(str(tmp / "state"))
+        try:
+            before = {e.id: dict(e.steps) for e in st.unfinished(teardown.steps_for)}
+        finally:
+            st.close()
+        passes = []
+        for _ in range(2):
+            rep = h.run(sections(openstack.stack))
+            passes.append({"exit_code": rep.exit_code, "actions": rep.actions,
+                           "findings": rep.findings, "errors": rep.errors})
+        state = golden.journal_rows(str(tmp / "state" / state_mod.DB_NAME))
+        js, steps = _journal_of(state, inst.uuid)
+        assert_as_nova_leaves_a_reclaim(openstack, inst)
+        row = h.row(inst.uuid)
+        got = {
+            "unfinished_before": before,
+            "passes": passes,
+            "journal_of_target": js,
+            "steps_of_target": steps,
+            "unfinished_after": len(h.journal()),
+            "nova_row": {k: row[k] for k in ("vm_state", "task_state", "deleted")},
+        }
+    finally:
+        h.close()
+    norm = golden.Normalizer({**{k: f"<{v.strip('@').lower()}>"
+                                 for k, v in _svc_literals(inst, h).items()}})
+    return norm(got)
+
+
+@pytest.mark.parametrize("case", SERVICE_CASES, ids=[_svc_case_id(c) for c in SERVICE_CASES])
+def test_saved_service_steps_journal_resumes_unchanged(case, tmp_path, openstack,
+                                                       monkeypatch):
+    out = CASE_DIR / _svc_case_id(case)
+    if golden.REGEN:
+        rec = tmp_path / "rec"
+        rec.mkdir()
+        _svc_record(case, rec, openstack, monkeypatch)
+    assert (out / "state.sql").exists(), \
+        f"no saved journal {out}: REAPER_GOLDEN_REGEN=1 records it (old layout only)"
+    plan = _saved_plan(out)
+    assert plan["services"] and plan["service_facts"], "the saved plan has no service steps"
+    res = tmp_path / "resume"
+    res.mkdir()
+    got = _svc_resume(case, res, openstack)
+    assert got["unfinished_before"], "the saved entry was not read as unfinished"
+    assert got["unfinished_after"] == 0
+    assert [j["status"] for j in got["journal_of_target"]] == ["done"]
+    assert got["nova_row"]["vm_state"] == "deleted"
+    golden.check(f"journal/{_svc_case_id(case)}/expected", got)
