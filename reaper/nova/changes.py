@@ -42,7 +42,7 @@ row's id), a new, finished or deleted migration touching this host or a locally
 seen uuid, an archived row, a claim marker, a new compute node, and any edit of a
 ``network_info`` or ``connection_info`` (a port id, devname, ovs_interfaceid or
 bridge; a portal, iqn or lun; the text becoming unparsable), whatever its length
-and whatever the writer's clock. tests/unit/test_nova_changes.py checks this for
+and whatever the writer's clock. tests/unit/nova/test_nova_changes.py checks this for
 every column the view's statements select (read from the statements themselves)
 and for same-length edits of what the network and iSCSI rules extract, on SQLite
 and (tests/functional/test_nova_db_mariadb.py) MariaDB.

@@ -1,6 +1,6 @@
 """Journals of the other resource kinds, written by the previous layout, resume unchanged.
 
-Why: tests/unit/test_journal_compat.py proves it for the demo host's teardowns
+Why: tests/unit/engine/test_journal_compat.py proves it for the demo host's teardowns
 (domain, files, Nova DB). Issue 10 also moves the network and iSCSI code into
 their own packages and may change how a plan's ``vifs`` / ``volumes`` are
 (de)serialized; a teardown a crash interrupted under the old layout must still be
@@ -44,7 +44,7 @@ from tests.fixtures import golden
 from tests.fixtures import netplumb as npl
 from tests.fixtures import novadb
 from tests.fixtures.netplumb import netns, ovs_bridge  # noqa: F401
-from tests.unit.test_journal_compat import Crash, _dump
+from tests.unit.engine.test_journal_compat import Crash, _dump
 
 pytestmark = pytest.mark.functional
 

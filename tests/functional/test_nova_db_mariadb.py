@@ -1,7 +1,7 @@
 """The Nova DB layer (view, claim, finalize, leftovers) against a real MariaDB.
 
-Runs every dialect-neutral case of tests/unit/test_nova_view.py,
-tests/unit/test_nova_changes.py and tests/unit/test_nova_reclaim.py (those taking
+Runs every dialect-neutral case of tests/unit/nova/test_nova_view.py,
+tests/unit/nova/test_nova_changes.py and tests/unit/nova/test_nova_reclaim.py (those taking
 only ``engine``, optionally
 ``monkeypatch``) on a throwaway database ``reaper_t_<random>``, plus the cases only
 a server can show: InnoDB row locks between a restore and a claim, foreign keys, and
@@ -26,9 +26,9 @@ from reaper.nova import db as nova_db
 from reaper.nova import reclaim
 from reaper.nova import schema as s
 from reaper.nova import view as nova_view
-from tests.unit import test_nova_changes as changes_cases
-from tests.unit import test_nova_reclaim as reclaim_cases
-from tests.unit import test_nova_view as view_cases
+from tests.unit.nova import test_nova_changes as changes_cases
+from tests.unit.nova import test_nova_reclaim as reclaim_cases
+from tests.unit.nova import test_nova_view as view_cases
 
 pytestmark = pytest.mark.functional
 

@@ -33,8 +33,8 @@ from reaper.objects.host import CollectorResult, Domain, InstanceDir, Inventory
 from reaper.objects.nova import BdmRow, InfoCacheRow, InstanceRow, NovaView
 from reaper.objects.plan import Plan, TeardownPlan
 from tests.fixtures.toy_kind import plugin as toy
-from tests.unit import test_network_unplug as unplug_tests
-from tests.unit.test_network_unplug import FakeNetlink, FakeOvs, hybrid_links, item
+from tests.unit.kinds.network import test_network_unplug as unplug_tests
+from tests.unit.kinds.network.test_network_unplug import FakeNetlink, FakeOvs, hybrid_links, item
 
 engine = unplug_tests.engine                    # fixtures, shared
 fake_ovs_delete = unplug_tests.fake_ovs_delete

@@ -16,7 +16,7 @@ import pytest
 from reaper.inventory import libvirt as libvirt_inv
 from reaper.objects.host import DomainDisk, DomainInterface
 
-HERE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "nova_xml")
+HERE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "fixtures", "nova_xml")
 NAME_RE = libvirt_inv.template_regex("instance-%08x")
 INST = "/var/lib/nova/instances"
 

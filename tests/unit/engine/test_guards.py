@@ -8,7 +8,7 @@ from reaper.objects.fields import Action, Classification
 from reaper.objects.host import CollectorResult, Domain, Inventory
 from reaper.objects.nova import ComputeNodeRow, InstanceRow, MigrationRow, NovaView
 from reaper.objects.plan import TeardownPlan
-from tests.unit.test_planner import HOST, NOW, OTHER, idir, policy
+from tests.unit.engine.test_planner import HOST, NOW, OTHER, idir, policy
 
 CN = ComputeNodeRow(1, "cn-uuid", HOST, HOST)
 

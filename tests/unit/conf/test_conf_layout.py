@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from oslo_config import cfg
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PKG = REPO / "reaper"
 
 # Registrations outside reaper/conf that are not the reaper's options: each names

@@ -16,7 +16,7 @@ from reaper.nova import db as nova_db
 from reaper.nova import reclaim
 from reaper.nova import schema as s
 from reaper.nova import view as nova_view
-from tests.unit.test_nova_view import (
+from tests.unit.nova.test_nova_view import (
     HOST,
     NOW,
     OTHER,

@@ -33,7 +33,7 @@ from reaper.services import (COMPLETE_MIGRATION, DELETE_ALLOCATIONS, DETACH_VOLU
                              VolumeFact, cinder, neutron, placement, session)
 from reaper.services import facts as facts_mod
 from tests.fixtures import novadb
-from tests.unit.test_planner import HOST, OTHER, policy
+from tests.unit.engine.test_planner import HOST, OTHER, policy
 
 # -- options -------------------------------------------------------------------------
 

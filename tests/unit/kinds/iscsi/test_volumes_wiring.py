@@ -62,7 +62,7 @@ def test_options_and_defaults():
                                                  "iscsiadm_timeout"]
     assert "leaked_iscsi_action" in [o.dest for o in groups["reaper"]]
     # [os_brick] is os-brick's own namespace in the sample generator's configuration
-    from tests.unit.test_conf_layout import generator_namespaces
+    from tests.unit.conf.test_conf_layout import generator_namespaces
     assert "os_brick" in generator_namespaces()
 
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from reaper.nova import grants
 from reaper.nova import schema as s
 from reaper.nova import columns as nova_columns
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(__file__).resolve().parents[3]
 
 
 def manage(*args, conf=None) -> subprocess.CompletedProcess:

@@ -26,7 +26,7 @@ from reaper.objects.fields import Action, Classification
 from reaper.objects.plan import TeardownPlan
 from tests.conftest import REPO
 from tests.fixtures import novadb
-from tests.unit.test_planner import HOST, policy
+from tests.unit.engine.test_planner import HOST, policy
 
 RECLAIMED = ("soft_old", "soft_rowonly")
 

@@ -12,7 +12,7 @@ from reaper.objects.fields import Action, Classification, DirKind, ResourceKind
 from reaper.objects.host import CollectorResult, Inventory
 from reaper.objects.nova import ClaimMarker, ComputeNodeRow, NovaView
 from reaper.objects.plan import TeardownPlan
-from tests.unit.test_planner import (
+from tests.unit.engine.test_planner import (
     HOST, NOW, OLD, OTHER, RECENT, ROOT, U, domain, idir, mig, policy, row,
 )
 

@@ -12,7 +12,7 @@ from reaper.nova import schema
 from reaper.objects.fields import Action, Classification
 from reaper.objects.plan import TeardownPlan
 from tests.fixtures import novadb
-from tests.unit.test_planner import HOST, policy
+from tests.unit.engine.test_planner import HOST, policy
 
 
 def test_resumed_reclaim_aborts_when_an_operator_reset_the_instance(tmp_path):

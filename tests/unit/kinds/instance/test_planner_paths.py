@@ -10,7 +10,7 @@ from reaper.objects.fields import Action, Classification, DirKind, ResourceKind
 from reaper.objects.host import Domain
 from reaper.objects.nova import MigrationRow
 from reaper.objects.plan import TeardownPlan
-from tests.unit.test_planner import HOST, NOW, OLD, OTHER, ROOT, U, domain, idir, policy, row, run
+from tests.unit.engine.test_planner import HOST, NOW, OLD, OTHER, ROOT, U, domain, idir, policy, row, run
 
 V = "99999999-2222-3333-4444-555555555555"
 DELETED = row(deleted=7, vm_state="deleted", deleted_at=OLD)

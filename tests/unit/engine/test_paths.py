@@ -15,7 +15,7 @@ from reaper import config
 from reaper.executor import files as file_steps
 from reaper.inventory import dirs as dir_inv
 from reaper.inventory import libvirt as libvirt_inv
-from tests.unit.test_inventory_libvirt import counting, domain_xml, write_node
+from tests.unit.kinds.instance.test_inventory_libvirt import counting, domain_xml, write_node
 
 U = "0c2d6a3e-1f9b-4d6e-8a41-5b7c9d0e1f21"
 V = "1c2d6a3e-1f9b-4d6e-8a41-5b7c9d0e1f22"
