@@ -227,9 +227,12 @@ notification_opts = [
 ]
 
 KINDS_HELP = (
-    "The resource kinds this agent looks after, in the order they run: a kind's "
-    "collectors run, its findings are planned and its teardown steps are ordered in "
-    "this order. 'instance': libvirt domains, instance directories and the Nova DB "
+    "The resource kinds this agent looks after, in order: names of entry points of "
+    "the 'reaper.resource_kinds' group. Kinds' collectors run and their findings are "
+    "planned in this order; the steps of a teardown always run in Nova's teardown "
+    "order (claim, destroy, unplug, disconnect, delete files, undefine, services, "
+    "finalize), and in this order only within one of those phases. A name that is "
+    "not installed is a configuration error. 'instance': libvirt domains, instance directories and the Nova DB "
     "reclaim (rules R1-R10 and R13); the other kinds build on it, so it comes first. "
     "'iscsi': iSCSI sessions, LUNs and node records (R12, the volume disconnect step "
     "of teardowns). 'network': tap/qbr/qvb/qvo devices and integration bridge ports "
