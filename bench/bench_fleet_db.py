@@ -160,7 +160,7 @@ def measure(n: int, db_base: str | None, repeat: int, reclaim_interval: int,
     from reaper import policy as policy_mod
     from reaper import reconcile
     from reaper import state as state_mod
-    from reaper.inventory import libvirt as libvirt_inv
+    from reaper.kinds.instance import libvirt as libvirt_inv
     from reaper.nova import changes as nova_changes
     from reaper.nova import db as nova_db
     from reaper.nova import view as nova_view

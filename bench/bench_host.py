@@ -197,8 +197,8 @@ def child(cfg: dict) -> dict:
     from reaper import policy as policy_mod
     from reaper import state as state_mod
     from reaper.kinds.network import unplug as net_exec
-    from reaper.inventory import dirs as dir_inv
-    from reaper.inventory import libvirt as libvirt_inv
+    from reaper.kinds.instance import dirs as dir_inv
+    from reaper.kinds.instance import libvirt as libvirt_inv
     from reaper.kinds.network import collector as net_inv
     from reaper.kinds.network import ovs as ovs_inv
     from reaper.nova import db as nova_db

@@ -79,7 +79,7 @@ def one(n: int, db_base: str | None, repeat: int, via_daemon: bool = False) -> d
                                       text=True).stdout.strip().splitlines()[-1])
     build_s = time.perf_counter() - t0
     url, dbname, inst = built["url"], built["dbname"], built["inst"]
-    from reaper.inventory import libvirt as libvirt_inv
+    from reaper.kinds.instance import libvirt as libvirt_inv
     # In process (test:///) or through libvirtd's RPC (test+unix:///), as
     # qemu:///system always is in production.
     conn = libvirt_inv.open_connection(

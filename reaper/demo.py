@@ -25,7 +25,7 @@ from reaper import audit as audit_mod
 from reaper import policy as policy_mod
 from reaper import reconcile
 from reaper import state as state_mod
-from reaper.inventory import libvirt as libvirt_inv
+from reaper.kinds.instance import libvirt as libvirt_inv
 from reaper.nova import schema
 from reaper.objects.fields import Action, Classification
 

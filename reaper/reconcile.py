@@ -39,13 +39,13 @@ from reaper.kinds.services import plugin as service_wiring
 from reaper import state as state_mod
 from reaper.conf import CONF
 from reaper.executor import teardown
-from reaper.inventory import dirs as dir_inv
-from reaper.inventory import libvirt as libvirt_inv
+from reaper.kinds.instance import dirs as dir_inv
+from reaper.kinds.instance import libvirt as libvirt_inv
 from reaper.nova import changes as nova_changes
 from reaper.nova import db as nova_db
 from reaper.nova import grants as nova_grants
 from reaper.nova import view as nova_view
-from reaper.planner import rules
+from reaper.kinds.instance import rules
 from reaper.objects.fields import Action, Classification, ResourceKind
 from reaper.objects.host import CollectorResult, Inventory
 from reaper.objects.plan import GuardResult

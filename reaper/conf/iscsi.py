@@ -1,4 +1,4 @@
-"""[iscsi]: what the iSCSI collector reads (reaper.inventory.iscsi).
+"""[iscsi]: what the iSCSI collector reads (reaper.kinds.iscsi.collector).
 
 os-brick's own ``[os_brick]`` options are not listed here: they are os-brick's
 (its ``os_brick`` oslo.config namespace, in the sample generator's configuration),

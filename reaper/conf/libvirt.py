@@ -1,4 +1,4 @@
-"""[libvirt]: the hypervisor connection (reaper.inventory.libvirt)."""
+"""[libvirt]: the hypervisor connection (reaper.kinds.instance.libvirt)."""
 from __future__ import annotations
 
 from oslo_config import cfg

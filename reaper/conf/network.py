@@ -1,4 +1,4 @@
-"""[network]: where Nova's VIF devices live (reaper.inventory.network)."""
+"""[network]: where Nova's VIF devices live (reaper.kinds.network.collector)."""
 from __future__ import annotations
 
 from oslo_config import cfg

@@ -1,4 +1,4 @@
-"""[ovs]: the OVSDB server and integration bridge (reaper.inventory.ovs)."""
+"""[ovs]: the OVSDB server and integration bridge (reaper.kinds.network.ovs)."""
 from __future__ import annotations
 
 from oslo_config import cfg

@@ -141,7 +141,7 @@ audit_opts = [
                     "restart."),
 ]
 
-# libvirt calls (reaper.executor.domain)
+# libvirt calls (reaper.kinds.instance.domain)
 executor_opts = [
     cfg.IntOpt("libvirt_retries", default=3, min=1,
                help="Attempts for a libvirt call that fails with a transient error."),
@@ -250,15 +250,6 @@ kinds_opts = [
 ALL_OPTS = (policy_opts + pass_opts + audit_opts + executor_opts + agent_opts
             + leaked_iscsi_opts + leaked_vif_opts + metrics_opts + notification_opts
             + kinds_opts)
-
-
-def enabled_resource_kinds(conf: cfg.ConfigOpts) -> list[str]:
-    """``[reaper] resource_kinds`` in order, without 'network' while the deprecated
-    ``[network] enabled`` is false."""
-    kinds = list(conf.reaper.resource_kinds)
-    if not conf.network.enabled:
-        kinds = [k for k in kinds if k != "network"]
-    return kinds
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

@@ -18,9 +18,9 @@ from reaper import exception
 from reaper import instancelog
 from reaper import planner
 from reaper.kinds.services import plugin as service_wiring
-from reaper.executor import domain as domain_steps
-from reaper.executor import files as file_steps
-from reaper.inventory import libvirt as libvirt_inv
+from reaper.kinds.instance import domain as domain_steps
+from reaper.kinds.instance import files as file_steps
+from reaper.kinds.instance import libvirt as libvirt_inv
 from reaper.nova import reclaim as nova_reclaim
 from reaper.nova import view as nova_view
 from reaper.objects.fields import Action, Classification

@@ -12,7 +12,7 @@ import datetime
 from typing import Callable, Mapping, Sequence
 
 from reaper.kinds import PlanContext
-from reaper.planner import rules
+from reaper.kinds.instance import rules
 from reaper.policy import Policy
 from reaper.objects.fields import Action, Classification, DirKind, ResourceKind
 from reaper.objects.host import InstanceDir, Inventory

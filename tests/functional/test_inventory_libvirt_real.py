@@ -9,7 +9,7 @@ import uuid as uuidlib
 
 import pytest
 
-from reaper.inventory import libvirt as libvirt_inv
+from reaper.kinds.instance import libvirt as libvirt_inv
 
 pytestmark = pytest.mark.functional
 

@@ -27,7 +27,7 @@ from reaper import audit as audit_mod
 from reaper import demo, novalog, reconcile
 from reaper import policy as policy_mod
 from reaper import state as state_mod
-from reaper.inventory import libvirt as libvirt_inv
+from reaper.kinds.instance import libvirt as libvirt_inv
 from tests.fixtures import novadb
 
 pytestmark = pytest.mark.functional

@@ -1,11 +1,15 @@
 """The ``instance`` kind: libvirt domains, instance directories, the Nova-DB reclaim.
 
-The primary kind, first in ``[reaper] resource_kinds``: its plan (rules R1-R10 and
-R13 of the core planner, ``reaper.planner``) is the one the other kinds add to, and
-its steps (``reaper.executor.teardown``, ``executor.domain``, ``executor.files``,
-``nova.reclaim``) frame every teardown. This plugin is a thin face over that core:
-the executor runs these steps itself, with the attempt's state (resuming or not,
-the steps done so far) that the claim and the finalize need.
+The primary kind, first in ``[reaper] resource_kinds``. Its package holds its
+collectors (``libvirt``: domains and their disks/interfaces; ``dirs``: instance
+directories), its rules (``rules``: R1-R10 and R13) and its host steps (``domain``:
+destroy, power off, undefine; ``files``: the directory deletes); the Nova DB claim and
+finalize are ``reaper.nova.reclaim``'s. Its plan is the one the other kinds add to,
+and its steps frame every teardown, so the engine (``reaper.planner``,
+``reaper.executor.teardown``) calls these modules itself, with the attempt's state
+(resuming or not, the steps done so far) that the claim and the finalize need; this
+plugin is the kind's face to the manager. The modules of this package import nothing
+of the engine, so the engine's use of them makes no import cycle.
 """
 from __future__ import annotations
 
@@ -36,8 +40,8 @@ class InstanceKind(ResourceKindPlugin):
             steps=STEPS)
 
     def collect(self, reaper, conn) -> dict[str, CollectorResult]:
-        from reaper.inventory import dirs as dir_inv
-        from reaper.inventory import libvirt as libvirt_inv
+        from reaper.kinds.instance import dirs as dir_inv
+        from reaper.kinds.instance import libvirt as libvirt_inv
         if conn is None:
             domains = CollectorResult("domain", False, error=f"cannot connect to libvirt at "
                                                              f"{reaper.libvirt_uri}")

@@ -53,7 +53,7 @@ class IscsiKind(ResourceKindPlugin):
     def open(self) -> None:
         import os_brick
 
-        from reaper.inventory import libvirt as libvirt_inv
+        from reaper.kinds.instance import libvirt as libvirt_inv
         from reaper.kinds.iscsi import disconnect as vol_exec
         os_brick.setup(self.conf)
         vol_exec.privileged_in_process()

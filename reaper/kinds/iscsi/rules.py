@@ -63,7 +63,7 @@ from reaper.kinds.iscsi.connection_info import (  # noqa: F401
     norm_iqn, norm_portal, parse_connection_info,
 )
 from reaper.kinds.iscsi.topology import Host, Refs, device_use
-from reaper.planner import rules
+from reaper.kinds.instance import rules
 from reaper.kinds.iscsi.objects import IscsiOperatorNote, IscsiSession, ScsiDevice
 from reaper.objects.fields import Action, Classification, ResourceKind
 from reaper.objects.host import Domain
@@ -75,7 +75,7 @@ KIND = "iscsi_session"
 BDM_TEARDOWNS = frozenset({Classification.RECLAIMABLE, Classification.RUNNING_DELETED})
 _MAX_LISTED = 50
 
-# reaper.inventory.libvirt.UNKNOWN_STATE: a domain whose XML could not be read.
+# reaper.kinds.instance.libvirt.UNKNOWN_STATE: a domain whose XML could not be read.
 UNREADABLE_DOMAIN_STATE = "unknown"
 
 

@@ -40,7 +40,7 @@ def collect_ovs_ports(handles) -> CollectorResult:
 
 def handles_from_conf(conf=CONF, instance_name_template: str | None = None):
     from reaper.kinds.network import unplug as net_exec
-    from reaper.inventory import libvirt as libvirt_inv
+    from reaper.kinds.instance import libvirt as libvirt_inv
 
     template = instance_name_template or conf.instance_name_template
     return net_exec.NetworkHandles(

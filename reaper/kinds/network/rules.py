@@ -54,7 +54,7 @@ import json
 import re
 from typing import Any, Iterable
 
-from reaper.planner import rules
+from reaper.kinds.instance import rules
 from reaper.kinds.network.objects import NetDevice, OvsPort
 from reaper.objects.fields import Action, Classification, ResourceKind
 from reaper.objects.host import Domain
@@ -65,7 +65,7 @@ OVS_KIND = "ovs_port"       # reaper.kinds.network.ovs.KIND
 # A collector result with this error (and ok=True) means "network plumbing is not
 # enabled for this Reaper": the extension then does nothing at all.
 DISABLED = "network plumbing not enabled"
-# reaper.inventory.libvirt.UNKNOWN_STATE: a domain whose XML could not be read.
+# reaper.kinds.instance.libvirt.UNKNOWN_STATE: a domain whose XML could not be read.
 UNREADABLE_DOMAIN_STATE = "unknown"
 
 PREFIX_LEN = 11

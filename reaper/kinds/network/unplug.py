@@ -49,7 +49,7 @@ from reaper.nova import db as nova_db
 from reaper.nova import schema as s
 from reaper.nova import view as nova_view
 from reaper.kinds.network import rules as net_plan
-from reaper.planner import rules
+from reaper.kinds.instance import rules
 from reaper.kinds.network.objects import NetDevice
 from reaper.objects.fields import RELEASED_MIGRATION_STATUSES, Classification
 
@@ -61,7 +61,7 @@ class NetworkHandles:
     """What the unplug step needs: the ``network`` kind's open handles."""
     netlink: net_inv.Netlink
     ovs: ovs_inv.OvsHandle
-    # conn -> CollectorResult of domains (reaper.inventory.libvirt.collect_domains)
+    # conn -> CollectorResult of domains (reaper.kinds.instance.libvirt.collect_domains)
     domains: Callable[[object], object] | None = None
 
     def close(self) -> None:

@@ -57,7 +57,7 @@ from reaper import exception
 from reaper.conf import CONF
 from reaper.kinds import KindInfo, Phase, ResourceKindPlugin, host_teardown
 from reaper.nova import evacuation as nova_evacuation
-from reaper.planner import rules
+from reaper.kinds.instance import rules
 from reaper.objects.fields import Action, Classification
 from reaper.objects.plan import TeardownPlan
 from reaper.services import (COMPLETE_MIGRATION, DELETE_ALLOCATIONS, DETACH_VOLUMES,

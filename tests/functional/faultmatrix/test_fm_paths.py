@@ -22,8 +22,8 @@ from reaper import audit as audit_mod
 from reaper import policy as policy_mod
 from reaper import reconcile
 from reaper import state as state_mod
-from reaper.executor import files as file_steps
-from reaper.inventory import libvirt as libvirt_inv
+from reaper.kinds.instance import files as file_steps
+from reaper.kinds.instance import libvirt as libvirt_inv
 from reaper.nova import schema
 from reaper.objects.fields import Action, Classification
 from tests.fixtures import novadb

@@ -325,37 +325,28 @@ def test_validate_refuses_a_bad_value_of_any_registered_option(tmp_path):
 # --------------------------------------------------------------------------
 # resource_kinds and the deprecated [network] enabled
 
-def test_resource_kinds_default_is_todays_order_and_network_enabled_still_counts(tmp_path):
+def test_resource_kinds_default_is_todays_order_and_network_enabled_is_deprecated(tmp_path):
     import reaper.conf
-    from reaper.conf import reaper as conf_reaper
     conf = cfg.ConfigOpts()
     reaper.conf.register_opts(conf)
     conf([], default_config_files=[])
     assert conf.reaper.resource_kinds == ["instance", "iscsi", "network", "services"]
-    assert conf_reaper.enabled_resource_kinds(conf) == ["instance", "iscsi", "network",
-                                                         "services"]
-    conf.set_override("enabled", False, "network")
-    assert conf_reaper.enabled_resource_kinds(conf) == ["instance", "iscsi", "services"]
     (enabled,) = [o for o in reaper.conf.network.network_opts if o.dest == "enabled"]
     assert enabled.deprecated_for_removal and "resource_kinds" in enabled.deprecated_reason
 
 
 def test_network_enabled_false_or_no_network_kind_keeps_the_network_kind_off():
-    from reaper import network_wiring
-
-    class _Reaper:
-        def __init__(self):
-            self.extras: dict = {}
-    r = _Reaper()
-    conf = cfg.ConfigOpts()
+    from reaper.kinds.manager import KindManager
     import reaper.conf
+    conf = cfg.ConfigOpts()
     reaper.conf.register_opts(conf)
     conf([], default_config_files=[])
+    assert "network" in KindManager.from_conf(conf).names()
     conf.set_override("enabled", False, "network")
-    assert network_wiring.enable(r, conf) is r and "network" not in r.extras
+    assert "network" not in KindManager.from_conf(conf).names()
     conf.clear_override("enabled", "network")
     conf.set_override("resource_kinds", ["instance", "iscsi", "services"], "reaper")
-    assert network_wiring.enable(r, conf) is r and "network" not in r.extras
+    assert "network" not in KindManager.from_conf(conf).names()
 
 
 def test_every_classification_action_option_is_a_static_option_policy_reads():

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from reaper import demo, state as state_mod
 from reaper.executor import teardown
-from reaper.inventory import libvirt as libvirt_inv
+from reaper.kinds.instance import libvirt as libvirt_inv
 from reaper.nova import schema
 from reaper.objects.fields import Action, Classification
 from reaper.objects.plan import TeardownPlan

@@ -38,7 +38,7 @@ from reaper import audit as audit_mod
 from reaper import demo, reconcile
 from reaper import state as state_mod
 from reaper.executor import teardown
-from reaper.inventory import libvirt as libvirt_inv
+from reaper.kinds.instance import libvirt as libvirt_inv
 from tests.fixtures import golden
 
 CASE_DIR = golden.GOLDEN_DIR / "journal"

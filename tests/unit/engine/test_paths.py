@@ -12,9 +12,9 @@ import pytest
 
 from reaper import exception
 from reaper import config
-from reaper.executor import files as file_steps
-from reaper.inventory import dirs as dir_inv
-from reaper.inventory import libvirt as libvirt_inv
+from reaper.kinds.instance import files as file_steps
+from reaper.kinds.instance import dirs as dir_inv
+from reaper.kinds.instance import libvirt as libvirt_inv
 from tests.unit.kinds.instance.test_inventory_libvirt import counting, domain_xml, write_node
 
 U = "0c2d6a3e-1f9b-4d6e-8a41-5b7c9d0e1f21"
@@ -163,7 +163,7 @@ def test_hostile_xml_makes_the_domain_unreadable_and_logged(tmp_path, caplog, xm
     uri = write_node(tmp_path, domain_xml(U, "hostile"), domain_xml(V, "fine"))
     c = libvirt_inv.open_connection(uri)
     try:
-        with caplog.at_level(logging.WARNING, logger="reaper.inventory.libvirt"):
+        with caplog.at_level(logging.WARNING, logger="reaper.kinds.instance.libvirt"):
             res = libvirt_inv.collect_domains(
                 counting(c, [], dom_overrides={"hostile": {"XMLDesc": lambda real, f: xml}}),
                 "instance-%08x")
@@ -259,7 +259,7 @@ def test_resolve_files_shares_directories_within_a_pass_never_across(tmp_path):
     """One memo per pass: a directory re-pointed between two passes is seen anew."""
     import os
 
-    from reaper.inventory import libvirt as libvirt_inv
+    from reaper.kinds.instance import libvirt as libvirt_inv
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()

@@ -189,7 +189,7 @@ class Broken:
 def fake_reaper(tmp_path, state=None):
     pol = Policy(host=HOST, hypervisor_hostname=HOST,
                  instances_path=str(tmp_path / "missing-instances"))
-    from reaper.inventory import libvirt as libvirt_inv
+    from reaper.kinds.instance import libvirt as libvirt_inv
     return types.SimpleNamespace(policy=pol, libvirt_uri="test:///nowhere", state=state,
                                  _parse_cache=libvirt_inv.ParseCache())
 

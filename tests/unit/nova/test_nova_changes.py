@@ -18,7 +18,7 @@ from reaper.nova import changes
 from reaper.nova import db as nova_db
 from reaper.nova import schema as s
 from reaper.nova import view as nova_view
-from reaper.planner import rules
+from reaper.kinds.instance import rules
 from reaper.objects.nova import CLAIM_MARKER_KEY, InstanceRow
 from tests.unit.nova.test_nova_view import (
     HOST, NOW, OTHER, add_compute_node, add_instance, add_migration, add_row, archive,

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from reaper import demo
 from reaper import state as state_mod
 from reaper.executor import teardown
-from reaper.inventory import libvirt as libvirt_inv
+from reaper.kinds.instance import libvirt as libvirt_inv
 from reaper.nova import schema as s
 from reaper.objects.fields import Action, Classification
 from reaper.objects.plan import TeardownPlan

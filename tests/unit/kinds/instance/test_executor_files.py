@@ -6,7 +6,7 @@ import os
 import pytest
 
 from reaper import exception
-from reaper.executor import files
+from reaper.kinds.instance import files
 
 U = "11111111-2222-3333-4444-555555555555"
 

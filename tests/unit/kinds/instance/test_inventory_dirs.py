@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from reaper.inventory import dirs as dir_inv
+from reaper.kinds.instance import dirs as dir_inv
 from reaper.objects.fields import DirKind
 
 U1 = "0c2d6a3e-1f9b-4d6e-8a41-5b7c9d0e1f21"

@@ -6,7 +6,7 @@ import pytest
 
 from reaper.conf import CONF
 from reaper.conf import libvirt as conf_libvirt
-from reaper.inventory import libvirt as libvirt_inv
+from reaper.kinds.instance import libvirt as libvirt_inv
 from reaper.objects.host import DomainDisk, DomainInterface
 
 TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
@@ -377,7 +377,7 @@ def test_connection_uri_option():
 
 
 def test_parse_cache_reuses_parsed_domains_and_forgets_vanished_ones():
-    from reaper.inventory.libvirt import ParseCache, parse_domain_xml
+    from reaper.kinds.instance.libvirt import ParseCache, parse_domain_xml
     xml = ("<domain type='kvm'><name>instance-00000001</name>"
            "<uuid>11111111-2222-3333-4444-555555555555</uuid><devices/></domain>")
     cache = ParseCache()

@@ -13,7 +13,7 @@ import os
 import libvirt
 import pytest
 
-from reaper.inventory import libvirt as libvirt_inv
+from reaper.kinds.instance import libvirt as libvirt_inv
 from reaper.objects.host import DomainDisk, DomainInterface
 
 HERE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "fixtures", "nova_xml")

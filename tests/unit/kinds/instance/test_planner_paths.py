@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reaper import planner
-from reaper.planner import rules
+from reaper.kinds.instance import rules
 from reaper.objects.fields import Action, Classification, DirKind, ResourceKind
 from reaper.objects.host import Domain
 from reaper.objects.nova import MigrationRow

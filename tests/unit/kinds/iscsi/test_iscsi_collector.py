@@ -246,7 +246,7 @@ def test_boot_firmware_targets(sim):
 def test_the_domain_collector_resolves_block_sources(tmp_path):
     """What a domain's block source is on this host, per pass: its kernel name and,
     for a block device, its number (the iSCSI planner maps both back to a LUN)."""
-    from reaper.inventory.libvirt import resolve_block_disks
+    from reaper.kinds.instance.libvirt import resolve_block_disks
     from reaper.objects.host import Domain, DomainDisk
     blk = next((n for n in sorted(os.listdir("/sys/class/block"))
                 if os.path.exists(f"/dev/{n}")), None)

@@ -10,7 +10,7 @@ import pytest
 
 from reaper import planner
 from reaper import state as state_mod
-from reaper.inventory import libvirt as libvirt_inv
+from reaper.kinds.instance import libvirt as libvirt_inv
 from reaper.kinds.network import collector as net_inv
 from reaper.kinds.network import ovs as ovs_inv
 from reaper.kinds.network import rules as net

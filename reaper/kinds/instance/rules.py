@@ -10,7 +10,7 @@ import dataclasses
 import datetime
 from typing import Iterable, Mapping, Sequence
 
-from reaper.inventory.dirs import LOCAL_FS_TYPES, SHARED_FS_TYPES
+from reaper.kinds.instance.dirs import LOCAL_FS_TYPES, SHARED_FS_TYPES
 from reaper.objects.fields import ENDED_MIGRATION_STATUSES, Action, Classification, DirKind
 from reaper.objects.host import Domain, InstanceDir
 from reaper.objects.nova import ClaimMarker, InstanceRow, MigrationRow
