@@ -312,9 +312,8 @@ def test_same_length_edits_of_what_the_rules_extract_are_seen(engine):
     ovs_interfaceid, devname, bridge; portal, iqn, lun), each changed with the text's
     length and updated_at kept: the rules read something else, and the check sees it
     (so it hashes the contents, not a length or a timestamp)."""
-    from reaper.planner import network as net_plan
-    from reaper.planner import volumes as vol_plan
-
+    from reaper.kinds.iscsi import connection_info as vol_plan
+    from reaper.kinds.network import rules as net_plan
     h = _host(engine)
     ic, b = s.instance_info_caches, s.block_device_mapping
     net = json.dumps([{"id": VIF_PORT, "address": "fa:16:3e:00:00:01", "type": "ovs",
