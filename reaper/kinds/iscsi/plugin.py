@@ -18,7 +18,7 @@ from oslo_concurrency import lockutils  # noqa: F401  ([oslo_concurrency] lock_p
 from reaper.conf import CONF
 from reaper.kinds import ActionOption, KindInfo, Phase, ResourceKindPlugin, host_teardown
 from reaper.kinds.iscsi import collector as iscsi_inv
-from reaper.objects.fields import Action, Classification, ResourceKind
+from reaper.objects.fields import Classification, ResourceKind
 from reaper.objects.host import CollectorResult
 
 NAME = "iscsi"
@@ -98,9 +98,4 @@ def enable(reaper, conf=CONF, handles=None):
     resource_kinds``."""
     kind = IscsiKind(conf, handles, reaper.policy.instance_name_template)
     kind.open()
-    reaper.kinds.add(kind)
-    if Classification.LEAKED_ISCSI not in reaper.policy.actions:
-        reaper.policy = dataclasses.replace(reaper.policy, actions={
-            **reaper.policy.actions,
-            Classification.LEAKED_ISCSI: Action(conf.reaper.leaked_iscsi_action)})
-    return reaper
+    return reaper.add_kind(kind, conf)

@@ -12,14 +12,13 @@ keeps the kind off, as leaving it out of ``[reaper] resource_kinds`` does.
 """
 from __future__ import annotations
 
-import dataclasses
 
 from reaper.conf import CONF
 from reaper.kinds import ActionOption, KindInfo, Phase, ResourceKindPlugin, host_teardown
 from reaper.kinds.network import collector as net_inv
 from reaper.kinds.network import ovs as ovs_inv
 from reaper.kinds.network import rules as net_plan
-from reaper.objects.fields import Action, Classification, ResourceKind
+from reaper.objects.fields import Classification, ResourceKind
 from reaper.objects.host import CollectorResult
 
 NAME = "network"
@@ -117,9 +116,4 @@ def enable(reaper, conf=CONF, handles=None):
         return reaper
     kind = NetworkKind(conf, handles, reaper.policy.instance_name_template)
     kind.open()
-    reaper.kinds.add(kind)
-    if Classification.LEAKED_VIF not in reaper.policy.actions:
-        reaper.policy = dataclasses.replace(reaper.policy, actions={
-            **reaper.policy.actions,
-            Classification.LEAKED_VIF: Action(conf.reaper.leaked_vif_action)})
-    return reaper
+    return reaper.add_kind(kind, conf)

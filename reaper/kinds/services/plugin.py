@@ -355,5 +355,4 @@ def enable(reaper, conf=CONF, clients=None):
     resource_kinds``."""
     kind = ServicesKind(conf, clients)
     kind.open()
-    reaper.kinds.add(kind)
-    return reaper
+    return reaper.add_kind(kind, conf)
