@@ -35,10 +35,8 @@ def idir(kind=DirKind.INSTANCE, uuid=U) -> InstanceDir:
 
 
 def run(domains=(), dirs=(), rows=(), migs=(), bdms=(), fs="ext4", **pol):
-    inv = Inventory(CollectorResult("domain", True, tuple(domains)),
-                    CollectorResult("instance_dir", True, tuple(dirs)), instances_fs_type=fs)
-    view = NovaView(ok=True, instances={r.uuid: r for r in rows}, migrations=tuple(migs),
-                    bdms=tuple(bdms))
+    inv = records.inventory(domains=domains, dirs=dirs, fs=fs)
+    view = records.nova_view(rows=rows, migrations=migs, bdms=tuple(bdms))
     return planner.build_plan(inv, view, policy(**pol), NOW)
 
 

@@ -23,8 +23,8 @@ from reaper.kinds.iscsi.objects import (
     ScsiDevice,
 )
 from reaper.objects.fields import Action, Classification, DirKind, ResourceKind
-from reaper.objects.host import CollectorResult, Domain, DomainDisk, InstanceDir, Inventory
-from reaper.objects.nova import BdmRow, InstanceRow, MigrationRow, NovaView
+from reaper.objects.host import CollectorResult, Domain, DomainDisk, InstanceDir
+from reaper.objects.nova import BdmRow, InstanceRow, MigrationRow
 from tests.fixtures import records
 
 HOST, OTHER = "cmp-1", "cmp-2"
@@ -98,12 +98,9 @@ def mig(uuid=A, mtype="evacuation", status="done", source=HOST, dest=OTHER) -> M
 
 def run(items=(), domains=(), rows=(), bdms=(), migs=(), dirs=(), domains_ok=True,
         iscsi_ok=True, **pol):
-    inv = Inventory(CollectorResult("domain", domains_ok, tuple(domains)),
-                    CollectorResult("instance_dir", True, tuple(dirs)), instances_fs_type="ext4",
-                    extra={"iscsi_session": CollectorResult("iscsi_session", iscsi_ok,
-                                                            tuple(items))})
-    view = NovaView(ok=True, instances={r.uuid: r for r in rows}, migrations=tuple(migs),
-                    bdms=tuple(bdms))
+    inv = records.inventory(domains=domains, dirs=dirs, domains_ok=domains_ok, extra={
+        "iscsi_session": CollectorResult("iscsi_session", iscsi_ok, tuple(items))})
+    view = records.nova_view(rows=rows, migrations=migs, bdms=tuple(bdms))
     return planner.build_plan(inv, view, policy(**pol), NOW, extensions=[volumes.extend])
 
 
