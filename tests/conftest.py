@@ -124,3 +124,24 @@ def instances_path(tmp_path) -> InstancesPath:
     p = tmp_path / "instances"
     p.mkdir()
     return InstancesPath(p)
+
+
+# --------------------------------------------------------------------------
+# conf: option overrides on the process-wide CONF, always undone
+# --------------------------------------------------------------------------
+
+@pytest.fixture
+def conf():
+    """``oslo_config.fixture.Config`` on the global ``cfg.CONF``: set overrides with
+    ``conf.config(name=value, group=...)``. Every override (and every option the
+    fixture registered) is undone after the test, even when it fails, so one test's
+    options never leak into the next."""
+    from oslo_config import cfg
+    from oslo_config import fixture as cfg_fixture
+
+    fix = cfg_fixture.Config(cfg.CONF)
+    fix.setUp()
+    try:
+        yield fix
+    finally:
+        fix.cleanUp()

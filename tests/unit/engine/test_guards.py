@@ -6,8 +6,9 @@ import datetime
 from reaper import guards
 from reaper.objects.fields import Action, Classification
 from reaper.objects.host import CollectorResult, Domain, Inventory
-from reaper.objects.nova import ComputeNodeRow, InstanceRow, MigrationRow, NovaView
+from reaper.objects.nova import ComputeNodeRow, InstanceRow, NovaView
 from reaper.objects.plan import TeardownPlan
+from tests.fixtures import records
 from tests.unit.engine.test_planner import HOST, NOW, OTHER, idir, policy
 
 CN = ComputeNodeRow(1, "cn-uuid", HOST, HOST)
@@ -15,7 +16,7 @@ CN = ComputeNodeRow(1, "cn-uuid", HOST, HOST)
 
 def dom(i: int, nova=True) -> Domain:
     u = f"{i:08d}-0000-0000-0000-000000000000"
-    return Domain(u, f"instance-{i:08x}", "running", nova, u if nova else None)
+    return records.domain(uuid=u, name=f"instance-{i:08x}", nova=nova)
 
 
 def inv(n_domains=0, dirs=(), dom_ok=True, dir_ok=True) -> Inventory:
@@ -26,7 +27,7 @@ def inv(n_domains=0, dirs=(), dom_ok=True, dir_ok=True) -> Inventory:
 
 
 def live_row(uuid="x", host=HOST, deleted=0) -> InstanceRow:
-    return InstanceRow(1, uuid, host, host, "active", None, 1, deleted, None)
+    return records.row(id=1, uuid=uuid, host=host, deleted=deleted)
 
 
 def teardown(i: int, domain=True) -> TeardownPlan:
@@ -71,7 +72,7 @@ def test_empty_view_trips_when_domains_or_dirs_exist():
 
 
 def test_all_evacuated_host_is_not_an_empty_view():
-    evac = MigrationRow(1, "m", "u", HOST, OTHER, HOST, OTHER, "done", "evacuation", 0)
+    evac = records.migration(instance_uuid="u", source=HOST, dest=OTHER)
     view = NovaView(ok=True, instances={"u": live_row("u", host=OTHER)}, migrations=(evac,))
     assert guards.unready_view(inv(2), view, policy()) == []
     deleted_here = NovaView(ok=True, instances={"u": live_row("u", deleted=1)})

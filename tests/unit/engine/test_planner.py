@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import datetime
+import functools
 
 import pytest
 
 from reaper import planner
-from reaper.policy import Policy, default_actions
+from reaper.policy import default_actions
 from reaper.objects.fields import Action, Classification, DirKind, ResourceKind
 from reaper.objects.host import CollectorResult, Domain, DomainDisk, InstanceDir, Inventory
-from reaper.objects.nova import BdmRow, InstanceRow, MigrationRow, NovaView
+from reaper.objects.nova import BdmRow, MigrationRow, NovaView
+from tests.fixtures import records
 
 HOST = "cmp-1"
 OTHER = "cmp-2"
@@ -20,35 +22,10 @@ ROOT = "/var/lib/nova/instances"
 U = "11111111-2222-3333-4444-555555555555"
 
 
-def policy(**kw) -> Policy:
-    base = dict(host=HOST, hypervisor_hostname=HOST, instances_path=ROOT,
-                actions=default_actions(), reclaim_instance_interval=3600,
-                running_deleted_timeout=600, instances_path_shared="false")
-    base.update(kw)
-    return Policy(**base)
-
-
-def row(host=HOST, vm_state="active", task_state=None, deleted=0, deleted_at=None,
-        archived=False, uuid=U) -> InstanceRow:
-    return InstanceRow(id=7, uuid=uuid, host=host, node=host, vm_state=vm_state,
-                       task_state=task_state, power_state=1, deleted=deleted,
-                       deleted_at=deleted_at, archived=archived)
-
-
-def mig(mtype="evacuation", status="done", source=HOST, dest=OTHER, deleted=0,
-        id=1) -> MigrationRow:
-    return MigrationRow(id=id, uuid="m", instance_uuid=U, source_compute=source,
-                        dest_compute=dest, source_node=source, dest_node=dest, status=status,
-                        migration_type=mtype, deleted=deleted)
-
-
-def domain(uuid=U, nova=True, name="instance-00000007", state="running", disks=(),
-           files=None) -> Domain:
-    """``files`` (the resolved paths the collector records) default to the file disks'."""
-    if files is None:
-        files = [d.source for d in disks if d.source_type == "file" and d.source]
-    return Domain(uuid=uuid, name=name, state=state, nova_owned=nova,
-                  nova_uuid=uuid if nova else None, disks=tuple(disks), files=tuple(files))
+policy = functools.partial(records.policy, running_deleted_timeout=600)
+row = functools.partial(records.row, uuid=U, host=HOST)
+mig = functools.partial(records.migration, instance_uuid=U, source=HOST, dest=OTHER)
+domain = functools.partial(records.domain, uuid=U)
 
 
 def idir(kind=DirKind.INSTANCE, uuid=U) -> InstanceDir:
@@ -58,10 +35,8 @@ def idir(kind=DirKind.INSTANCE, uuid=U) -> InstanceDir:
 
 
 def run(domains=(), dirs=(), rows=(), migs=(), bdms=(), fs="ext4", **pol):
-    inv = Inventory(CollectorResult("domain", True, tuple(domains)),
-                    CollectorResult("instance_dir", True, tuple(dirs)), instances_fs_type=fs)
-    view = NovaView(ok=True, instances={r.uuid: r for r in rows}, migrations=tuple(migs),
-                    bdms=tuple(bdms))
+    inv = records.inventory(domains=domains, dirs=dirs, fs=fs)
+    view = records.nova_view(rows=rows, migrations=migs, bdms=tuple(bdms))
     return planner.build_plan(inv, view, policy(**pol), NOW)
 
 

@@ -9,14 +9,15 @@ import os
 import pytest
 
 from reaper import state as state_mod
-from reaper.objects.fields import Action, Classification, ResourceKind
+from reaper.objects.fields import Action, Classification
 from reaper.objects.plan import Finding, TeardownPlan
+from tests.fixtures import records
 
 T0 = datetime.datetime(2026, 11, 23, 12, 0, 0)
 
 
-def finding(res="instance-1", cls=Classification.EVACUATED):
-    return Finding(ResourceKind.DOMAIN, res, "u", cls, Action.REAP, "why")
+def finding(res="instance-1", cls=Classification.EVACUATED) -> Finding:
+    return records.finding(resource=res, instance_uuid="u", classification=cls)
 
 
 def test_observations_count_consecutive_passes_and_reset(tmp_path):

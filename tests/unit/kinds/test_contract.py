@@ -206,7 +206,7 @@ def test_collect_without_handles_never_raises(kind, tmp_path):
     _check_results(kind, res, tmp_path)
 
 
-def test_collect_with_broken_handles_fails_softly(kind, tmp_path, monkeypatch):
+def test_collect_with_broken_handles_fails_softly(kind, tmp_path, monkeypatch, conf):
     """Broken: a closed libvirt connection, handles that fail on every use, iSCSI
     sessions in sysfs and no iscsiadm to read them, an instances_path that is not a
     directory."""
@@ -218,18 +218,14 @@ def test_collect_with_broken_handles_fails_softly(kind, tmp_path, monkeypatch):
     conn.close()
     (tmp_path / "not-a-dir").write_text("")
     (tmp_path / "sys" / "class" / "iscsi_session" / "session1").mkdir(parents=True)
-    CONF.set_override("sysfs_root", str(tmp_path / "sys"), "iscsi")
-    CONF.set_override("iscsiadm", "reaper-contract-no-such-iscsiadm", "iscsi")
+    conf.config(group="iscsi", sysfs_root=str(tmp_path / "sys"),
+                iscsiadm="reaper-contract-no-such-iscsiadm")
     r = fake_reaper(tmp_path, state=Broken())
     r.policy = Policy(host=HOST, hypervisor_hostname=HOST,
                       instances_path=str(tmp_path / "not-a-dir"))
-    try:
-        res = kind.collect(r, conn)
-        if hasattr(kind, "handles") or hasattr(kind, "clients"):
-            kind.close()            # never raises, even on broken handles
-    finally:
-        CONF.clear_override("sysfs_root", "iscsi")
-        CONF.clear_override("iscsiadm", "iscsi")
+    res = kind.collect(r, conn)
+    if hasattr(kind, "handles") or hasattr(kind, "clients"):
+        kind.close()            # never raises, even on broken handles
     _check_results(kind, res, tmp_path)
     assert set(res) == set(kind.describe().collectors)
     assert all(not r.ok or r.error for r in res.values()), res

@@ -18,15 +18,9 @@ LEAK = TeardownPlan("vif:feed0001-aa", Classification.LEAKED_VIF, Action.REAP, N
 
 
 @pytest.fixture
-def override():
-    done = []
-
-    def set_(name, value, group):
-        CONF.set_override(name, value, group)
-        done.append((name, group))
-    yield set_
-    for name, group in done:
-        CONF.clear_override(name, group)
+def override(conf):
+    """``override(name, value, group)`` through the ``conf`` fixture (undone after)."""
+    return lambda name, value, group: conf.config(group=group, **{name: value})
 
 
 def test_the_network_switch_still_turns_the_network_kind_off(override):

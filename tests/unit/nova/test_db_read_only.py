@@ -17,6 +17,7 @@ from reaper.nova import reclaim
 from reaper.nova import schema as s
 from reaper.objects.fields import Action, Classification, ResourceKind
 from reaper.objects.plan import Finding, Plan, TeardownPlan
+from tests.fixtures import records
 
 RECLAIMS = ("soft_old", "soft_rowonly")
 
@@ -177,5 +178,6 @@ def test_without_db_writes_keeps_every_other_teardown():
         Plan((f2,), (t2,))
 
 
-def _finding(uuid, cls, action):
-    return Finding(ResourceKind.INSTANCE, uuid, uuid, cls, action, "reason", {})
+def _finding(uuid, cls, action) -> Finding:
+    return records.finding(kind=ResourceKind.INSTANCE, resource=uuid, instance_uuid=uuid,
+                           classification=cls, action=action, reason="reason")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import itertools
 import json
 
@@ -19,7 +20,8 @@ from reaper.nova import db as nova_db
 from reaper.nova import schema as s
 from reaper.nova import view as nova_view
 from reaper.kinds.instance import rules
-from reaper.objects.nova import CLAIM_MARKER_KEY, InstanceRow
+from reaper.objects.nova import CLAIM_MARKER_KEY
+from tests.fixtures import records
 from tests.unit.nova.test_nova_view import (
     HOST, NOW, OTHER, add_compute_node, add_instance, add_migration, add_row, archive,
     new_uuid, sqlite_engine,
@@ -457,12 +459,9 @@ def test_load_soft_deleted_raises_a_safe_error(tmp_path):
     eng.dispose()
 
 
-def _row(**kw) -> InstanceRow:
-    base = dict(id=1, uuid="u", host=HOST, node=HOST, vm_state="soft-delete",
-                task_state=None, power_state=4, deleted=0, deleted_at=NOW,
-                display_name="vm", project_id="p", user_id="u")
-    base.update(kw)
-    return InstanceRow(**base)
+_row = functools.partial(records.row, id=1, uuid="u", host=HOST, node=HOST,
+                         vm_state="soft-delete", power_state=4, deleted_at=NOW,
+                         display_name="vm", project_id="p", user_id="u")
 
 
 def test_reclaim_candidates_cover_every_row_a_reclaim_rule_acts_on_or_reports():

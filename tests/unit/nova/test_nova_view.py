@@ -355,23 +355,16 @@ def test_describe_error_scrubs_an_echoed_password():
     assert "s3cr3t-pw" not in text and "SELECT" not in text and "refused" in text
 
 
-def test_engine_from_conf(tmp_path):
-    from oslo_config import fixture as cfg_fixture
-
-    fix = cfg_fixture.Config(nova_db.CONF)
-    fix.setUp()
-    try:
-        with pytest.raises(exception.NovaDBError):
-            nova_db.engine_from_conf()
-        fix.config(group="database", connection=f"sqlite:///{tmp_path}/n.sqlite")
-        eng = nova_db.engine_from_conf()
-        nova_db.wait_for_db(eng, max_retries=0)
-        assert eng.pool._recycle == 3600
-        fix.config(group="database", connection="not a url ://pw@")
-        with pytest.raises(exception.NovaDBError) as exc:
-            nova_db.engine_from_conf()
-        assert "pw@" not in str(exc.value)
-    finally:
-        fix.cleanUp()
+def test_engine_from_conf(tmp_path, conf):
+    with pytest.raises(exception.NovaDBError):
+        nova_db.engine_from_conf()
+    conf.config(group="database", connection=f"sqlite:///{tmp_path}/n.sqlite")
+    eng = nova_db.engine_from_conf()
+    nova_db.wait_for_db(eng, max_retries=0)
+    assert eng.pool._recycle == 3600
+    conf.config(group="database", connection="not a url ://pw@")
+    with pytest.raises(exception.NovaDBError) as exc:
+        nova_db.engine_from_conf()
+    assert "pw@" not in str(exc.value)
     assert any(o.name == "connection" and o.secret for _, opts in conf_database.list_opts()
                for o in opts)

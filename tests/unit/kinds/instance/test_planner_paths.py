@@ -10,6 +10,7 @@ from reaper.objects.fields import Action, Classification, DirKind, ResourceKind
 from reaper.objects.host import Domain
 from reaper.objects.nova import MigrationRow
 from reaper.objects.plan import TeardownPlan
+from tests.fixtures import records
 from tests.unit.engine.test_planner import HOST, NOW, OLD, OTHER, ROOT, U, domain, idir, policy, row, run
 
 V = "99999999-2222-3333-4444-555555555555"
@@ -17,9 +18,8 @@ DELETED = row(deleted=7, vm_state="deleted", deleted_at=OLD)
 
 
 def mig(mid=1, mtype="resize", status="confirmed", source=HOST, dest=HOST) -> MigrationRow:
-    return MigrationRow(id=mid, uuid=f"m{mid}", instance_uuid=U, source_compute=source,
-                        dest_compute=dest, source_node=source, dest_node=dest, status=status,
-                        migration_type=mtype, deleted=0)
+    return records.migration(id=mid, uuid=f"m{mid}", instance_uuid=U, mtype=mtype,
+                             status=status, source=source, dest=dest)
 
 
 def other(*files, uuid=V, name="rescue-box") -> Domain:
@@ -28,7 +28,7 @@ def other(*files, uuid=V, name="rescue-box") -> Domain:
 
 
 def unreadable(uuid=V, name="broken-xml") -> Domain:
-    return Domain(uuid=uuid, name=name, state="unknown", nova_owned=False, nova_uuid=None)
+    return records.domain(uuid=uuid, name=name, state="unknown", nova=False)
 
 
 def own(*files, state="running") -> Domain:

@@ -321,17 +321,13 @@ def test_node_name_from_libvirt_or_configuration():
     assert identity.node_name(Conn(""), "")[0] is None
 
 
-def test_policy_leaves_the_node_name_to_libvirt_by_default():
+def test_policy_leaves_the_node_name_to_libvirt_by_default(conf):
     from reaper import config  # noqa: F401 - registers [DEFAULT]
     from reaper import policy as policy_mod
-    conf = policy_mod.CONF
-    assert policy_mod.from_conf(conf).hypervisor_hostname == ""
-    conf.set_override("hypervisor_hostname", "node-7")
-    try:
-        assert policy_mod.from_conf(conf).hypervisor_hostname == "node-7"
-    finally:
-        conf.clear_override("hypervisor_hostname")
-    assert conf.reaper.evacuating_action == "shutdown"
+    assert policy_mod.from_conf(policy_mod.CONF).hypervisor_hostname == ""
+    conf.config(hypervisor_hostname="node-7")
+    assert policy_mod.from_conf(policy_mod.CONF).hypervisor_hostname == "node-7"
+    assert policy_mod.CONF.reaper.evacuating_action == "shutdown"
     from reaper.conf import reaper as conf_reaper
     opt = next(o for o in conf_reaper.ALL_OPTS if o.dest == "evacuating_action")
     assert list(opt.type.choices) == ["ignore", "log", "shutdown"]

@@ -23,8 +23,9 @@ from reaper.kinds.iscsi.objects import (
     ScsiDevice,
 )
 from reaper.objects.fields import Action, Classification, DirKind, ResourceKind
-from reaper.objects.host import CollectorResult, Domain, DomainDisk, InstanceDir, Inventory
-from reaper.objects.nova import BdmRow, InstanceRow, MigrationRow, NovaView
+from reaper.objects.host import CollectorResult, Domain, DomainDisk, InstanceDir
+from reaper.objects.nova import BdmRow, InstanceRow, MigrationRow
+from tests.fixtures import records
 
 HOST, OTHER = "cmp-1", "cmp-2"
 NOW = datetime.datetime(2026, 11, 23, 12, 0, 0)
@@ -41,12 +42,8 @@ VOL1, VOL2 = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-22
 
 
 def policy(action="reap", **kw) -> Policy:
-    acts = default_actions() | {Classification.LEAKED_ISCSI: Action(action)}
-    base = dict(host=HOST, hypervisor_hostname=HOST, instances_path=ROOT, actions=acts,
-                reclaim_instance_interval=3600, running_deleted_timeout=0,
-                instances_path_shared="false")
-    base.update(kw)
-    return Policy(**base)
+    kw.setdefault("actions", default_actions() | {Classification.LEAKED_ISCSI: Action(action)})
+    return records.policy(**kw)
 
 
 def dev(name, lun, portal=P1, iqn=IQN, sid="1", holders=(), open_pids=(), mounted=False,
@@ -83,34 +80,27 @@ def bdm(uuid=A, conn=None, volume=VOL1, bid=1) -> BdmRow:
                   conn if conn is not None else ci(), None)
 
 
-def row(uuid=A, host=HOST, deleted=0, vm_state="active", deleted_at=None, task_state=None):
-    return InstanceRow(id=abs(hash(uuid)) % 1000, uuid=uuid, host=host, node=host,
-                       vm_state=vm_state, task_state=task_state, power_state=1,
-                       deleted=deleted, deleted_at=deleted_at)
+def row(uuid=A, **kw) -> InstanceRow:
+    return records.row(uuid=uuid, id=abs(hash(uuid)) % 1000, **kw)
 
 
-def domain(uuid=A, sources=(), name=None, nova=True, state="running", serials=None):
-    disks = tuple(DomainDisk(f"vd{chr(98 + i)}", "disk", "block", src,
-                             serial=(serials or {}).get(src))
-                  for i, src in enumerate(sources))
-    return Domain(uuid=uuid, name=name or f"instance-{uuid[:8]}", state=state,
-                  nova_owned=nova, nova_uuid=uuid if nova else None, disks=disks)
+def domain(uuid=A, sources=(), name=None, nova=True, state="running", serials=None) -> Domain:
+    disks = [records.disk(target=f"vd{chr(98 + i)}", source_type="block", source=src,
+                          serial=(serials or {}).get(src)) for i, src in enumerate(sources)]
+    return records.domain(uuid=uuid, name=name or f"instance-{uuid[:8]}", state=state,
+                          nova=nova, disks=disks)
 
 
-def mig(uuid=A, mtype="evacuation", status="done", source=HOST, dest=OTHER):
-    return MigrationRow(id=1, uuid="m", instance_uuid=uuid, source_compute=source,
-                        dest_compute=dest, source_node=source, dest_node=dest, status=status,
-                        migration_type=mtype, deleted=0)
+def mig(uuid=A, mtype="evacuation", status="done", source=HOST, dest=OTHER) -> MigrationRow:
+    return records.migration(instance_uuid=uuid, mtype=mtype, status=status, source=source,
+                             dest=dest)
 
 
 def run(items=(), domains=(), rows=(), bdms=(), migs=(), dirs=(), domains_ok=True,
         iscsi_ok=True, **pol):
-    inv = Inventory(CollectorResult("domain", domains_ok, tuple(domains)),
-                    CollectorResult("instance_dir", True, tuple(dirs)), instances_fs_type="ext4",
-                    extra={"iscsi_session": CollectorResult("iscsi_session", iscsi_ok,
-                                                            tuple(items))})
-    view = NovaView(ok=True, instances={r.uuid: r for r in rows}, migrations=tuple(migs),
-                    bdms=tuple(bdms))
+    inv = records.inventory(domains=domains, dirs=dirs, domains_ok=domains_ok, extra={
+        "iscsi_session": CollectorResult("iscsi_session", iscsi_ok, tuple(items))})
+    view = records.nova_view(rows=rows, migrations=migs, bdms=tuple(bdms))
     return planner.build_plan(inv, view, policy(**pol), NOW, extensions=[volumes.extend])
 
 

@@ -28,16 +28,13 @@ P1 = "10.0.0.1:3260"
 
 
 @pytest.fixture
-def sim(tmp_path, monkeypatch):
+def sim(tmp_path, monkeypatch, conf):
     s = iscsi_sim.SimHost(str(tmp_path / "iscsi")).init()
     for k, v in iscsi_sim.env(s.root).items():
         if k in ("PATH", "ISCSI_SIM_ROOT"):
             monkeypatch.setenv(k, v)
-    CONF.set_override("sysfs_root", s.sys, "iscsi")
-    CONF.set_override("dev_root", s.dev, "iscsi")
-    yield s
-    CONF.clear_override("sysfs_root", "iscsi")
-    CONF.clear_override("dev_root", "iscsi")
+    conf.config(group="iscsi", sysfs_root=s.sys, dev_root=s.dev)
+    return s
 
 
 def make_reaper(tmp_path, url, conn) -> reconcile.Reaper:
@@ -66,14 +63,11 @@ def test_options_and_defaults():
     assert "os_brick" in generator_namespaces()
 
 
-def test_enable_registers_every_part(tmp_path):
+def test_enable_registers_every_part(tmp_path, conf):
     r = make_reaper(tmp_path, f"sqlite:///{tmp_path / 'n.sqlite'}", None)
     r.policy = dataclasses.replace(r.policy, actions={})
-    CONF.set_override("leaked_iscsi_action", "reap", "reaper")
-    try:
-        volume_wiring.enable(r)
-    finally:
-        CONF.clear_override("leaked_iscsi_action", "reaper")
+    conf.config(group="reaper", leaked_iscsi_action="reap")
+    volume_wiring.enable(r)
     kind = r.kinds.get("iscsi")
     assert r.kinds.names() == ["instance", "iscsi"] and kind.handles is not None
     assert kind.describe().collectors == ("iscsi_session",)

@@ -19,6 +19,7 @@ from reaper.kinds.network.objects import NetDevice, OvsPort
 from reaper.objects.fields import Action, Classification, ResourceKind
 from reaper.objects.host import CollectorResult, Domain, DomainInterface, Inventory
 from reaper.objects.nova import InfoCacheRow, InstanceRow, MigrationRow, NovaView
+from tests.fixtures import records
 
 HOST, OTHER = "cmp-1", "cmp-2"
 NOW = datetime.datetime(2026, 11, 23, 12, 0, 0)
@@ -32,15 +33,9 @@ V = "22222222-2222-3333-4444-555555555555"      # another one
 W = "33333333-2222-3333-4444-555555555555"
 
 
-def policy(**kw) -> Policy:
-    actions = {**default_actions(), Classification.LEAKED_VIF: Action.REAP}
-    if "leaked" in kw:
-        actions[Classification.LEAKED_VIF] = kw.pop("leaked")
-    base = dict(host=HOST, hypervisor_hostname=HOST, instances_path="/var/lib/nova/instances",
-                actions=actions, reclaim_instance_interval=3600, running_deleted_timeout=0,
-                instances_path_shared="false")
-    base.update(kw)
-    return Policy(**base)
+def policy(leaked=Action.REAP, **kw) -> Policy:
+    kw.setdefault("actions", {**default_actions(), Classification.LEAKED_VIF: leaked})
+    return records.policy(**kw)
 
 
 _ifindex = iter(range(100, 100000))
@@ -79,21 +74,18 @@ def oport(name=None, iface_id=PORT, vm_uuid=None, **kw) -> OvsPort:
                    attached_mac="fa:16:3e:00:00:01", vm_uuid=vm_uuid, **kw)
 
 
-def row(uuid=U, host=HOST, deleted=0, vm_state="active", task_state=None,
-        deleted_at=None) -> InstanceRow:
-    return InstanceRow(id=7, uuid=uuid, host=host, node=host, vm_state=vm_state,
-                       task_state=task_state, power_state=1, deleted=deleted,
-                       deleted_at=deleted_at)
+def row(uuid=U, **kw) -> InstanceRow:
+    return records.row(uuid=uuid, **kw)
 
 
 def dead(uuid=U) -> InstanceRow:
     return row(uuid, deleted=7, vm_state="deleted", deleted_at=OLD)
 
 
-def mig(uuid=U, status="running", source=OTHER, dest=HOST, mtype="live-migration"):
-    return MigrationRow(id=1, uuid="m", instance_uuid=uuid, source_compute=source,
-                        dest_compute=dest, source_node=source, dest_node=dest,
-                        status=status, migration_type=mtype, deleted=0)
+def mig(uuid=U, status="running", source=OTHER, dest=HOST, mtype="live-migration"
+        ) -> MigrationRow:
+    return records.migration(instance_uuid=uuid, status=status, source=source, dest=dest,
+                             mtype=mtype)
 
 
 def nwinfo(*port_ids, hybrid_plug=True) -> str:
@@ -109,19 +101,16 @@ def cache(uuid, text) -> InfoCacheRow:
 
 def domain(uuid=U, name="instance-00000007", nova=True, state="running",
            ifaces=()) -> Domain:
-    return Domain(uuid=uuid, name=name, state=state, nova_owned=nova,
-                  nova_uuid=uuid if nova else None, interfaces=tuple(ifaces))
+    return records.domain(uuid=uuid, name=name, nova=nova, state=state, interfaces=ifaces)
 
 
 def hybrid_iface(prefix=P) -> DomainInterface:
-    return DomainInterface(type="bridge", mac="fa:16:3e:00:00:01", target_dev="tap" + prefix,
-                           source_bridge="qbr" + prefix)
+    return records.interface(target_dev="tap" + prefix, source_bridge="qbr" + prefix)
 
 
 def ovs_iface(port_id=PORT) -> DomainInterface:
-    return DomainInterface(type="bridge", mac="fa:16:3e:00:00:01",
-                           target_dev=("tap" + port_id)[:14], source_bridge="br-int",
-                           interface_id=port_id)
+    return records.interface(target_dev=("tap" + port_id)[:14], source_bridge="br-int",
+                             interface_id=port_id)
 
 
 def run(devices=(), ports=(), domains=(), rows=(), caches=(), migs=(), *, dev_ok=True,
