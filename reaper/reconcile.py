@@ -46,7 +46,7 @@ from reaper.nova import db as nova_db
 from reaper.nova import grants as nova_grants
 from reaper.nova import view as nova_view
 from reaper.planner import rules
-from reaper.objects.fields import Action, Classification, ResourceKind
+from reaper.objects.fields import Action, Classification, ResourceKind, StepStatus
 from reaper.objects.host import CollectorResult, Inventory
 from reaper.objects.plan import GuardResult
 from reaper.report import PassReport
@@ -645,7 +645,7 @@ class Reaper:
     def _pending_db_writes(self, entry) -> set[str]:
         """The steps of a journaled teardown still to run that write Nova's DB."""
         return {s for s in self.kinds.steps_for(entry.plan)
-                if s in planner.DB_WRITING_STEPS and entry.steps.get(s) != "done"}
+                if s in planner.DB_WRITING_STEPS and entry.steps.get(s) != StepStatus.DONE}
 
     def _teardown_kinds(self, t) -> set[str]:
         """The collectors a teardown needs: a failed one of any of them holds it."""
