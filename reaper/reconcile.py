@@ -49,6 +49,7 @@ from reaper.planner import rules
 from reaper.objects.fields import Action, Classification, ResourceKind, StepStatus
 from reaper.objects.host import CollectorResult, Inventory
 from reaper.objects.plan import GuardResult
+from reaper.objects.step import TeardownResult
 from reaper.report import PassReport
 from reaper.services import COMPLETE_MIGRATION
 
@@ -608,7 +609,8 @@ class Reaper:
                   f"pid {o.get('pid')}): not resumed here; that process finishes or "
                   f"retries it")
         LOG.info("%s", reason)
-        out = teardown.Outcome(entry.plan, "held_elsewhere", reason, journal_id=entry.id)
+        out = teardown.Outcome(entry.plan, TeardownResult.HELD_ELSEWHERE, reason,
+                               journal_id=entry.id)
         return self._record_outcome(pass_id, out, resumed_from=entry.pass_id)
 
     def _record_read_only(self, pass_id: str, entry, why: str) -> dict:
@@ -619,7 +621,8 @@ class Reaper:
                   f"Nova's DB, which is read-only for the reaper ({why}); it resumes in a "
                   f"pass that may write")
         LOG.info("%s", reason)
-        out = teardown.Outcome(entry.plan, "held_read_only", reason, journal_id=entry.id)
+        out = teardown.Outcome(entry.plan, TeardownResult.HELD_READ_ONLY, reason,
+                               journal_id=entry.id)
         return self._record_outcome(pass_id, out, resumed_from=entry.pass_id)
 
     def _record_outcome(self, pass_id: str, out: teardown.Outcome, **extra) -> dict:

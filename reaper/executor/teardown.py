@@ -26,7 +26,7 @@ from reaper.nova import view as nova_view
 from reaper.objects.fields import Action, Classification, StepStatus
 from reaper.objects.nova import ClaimMarker
 from reaper.objects.plan import TeardownPlan
-from reaper.objects.step import StepOutcome, StepResult
+from reaper.objects.step import StepOutcome, StepResult, TeardownResult
 from reaper.services import COMPLETE_MIGRATION, RELEASE_PORTS, REMOVE_NODE_ALLOCATIONS
 from reaper.services import SERVICE_OF
 
@@ -36,7 +36,7 @@ LOG = logging.getLogger(__name__)
 @dataclasses.dataclass
 class Outcome:
     plan: TeardownPlan
-    result: str                 # done | aborted | failed | backed_off | interrupted
+    result: TeardownResult
     reason: str
     steps: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     leftovers: dict | None = None
@@ -270,7 +270,7 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
     """Run (or resume) a teardown. Never raises for a step failure: it is reported."""
     resuming = journal_id is not None
     done_steps = done_steps or {}
-    out = Outcome(plan, "done", plan.reason)
+    out = Outcome(plan, TeardownResult.DONE, plan.reason)
     leftovers = None
     try:
         # Compare-and-act before anything changes (and again when resuming).
@@ -288,14 +288,16 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
         # did it may have died before writing its own.
         earlier = [(s, str(StepResult.done_earlier())) for s in steps_for(plan, ctx.kinds)
                    if done_steps.get(s) == StepStatus.DONE]
-        return Outcome(plan, "aborted", str(e), steps=earlier, journal_id=journal_id)
+        return Outcome(plan, TeardownResult.ABORTED, str(e), steps=earlier,
+                       journal_id=journal_id)
     except Exception as e:  # noqa: BLE001 - DB unreachable while re-verifying: act on nothing
         if resuming:
             ctx.state.retry(journal_id, ctx.clock(), f"re-verify failed: {e}")
-        return Outcome(plan, "failed", f"could not re-verify: {e}", journal_id=journal_id)
+        return Outcome(plan, TeardownResult.FAILED, f"could not re-verify: {e}",
+                       journal_id=journal_id)
 
     if ctx.should_stop():
-        return Outcome(plan, "interrupted", "the agent is stopping: not started",
+        return Outcome(plan, TeardownResult.INTERRUPTED, "the agent is stopping: not started",
                        journal_id=journal_id)
     if journal_id is None:
         journal_id = ctx.state.begin(plan, pass_id, ctx.clock())
@@ -323,7 +325,7 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
         if ctx.should_stop():
             # The journal entry stays 'running': the next start resumes here.
             return dataclasses.replace(
-                out, result="interrupted",
+                out, result=TeardownResult.INTERRUPTED,
                 reason=f"the agent is stopping: resumes at step {step} on the next pass")
         ctx.heartbeat()
         started = ctx.clock()
@@ -348,7 +350,7 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
         except exception.Aborted as e:
             ctx.state.step(journal_id, step, StepStatus.FAILED, ctx.clock(), str(e))
             ctx.state.finish(journal_id, "aborted", ctx.clock(), str(e))
-            result = "backed_off" if step == "claim" else "aborted"
+            result = TeardownResult.BACKED_OFF if step == "claim" else TeardownResult.ABORTED
             return dataclasses.replace(out, result=result, reason=str(e))
         except Exception as e:  # noqa: BLE001 - not Aborted: retried (StepFailed, library errors)
             if step in SOFT_STEPS:
@@ -363,7 +365,8 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
             if step == "claim":
                 out.steps.append(("release_claim", str(_release_failed_claim(
                     ctx, plan, pass_id, started))))
-            return dataclasses.replace(out, result="failed", reason=f"{step} failed: {e}")
+            return dataclasses.replace(out, result=TeardownResult.FAILED,
+                                       reason=f"{step} failed: {e}")
         detail = str(result)
         ctx.state.step(journal_id, step, StepStatus.DONE, ctx.clock(), detail)
         done[step] = StepStatus.DONE
@@ -386,7 +389,7 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
                         for s in pending)
         ctx.state.retry(journal_id, ctx.clock(), f"service steps pending: {why}")
         if out.services_retry:
-            return dataclasses.replace(out, result="failed",
+            return dataclasses.replace(out, result=TeardownResult.FAILED,
                                        reason=f"service steps failed again: {why}")
         return dataclasses.replace(
             out, reason=f"{plan.reason}; left for the next pass: {', '.join(pending)}")

@@ -81,3 +81,18 @@ class StepResult:
         """A kind's step result; a kind written before steps were typed returns its
         text, taken as done with that text."""
         return value if isinstance(value, StepResult) else cls.done(str(value))
+
+
+class TeardownResult(str, enum.Enum):
+    """How a whole teardown attempt ended (``executor.teardown.Outcome.result``, the
+    ``result`` of its audit action record)."""
+    DONE = "done"
+    ABORTED = "aborted"             # the plan no longer held: nothing more is done
+    BACKED_OFF = "backed_off"       # the claim was lost: the instance is Nova's again
+    FAILED = "failed"               # a step failed: the journal retries it next pass
+    INTERRUPTED = "interrupted"     # the agent is stopping: the journal resumes it
+    HELD_ELSEWHERE = "held_elsewhere"   # a live process owns the journal entry
+    HELD_READ_ONLY = "held_read_only"   # its next steps write Nova's DB, read-only now
+
+    def __str__(self) -> str:
+        return self.value
