@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import datetime
+import json
 import pathlib
 import sqlite3
 
@@ -18,7 +19,7 @@ from reaper import state as state_mod
 from reaper.kinds.network import ovs as ovs_inv
 from reaper.objects.fields import Action, Classification, StepStatus
 from reaper.objects.plan import TeardownPlan
-from reaper.objects.step import StepOutcome, StepResult
+from reaper.objects.step import StepOutcome, StepResult, TeardownResult
 from tests.unit.kinds.network.test_network_unplug import (P, FakeNetlink, FakeOvs, ctx_for,
                                                           engine, hybrid_links,
                                                           item, leak_plan)
@@ -67,6 +68,15 @@ def test_step_status_values_are_the_journals_text():
     assert [s.value for s in StepStatus] == ["started", "done", "failed"]
     assert str(StepStatus.DONE) == "done" and f"{StepStatus.FAILED}" == "failed"
     assert StepStatus.DONE == "done" and {"done": 1}[StepStatus.DONE] == 1
+
+
+def test_teardown_results_are_the_audit_records_words():
+    """Outcome.result is a TeardownResult; the audit record carries its value."""
+    assert {r.value for r in TeardownResult} == {
+        "done", "aborted", "backed_off", "failed", "interrupted", "held_elsewhere",
+        "held_read_only"}
+    assert TeardownResult.BACKED_OFF == "backed_off" and str(TeardownResult.DONE) == "done"
+    assert json.dumps({"result": TeardownResult.FAILED}) == '{"result": "failed"}'
 
 
 def test_step_statuses_are_journaled_as_plain_text_and_old_rows_read_the_same(tmp_path):
