@@ -46,9 +46,10 @@ from reaper.nova import db as nova_db
 from reaper.nova import grants as nova_grants
 from reaper.nova import view as nova_view
 from reaper.kinds.instance import rules
-from reaper.objects.fields import Action, Classification, ResourceKind
+from reaper.objects.fields import Action, Classification, ResourceKind, StepStatus
 from reaper.objects.host import CollectorResult, Inventory
 from reaper.objects.plan import GuardResult
+from reaper.objects.step import TeardownResult
 from reaper.report import PassReport
 from reaper.services import COMPLETE_MIGRATION
 
@@ -622,7 +623,8 @@ class Reaper:
                   f"pid {o.get('pid')}): not resumed here; that process finishes or "
                   f"retries it")
         LOG.info("%s", reason)
-        out = teardown.Outcome(entry.plan, "held_elsewhere", reason, journal_id=entry.id)
+        out = teardown.Outcome(entry.plan, TeardownResult.HELD_ELSEWHERE, reason,
+                               journal_id=entry.id)
         return self._record_outcome(pass_id, out, resumed_from=entry.pass_id)
 
     def _record_read_only(self, pass_id: str, entry, why: str) -> dict:
@@ -633,7 +635,8 @@ class Reaper:
                   f"Nova's DB, which is read-only for the reaper ({why}); it resumes in a "
                   f"pass that may write")
         LOG.info("%s", reason)
-        out = teardown.Outcome(entry.plan, "held_read_only", reason, journal_id=entry.id)
+        out = teardown.Outcome(entry.plan, TeardownResult.HELD_READ_ONLY, reason,
+                               journal_id=entry.id)
         return self._record_outcome(pass_id, out, resumed_from=entry.pass_id)
 
     def _record_outcome(self, pass_id: str, out: teardown.Outcome, **extra) -> dict:
@@ -659,7 +662,7 @@ class Reaper:
     def _pending_db_writes(self, entry) -> set[str]:
         """The steps of a journaled teardown still to run that write Nova's DB."""
         return {s for s in self.kinds.steps_for(entry.plan)
-                if s in planner.DB_WRITING_STEPS and entry.steps.get(s) != "done"}
+                if s in planner.DB_WRITING_STEPS and entry.steps.get(s) != StepStatus.DONE}
 
     def _teardown_kinds(self, t) -> set[str]:
         """The collectors a teardown needs: a failed one of any of them holds it."""

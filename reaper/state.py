@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 
 from reaper import exception
 from reaper import procid
-from reaper.objects.fields import Action, Classification
+from reaper.objects.fields import Action, Classification, StepStatus
 from reaper.objects.plan import Finding, TeardownPlan
 
 DB_NAME = "reaper-state.sqlite"
@@ -118,7 +118,9 @@ class JournalEntry:
     id: int
     pass_id: str
     plan: TeardownPlan
-    steps: dict[str, str]          # step -> status
+    # step -> status, as the journal holds it: the text of a StepStatus (rows of any
+    # version compare equal to its members; unknown ones stay as they are)
+    steps: dict[str, str]
     attempts: int
     owner: dict | None = None      # reaper.procid identity of the process that runs it
     status: str = "running"
@@ -249,13 +251,15 @@ class StateDB:
         return procid.same(owner, self._me)
 
     @_locked
-    def step(self, journal_id: int, step: str, status: str, now: datetime.datetime,
-             detail: str | None = None) -> None:
+    def step(self, journal_id: int, step: str, status: StepStatus | str,
+             now: datetime.datetime, detail: str | None = None) -> None:
+        """Journal a step's status and, once done, what it did (``str()`` of its
+        reaper.objects.step.StepResult)."""
         self._db.execute(
             "INSERT INTO journal_steps VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (journal_id, step) DO UPDATE SET status=excluded.status, "
             "detail=excluded.detail, updated_at=excluded.updated_at",
-            (journal_id, step, status, detail, _ts(now)))
+            (journal_id, step, str(status), detail, _ts(now)))
 
     @_locked
     def finish(self, journal_id: int, status: str, now: datetime.datetime,

@@ -23,9 +23,10 @@ from reaper.kinds.instance import files as file_steps
 from reaper.kinds.instance import libvirt as libvirt_inv
 from reaper.nova import reclaim as nova_reclaim
 from reaper.nova import view as nova_view
-from reaper.objects.fields import Action, Classification
+from reaper.objects.fields import Action, Classification, StepStatus
 from reaper.objects.nova import ClaimMarker
 from reaper.objects.plan import TeardownPlan
+from reaper.objects.step import StepOutcome, StepResult, TeardownResult
 from reaper.services import COMPLETE_MIGRATION, RELEASE_PORTS, REMOVE_NODE_ALLOCATIONS
 from reaper.services import SERVICE_OF
 
@@ -35,7 +36,7 @@ LOG = logging.getLogger(__name__)
 @dataclasses.dataclass
 class Outcome:
     plan: TeardownPlan
-    result: str                 # done | aborted | failed | backed_off | interrupted
+    result: TeardownResult
     reason: str
     steps: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     leftovers: dict | None = None
@@ -153,41 +154,42 @@ def _dirs_free(ctx: Context, plan: TeardownPlan, fresh=None, only: str | None = 
 
 
 def _claim(ctx: Context, plan: TeardownPlan, resuming: bool, pass_id: str,
-           now: datetime.datetime) -> str:
+           now: datetime.datetime) -> StepResult:
     host = ctx.policy.host
     if plan.claim_marker:
         # A stranded claim of this host: take exactly that one over, or nothing.
         if nova_reclaim.adopt(ctx.engine, plan.instance_uuid, host, plan.claim_marker, now,
                               pass_id):
-            return f"adopted this host's stranded claim ({plan.claim_marker})"
+            return StepResult.done(f"adopted this host's stranded claim ({plan.claim_marker})")
     elif nova_reclaim.claim(ctx.engine, plan.instance_uuid, host,
                             ctx.policy.reclaim_instance_interval, now, pass_id):
-        return (f"claimed (task_state=deleting, marker "
-                f"{nova_reclaim.marker_for(host, now, pass_id)})")
+        return StepResult.done(f"claimed (task_state=deleting, marker "
+                               f"{nova_reclaim.marker_for(host, now, pass_id)})")
     if resuming:
         # Our own claim (or adoption) may have committed just before a crash.
         row = nova_view.reread_instance(ctx.engine, plan.instance_uuid)
         if _ours(ctx, row):
-            return "already claimed by our earlier attempt"
+            return StepResult.absent("already claimed by our earlier attempt")
         if row is not None and row.deleted != 0 and row.vm_state == "deleted":
-            return "already finalized"
+            return StepResult.absent("already finalized")
     raise exception.Aborted("claim lost: the instance was restored or changed since it was planned")
 
 
-def _release_claim(ctx: Context, plan: TeardownPlan) -> str:
+def _release_claim(ctx: Context, plan: TeardownPlan) -> StepResult:
     """A stranded claim of this host that no longer justifies a reclaim: give it back."""
     if nova_reclaim.release(ctx.engine, plan.instance_uuid, ctx.policy.host, ctx.clock(),
                             marker=plan.claim_marker):
-        return f"released this host's claim ({plan.claim_marker}): task_state NULL again"
+        return StepResult.done(
+            f"released this host's claim ({plan.claim_marker}): task_state NULL again")
     row = nova_view.reread_instance(ctx.engine, plan.instance_uuid)
     if row is not None and not row.is_claimed:
-        return "already released"
+        return StepResult.absent("already released")
     raise exception.Aborted(
         "the claim is no longer this host's claim that was planned: not releasing")
 
 
 def _release_failed_claim(ctx: Context, plan: TeardownPlan, pass_id: str,
-                          started: datetime.datetime) -> str:
+                          started: datetime.datetime) -> StepResult:
     """After a claim step that raised (the DB failed around its transaction), give the
     row back to Nova (restorable) only if this attempt's claim committed: the release is
     conditional on exactly the marker this attempt wrote. A row someone else set to
@@ -197,14 +199,14 @@ def _release_failed_claim(ctx: Context, plan: TeardownPlan, pass_id: str,
     mine = nova_reclaim.marker_for(host, started, pass_id)
     try:
         if plan.claim_marker:
-            return "kept: a stranded claim of ours stays for the next attempt"
+            return StepResult.kept("a stranded claim of ours stays for the next attempt")
         if nova_reclaim.release(ctx.engine, plan.instance_uuid, host, ctx.clock(),
                                 marker=mine):
-            return f"released our claim ({mine})"
-        return "nothing of ours to release"
+            return StepResult.done(f"released our claim ({mine})")
+        return StepResult.absent("nothing of ours to release")
     except Exception as e:  # noqa: BLE001 - the DB is failing: the next pass resumes
         LOG.warning("could not release the claim: %s", e, instance_uuid=plan.instance_uuid)
-        return f"release failed too: {e}"
+        return StepResult(StepOutcome.FAILED, str(e), "release failed too: {}")
 
 
 def _files_gone(ctx: Context, uuid: str) -> bool:
@@ -217,16 +219,17 @@ def _files_gone(ctx: Context, uuid: str) -> bool:
     return not any(os.path.lexists(base + sfx) for sfx in ("", "_resize", "_del"))
 
 
-def _ports_released(plan: TeardownPlan, done_steps: dict[str, str]) -> bool:
+def _ports_released(plan: TeardownPlan, done_steps: dict[str, StepStatus | str]) -> bool:
     """Whether Neutron has released the instance's ports (the network step is done):
     only then may finalize empty its network_info cache, as Nova's
     deallocate_for_instance does."""
-    return RELEASE_PORTS in plan.services and done_steps.get(RELEASE_PORTS) == "done"
+    return RELEASE_PORTS in plan.services and done_steps.get(RELEASE_PORTS) == StepStatus.DONE
 
 
 def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool,
               pass_id: str = "-", now: datetime.datetime | None = None,
-              done_steps: dict[str, str] | None = None) -> str:
+              done_steps: dict[str, StepStatus | str] | None = None) -> StepResult:
+    """Run one step; what it did (``str()`` of it is what the journal holds)."""
     uuid = plan.instance_uuid
     if step == "claim":
         return _claim(ctx, plan, resuming, pass_id, now or ctx.clock())
@@ -239,7 +242,9 @@ def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool,
         for path in plan.dirs:
             _dirs_free(ctx, plan, only=path)        # right before its rename
             done.append(file_steps.delete_instance_dir(path, ctx.policy.instances_path))
-        return "; ".join(done)
+        outcome = (StepOutcome.DONE if any(r.outcome is StepOutcome.DONE for r in done)
+                   else StepOutcome.ABSENT)
+        return StepResult(outcome, "; ".join(str(r) for r in done))
     if step == "undefine_domain":
         return domain_steps.undefine(ctx.conn, uuid)
     if step == "finalize_db":
@@ -249,86 +254,93 @@ def _run_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool,
         if not (res["finalized"] or res["already_finalized"]):
             raise exception.Aborted(f"DB not finalized: {res['result']}: {res['reason']}")
         counts = ", ".join(f"{table} {n}" for table, n in (res["counts"] or {}).items() if n)
-        return f"{res['result']}: {counts or res['reason']}"    # "finalized: instances 1, ..."
-    return _kinds(ctx.kinds).run_step(ctx, step, plan)
+        # "finalized: instances 1, ..." / "already_finalized: <why>"
+        return StepResult(StepOutcome.DONE if res["finalized"] else StepOutcome.ABSENT,
+                          counts or res["reason"], f"{res['result']}: {{}}")
+    return StepResult.of(_kinds(ctx.kinds).run_step(ctx, step, plan))
 
 
-def run_core_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool) -> str:
+def run_core_step(ctx: Context, plan: TeardownPlan, step: str, resuming: bool) -> StepResult:
     """One step of the primary kind outside a journaled attempt."""
     return _run_step(ctx, plan, step, resuming)
 
 
 def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int | None = None,
-            done_steps: dict[str, str] | None = None) -> Outcome:
+            done_steps: dict[str, StepStatus | str] | None = None) -> Outcome:
     """Run (or resume) a teardown. Never raises for a step failure: it is reported."""
     resuming = journal_id is not None
     done_steps = done_steps or {}
-    out = Outcome(plan, "done", plan.reason)
+    out = Outcome(plan, TeardownResult.DONE, plan.reason)
     leftovers = None
     try:
         # Compare-and-act before anything changes (and again when resuming).
         _verify(ctx, plan, claimed=plan.action is Action.RECLAIM
-                and done_steps.get("claim") == "done",
-                files_pending=bool(plan.dirs) and done_steps.get("delete_files") != "done")
+                and done_steps.get("claim") == StepStatus.DONE,
+                files_pending=bool(plan.dirs)
+                and done_steps.get("delete_files") != StepStatus.DONE)
         if plan.action is Action.RECLAIM and "finalize_db" not in (
-                s for s, st in done_steps.items() if st == "done"):
+                s for s, st in done_steps.items() if st == StepStatus.DONE):
             leftovers = nova_reclaim.leftovers(ctx.engine, plan.instance_uuid)
     except exception.Aborted as e:
         if resuming:
             ctx.state.finish(journal_id, "aborted", ctx.clock(), str(e))
         # What an interrupted attempt already did stays in the record: the pass that
         # did it may have died before writing its own.
-        earlier = [(s, "done earlier") for s in steps_for(plan, ctx.kinds)
-                   if done_steps.get(s) == "done"]
-        return Outcome(plan, "aborted", str(e), steps=earlier, journal_id=journal_id)
+        earlier = [(s, str(StepResult.done_earlier())) for s in steps_for(plan, ctx.kinds)
+                   if done_steps.get(s) == StepStatus.DONE]
+        return Outcome(plan, TeardownResult.ABORTED, str(e), steps=earlier,
+                       journal_id=journal_id)
     except Exception as e:  # noqa: BLE001 - DB unreachable while re-verifying: act on nothing
         if resuming:
             ctx.state.retry(journal_id, ctx.clock(), f"re-verify failed: {e}")
-        return Outcome(plan, "failed", f"could not re-verify: {e}", journal_id=journal_id)
+        return Outcome(plan, TeardownResult.FAILED, f"could not re-verify: {e}",
+                       journal_id=journal_id)
 
     if ctx.should_stop():
-        return Outcome(plan, "interrupted", "the agent is stopping: not started",
+        return Outcome(plan, TeardownResult.INTERRUPTED, "the agent is stopping: not started",
                        journal_id=journal_id)
     if journal_id is None:
         journal_id = ctx.state.begin(plan, pass_id, ctx.clock())
     out.journal_id = journal_id
     out.leftovers = leftovers
-    done = dict(done_steps)                 # step -> status, as this attempt goes on
+    done = dict(done_steps)                 # step -> StepStatus, as this attempt goes on
     service_status: dict[str, dict] = {}    # service step -> its leftover record
     pending: list[str] = []                 # service steps left for the next pass
     host_steps = [s for s in steps_for(plan, ctx.kinds) if s not in SOFT_STEPS]
     out.services_retry = bool(plan.services) and bool(host_steps) and all(
-        done_steps.get(s) == "done" for s in host_steps)
+        done_steps.get(s) == StepStatus.DONE for s in host_steps)
     for step in steps_for(plan, ctx.kinds):
-        if done_steps.get(step) == "done":
-            out.steps.append((step, "done earlier"))
+        if done_steps.get(step) == StepStatus.DONE:
+            earlier = str(StepResult.done_earlier())
+            out.steps.append((step, earlier))
             if step in SOFT_STEPS:
-                service_status[step] = _status(step, "done", "done earlier")
+                service_status[step] = _status(step, "done", earlier)
             continue
-        if step == COMPLETE_MIGRATION and done.get(REMOVE_NODE_ALLOCATIONS) != "done":
+        if step == COMPLETE_MIGRATION and done.get(REMOVE_NODE_ALLOCATIONS) != StepStatus.DONE:
             # Only once the allocations are off this node: a migration left 'done'
             # is what makes nova-compute's next start finish both.
-            out.steps.append((step, f"waits for {REMOVE_NODE_ALLOCATIONS}"))
+            out.steps.append((step, str(StepResult.waits_for(REMOVE_NODE_ALLOCATIONS))))
             pending.append(step)
             continue
         if ctx.should_stop():
             # The journal entry stays 'running': the next start resumes here.
             return dataclasses.replace(
-                out, result="interrupted",
+                out, result=TeardownResult.INTERRUPTED,
                 reason=f"the agent is stopping: resumes at step {step} on the next pass")
         ctx.heartbeat()
         started = ctx.clock()
-        ctx.state.step(journal_id, step, "started", started)
+        ctx.state.step(journal_id, step, StepStatus.STARTED, started)
         try:
-            detail = _run_step(ctx, plan, step, resuming or done_steps.get(step) == "started",
+            result = _run_step(ctx, plan, step,
+                               resuming or done_steps.get(step) == StepStatus.STARTED,
                                pass_id, started, done)
         except exception.ServiceFailed as e:
             if e.result.error == "not configured":
                 # The section was removed since the plan: the step is given up, and
                 # what it would do stays in the leftovers.
-                detail = f"not done: {e.result.detail}"
-                ctx.state.step(journal_id, step, "done", ctx.clock(), detail)
-                done[step] = "done"
+                detail = str(StepResult.not_done(e.result.detail))
+                ctx.state.step(journal_id, step, StepStatus.DONE, ctx.clock(), detail)
+                done[step] = StepStatus.DONE
                 out.steps.append((step, detail))
                 service_status[step] = _status(step, "not_configured", detail)
                 continue
@@ -336,9 +348,9 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
             service_status[step] = e.result.record()
             continue
         except exception.Aborted as e:
-            ctx.state.step(journal_id, step, "failed", ctx.clock(), str(e))
+            ctx.state.step(journal_id, step, StepStatus.FAILED, ctx.clock(), str(e))
             ctx.state.finish(journal_id, "aborted", ctx.clock(), str(e))
-            result = "backed_off" if step == "claim" else "aborted"
+            result = TeardownResult.BACKED_OFF if step == "claim" else TeardownResult.ABORTED
             return dataclasses.replace(out, result=result, reason=str(e))
         except Exception as e:  # noqa: BLE001 - not Aborted: retried (StepFailed, library errors)
             if step in SOFT_STEPS:
@@ -347,15 +359,17 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
                 continue
             LOG.warning("teardown of %s: step %s failed: %s", plan.instance_uuid, step, e,
                         **instancelog.kw(plan.instance_uuid))
-            ctx.state.step(journal_id, step, "failed", ctx.clock(), str(e))
+            ctx.state.step(journal_id, step, StepStatus.FAILED, ctx.clock(), str(e))
             ctx.state.retry(journal_id, ctx.clock(), f"{step}: {e}")
-            out.steps.append((step, f"failed: {e}"))
+            out.steps.append((step, str(StepResult.failed(e))))
             if step == "claim":
-                out.steps.append(("release_claim", _release_failed_claim(
-                    ctx, plan, pass_id, started)))
-            return dataclasses.replace(out, result="failed", reason=f"{step} failed: {e}")
-        ctx.state.step(journal_id, step, "done", ctx.clock(), detail)
-        done[step] = "done"
+                out.steps.append(("release_claim", str(_release_failed_claim(
+                    ctx, plan, pass_id, started))))
+            return dataclasses.replace(out, result=TeardownResult.FAILED,
+                                       reason=f"{step} failed: {e}")
+        detail = str(result)
+        ctx.state.step(journal_id, step, StepStatus.DONE, ctx.clock(), detail)
+        done[step] = StepStatus.DONE
         out.steps.append((step, detail))
         _step_done(ctx, plan, step, pass_id)
         if step in SOFT_STEPS:
@@ -375,7 +389,7 @@ def execute(ctx: Context, plan: TeardownPlan, pass_id: str, *, journal_id: int |
                         for s in pending)
         ctx.state.retry(journal_id, ctx.clock(), f"service steps pending: {why}")
         if out.services_retry:
-            return dataclasses.replace(out, result="failed",
+            return dataclasses.replace(out, result=TeardownResult.FAILED,
                                        reason=f"service steps failed again: {why}")
         return dataclasses.replace(
             out, reason=f"{plan.reason}; left for the next pass: {', '.join(pending)}")
@@ -395,6 +409,6 @@ def _soft_failure(ctx: Context, journal_id: int, step: str, detail: str, out: Ou
     goes on with the next step."""
     LOG.warning("teardown of %s: step %s failed (retried next pass): %s",
                 out.plan.instance_uuid, step, detail, **instancelog.kw(out.plan.instance_uuid))
-    ctx.state.step(journal_id, step, "failed", ctx.clock(), detail)
-    out.steps.append((step, f"failed: {detail}"))
+    ctx.state.step(journal_id, step, StepStatus.FAILED, ctx.clock(), detail)
+    out.steps.append((step, str(StepResult.failed(detail))))
     pending.append(step)

@@ -22,7 +22,8 @@ The contract, in the spirit of os-vif's ``PluginBase``:
   executor runs the steps of all kinds ordered by phase, stable by kind order.
 - ``reverify()`` is the compare-and-act check of the teardowns of its own leak
   classifications (those owned by no instance row), right before they run.
-- ``run_step()`` runs one of its steps and returns what it did, for the journal.
+- ``run_step()`` runs one of its steps and returns what it did, a
+  ``reaper.objects.step.StepResult`` (its ``str()`` is what the journal holds).
 
 Classifications are ``str`` values: the built-in kinds use ``fields.Classification``
 (a ``str`` enum); a new kind defines its own ``str`` enum, and the engine only ever
@@ -38,6 +39,7 @@ from typing import Any, Mapping, Sequence
 from reaper.objects.fields import Action
 from reaper.objects.host import CollectorResult
 from reaper.objects.plan import Plan, TeardownPlan
+from reaper.objects.step import StepResult
 
 
 class Phase(enum.IntEnum):
@@ -140,6 +142,7 @@ class ResourceKindPlugin(abc.ABC):
         """Compare-and-act for the teardowns of this kind's leak classifications."""
         return False, f"{self.describe().name} cannot re-check {plan.classification}"
 
-    def run_step(self, ctx, step: str, plan: TeardownPlan) -> str:
-        """Run one of this kind's steps (idempotent); returns what it did."""
+    def run_step(self, ctx, step: str, plan: TeardownPlan) -> StepResult:
+        """Run one of this kind's steps (idempotent); returns what it did. (A plain
+        string is still taken, as a done step with that text.)"""
         raise ValueError(f"unknown step {step}")

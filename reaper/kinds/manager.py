@@ -22,6 +22,7 @@ from reaper.kinds import ActionOption, KindInfo, Phase, PlanContext, ResourceKin
 from reaper.objects.fields import Classification
 from reaper.objects.host import CollectorResult
 from reaper.objects.plan import Plan, TeardownPlan
+from reaper.objects.step import StepResult
 
 LOG = logging.getLogger(__name__)
 
@@ -212,11 +213,11 @@ class KindManager:
                 return k
         return None
 
-    def run_step(self, ctx, step: str, plan: TeardownPlan) -> str:
+    def run_step(self, ctx, step: str, plan: TeardownPlan) -> StepResult:
         k = self.owner_of(step)
         if k is None:
             raise ValueError(f"unknown step {step}")
-        return k.run_step(ctx, step, plan)
+        return StepResult.of(k.run_step(ctx, step, plan))
 
     def reverifiers(self) -> Mapping[str, Callable]:
         """Leak classification -> the compare-and-act of the enabled kind owning it."""

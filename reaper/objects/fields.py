@@ -71,3 +71,16 @@ class ResourceKind(str, enum.Enum):
 RELEASED_MIGRATION_STATUSES = ("completed", "confirmed", "reverted", "error", "failed",
                                "cancelled")
 ENDED_MIGRATION_STATUSES = frozenset({*RELEASED_MIGRATION_STATUSES, "done"})
+
+
+class StepStatus(str, enum.Enum):
+    """A step's status in the journal (``journal_steps.status``): written before the
+    step runs (STARTED) and after it (DONE or FAILED). The values are the journal's
+    text, so rows written by earlier versions compare equal to these members and are
+    read as plain text, never parsed."""
+    STARTED = "started"
+    DONE = "done"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from reaper.kinds.network import collector as net_inv
 from reaper.kinds.network import ovs as ovs_inv
 from reaper.nova import schema
+from reaper.objects.step import StepOutcome, StepResult
 from tests.fixtures import netplumb as npl
 from tests.fixtures import novadb
 from tests.fixtures.netplumb import netns, ovs_bridge, private_ovsdb  # noqa: F401
@@ -435,9 +436,13 @@ def test_ovs_port_delete_rechecks_the_row(world):
                     break
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-            got = {label: ovs_inv.delete_vif_port(
+            res = {label: ovs_inv.delete_vif_port(
                 h, br, name, pid[:11], pid, {None, "aaaaaaaa-0000-0000-0000-000000000001"})
                 for label, (name, pid) in cases.items()}
+            assert res["ok"].outcome is StepOutcome.DONE
+            assert {k for k, r in res.items() if r.outcome is StepOutcome.KEPT} == \
+                set(cases) - {"ok"}
+            got = {label: str(r) for label, r in res.items()}   # the journal's text
             assert got["ok"] == "deleted"
             assert got["skip"] == "kept: marked reaper-skip=true"
             assert got["iface"].startswith("kept: iface-id is now")
@@ -445,7 +450,7 @@ def test_ovs_port_delete_rechecks_the_row(world):
             assert got["internal"] == "kept: interface type 'internal'"
             assert got["elsewhere"] == f"kept: not on {br}"
             assert ovs_inv.delete_vif_port(h, br, cases["ok"][0], cases["ok"][1][:11], None,
-                                           {None}) == "absent"
+                                           {None}) == StepResult(StepOutcome.ABSENT, "absent")
             left = npl.ovs_ports(br)
             assert cases["ok"][0] not in left
             assert {cases[x][0] for x in ("skip", "iface", "vm", "internal")} <= left

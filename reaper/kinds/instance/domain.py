@@ -7,6 +7,7 @@ from oslo_log import log as logging
 
 from reaper import exception
 from reaper.conf import CONF
+from reaper.objects.step import StepResult
 
 LOG = logging.getLogger(__name__)
 
@@ -46,21 +47,21 @@ def _lookup(conn, uuid: str):
 
 
 @_retrying
-def destroy(conn, uuid: str) -> str:
+def destroy(conn, uuid: str) -> StepResult:
     """virDomainDestroy; "no domain" and "not running" are success."""
     dom = _lookup(conn, uuid)
     if dom is None:
-        return "no such domain"
+        return StepResult.absent("no such domain")
     if not dom.isActive():
-        return "already shut off"
+        return StepResult.absent("already shut off")
     try:
         dom.destroy()
     except libvirt.libvirtError as e:
         if e.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID) \
                 and not _still_active(conn, uuid):
-            return "gone while destroying"
+            return StepResult.absent("gone while destroying")
         raise
-    return "destroyed"
+    return StepResult.done("destroyed")
 
 
 def _still_active(conn, uuid: str) -> bool:
@@ -69,25 +70,25 @@ def _still_active(conn, uuid: str) -> bool:
 
 
 @_retrying
-def undefine(conn, uuid: str) -> str:
+def undefine(conn, uuid: str) -> StepResult:
     """Undefine with managed-save and NVRAM flags, falling back to plain undefine."""
     dom = _lookup(conn, uuid)
     if dom is None:
-        return "no such domain"
+        return StepResult.absent("no such domain")
     if dom.isActive():
         # Undefining a running domain only makes it transient; never leave that.
         raise exception.StepFailed("domain is running again; refusing to undefine")
     flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
     try:
         dom.undefineFlags(flags)
-        return "undefined"
+        return StepResult.done("undefined")
     except libvirt.libvirtError as e:
         code = e.get_error_code()
         if code == libvirt.VIR_ERR_NO_DOMAIN:
-            return "no such domain"
+            return StepResult.absent("no such domain")
         if code in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG,
                     libvirt.VIR_ERR_CONFIG_UNSUPPORTED):
             LOG.debug("undefineFlags unsupported (%s); plain undefine", e)
             dom.undefine()
-            return "undefined (plain)"
+            return StepResult.done("undefined (plain)")
         raise

@@ -12,6 +12,7 @@ import shutil
 import stat
 
 from reaper import exception
+from reaper.objects.step import StepResult
 
 
 def _check(path: str, instances_path: str) -> os.stat_result:
@@ -49,7 +50,7 @@ def _check_tree(path: str, dev: int) -> None:
                     f"{full} is another filesystem (mounted inside the tree)")
 
 
-def delete_instance_dir(path: str, instances_path: str) -> str:
+def delete_instance_dir(path: str, instances_path: str) -> StepResult:
     """Remove one instance directory; idempotent: a missing path is success."""
     path = path.rstrip("/")
     base = os.path.basename(path)
@@ -59,7 +60,7 @@ def delete_instance_dir(path: str, instances_path: str) -> str:
         if path != target and os.path.lexists(target):
             path = target       # crashed after the rename: finish the removal
         else:
-            return "already gone"
+            return StepResult.absent("already gone")
     if path != target:
         _check_one_filesystem(path, instances_path)
         if os.path.lexists(target):
@@ -74,7 +75,7 @@ def delete_instance_dir(path: str, instances_path: str) -> str:
     if not shutil.rmtree.avoids_symlink_attacks:     # pragma: no cover - Linux has it
         raise exception.UnsafePath("this platform's rmtree may follow symlinks")
     shutil.rmtree(target)
-    return f"removed {base}"
+    return StepResult.done(f"removed {base}")
 
 
 def _check_one_filesystem(path: str, instances_path: str) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from reaper.kinds import ActionOption, KindInfo, Phase, ResourceKindPlugin
 from reaper.objects.fields import Action, ResourceKind
 from reaper.objects.host import CollectorResult
+from reaper.objects.step import StepResult
 
 NAME = "instance"
 STEPS = {
@@ -86,7 +87,7 @@ class InstanceKind(ResourceKindPlugin):
         from reaper import planner
         return planner.reverify(plan, row, migrations, policy, now)
 
-    def run_step(self, ctx, step, plan) -> str:
+    def run_step(self, ctx, step, plan) -> StepResult:
         """A step outside a journaled attempt (as a first attempt would run it)."""
         from reaper.executor import teardown
         if step not in STEPS:

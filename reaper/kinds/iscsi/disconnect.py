@@ -47,10 +47,12 @@ from reaper.conf import CONF
 from reaper.executor import teardown
 from reaper.nova import schema as s
 from reaper.kinds.iscsi import rules as vol
+from reaper.kinds.iscsi import topology
 from reaper.kinds.iscsi.objects import IscsiOperatorNote
 from reaper.objects.fields import ENDED_MIGRATION_STATUSES, Classification
 from reaper.objects.host import CollectorResult
 from reaper.objects.plan import TeardownPlan
+from reaper.objects.step import StepOutcome, StepResult
 
 LOG = logging.getLogger(__name__)
 
@@ -101,16 +103,22 @@ def default_handles(collect: Callable[[], CollectorResult],
 # the step
 # --------------------------------------------------------------------------
 
-def disconnect_volumes(ctx: teardown.Context, plan: TeardownPlan, h: Handles | None) -> str:
-    """The ``disconnect_volumes`` step (IscsiKind.run_step); ``h``: the kind's handles."""
+def disconnect_volumes(ctx: teardown.Context, plan: TeardownPlan, h: Handles | None
+                       ) -> StepResult:
+    """The ``disconnect_volumes`` step (IscsiKind.run_step); ``h``: the kind's handles.
+    What it did, volume by volume: DONE when a volume was disconnected, else KEPT when
+    one was kept, else FAILED when an error was ignored (a delete with disks), else
+    ABSENT."""
     if h is None:
         raise exception.VolumeError("iSCSI support is not enabled (the iscsi kind is not open)")
     leak = plan.classification is Classification.LEAKED_ISCSI
-    details = []
+    details, outcomes = [], set()
     for item in plan.volumes:
         label = _label(item)
         try:
-            details.append(f"{label}: {_disconnect(ctx, h, plan, item)}")
+            res = _disconnect(ctx, h, plan, item)
+            outcomes.add(res.outcome)
+            details.append(f"{label}: {res}")
         except exception.Aborted:
             raise
         except Exception as e:  # recorded or re-raised as the policy says
@@ -118,8 +126,11 @@ def disconnect_volumes(ctx: teardown.Context, plan: TeardownPlan, h: Handles | N
                 raise exception.VolumeError(f"{label}: {e}") from e
             LOG.warning("teardown of %s: ignoring volume error on %s during delete: %s",
                         plan.instance_uuid, label, e, **instancelog.kw(plan.instance_uuid))
+            outcomes.add(StepOutcome.FAILED)
             details.append(f"{label}: FAILED, ignored as on a delete with disks: {e}")
-    return "; ".join(details) or "no volumes"
+    outcome = next((o for o in (StepOutcome.DONE, StepOutcome.KEPT, StepOutcome.FAILED)
+                    if o in outcomes), StepOutcome.ABSENT)
+    return StepResult(outcome, "; ".join(details) or "no volumes")
 
 
 def exclusively_held(path: str) -> bool:
@@ -160,9 +171,9 @@ def _label(item: dict) -> str:
     return f"{tg.get('session_portal')} {tg.get('session_iqn')} lun {tg.get('lun')}"
 
 
-def _disconnect(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
+def _disconnect(ctx, h: Handles, plan: TeardownPlan, item: dict) -> StepResult:
     if item.get("keep"):
-        return f"kept: {item['keep']}"
+        return StepResult.kept(item["keep"])
     lock_path = h.lock_path()
     if not lock_path:
         raise exception.VolumeError(
@@ -173,7 +184,7 @@ def _disconnect(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
     return run(ctx, h, plan, item)
 
 
-def _critical(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
+def _critical(ctx, h: Handles, plan: TeardownPlan, item: dict) -> StepResult:
     leak = plan.classification is Classification.LEAKED_ISCSI
     fresh = h.collect()
     if not fresh.ok:
@@ -207,7 +218,7 @@ def _critical(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
     sessions = {}
     busy = []
     for tg in item["targets"]:
-        sess = vol._session_of(host, tg["portal"], tg["iqn"])
+        sess = host.session_of(tg["portal"], tg["iqn"])
         if sess is not None:
             sessions[(tg["portal"], tg["iqn"])] = sess
         dev = None
@@ -236,24 +247,25 @@ def _critical(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
             removing[dev.name] = dev
         if users:
             busy.append(f"{tg['session_portal']} {tg['session_iqn']} lun {tg['lun']}: "
-                        + vol._listed(users))
+                        + topology.listed(users))
     if busy:
         if leak:
             raise exception.Aborted("no longer leaked: " + "; ".join(busy))
-        return "kept, in use: " + "; ".join(busy)
+        return StepResult.in_use("; ".join(busy))
 
     logout, why = True, []
     for tg in item["targets"]:
         sess = sessions.get((tg["portal"], tg["iqn"]))
         if sess is None:
             continue
-        ok, reason = vol._logout_ok(host, sess, set(removing), refs)
+        ok, reason = topology.logout_allowed(host, sess, set(removing), refs)
         if not (ok and tg.get("logout", False)):
             logout = False
             why.append(f"{sess.portal} {sess.iqn}: "
                        + (reason if not ok else "the plan keeps this session"))
     if not removing and not logout:
-        return "nothing to remove; session kept (" + "; ".join(why) + ")"
+        return StepResult(StepOutcome.KEPT, "; ".join(why),
+                          "nothing to remove; session kept ({})")
 
     props = _props(item)
     if logout:
@@ -263,7 +275,7 @@ def _critical(ctx, h: Handles, plan: TeardownPlan, item: dict) -> str:
                                         path_used=item.get("device_path"),
                                         was_multipath=bool(item.get("multipath")))
         done = "devices removed, session kept (" + "; ".join(why) + ")"
-    return _verify_after(h, item, removing, logout, done)
+    return StepResult.done(_verify_after(h, item, removing, logout, done))
 
 
 def _props(item: dict) -> dict:
@@ -430,7 +442,7 @@ def _verify_after(h: Handles, item: dict, removing: dict, logout: bool, done: st
     if logout:
         gone = []
         for tg in item["targets"]:
-            sess = vol._session_of(host, tg["portal"], tg["iqn"])
+            sess = host.session_of(tg["portal"], tg["iqn"])
             node = any(vol.norm_portal(n.portal) == tg["portal"]
                        and vol.norm_iqn(n.iqn) == tg["iqn"] for n in host.nodes)
             if sess is None and not node:

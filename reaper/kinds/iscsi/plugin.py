@@ -20,6 +20,7 @@ from reaper.kinds import ActionOption, KindInfo, Phase, ResourceKindPlugin, host
 from reaper.kinds.iscsi import collector as iscsi_inv
 from reaper.objects.fields import Classification, ResourceKind
 from reaper.objects.host import CollectorResult
+from reaper.objects.step import StepResult
 
 NAME = "iscsi"
 DISCONNECT = "disconnect_volumes"
@@ -85,7 +86,7 @@ class IscsiKind(ResourceKindPlugin):
         from reaper.kinds.iscsi import rules as vol_plan
         return vol_plan.reverify_leak(plan, row, migrations, policy, now)
 
-    def run_step(self, ctx, step, plan) -> str:
+    def run_step(self, ctx, step, plan) -> StepResult:
         if step != DISCONNECT:
             raise ValueError(f"unknown step {step}")
         from reaper.kinds.iscsi import disconnect as vol_exec

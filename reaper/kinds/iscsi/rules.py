@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Iterable
+from typing import Any
 
 # Parsing (connection_info) and the host model (topology) have modules of their own;
 # their names stay reachable from here, as the disconnect step and the tests use them.
@@ -62,7 +62,7 @@ from reaper.kinds.iscsi.connection_info import (  # noqa: F401
     DEFAULT_PORT, ISCSI_DRIVERS, MAX_CONNECTION_INFO, Conn, TargetRef, by_path_ref,
     norm_iqn, norm_portal, parse_connection_info,
 )
-from reaper.kinds.iscsi.topology import Host, Refs, device_use
+from reaper.kinds.iscsi.topology import Host, Refs, device_use, listed, logout_allowed
 from reaper.kinds.instance import rules
 from reaper.kinds.iscsi.objects import IscsiOperatorNote, IscsiSession, ScsiDevice
 from reaper.objects.fields import Action, Classification, ResourceKind
@@ -239,33 +239,6 @@ def _target_entry(sess: IscsiSession, dev: ScsiDevice | None, lun: int | None,
     return entry
 
 
-def _session_of(host: Host, portal: str, iqn: str) -> IscsiSession | None:
-    return host.by_target.get((portal, iqn))
-
-
-def _logout_ok(host: Host, sess: IscsiSession, removing: set[str],
-               refs: Refs) -> tuple[bool, str]:
-    """May this session be logged out once the devices in ``removing`` are gone?"""
-    portal, iqn = norm_portal(sess.portal), norm_iqn(sess.iqn)
-    own = host.host_own(sess)
-    if own:
-        return False, f"the host's own session: {own}"
-    others = [d for d in sess.devices if d.name not in removing]
-    if others:
-        return False, (f"other LUNs of this target have devices here "
-                       f"({', '.join(f'lun {d.lun} {d.name}' for d in others)})")
-    named = refs.on_target(portal, iqn)
-    if named:
-        return False, f"LUNs of this target are still named by {_listed(named)}"
-    return True, "no other LUN of this target is in use or named by a BDM or domain"
-
-
-def _listed(items: Iterable[str]) -> str:
-    items = sorted(items)
-    head = ", ".join(items[:5])
-    return head + (f" and {len(items) - 5} more" if len(items) > 5 else "")
-
-
 def _teardown_volumes(t: TeardownPlan, host: Host, dom: Domain | None,
                       bdms: list[tuple[Any, Conn]], refs: Refs,
                       pending_attach: dict[str, str] | None = None) -> list[dict]:
@@ -279,7 +252,7 @@ def _teardown_volumes(t: TeardownPlan, host: Host, dom: Domain | None,
             stale = []
             if ref is not None and ref.portal is not None and not names:
                 # by-path link whose device is gone: the session may still be there
-                if _session_of(host, ref.portal, ref.iqn) is not None:
+                if host.session_of(ref.portal, ref.iqn) is not None:
                     stale.append(ref)
             if names or stale:
                 seen.update(names)
@@ -290,7 +263,7 @@ def _teardown_volumes(t: TeardownPlan, host: Host, dom: Domain | None,
                 continue
             names = set()
             for ref in c.refs:
-                s = _session_of(host, ref.portal, ref.iqn) if ref.iqn else None
+                s = host.session_of(ref.portal, ref.iqn) if ref.iqn else None
                 for d in (s.devices if s else ()):
                     if d.lun == ref.lun and d.name not in seen:
                         names.add(d.name)
@@ -309,19 +282,19 @@ def _teardown_volumes(t: TeardownPlan, host: Host, dom: Domain | None,
         own = set()
         for n in sorted(names):
             sess, dev = host.devices[n]
-            ok, _ = _logout_ok(host, sess, names, refs)
+            ok, _ = logout_allowed(host, sess, names, refs)
             targets.append(_target_entry(sess, dev, dev.lun, ok, host))
             if host.host_own(sess):
                 own.add(host.host_own(sess))
         for ref in stale:
-            sess = _session_of(host, ref.portal, ref.iqn)
-            ok, _ = _logout_ok(host, sess, names, refs)
+            sess = host.session_of(ref.portal, ref.iqn)
+            ok, _ = logout_allowed(host, sess, names, refs)
             targets.append(_target_entry(sess, None, ref.lun, ok, host))
             if host.host_own(sess):
                 own.add(host.host_own(sess))
         dms = {h for n in names for h in host.devices[n][1].holders
                if h in host.dms and host.dms[h].multipath}
-        keep = f"shared: still used by {_listed(shared)} (multi-attach)" if shared else None
+        keep = f"shared: still used by {listed(shared)} (multi-attach)" if shared else None
         if own:
             keep = "the host's own session: " + "; ".join(sorted(own))
         other = (pending_attach or {}).get(volume_id or "")
@@ -394,7 +367,7 @@ def _leaks(host: Host, refs: Refs, claimed: dict[str, str],
             elif dev in leaked:
                 lun_state[dev.lun] = "leaked"
             else:
-                lun_state[dev.lun] = "in use: " + _listed(
+                lun_state[dev.lun] = "in use: " + listed(
                     sorted(users_of[dev.name]) + device_use(host, dev))
         s_ev = {"sid": sess.sid, "portal": sess.portal, "tpgt": sess.tpgt, "iqn": sess.iqn,
                 "transport": sess.transport,
@@ -404,7 +377,7 @@ def _leaks(host: Host, refs: Refs, claimed: dict[str, str],
         if not sess.devices:
             if named or claimed_targets.on_target(portal, iqn):
                 continue
-            ok, why = _logout_ok(host, sess, set(), refs)
+            ok, why = logout_allowed(host, sess, set(), refs)
             f = verdict("iSCSI session with no LUN that no live BDM or domain names",
                         {**s_ev, "logout": ok, "logout_why": why},
                         f"{sess.portal} {sess.iqn} (no LUN)", note)
@@ -418,7 +391,7 @@ def _leaks(host: Host, refs: Refs, claimed: dict[str, str],
             mp = [h for h in dev.holders if h in host.dms and host.dms[h].multipath]
             key = mp[0] if mp else dev.name
             groups[key].append((sess, dev))
-            ok, why = _logout_ok(host, sess, {d.name for d in leaked}, refs)
+            ok, why = logout_allowed(host, sess, {d.name for d in leaked}, refs)
             ev = {**s_ev, "lun": dev.lun,
                   "device": {"name": dev.name, "hctl": dev.hctl, "wwid": dev.wwid,
                              "state": dev.state, "paths": list(dev.paths),
@@ -445,7 +418,7 @@ def _leaks(host: Host, refs: Refs, claimed: dict[str, str],
         targets = []
         for sess, dev in members:
             leaked_names = {d.name for d in leaked_by_session[sess.sid]}
-            ok, _ = _logout_ok(host, sess, leaked_names, refs)
+            ok, _ = logout_allowed(host, sess, leaked_names, refs)
             targets.append(_target_entry(sess, dev, dev.lun, ok, host))
         dm_name = key if key in host.dms else None
         teardowns.append(_leak_plan(fs, targets, dm_name,
@@ -503,7 +476,7 @@ def _drift_evidence(f: Finding, host: Host, dom_by_uuid: dict[str, Domain],
                 continue
             here = []
             for ref in c.refs:
-                s = _session_of(host, ref.portal, ref.iqn) if ref.iqn else None
+                s = host.session_of(ref.portal, ref.iqn) if ref.iqn else None
                 devs = [d.name for d in (s.devices if s else ()) if d.lun == ref.lun]
                 here.append({**ref.as_dict(), "session": s.sid if s else None,
                              "devices": devs})

@@ -71,6 +71,11 @@ class Host:
         return cls(sessions, nodes, dms, devices, index, by_target, parts, boot, notes,
                    by_devt)
 
+    def session_of(self, portal: str, iqn: str) -> IscsiSession | None:
+        """The session logged in to (portal, iqn), both normalised (norm_portal,
+        norm_iqn); None: no session to that target."""
+        return self.by_target.get((portal, iqn))
+
     def _lookup(self, path: str) -> str | None:
         p = posixpath.normpath(path) if path.startswith("/") else path
         hit = self.path_index.get(p)
@@ -236,6 +241,32 @@ class Refs:
 
     def on_target(self, portal: str, iqn: str) -> set[str]:
         return self.matching(portal, iqn)
+
+
+def logout_allowed(host: Host, sess: IscsiSession, removing: set[str],
+                   refs: Refs) -> tuple[bool, str]:
+    """May this session be logged out once the devices in ``removing`` are gone?
+    (whether, and why not). R12 plans a logout only when it may, and the disconnect
+    step asks again on the host as it is right before it acts."""
+    portal, iqn = norm_portal(sess.portal), norm_iqn(sess.iqn)
+    own = host.host_own(sess)
+    if own:
+        return False, f"the host's own session: {own}"
+    others = [d for d in sess.devices if d.name not in removing]
+    if others:
+        return False, (f"other LUNs of this target have devices here "
+                       f"({', '.join(f'lun {d.lun} {d.name}' for d in others)})")
+    named = refs.on_target(portal, iqn)
+    if named:
+        return False, f"LUNs of this target are still named by {listed(named)}"
+    return True, "no other LUN of this target is in use or named by a BDM or domain"
+
+
+def listed(items: Iterable[str]) -> str:
+    """Who uses something, for a reason text: sorted, the first five and a count."""
+    items = sorted(items)
+    head = ", ".join(items[:5])
+    return head + (f" and {len(items) - 5} more" if len(items) > 5 else "")
 
 
 def _own_use(label: str, rec) -> list[str]:

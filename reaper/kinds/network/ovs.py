@@ -34,6 +34,7 @@ from reaper import exception
 from reaper.kinds.network import ovsjson
 from reaper.kinds.network.objects import OvsPort
 from reaper.objects.host import CollectorResult
+from reaper.objects.step import StepResult
 
 LOG = logging.getLogger(__name__)
 
@@ -288,7 +289,8 @@ class DelVifPortCommand(ovs_command.BaseCommand):
     interface of a VIF type, its ``iface-id`` starts with ``prefix`` (equals
     ``iface_id`` when given), its ``vm-uuid``/``vm-id`` is one of ``vm_uuids``
     (None: absent), and nobody marked it ``reaper-skip``. ``result`` says what
-    happened: "deleted", "absent", or "kept: <why>".
+    happened, a StepResult: DONE ("deleted"), ABSENT ("absent"), or KEPT and why
+    (its text "kept: <why>").
     """
 
     def __init__(self, api, bridge: str, name: str, prefix: str,
@@ -300,21 +302,21 @@ class DelVifPortCommand(ovs_command.BaseCommand):
     def run_idl(self, txn):
         idl = self.api.idl
         if self.name == self.bridge:
-            self.result = "kept: it is the bridge's own port"
+            self.result = StepResult.kept("it is the bridge's own port")
             return
         try:
             port = idlutils.row_by_value(idl, "Port", "name", self.name)
         except idlutils.RowNotFound:
-            self.result = "absent"
+            self.result = StepResult.absent("absent")
             return
         br = _bridge_row(idl, self.bridge)
         if br is None or port not in br.ports:
-            self.result = f"kept: not on {self.bridge}"
+            self.result = StepResult.kept(f"not on {self.bridge}")
             return
         ifaces = list(port.interfaces)
         why = self._refuse(port, ifaces)
         if why:
-            self.result = "kept: " + why
+            self.result = StepResult.kept(why)
             return
         iface = ifaces[0]
         for row, col in ((br, "ports"), (port, "interfaces"), (port, "external_ids"),
@@ -323,7 +325,7 @@ class DelVifPortCommand(ovs_command.BaseCommand):
         br.delvalue("ports", port)
         iface.delete()
         port.delete()
-        self.result = "deleted"
+        self.result = StepResult.done("deleted")
 
     def _refuse(self, port, ifaces) -> str | None:
         return port_refusal(_port_record(self.bridge, port), self.prefix, self.iface_id,
@@ -353,7 +355,7 @@ def port_refusal(port: OvsPort, prefix: str, iface_id: str | None,
 
 
 def delete_vif_port(handle: OvsHandle, bridge: str, name: str, prefix: str,
-                    iface_id: str | None, vm_uuids) -> str:
+                    iface_id: str | None, vm_uuids) -> StepResult:
     """Run DelVifPortCommand in its own transaction; raises when OVSDB is down."""
     api = handle.api()
     cmd = DelVifPortCommand(api, bridge, name, prefix, iface_id, vm_uuids)

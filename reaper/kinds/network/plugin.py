@@ -20,6 +20,7 @@ from reaper.kinds.network import ovs as ovs_inv
 from reaper.kinds.network import rules as net_plan
 from reaper.objects.fields import Classification, ResourceKind
 from reaper.objects.host import CollectorResult
+from reaper.objects.step import StepResult
 
 NAME = "network"
 UNPLUG = "unplug_vifs"
@@ -101,7 +102,7 @@ class NetworkKind(ResourceKindPlugin):
     def reverify(self, plan, row, migrations, policy, now):
         return net_plan.reverify_leak(plan, row, migrations, policy, now)
 
-    def run_step(self, ctx, step, plan) -> str:
+    def run_step(self, ctx, step, plan) -> StepResult:
         if step != UNPLUG:
             raise ValueError(f"unknown step {step}")
         from reaper.kinds.network import unplug as net_exec

@@ -52,6 +52,7 @@ from reaper.kinds.network import rules as net_plan
 from reaper.kinds.instance import rules
 from reaper.kinds.network.objects import NetDevice
 from reaper.objects.fields import RELEASED_MIGRATION_STATUSES, Classification
+from reaper.objects.step import StepOutcome, StepResult
 
 LOG = logging.getLogger(__name__)
 
@@ -156,9 +157,10 @@ def domain_users(handles: NetworkHandles, conn, exclude: str | None
 # The step
 # --------------------------------------------------------------------------
 
-def unplug_vifs(ctx, plan, handles: NetworkHandles | None) -> str:
+def unplug_vifs(ctx, plan, handles: NetworkHandles | None) -> StepResult:
     """The ``unplug_vifs`` step (NetworkKind.run_step): returns what was removed and
-    kept. ``handles``: the kind's open handles (None: not opened)."""
+    kept, VIF by VIF: DONE when a VIF was unplugged, else KEPT when one was kept,
+    else ABSENT. ``handles``: the kind's open handles (None: not opened)."""
     if handles is None:
         raise exception.StepFailed("network plumbing is not enabled in this agent: cannot unplug")
     leak = plan.classification is Classification.LEAKED_VIF
@@ -174,29 +176,43 @@ def unplug_vifs(ctx, plan, handles: NetworkHandles | None) -> str:
         raise exception.Aborted(f"the XML of domain(s) {sorted(unreadable)} cannot be read: "
                                 f"they may use this VIF")
 
-    report, todo = [], []
+    report: list[StepResult] = []
+    todo = []
     for item in items:
         p = item["prefix"]
         vm = next((u for u in item.get("vm_uuids", ()) if u in vms), None)
         if p in claims:
-            report.append(f"{p}: kept (now claimed by instance(s) {', '.join(claims[p])})")
+            report.append(_vif(p, StepOutcome.KEPT, "kept ({})",
+                               f"now claimed by instance(s) {', '.join(claims[p])}"))
         elif vm is not None:
-            report.append(f"{p}: kept (its vm-uuid {vm} is {vms[vm]})")
+            report.append(_vif(p, StepOutcome.KEPT, "kept ({})",
+                               f"its vm-uuid {vm} is {vms[vm]}"))
         elif p in users:
-            report.append(f"{p}: kept (now used by domain(s) {', '.join(users[p])})")
+            report.append(_vif(p, StepOutcome.KEPT, "kept ({})",
+                               f"now used by domain(s) {', '.join(users[p])}"))
         else:
             todo.append(item)
     unplugged = 0
     for item in todo:
         vm_ok = set(item.get("vm_uuids", ())) | {None} | ({own} if own else set())
-        detail = _unplug_one(handles, item, vm_ok)
-        unplugged += not detail.startswith(f"{item['prefix']}: kept whole")
-        report.append(detail)
+        res = _unplug_one(handles, item, vm_ok)
+        unplugged += res.outcome is not StepOutcome.KEPT
+        report.append(res)
+    text = "; ".join(str(r) for r in report)
     if leak and items and not unplugged:
         # A leak teardown that removed nothing did not clean a leak: it is reported
         # as aborted (kept), not as done, so no "leak cleaned" is claimed.
-        raise exception.Aborted("; ".join(report))
-    return "; ".join(report) or "nothing to unplug"
+        raise exception.Aborted(text)
+    outcomes = {r.outcome for r in report}
+    outcome = next((o for o in (StepOutcome.DONE, StepOutcome.KEPT) if o in outcomes),
+                   StepOutcome.ABSENT)
+    return StepResult(outcome, text or "nothing to unplug")
+
+
+def _vif(prefix: str, outcome: StepOutcome, form: str, detail: str) -> StepResult:
+    """What became of one VIF: its text is "<prefix>: <form with the detail>"."""
+    return StepResult(outcome, detail, prefix.replace("{", "{{").replace("}", "}}")
+                      + ": " + form)
 
 
 @dataclasses.dataclass
@@ -251,14 +267,16 @@ def _judge(h: NetworkHandles, item: dict, vm_ok: set) -> _Unit:
     return _Unit(members=members, ports=item["ovs_ports"], gone=gone, holds=holds)
 
 
-def _unplug_one(h: NetworkHandles, item: dict, vm_ok: set) -> str:
+def _unplug_one(h: NetworkHandles, item: dict, vm_ok: set) -> StepResult:
     """One VIF, whole or not at all: judged on fresh reads right before the first
-    removal; kept whole (nothing removed) when anything of it must stay."""
+    removal; kept whole (nothing removed: KEPT) when anything of it must stay.
+    Otherwise DONE when its removals ran (a port found changed while unplugging is
+    kept and said so), ABSENT when nothing of it was left."""
     p = item["prefix"]
     unit = _judge(h, item, vm_ok)
     if unit.holds:
         LOG.info("VIF %s kept whole: %s", p, "; ".join(unit.holds))
-        return f"{p}: kept whole ({'; '.join(unit.holds)})"
+        return _vif(p, StepOutcome.KEPT, "kept whole ({})", "; ".join(unit.holds))
     removed, kept, gone = [], [], list(unit.gone)
 
     def delete(d: NetDevice, what: str | None = None) -> None:
@@ -275,12 +293,12 @@ def _unplug_one(h: NetworkHandles, item: dict, vm_ok: set) -> str:
         bridge = port.get("bridge") or h.ovs.bridge
         res = ovs_inv.delete_vif_port(h.ovs, bridge, port["name"], p, port.get("iface_id"),
                                       vm_ok)
-        if res == "deleted":
+        if res.outcome is StepOutcome.DONE:
             removed.append(f"ovs {bridge}:{port['name']}")
-        elif res == "absent":
+        elif res.outcome is StepOutcome.ABSENT:
             gone.append(f"ovs {port['name']}")
         else:
-            kept.append(f"ovs {bridge}:{port['name']} ({res[len('kept: '):]}, changed "
+            kept.append(f"ovs {bridge}:{port['name']} ({res.detail}, changed "
                         f"while unplugging)")
     # 3. the veth pair: deleting qvo takes its qvb peer with it
     qvo, qvb = m.get("qvo" + p), m.get("qvb" + p)
@@ -301,4 +319,5 @@ def _unplug_one(h: NetworkHandles, item: dict, vm_ok: set) -> str:
         parts.append("kept " + ", ".join(kept))
     if gone and not removed and not kept:
         parts.append("already gone")
-    return f"{p}: " + ("; ".join(parts) or "nothing there")
+    outcome = StepOutcome.DONE if removed or kept else StepOutcome.ABSENT
+    return _vif(p, outcome, "{}", "; ".join(parts) or "nothing there")

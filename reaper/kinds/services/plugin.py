@@ -60,9 +60,11 @@ from reaper.nova import evacuation as nova_evacuation
 from reaper.kinds.instance import rules
 from reaper.objects.fields import Action, Classification
 from reaper.objects.plan import TeardownPlan
+from reaper.objects.step import StepResult
 from reaper.services import (COMPLETE_MIGRATION, DELETE_ALLOCATIONS, DETACH_VOLUMES,
                              GROUP_OF, RELEASE_PORTS, REMOVE_NODE_ALLOCATIONS, SERVICE_OF,
-                             InstanceFacts, StepResult)
+                             InstanceFacts)
+from reaper.services import StepResult as ServiceResult
 from reaper.services import cinder, neutron, placement
 from reaper.services import facts as facts_mod
 from reaper.services import session
@@ -167,7 +169,7 @@ def without_migration_write(t: TeardownPlan) -> TeardownPlan:
 
 def facts_of(plan: TeardownPlan) -> InstanceFacts:
     if plan.service_facts is None:
-        raise exception.ServiceFailed(StepResult("-", False, "the plan holds no instance facts"))
+        raise exception.ServiceFailed(ServiceResult("-", False, "the plan holds no instance facts"))
     return InstanceFacts.from_dict(plan.service_facts)
 
 
@@ -175,18 +177,19 @@ def _adapter(clients, step: str):
     group = GROUP_OF[SERVICE_OF[step]]
     client = clients.get(group) if clients is not None else None
     if client is None or not client.configured:
-        raise exception.ServiceFailed(StepResult(step, False, f"[{group}] is not configured here "
+        raise exception.ServiceFailed(ServiceResult(step, False, f"[{group}] is not configured here "
                                       f"(no auth_type)", error="not configured"))
     if client.adapter is None:
-        raise exception.ServiceFailed(StepResult(step, False, client.error or "no adapter",
+        raise exception.ServiceFailed(ServiceResult(step, False, client.error or "no adapter",
                                       error=client.error))
     return client.adapter
 
 
-def _finish(result: StepResult) -> str:
+def _finish(result: ServiceResult) -> StepResult:
+    """A service call's record as the step's result; one not done is a failure."""
     if not result.done:
         raise exception.ServiceFailed(result)
-    return result.detail
+    return StepResult.done(result.detail)
 
 
 def _connector(make, facts: InstanceFacts):
@@ -195,36 +198,36 @@ def _connector(make, facts: InstanceFacts):
     return cinder.host_connector(facts.host)
 
 
-def run_release_ports(ctx, plan: TeardownPlan, clients, host_connector=None) -> str:
+def run_release_ports(ctx, plan: TeardownPlan, clients, host_connector=None) -> StepResult:
     return _finish(neutron.release_ports(_adapter(clients, RELEASE_PORTS), facts_of(plan)))
 
 
-def run_detach_volumes(ctx, plan: TeardownPlan, clients, host_connector=None) -> str:
+def run_detach_volumes(ctx, plan: TeardownPlan, clients, host_connector=None) -> StepResult:
     facts = facts_of(plan)
     return _finish(cinder.detach_volumes(_adapter(clients, DETACH_VOLUMES), facts,
                                          functools.partial(_connector, host_connector,
                                                            facts)))
 
 
-def run_delete_allocations(ctx, plan: TeardownPlan, clients, host_connector=None) -> str:
+def run_delete_allocations(ctx, plan: TeardownPlan, clients, host_connector=None) -> StepResult:
     return _finish(placement.delete_allocations(_adapter(clients, DELETE_ALLOCATIONS),
                                                 facts_of(plan)))
 
 
 def run_remove_node_allocations(ctx, plan: TeardownPlan, clients,
-                                host_connector=None) -> str:
+                                host_connector=None) -> StepResult:
     return _finish(placement.remove_node_allocations(
         _adapter(clients, REMOVE_NODE_ALLOCATIONS), facts_of(plan)))
 
 
 def run_complete_migration(ctx, plan: TeardownPlan, clients=None,
-                           host_connector=None) -> str:
+                           host_connector=None) -> StepResult:
     facts = facts_of(plan)
     if facts.migration_id is None:
         raise exception.StepFailed("no evacuation migration in the plan")
     res = nova_evacuation.complete_migration(ctx.engine, facts.migration_id, plan.instance_uuid,
                                              ctx.policy.host, ctx.clock())
-    return f"migration {facts.migration_id} {res}"
+    return StepResult.done(f"migration {facts.migration_id} {res}")
 
 
 HANDLERS = {
@@ -339,7 +342,7 @@ class ServicesKind(ResourceKindPlugin):
         """The plan's service steps, in the order it holds them (Nova's)."""
         return [(Phase.SERVICES, s) for s in plan.services] if host_teardown(plan) else []
 
-    def run_step(self, ctx, step, plan) -> str:
+    def run_step(self, ctx, step, plan) -> StepResult:
         """Every step is run whatever is configured now, so a journaled step resumes
         even after its service is unconfigured (it then fails, reported, until the
         section is back or the entry is set aside)."""

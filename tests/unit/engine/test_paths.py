@@ -241,7 +241,7 @@ def test_mount_appearing_after_the_rename_is_never_removed(tmp_path, monkeypatch
         subprocess.run(["umount", str(mnt)], check=False)
     # once unmounted, the next attempt finishes the removal from <uuid>_del
     monkeypatch.undo()
-    assert file_steps.delete_instance_dir(str(d), str(tmp_path)) == f"removed {U}"
+    assert str(file_steps.delete_instance_dir(str(d), str(tmp_path))) == f"removed {U}"
     assert os.listdir(tmp_path) == []
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from reaper import exception
 from reaper.kinds.instance import files
+from reaper.objects.step import StepOutcome, StepResult
 
 U = "11111111-2222-3333-4444-555555555555"
 
@@ -21,14 +22,16 @@ def make(root, name, files_=("disk",)):
 
 def test_removes_via_del_and_is_idempotent(tmp_path):
     make(tmp_path, U)
-    assert files.delete_instance_dir(str(tmp_path / U), str(tmp_path)) == f"removed {U}"
+    assert files.delete_instance_dir(str(tmp_path / U), str(tmp_path)) == \
+        StepResult(StepOutcome.DONE, f"removed {U}")
     assert os.listdir(tmp_path) == []
-    assert files.delete_instance_dir(str(tmp_path / U), str(tmp_path)) == "already gone"
+    res = files.delete_instance_dir(str(tmp_path / U), str(tmp_path))
+    assert (res.outcome, str(res)) == (StepOutcome.ABSENT, "already gone")
 
 
 def test_resumes_after_crash_between_rename_and_remove(tmp_path):
     make(tmp_path, U + "_del")          # the rename happened, the rmtree did not
-    assert files.delete_instance_dir(str(tmp_path / U), str(tmp_path)).startswith("removed")
+    assert str(files.delete_instance_dir(str(tmp_path / U), str(tmp_path))) == f"removed {U}"
     assert os.listdir(tmp_path) == []
 
 

@@ -38,8 +38,8 @@ CONF = cfg.CONF
 
 
 def _disconnect(ctx, plan) -> str:
-    """The step as the executor runs it: through the iscsi kind."""
-    return ctx.kinds.run_step(ctx, "disconnect_volumes", plan)
+    """The step as the executor runs it: through the iscsi kind; the text it journals."""
+    return str(ctx.kinds.run_step(ctx, "disconnect_volumes", plan))
 
 HOST = "cmp-1"
 P1 = "10.0.0.1:3260"

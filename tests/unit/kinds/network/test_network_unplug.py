@@ -19,6 +19,7 @@ from reaper.kinds.network.objects import OvsPort
 from reaper.objects.fields import Action, Classification
 from reaper.objects.host import CollectorResult, Domain, DomainInterface
 from reaper.objects.plan import TeardownPlan
+from reaper.objects.step import StepResult
 from tests.fixtures import novadb
 
 from oslo_config import cfg
@@ -138,10 +139,10 @@ def fake_ovs_delete(monkeypatch):
 
     def delete(handle, bridge, name, prefix, iface_id, vm_uuids):
         if name not in handle.ports:
-            return "absent"
+            return StepResult.absent("absent")
         deleted.append((bridge, name, frozenset(vm_uuids)))
         del handle.ports[name]
-        return "deleted"
+        return StepResult.done("deleted")
     monkeypatch.setattr(ovs_inv, "delete_vif_port", delete)
     return deleted
 
@@ -156,8 +157,8 @@ def ctx_for(engine, nl, ovs, domains=()):
 
 
 def _unplug(ctx, plan) -> str:
-    """The step as the executor runs it: through the network kind."""
-    return ctx.kinds.run_step(ctx, "unplug_vifs", plan)
+    """The step as the executor runs it: through the network kind; the text it journals."""
+    return str(ctx.kinds.run_step(ctx, "unplug_vifs", plan))
 
 
 def leak_plan(items) -> TeardownPlan:
