@@ -63,7 +63,7 @@ def from_conf(conf=CONF, kinds=None) -> Policy:
     reaper.kinds.manager.KindManager) describe, by default every installed kind's."""
     from reaper.kinds import manager
     if kinds is None:
-        kinds = manager.KindManager([], manager._load(CONF, None))
+        kinds = manager.KindManager.installed(CONF)
     r = conf.reaper
     return Policy(
         host=conf.host,

@@ -92,10 +92,8 @@ def steps_for(plan: TeardownPlan, kinds=None) -> list[str]:
 def _kinds(kinds):
     if kinds is not None:
         return kinds
-    from oslo_config import cfg
-
     from reaper.kinds import manager
-    return manager.KindManager([], manager._load(cfg.CONF, None))
+    return manager.KindManager.installed()
 
 
 def _verify(ctx: Context, plan: TeardownPlan, claimed: bool = False,

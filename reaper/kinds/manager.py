@@ -97,6 +97,14 @@ class KindManager:
         return cls(enabled, [*off, *others])
 
     @classmethod
+    def installed(cls, conf=None) -> "KindManager":
+        """Every installed kind as known, none enabled: what reads journals and
+        describes options without a Reaper's own configuration."""
+        from oslo_config import cfg
+
+        return cls([], _load(conf if conf is not None else cfg.CONF, None))
+
+    @classmethod
     def primary_only(cls, conf=None) -> "KindManager":
         """The primary kind alone (a Reaper built piecewise, as tests do; the other
         kinds are added with ``add``)."""
@@ -231,8 +239,6 @@ class KindManager:
 def default_actions(conf=None) -> dict:
     """classification -> default action of every installed kind (for Policy values
     built without a configuration)."""
-    from oslo_config import cfg
-
     from reaper.objects.fields import Action
-    mgr = KindManager([], _load(conf if conf is not None else cfg.CONF, None))
+    mgr = KindManager.installed(conf)
     return {cls: Action(opt.default) for cls, opt in mgr.action_options().items()}
