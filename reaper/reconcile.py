@@ -68,7 +68,6 @@ class _ViewCache:
 MODES = ("audit", "reap", "reclaim")
 
 
-
 def utcnow() -> datetime.datetime:
     """Naive UTC, like Nova's timestamps."""
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
@@ -171,15 +170,13 @@ class Reaper:
     def _collect(self, conn) -> Inventory:
         """Every enabled kind's collectors; the primary kind's domains and directories
         are the inventory's own fields, the others' its ``extra``."""
-        primary, *others = self.kinds.kinds
-        res = dict(primary.collect(self, conn))     # never raises (a failure is ok=False)
-        domains = res.pop(ResourceKind.DOMAIN.value)
-        dirs = res.pop(ResourceKind.INSTANCE_DIR.value)
+        extra = self.kinds.collect(self, conn)      # a failure is ok=False, never raised
+        domains = extra.pop(ResourceKind.DOMAIN.value)
+        dirs = extra.pop(ResourceKind.INSTANCE_DIR.value)
         try:
             fs = dir_inv.filesystem_type(self.policy.instances_path)
         except OSError:
             fs = None
-        extra = KindManager(others).collect(self, conn)
         return Inventory(domains=domains, dirs=dirs, instances_fs_type=fs, extra=extra)
 
     def _compute_id(self) -> str | None:
