@@ -94,6 +94,7 @@ def agent_conf(root: str, url: str):
         os.replace(path + ".tmp", path)
     conf = cfg.ConfigOpts()
     conf.register_opts(conf_reaper.agent_opts, group="reaper")
+    conf.register_opts(conf_reaper.pass_opts, group="reaper")   # full_view_interval
     conf_rpc.register_opts(conf)
     conf(["--config-file", path], project="reaper-bench", default_config_files=[])
     return conf
@@ -216,7 +217,10 @@ def worker(root: str, url: str, db_url: str, hosts: list[str], threads: int,
                                   engine=sa.create_engine(db_url),
                                   state=state_mod.StateDB(os.path.join(base, "state")),
                                   audit=audit_mod.AuditLog(os.path.join(base, "audit.log"),
-                                                           host))
+                                                           host),
+                                  # as Reaper.from_conf: the agent's default, so a pass
+                                  # with nothing new runs the change check, not the view
+                                  full_view_interval=conf.reaper.full_view_interval)
         agent = service.Agent(reaper, conf=conf)
         if recorded_pass:
             recorded = reaper.run_pass("audit", source="rpc")

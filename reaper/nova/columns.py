@@ -23,5 +23,9 @@ def host_migrations_clause(host: str):
     return sa.and_(
         m.c.deleted == 0,
         sa.or_(m.c.source_compute == host, m.c.dest_compute == host),
-        sa.or_(m.c.status.is_(None), m.c.status.not_in(RELEASED_MIGRATION_STATUSES)),
+        # one bound parameter per status, not an expanding list: an expanding list is
+        # re-rendered into the statement at every execution (SQLAlchemy's
+        # "post-compile"), which costs more than the change check's query itself
+        sa.or_(m.c.status.is_(None),
+               m.c.status.not_in([sa.literal(x, sa.String) for x in sorted(RELEASED_MIGRATION_STATUSES)])),
     )
