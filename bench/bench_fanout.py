@@ -22,8 +22,10 @@ first, untimed run warms the agents up (a real agent has run its init_host pass
 before anyone calls it). Finally it runs the real console script in a subprocess
 (--ctl-runs times: wall time incl. interpreter start-up and imports, peak RSS).
 
-Queue depth, two ways:
-- During the timed runs, a sampler process does passive queue_declare (AMQP, its
+Queue depth, two ways, in untimed runs of their own after the timed ones (a sampler
+running alongside a timed run cost the broker and the 2 CPUs more than the fan-out
+itself: 1.5-2 s of a 1,000-agent run):
+- One run with a sampler process doing passive queue_declare (AMQP, its
   own connection) on every queue of the run: the `reaper` topic queue, each
   agent's `reaper.<host>` queue and the client's reply queue, sweep after sweep,
   and keeps the peak. Why AMQP: a sweep is a few hundred round trips on an open
@@ -62,6 +64,7 @@ import uuid as uuidlib
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 TARGET_S = 5.0
+WARM_UP_TIMEOUT_S = 120.0
 PAUSE_S = 0.02          # between two sweeps of the queue-depth sampler
 CTL_ENV = dict(os.environ, ERL_EPMD_ADDRESS="127.0.0.1",
                RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}")
@@ -565,29 +568,38 @@ def main() -> int:
             f.write("\n".join(["reaper"] + [f"reaper.{h}" for h in hosts]) + "\n")
         # A real agent has run its init_host pass before anyone calls it: warm up
         # (first SQLite connection, libvirt connection, state DB) outside the timing.
-        elapsed, rep = fan_out_once(url, hosts, a.timeout, a.parallel)
+        # A generous timeout: an agent that misses it would still be running its first
+        # pass when the first timed run starts, and that run would pay for it.
+        elapsed, rep = fan_out_once(url, hosts, max(a.timeout, WARM_UP_TIMEOUT_S), a.parallel)
         print(_run_line("0 (warm-up: each agent's first pass, not timed)", elapsed, rep,
                         a.agents))
         times, cpu = [], []
         bpid = broker_pid()
         worker_pids = [p.pid for p in procs]
         for run in range(1, a.runs + 1):
-            smp = AmqpSampler(amqp_url, queues_file)
+            # Nothing samples the broker during a timed run: the sampler's sweeps (a
+            # passive queue_declare per queue, ~1,000 round trips a sweep) cost the
+            # broker and the 2 CPUs more than the fan-out itself; the queue depths are
+            # taken in runs of their own, below.
             c0 = (cpu_seconds([os.getpid()]), cpu_seconds(worker_pids),
                   cpu_seconds([bpid] if bpid else []))
-            elapsed, rep = fan_out_once(url, hosts, a.timeout, a.parallel, smp.add,
+            elapsed, rep = fan_out_once(url, hosts, a.timeout, a.parallel, None,
                                         a.send_connections)
             c1 = (cpu_seconds([os.getpid()]), cpu_seconds(worker_pids),
                   cpu_seconds([bpid] if bpid else []))
-            d = smp.result()
             times.append(elapsed)
             cpu.append([b - a_ for a_, b in zip(c0, c1, strict=True)])
-            print(_run_line(run, elapsed, rep, a.agents)
-                  + f"; peak queue depth (messages ready, passive queue_declare): "
-                  f"{d['peak_one']} in one queue"
-                  + (f" ({d['peak_queue']})" if d["peak_queue"] else "")
-                  + f", {d['peak_total']} in all {d['queues']} queues; "
-                  f"{d['sweeps']} sweeps of {d['sweep_ms']} ms")
+            print(_run_line(run, elapsed, rep, a.agents))
+        smp = AmqpSampler(amqp_url, queues_file)
+        elapsed, rep = fan_out_once(url, hosts, a.timeout, a.parallel, smp.add,
+                                    a.send_connections)
+        d = smp.result()
+        print(f"1 more run (not timed: the AMQP sampler alongside) in {elapsed:.3f}s "
+              f"({len(rep['hosts'])}/{a.agents} answered); peak queue depth (messages "
+              f"ready, passive queue_declare): {d['peak_one']} in one queue"
+              + (f" ({d['peak_queue']})" if d["peak_queue"] else "")
+              + f", {d['peak_total']} in all {d['queues']} queues; "
+              f"{d['sweeps']} sweeps of {d['sweep_ms']} ms")
         print(f"load average {os.getloadavg()[0]:.1f} after the timed runs (other work on "
               f"this machine shares its CPUs)")
         med = [statistics.median(c[i] for c in cpu) for i in range(3)]
