@@ -22,7 +22,6 @@ import dataclasses
 import datetime
 import json
 import os
-import tempfile
 import threading
 import time
 from typing import Callable, Iterator
@@ -167,7 +166,10 @@ class PassLock:
         return owner if isinstance(owner, dict) else None
 
     def _write_owner(self, owner: dict) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".owner-", dir=self.dir)
+        # Only the holder of both locks writes here, so a fixed temporary name cannot
+        # collide (a crashed holder's leftover is truncated); no symlink is followed.
+        tmp = os.path.join(self.dir, f".owner-{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(owner, f)

@@ -14,6 +14,9 @@ import sys
 
 _BOOT_ID = "/proc/sys/kernel/random/boot_id"
 _name: str | None = None
+# This process's (pid, start time, boot id): they cannot change while the pid is the
+# same (a forked child has a pid of its own), so they are read once per pid.
+_self: tuple[int, int | None, str | None] | None = None
 
 
 def set_name(name: str) -> None:
@@ -52,8 +55,11 @@ def start_time(pid: int) -> int | None:
 
 def current(name: str | None = None) -> dict:
     """This process, as the journal and the pass lock record it."""
+    global _self
     pid = os.getpid()
-    return {"pid": pid, "start": start_time(pid), "boot_id": boot_id(),
+    if _self is None or _self[0] != pid or _self[1] is None or _self[2] is None:
+        _self = (pid, start_time(pid), boot_id())
+    return {"pid": pid, "start": _self[1], "boot_id": _self[2],
             "process": name or _name or os.path.basename(sys.argv[0] or "python")}
 
 
