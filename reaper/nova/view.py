@@ -27,7 +27,8 @@ Statements, in order, all in one transaction (one consistent snapshot on InnoDB)
    so the planner can tell this host's claims from Nova's own deletes.
 
 With ``fingerprint=True`` (the agent, ``[reaper] full_view_interval``) one more
-statement, the change check of ``reaper.nova.changes`` over exactly these rows, ends
+statement, the change check of ``reaper.nova.changes`` over these rows (all but the
+block device mappings and info caches, which it leaves to the next full view), ends
 the same transaction.
 
 Timestamps are Nova's naive UTC datetimes, returned as they are.

@@ -106,6 +106,27 @@ def test_a_change_of_this_hosts_rows_reads_the_whole_view(host):
     assert reaper.run_pass("reap").db_view == "unchanged"
 
 
+def test_a_bdm_or_info_cache_change_alone_waits_for_the_next_full_view(host):
+    """The check leaves block device mappings and info caches to the full view
+    (reaper.nova.changes): such a change alone is read at the latest by the first pass
+    full_view_interval after the last full read."""
+    reaper, handles, u, clock, mono = host
+    quiet(reaper)
+    b, ic = s.block_device_mapping, s.instance_info_caches
+    with handles["engine"].begin() as c:
+        assert c.execute(sa.update(b).where(b.c.instance_uuid == u["drift"]).values(
+            connection_info=json.dumps({"driver_volume_type": "iscsi", "data": {
+                "target_lun": 7}}))).rowcount == 1
+        c.execute(sa.insert(ic).values(instance_uuid=u["live1"], deleted=0,
+                                       network_info=json.dumps([])))
+    views = []
+    for _ in range(6):
+        mono[0] += 600
+        views.append(reaper.run_pass("reap").db_view)
+    assert views == ["unchanged"] * 5 + ["full"]
+    assert reaper._view_cache.view.info_caches[u["live1"]].network_info == "[]"
+
+
 def test_a_stale_unchanged_answer_never_leads_to_an_action(host, monkeypatch):
     """The instance is deleted in Nova, but the check misses it: nothing is done
     until the next full read, at most full_view_interval later; then it is reaped."""
