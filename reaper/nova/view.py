@@ -282,7 +282,8 @@ def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str], *,
                 fp = _fingerprint(run, engine, host, others,
                                   [u for u in local if u not in instances or
                                    instances[u].archived])
-            conn.rollback()     # read only: end the snapshot
+            # read only: closing the connection rolls the snapshot back (one ROLLBACK;
+            # an explicit one first would make the pool send a second on check-in)
     except Exception as exc:  # the view reports, never raises
         msg = nova_db.describe_error(exc, engine)
         if isinstance(exc, sa.exc.SQLAlchemyError):

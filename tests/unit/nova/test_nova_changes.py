@@ -131,6 +131,32 @@ def test_the_check_reads_no_bdm_and_no_info_cache(engine):
                     "instance_system_metadata"}
 
 
+def test_the_check_and_the_view_end_their_transaction_with_one_rollback(engine):
+    """One ROLLBACK round trip each, not two (an explicit rollback before closing makes
+    the pool send another on check-in)."""
+    h = _host(engine)
+    base = _base(engine, h)
+    ends = []
+
+    def rollback(conn):
+        ends.append("rollback")
+
+    def reset(dbapi_conn, record, state):
+        if not state.transaction_was_reset:     # the pool's own ROLLBACK
+            ends.append("pool reset")
+    sa.event.listen(engine, "rollback", rollback)
+    sa.event.listen(engine.pool, "reset", reset)
+    try:
+        assert _fp(engine, base) == base
+        assert ends == ["rollback"]
+        ends.clear()
+        assert nova_view.load_view(engine, HOST, h["local"], fingerprint=True).ok
+        assert ends == ["rollback"]
+    finally:
+        sa.event.remove(engine, "rollback", rollback)
+        sa.event.remove(engine.pool, "reset", reset)
+
+
 def test_the_view_reads_its_own_check_in_the_same_transaction(engine):
     h = _host(engine)
     with nova_db.QueryCounter(engine) as qc:
