@@ -18,6 +18,10 @@ get a BDM and an empty info cache), N deleted and cleaned rows of ours (history)
     with reclaim_instance_interval 0);
   * ``before``: the same passes as they were before the change check and the
     reclaim pass's first read (full_view_interval 0, every reclaim pass in full);
+- measured in rounds: each round runs each of the passes above once, then (with
+  ``--nova-python``) each of Nova's tasks once, so the shared machine's load and the
+  server's background work after the build fall on every figure alike; one warm-up
+  round first is not counted; the figures are the medians over the rounds;
 - with ``--nova-python``, nova-compute's ``_cleanup_running_deleted_instances``,
   ``_reclaim_queued_deletes`` and ``_run_pending_deletes``, run by Nova's own code
   (bench/nova_periodic_db.py, in that Python) on the same database, every statement
@@ -204,46 +208,92 @@ def measure(n: int, db_base: str | None, repeat: int, reclaim_interval: int,
         timed(nova_view, "load_soft_deleted")
         timed(nova_changes, "read")
 
-        def run(label, mode, before=None, source="timer"):
-            qs, ts, walls, views = set(), [], [], set()
-            for _ in range(repeat):
-                if before:
-                    before()
-                db_time[0] = 0.0
-                with nova_db.QueryCounter(eng) as qc:
-                    t = time.perf_counter()
-                    rep = reaper.run_pass(mode, source=source)
-                    walls.append(time.perf_counter() - t)
-                assert rep.actions == [] and rep.exit_code in (0, 3), rep.to_table()
-                qs.add(qc.count)
-                ts.append(db_time[0])
-                views.add(rep.db_view)
-            out[label] = {"queries": max(qs), "db_s": statistics.median(ts),
-                          "db_s_min": min(ts), "db_s_max": max(ts),
-                          "wall_s": statistics.median(walls), "db_view": sorted(views)}
+        samples: dict = {}
 
-        def forget():
+        def run(label, mode, source="timer"):
+            db_time[0] = 0.0
+            with nova_db.QueryCounter(eng) as qc:
+                t = time.perf_counter()
+                rep = reaper.run_pass(mode, source=source)
+                wall = time.perf_counter() - t
+            assert rep.actions == [] and rep.exit_code in (0, 3), rep.to_table()
+            s = samples.setdefault(label, {"queries": set(), "db_s": [], "wall_s": [],
+                                           "db_view": set()})
+            s["queries"].add(qc.count)
+            s["db_s"].append(db_time[0])
+            s["wall_s"].append(wall)
+            s["db_view"].add(rep.db_view)
+
+        full_iv = reaper.full_view_interval
+        nothing_to_reclaim = reaper._nothing_to_reclaim
+
+        def now_mode():
+            reaper.full_view_interval = full_iv
+            reaper._nothing_to_reclaim = nothing_to_reclaim
+
+        def before_mode():
+            # As before: every pass reads the whole view, every reclaim pass is a full pass.
+            reaper.full_view_interval = 0
             reaper._view_cache = None
-        run("reap, full view", "reap", before=forget)
-        reaper.run_pass("reap")
-        run("reap, unchanged", "reap")
-        run("reclaim", "reclaim")
-        # As before: every pass reads the whole view, every reclaim pass is a full pass.
-        reaper.full_view_interval = 0
-        forget()
-        reaper._nothing_to_reclaim = lambda rep, pol: False
-        run("reap, before", "reap")
-        run("reclaim, before", "reclaim", source="pass")
-        for mod, name, fn in originals:
-            setattr(mod, name, fn)
-        reaper.close()
+            reaper._nothing_to_reclaim = lambda rep, pol: False
+
+        def round_(measured: bool):
+            """One of each, in the same minute: the shared machine's load and the
+            server's background work (purge, page flushing after the build) fall on
+            every figure alike, not on whichever was measured first. An uncounted full
+            pass first: a call after seconds idle (here, after Nova's subprocess) costs
+            2-3x more client CPU and wall time on this shared machine, and Nova's tasks
+            are measured warm too (right after their warm-up calls)."""
+            before_mode()
+            reaper.run_pass("audit")
+            now_mode()
+            reaper._view_cache = None
+            run("reap, full view", "reap")
+            run("reap, unchanged", "reap")
+            run("reclaim", "reclaim")
+            before_mode()
+            run("reap, before", "reap")
+            run("reclaim, before", "reclaim", source="pass")
+            now_mode()
+            if not measured:
+                samples.clear()
+            if nova_python:
+                got = run_nova(nova_python, env, "--url", built["url"], "--host",
+                               bench_pass.HOST, "--uuids", uuids, "--repeat", "1",
+                               "--reclaim-interval", str(reclaim_interval))
+                if measured:
+                    nova_rounds.append(got)
+
+        nova_rounds: list = []
         if nova_python:
             uuids = os.path.join(root, "uuids")
             with open(uuids, "w") as f:
                 f.write("\n".join(d.UUIDString() for d in conn.listAllDomains(0)))
-            out["nova"] = run_nova(nova_python, env, "--url", built["url"], "--host",
-                                   bench_pass.HOST, "--uuids", uuids, "--repeat", str(repeat),
-                                   "--reclaim-interval", str(reclaim_interval))
+        round_(measured=False)          # warm-up: first connections, caches, compilation
+        for _ in range(repeat):
+            round_(measured=True)
+        for label, s in samples.items():
+            out[label] = {"queries": max(s["queries"]), "db_s": statistics.median(s["db_s"]),
+                          "db_s_min": min(s["db_s"]), "db_s_max": max(s["db_s"]),
+                          "wall_s": statistics.median(s["wall_s"]),
+                          "db_view": sorted(s["db_view"])}
+        for mod, name, fn in originals:
+            setattr(mod, name, fn)
+        reaper.close()
+        if nova_rounds:
+            tasks = {}
+            for name in nova_rounds[0]["tasks"]:
+                rs = [r["tasks"][name] for r in nova_rounds]
+                times = [r["db_s"] for r in rs]
+                tasks[name] = {"queries": max(r["queries"] for r in rs),
+                               "db_s": statistics.median(times),
+                               "db_s_spread": [min(times), max(times)],
+                               "interval": rs[0]["interval"],
+                               "statement_kinds": sorted({k for r in rs
+                                                          for k in r["statement_kinds"]})}
+            out["nova"] = {"tasks": tasks,
+                           "acted": [a for r in nova_rounds for a in r["acted"]],
+                           "versions": nova_rounds[0]["versions"]}
         conn.close()
         if built["dbname"]:
             admin = sa.create_engine(db_base)
@@ -278,6 +328,24 @@ def fleet(m: dict, hosts: int, reconcile_iv: float, reclaim_iv: float,
     return out
 
 
+def per_hour(m: dict, reconcile_iv: float, reclaim_iv: float, full_iv: float) -> str:
+    """One host's DB seconds per hour, term by term (runs per hour x median DB time)."""
+    k = max(1, math.ceil(full_iv / reconcile_iv)) if full_iv > 0 else 1
+    terms = [("full view", 3600 / (k * reconcile_iv), m["reap, full view"]["db_s"]),
+             ("change check", 3600 * (k - 1) / (k * reconcile_iv),
+              m["reap, unchanged"]["db_s"]),
+             ("reclaim", 3600 / reclaim_iv, m["reclaim"]["db_s"])]
+    line = "per host and hour, DB s: reaper " + " + ".join(
+        f"{name} {n:g} x {t * 1e3:.2f} ms" for name, n, t in terms) + \
+        f" = {sum(n * t for _, n, t in terms):.3f} s"
+    if "nova" in m:
+        nt = [(name, 3600 / t["interval"], t["db_s"]) for name, t in m["nova"]["tasks"].items()]
+        line += "\n  per host and hour, DB s: nova-compute " + " + ".join(
+            f"{name} {n:g} x {t * 1e3:.2f} ms" for name, n, t in nt) + \
+            f" = {sum(n * t for _, n, t in nt):.3f} s"
+    return line
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, nargs="+", default=[40, 1000],
@@ -302,7 +370,9 @@ def main() -> int:
     print(f"reaper defaults: reconcile_interval={reconcile_iv}s reclaim_poll_interval="
           f"{reclaim_iv}s full_view_interval={full_iv}s; reclaim_instance_interval="
           f"{args.reclaim_interval}s (both); fleet of {args.hosts} hosts; Nova DB on {db}; "
-          f"other hosts' rows = 100*N; {args.repeat} runs per figure (median [min-max])")
+          f"other hosts' rows = 100*N; {args.repeat} interleaved rounds after one warm-up "
+          f"round, per figure median [min-max]; load average {os.getloadavg()[0]:.2f} "
+          f"{os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     results = {}
     for n in args.n:
         m = measure(n, args.db, args.repeat, args.reclaim_interval, full_iv, args.nova_python)
@@ -327,6 +397,7 @@ def main() -> int:
                       f"{t['db_s_spread'][1] * 1e3:.2f}]{'':>4} {t['interval']:>6.0f}s")
             if m["nova"]["acted"]:
                 print(f"       (nova's tasks acted: {m['nova']['acted']})")
+        print("  " + per_hour(m, reconcile_iv, reclaim_iv, full_iv))
         q, d = f["queries"], f["db_s"]
         print(f"  fleet of {args.hosts}: reaper {q['steady']:.1f} queries/s, {d['steady']:.3f} "
               f"DB s/s (every pass changed: {q['every_pass_changed']:.1f} q/s, "
@@ -336,7 +407,9 @@ def main() -> int:
             print(f"  fleet of {args.hosts}: nova-compute {f['nova']['queries']:.1f} queries/s, "
                   f"{f['nova']['db_s']:.3f} DB s/s (the same three jobs; "
                   f"nova {m['nova']['versions']['nova']})")
-    print("\nqueries/s: statements per second on the Nova DB from the periodic passes/tasks "
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+          f"{os.getloadavg()[2]:.2f}")
+    print("queries/s: statements per second on the Nova DB from the periodic passes/tasks "
           "(SQLite counts its explicit BEGINs, both sides); DB s/s: client-timed DB seconds "
           "per second. init_host is one more full reap pass per agent start.")
     if args.json:
