@@ -35,13 +35,19 @@ checks this for every column the view's statements select from those tables (rea
 from the statements themselves), on SQLite and
 (tests/functional/test_nova_db_mariadb.py) MariaDB.
 
-What the check leaves to the full view: block device mappings and info caches.
-A change that touches only those (a volume or a port detached or attached, an edit
-of a ``connection_info`` or a ``network_info``) is seen by the next full view, at
-most ``full_view_interval`` after the last one plus the wait for the next pass
-(with the defaults: 3,600 s plus up to one reconcile interval, 600 s), unless
+What the (light) check leaves to the full view: block device mappings and info
+caches. A change that touches only those (a volume or a port detached or attached,
+an edit of a ``connection_info`` or a ``network_info``) is seen by the next full
+view, at most ``full_view_interval`` after the last one plus the wait for the next
+pass (with the defaults: 3,600 s plus up to one reconcile interval, 600 s), unless
 anything else makes a pass read in full first (a change above, a teardown the
-cached view plans, a new or vanished domain or directory). Why:
+cached view plans, a new or vanished domain or directory). With ``[reaper]
+deep_check_interval`` (``deep=True`` here) a deep check every that many seconds
+hashes them too (``bdms_*`` and ``caches_*``: ``connection_info`` and
+``network_info`` by ``CRC32`` on the column itself, packed with the CRC32 of the
+row's other columns into one 64-bit value, ``small | blob << 32``, so a text stays
+tied to its row), and ``full_view_interval`` then only bounds what both miss. Why
+the light check leaves them out:
 
 - cost. The check's price is finding the rows, not hashing them: each BDM and info
   cache is found through our instances (an index dive on ``instance_uuid`` and a
@@ -128,6 +134,17 @@ class _RowHash(FunctionElement):
     inherit_cache = True
 
 
+class _BlobRowHash(_RowHash):
+    """The same, for a row whose first column is a big text (``network_info``,
+    ``connection_info``): on MariaDB/MySQL that one is hashed by ``CRC32`` on the
+    column itself, with no copy into a concatenation, and the two CRCs are packed into
+    one 64-bit value (``small | blob << 32``), so a row's blob stays tied to its other
+    columns. Whether the blob is NULL is among the small columns. On SQLite the text
+    is hashed with the rest of the row by the one Python function, as any column."""
+    name = "reaper_rowhash"
+    inherit_cache = True
+
+
 def _small(compiler, clauses, **kw) -> list[str]:
     return [f"IFNULL(CONCAT('v', CAST({compiler.process(c, **kw)} AS CHAR)), 'n')"
             for c in clauses]
@@ -141,6 +158,14 @@ def _rowhash_default(element, compiler, **kw):      # SQLite: registered per con
 @compiles(_RowHash, "mysql")
 def _rowhash_mysql(element, compiler, **kw):
     return f"CRC32(CONCAT_WS('|', {', '.join(_small(compiler, element.clauses, **kw))}))"
+
+
+@compiles(_BlobRowHash, "mysql")
+def _blob_rowhash_mysql(element, compiler, **kw):
+    blob, *rest = list(element.clauses)
+    b = compiler.process(blob, **kw)
+    return (f"(CRC32(CONCAT_WS('|', {', '.join(_small(compiler, rest, **kw))}, ISNULL({b})))"
+            f" | (IFNULL(CRC32({b}), 0) << 32))")
 
 
 def _py_rowhash(*values) -> int:
@@ -162,6 +187,13 @@ class Fingerprint:
     others: tuple[str, ...] = ()
     # the local uuids the archived-rows part covered (those missing from instances)
     missing: tuple[str, ...] = ()
+    # a deep check: block device mappings and info caches hashed too
+    deep: bool = False
+
+    def light(self) -> "Fingerprint":
+        """The parts a light check reads (the same fingerprint when already light)."""
+        return dataclasses.replace(
+            self, deep=False, parts=tuple(p for p in self.parts if p[0] not in DEEP_PARTS))
 
 
 def available(engine: sa.Engine, others: Sequence[str], missing: Sequence[str] = ()) -> bool:
@@ -170,20 +202,27 @@ def available(engine: sa.Engine, others: Sequence[str], missing: Sequence[str] =
             and len(missing) <= nova_db.max_in_params(engine))
 
 
-# Columns hashed per part: exactly the columns the view reads (reaper.nova.view).
+# Columns hashed per part: exactly the columns the view reads (reaper.nova.view), the
+# big text first where there is one.
 _CN_COLS = ("id", "uuid", "host", "hypervisor_hostname")
 _MARKER_COLS = ("id", "instance_uuid", "value")
+_IC_COLS = ("network_info", "id", "instance_uuid")
+# The parts only a deep check reads.
+DEEP_PARTS = frozenset({"bdms_here", "caches_here", "bdms_moving", "caches_moving",
+                        "bdms_others", "caches_others"})
 
 
 def _part(name: str, table: sa.Table, cols: Sequence[str], where) -> sa.Select:
+    fn = _BlobRowHash if cols[0] in ("network_info", "connection_info") else _RowHash
     return (sa.select(sa.literal(name).label("part"), sa.func.count().label("n"),
-                      sa.func.coalesce(sa.func.sum(_RowHash(*[table.c[c] for c in cols])),
+                      sa.func.coalesce(sa.func.sum(fn(*[table.c[c] for c in cols])),
                                        0).label("h"))
             .select_from(table).where(where))
 
 
-@functools.lru_cache(maxsize=8)
-def _statement(with_others: bool, with_missing: bool) -> sa.CompoundSelect:
+@functools.lru_cache(maxsize=16)
+def _statement(with_others: bool, with_missing: bool,
+               deep: bool = False) -> sa.CompoundSelect:
     """Built once per shape; ``host``, ``others`` and ``missing`` are bound at execution
     (so SQLAlchemy's compiled cache serves every later check)."""
     from reaper.nova import columns as v     # the view's columns and clauses
@@ -217,10 +256,23 @@ def _statement(with_others: bool, with_missing: bool) -> sa.CompoundSelect:
     if with_missing:
         sh = s.shadow_instances
         parts.append(_part("archived_local", sh, v.INSTANCE_COLS, sh.c.uuid.in_(missing)))
+    if deep:
+        b, ic = s.block_device_mapping, s.instance_info_caches
+        bdm_cols = ("connection_info", *(c for c in v.BDM_COLS if c != "connection_info"))
+        sets = [("here", ours), ("moving", moving)] + ([("others", others)]
+                                                       if with_others else [])
+        for name, uuids in sets:
+            parts += [
+                _part(f"bdms_{name}", b, bdm_cols,
+                      sa.and_(b.c.instance_uuid.in_(uuids), b.c.deleted == 0)),
+                _part(f"caches_{name}", ic, _IC_COLS,
+                      sa.and_(ic.c.instance_uuid.in_(uuids), ic.c.deleted == 0)),
+            ]
     return sa.union_all(*parts)
 
 
-def statement(host: str, others: Sequence[str], missing: Sequence[str] = ()):
+def statement(host: str, others: Sequence[str], missing: Sequence[str] = (),
+              deep: bool = False):
     """The one statement and its parameters: a UNION ALL of one aggregate per part the
     check covers.
 
@@ -237,23 +289,23 @@ def statement(host: str, others: Sequence[str], missing: Sequence[str] = ()):
         params["others"] = list(others)
     if missing:
         params["missing"] = list(missing)
-    return _statement(bool(others), bool(missing)), params
+    return _statement(bool(others), bool(missing), deep), params
 
 
 def read_in(conn: sa.Connection, host: str, others: Iterable[str],
-            missing: Iterable[str] = ()) -> Fingerprint:
+            missing: Iterable[str] = (), deep: bool = False) -> Fingerprint:
     """The fingerprint, on ``conn`` (inside the caller's transaction). Raises what the
     database raises."""
     others, missing = sorted(set(others)), sorted(set(missing))
     if conn.dialect.name == "sqlite":
         _register_sqlite(conn)
-    stmt, params = statement(host, others, missing)
+    stmt, params = statement(host, others, missing, deep)
     parts = tuple(sorted((r.part, int(r.n), int(r.h)) for r in conn.execute(stmt, params)))
-    return Fingerprint(parts=parts, others=tuple(others), missing=tuple(missing))
+    return Fingerprint(parts=parts, others=tuple(others), missing=tuple(missing), deep=deep)
 
 
 def read(engine: sa.Engine, host: str, others: Iterable[str],
-         missing: Iterable[str] = ()) -> Fingerprint | None:
+         missing: Iterable[str] = (), deep: bool = False) -> Fingerprint | None:
     """The fingerprint in its own read-only transaction; None when unavailable or the
     database failed (the caller then reads the full view, which reports the error)."""
     others, missing = sorted(set(others)), sorted(set(missing))
@@ -263,7 +315,7 @@ def read(engine: sa.Engine, host: str, others: Iterable[str],
         # Closing the connection rolls its transaction back (one ROLLBACK; an explicit
         # rollback first would make the pool send a second one on check-in).
         with engine.connect() as conn:
-            return read_in(conn, host, others, missing)
+            return read_in(conn, host, others, missing, deep)
     except Exception as exc:  # noqa: BLE001 - a failed check only means "read it all"
         LOG.debug("change check for host %s unavailable: %s", host,
                   nova_db.describe_error(exc, engine))

@@ -231,7 +231,7 @@ def _load_by_instance(run: _Runner, table: sa.Table, cols: Sequence[str], host: 
 
 
 def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str], *,
-              fingerprint: bool = False) -> NovaView:
+              fingerprint: bool = False, deep: bool = False) -> NovaView:
     """Everything the planner needs from Nova's DB for ``host``. Never raises.
 
     On any database error the view is ``ok=False`` with a one-line ``error`` that
@@ -241,6 +241,7 @@ def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str], *,
     change check of ``reaper.nova.changes`` for exactly these rows (one statement
     more; on SQLite the reads then run in one explicit transaction, so they see one
     state of the file). ``view.fingerprint`` stays None when it is unavailable.
+    ``deep``: that check hashes the block device mappings and info caches too.
     """
     local = _uniq(local_uuids)
     size = nova_db.max_in_params(engine)
@@ -281,7 +282,7 @@ def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str], *,
             if fingerprint:
                 fp = _fingerprint(run, engine, host, others,
                                   [u for u in local if u not in instances or
-                                   instances[u].archived])
+                                   instances[u].archived], deep)
             # read only: closing the connection rolls the snapshot back (one ROLLBACK;
             # an explicit one first would make the pool send a second on check-in)
     except Exception as exc:  # the view reports, never raises
@@ -298,7 +299,7 @@ def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str], *,
 
 
 def _fingerprint(run: _Runner, engine: sa.Engine, host: str, others: list[str],
-                 missing: list[str]):
+                 missing: list[str], deep: bool = False):
     """The change check of the rows just read, or None (never fails the view)."""
     from reaper.nova import changes
 
@@ -307,7 +308,7 @@ def _fingerprint(run: _Runner, engine: sa.Engine, host: str, others: list[str],
     for archived in ((missing, ()) if missing else ((),)):
         run.queries += 1
         try:
-            return changes.read_in(run.conn, host, others, archived)
+            return changes.read_in(run.conn, host, others, archived, deep)
         except sa.exc.DBAPIError as exc:
             if archived and nova_db.is_missing_table(exc):
                 continue        # no shadow_instances: the view read none either

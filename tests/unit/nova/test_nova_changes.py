@@ -398,12 +398,36 @@ def test_bdm_and_info_cache_changes_are_left_to_the_full_view(engine):
         "network_info emptied": lambda: _update(engine, ic, ic.c.instance_uuid == h["stopped"],
                                                 network_info="[]"),
     })
+    deep = nova_view.load_view(engine, HOST, h["local"], fingerprint=True,
+                               deep=True).fingerprint
+    assert deep.deep and deep.light() == base
+    assert _deep(engine, deep) == deep
     for what, change in cases.items():
         with _undone(engine):
             change()
             view = _what_the_view_read(nova_view.load_view(engine, HOST, h["local"]))
             assert view != view0, f"{what}: the full view does not see it"
             assert _fp(engine, base) == base, what
+            # the deep check (deep_check_interval) sees it
+            assert _deep(engine, deep) != deep, f"{what}: the deep check missed it"
+        assert _deep(engine, deep) == deep, f"{what}: undone"
+
+
+def _deep(engine, base):
+    return changes.read(engine, HOST, base.others, base.missing, deep=True)
+
+
+def test_a_deep_check_reads_what_the_light_one_reads_and_the_rest(engine):
+    h = _host(engine)
+    base = _base(engine, h)
+    deep = _deep(engine, base)
+    assert deep.light() == base and deep.light().light() == base
+    names = {p for p, _, _ in deep.parts}
+    assert names - {p for p, _, _ in base.parts} == changes.DEEP_PARTS
+    assert {p: n for p, n, _ in deep.parts}["bdms_here"] == 2
+    stmt, _ = changes.statement(HOST, base.others, base.missing, deep=True)
+    read = {t.name for t in sa.sql.util.find_tables(stmt) if isinstance(t, sa.Table)}
+    assert {"block_device_mapping", "instance_info_caches"} <= read
 
 
 def test_claim_markers_of_claimed_rows_are_in_the_check(engine):
