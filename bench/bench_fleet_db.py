@@ -18,6 +18,10 @@ get a BDM and an empty info cache), N deleted and cleaned rows of ours (history)
     with reclaim_instance_interval 0);
   * ``before``: the same passes as they were before the change check and the
     reclaim pass's first read (full_view_interval 0, every reclaim pass in full);
+- measured in rounds: each round runs each of the passes above once, then (with
+  ``--nova-python``) each of Nova's tasks once, so the shared machine's load and the
+  server's background work after the build fall on every figure alike; one warm-up
+  round first is not counted; the figures are the medians over the rounds;
 - with ``--nova-python``, nova-compute's ``_cleanup_running_deleted_instances``,
   ``_reclaim_queued_deletes`` and ``_run_pending_deletes``, run by Nova's own code
   (bench/nova_periodic_db.py, in that Python) on the same database, every statement
@@ -44,6 +48,7 @@ later) is ignored, which overstates the reaper's rate slightly.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import atexit
 import datetime
 import json
@@ -152,7 +157,8 @@ def run_nova(nova_python: str, env: dict, *args: str) -> dict:
 
 
 def measure(n: int, db_base: str | None, repeat: int, reclaim_interval: int,
-            full_view_interval: int, nova_python: str | None) -> dict:
+            full_view_interval: int, nova_python: str | None,
+            deep_check_interval: int = 0) -> dict:
     import sqlalchemy as sa
 
     import bench_pass
@@ -183,7 +189,8 @@ def measure(n: int, db_base: str | None, repeat: int, reclaim_interval: int,
         reaper = reconcile.Reaper(policy=pol, libvirt_uri="test:///fleet", engine=eng,
                                   state=state_mod.StateDB(os.path.join(root, "state")),
                                   audit=audit_mod.AuditLog(None, bench_pass.HOST),
-                                  connect=lambda: conn, full_view_interval=full_view_interval)
+                                  connect=lambda: conn, full_view_interval=full_view_interval,
+                                  deep_check_interval=deep_check_interval)
         # The DB side of a pass: every call that reads Nova's DB, timed around the call
         # (the statements and fetching their rows; a cursor event would miss the fetch).
         db_time = [0.0]
@@ -204,46 +211,96 @@ def measure(n: int, db_base: str | None, repeat: int, reclaim_interval: int,
         timed(nova_view, "load_soft_deleted")
         timed(nova_changes, "read")
 
-        def run(label, mode, before=None, source="timer"):
-            qs, ts, walls, views = set(), [], [], set()
-            for _ in range(repeat):
-                if before:
-                    before()
-                db_time[0] = 0.0
-                with nova_db.QueryCounter(eng) as qc:
-                    t = time.perf_counter()
-                    rep = reaper.run_pass(mode, source=source)
-                    walls.append(time.perf_counter() - t)
-                assert rep.actions == [] and rep.exit_code in (0, 3), rep.to_table()
-                qs.add(qc.count)
-                ts.append(db_time[0])
-                views.add(rep.db_view)
-            out[label] = {"queries": max(qs), "db_s": statistics.median(ts),
-                          "db_s_min": min(ts), "db_s_max": max(ts),
-                          "wall_s": statistics.median(walls), "db_view": sorted(views)}
+        samples: dict = {}
 
-        def forget():
+        def run(label, mode, source="timer"):
+            db_time[0] = 0.0
+            with nova_db.QueryCounter(eng) as qc:
+                t = time.perf_counter()
+                rep = reaper.run_pass(mode, source=source)
+                wall = time.perf_counter() - t
+            assert rep.actions == [] and rep.exit_code in (0, 3), rep.to_table()
+            s = samples.setdefault(label, {"queries": set(), "db_s": [], "wall_s": [],
+                                           "db_view": set()})
+            s["queries"].add(qc.count)
+            s["db_s"].append(db_time[0])
+            s["wall_s"].append(wall)
+            s["db_view"].add(rep.db_view)
+
+        full_iv = reaper.full_view_interval
+        nothing_to_reclaim = reaper._nothing_to_reclaim
+
+        def now_mode():
+            reaper.full_view_interval = full_iv
+            reaper._nothing_to_reclaim = nothing_to_reclaim
+
+        def before_mode():
+            # As before: every pass reads the whole view, every reclaim pass is a full pass.
+            reaper.full_view_interval = 0
             reaper._view_cache = None
-        run("reap, full view", "reap", before=forget)
-        reaper.run_pass("reap")
-        run("reap, unchanged", "reap")
-        run("reclaim", "reclaim")
-        # As before: every pass reads the whole view, every reclaim pass is a full pass.
-        reaper.full_view_interval = 0
-        forget()
-        reaper._nothing_to_reclaim = lambda rep, pol: False
-        run("reap, before", "reap")
-        run("reclaim, before", "reclaim", source="pass")
-        for mod, name, fn in originals:
-            setattr(mod, name, fn)
-        reaper.close()
+            reaper._nothing_to_reclaim = lambda rep, pol: False
+
+        def round_(measured: bool):
+            """One of each, in the same minute: the shared machine's load and the
+            server's background work (purge, page flushing after the build) fall on
+            every figure alike, not on whichever was measured first. An uncounted full
+            pass first: a call after seconds idle (here, after Nova's subprocess) costs
+            2-3x more client CPU and wall time on this shared machine, and Nova's tasks
+            are measured warm too (right after their warm-up calls)."""
+            before_mode()
+            reaper.run_pass("audit")
+            now_mode()
+            reaper._view_cache = None
+            run("reap, full view", "reap")
+            run("reap, unchanged", "reap")
+            if reaper._deep_checks():
+                # due now: as if deep_check_interval had passed since the full read
+                reaper._view_cache = dataclasses.replace(reaper._view_cache, deep_at=-1e12)
+                run("reap, deep check", "reap")
+            run("reclaim", "reclaim")
+            before_mode()
+            run("reap, before", "reap")
+            run("reclaim, before", "reclaim", source="pass")
+            now_mode()
+            if not measured:
+                samples.clear()
+            if nova_python:
+                got = run_nova(nova_python, env, "--url", built["url"], "--host",
+                               bench_pass.HOST, "--uuids", uuids, "--repeat", "1",
+                               "--reclaim-interval", str(reclaim_interval))
+                if measured:
+                    nova_rounds.append(got)
+
+        nova_rounds: list = []
         if nova_python:
             uuids = os.path.join(root, "uuids")
             with open(uuids, "w") as f:
                 f.write("\n".join(d.UUIDString() for d in conn.listAllDomains(0)))
-            out["nova"] = run_nova(nova_python, env, "--url", built["url"], "--host",
-                                   bench_pass.HOST, "--uuids", uuids, "--repeat", str(repeat),
-                                   "--reclaim-interval", str(reclaim_interval))
+        round_(measured=False)          # warm-up: first connections, caches, compilation
+        for _ in range(repeat):
+            round_(measured=True)
+        for label, s in samples.items():
+            out[label] = {"queries": max(s["queries"]), "db_s": statistics.median(s["db_s"]),
+                          "db_s_min": min(s["db_s"]), "db_s_max": max(s["db_s"]),
+                          "wall_s": statistics.median(s["wall_s"]),
+                          "db_view": sorted(s["db_view"])}
+        for mod, name, fn in originals:
+            setattr(mod, name, fn)
+        reaper.close()
+        if nova_rounds:
+            tasks = {}
+            for name in nova_rounds[0]["tasks"]:
+                rs = [r["tasks"][name] for r in nova_rounds]
+                times = [r["db_s"] for r in rs]
+                tasks[name] = {"queries": max(r["queries"] for r in rs),
+                               "db_s": statistics.median(times),
+                               "db_s_spread": [min(times), max(times)],
+                               "interval": rs[0]["interval"],
+                               "statement_kinds": sorted({k for r in rs
+                                                          for k in r["statement_kinds"]})}
+            out["nova"] = {"tasks": tasks,
+                           "acted": [a for r in nova_rounds for a in r["acted"]],
+                           "versions": nova_rounds[0]["versions"]}
         conn.close()
         if built["dbname"]:
             admin = sa.create_engine(db_base)
@@ -255,16 +312,31 @@ def measure(n: int, db_base: str | None, repeat: int, reclaim_interval: int,
         shutil.rmtree(root, ignore_errors=True)
 
 
-def fleet(m: dict, hosts: int, reconcile_iv: float, reclaim_iv: float,
-          full_iv: float) -> dict:
-    """Queries/s and DB s/s of the fleet, from the per-pass figures."""
+def pass_rates(reconcile_iv: float, full_iv: float, deep_iv: float) -> dict:
+    """Reconcile passes per second of each kind: a full read every ceil(full_iv /
+    reconcile_iv) passes, a deep check every ceil(deep_iv / reconcile_iv) passes (when
+    more often than the full reads; one that falls on a full read is that read), the
+    rest light checks."""
     k = max(1, math.ceil(full_iv / reconcile_iv)) if full_iv > 0 else 1
+    full = 1 / (k * reconcile_iv)
+    deep = 0.0
+    if 0 < deep_iv < full_iv:
+        kd = max(1, math.ceil(deep_iv / reconcile_iv))
+        deep = 1 / (kd * reconcile_iv) - full
+    return {"reap, full view": full, "reap, deep check": deep,
+            "reap, unchanged": 1 / reconcile_iv - full - deep}
+
+
+def fleet(m: dict, hosts: int, reconcile_iv: float, reclaim_iv: float,
+          full_iv: float, deep_iv: float = 0) -> dict:
+    """Queries/s and DB s/s of the fleet, from the per-pass figures."""
+    rates = pass_rates(reconcile_iv, full_iv, deep_iv)
 
     def rate(key):
-        full, unch, recl = (m["reap, full view"][key], m["reap, unchanged"][key],
-                            m["reclaim"][key])
-        steady = (full + (k - 1) * unch) / (k * reconcile_iv) + recl / reclaim_iv
-        changed = full / reconcile_iv + recl / reclaim_iv
+        recl = m["reclaim"][key]
+        steady = sum(r * m[label][key] for label, r in rates.items() if r) \
+            + recl / reclaim_iv
+        changed = m["reap, full view"][key] / reconcile_iv + recl / reclaim_iv
         before = m["reap, before"][key] / reconcile_iv + m["reclaim, before"][key] / reclaim_iv
         return {"steady": hosts * steady, "every_pass_changed": hosts * changed,
                 "before": hosts * before}
@@ -276,6 +348,25 @@ def fleet(m: dict, hosts: int, reconcile_iv: float, reclaim_iv: float,
             "db_s": hosts * sum(t["db_s"] / t["interval"] for t in tasks.values()),
         }
     return out
+
+
+def per_hour(m: dict, reconcile_iv: float, reclaim_iv: float, full_iv: float,
+             deep_iv: float = 0) -> str:
+    """One host's DB seconds per hour, term by term (runs per hour x median DB time)."""
+    names = {"reap, full view": "full view", "reap, deep check": "deep check",
+             "reap, unchanged": "change check"}
+    terms = [(names[label], 3600 * r, m[label]["db_s"])
+             for label, r in pass_rates(reconcile_iv, full_iv, deep_iv).items() if r]
+    terms.append(("reclaim", 3600 / reclaim_iv, m["reclaim"]["db_s"]))
+    line = "per host and hour, DB s: reaper " + " + ".join(
+        f"{name} {n:.3g} x {t * 1e3:.2f} ms" for name, n, t in terms) + \
+        f" = {sum(n * t for _, n, t in terms):.3f} s"
+    if "nova" in m:
+        nt = [(name, 3600 / t["interval"], t["db_s"]) for name, t in m["nova"]["tasks"].items()]
+        line += "\n  per host and hour, DB s: nova-compute " + " + ".join(
+            f"{name} {n:g} x {t * 1e3:.2f} ms" for name, n, t in nt) + \
+            f" = {sum(n * t for _, n, t in nt):.3f} s"
+    return line
 
 
 def main() -> int:
@@ -291,32 +382,47 @@ def main() -> int:
                          "(0: reclaim disabled, Nova's default)")
     ap.add_argument("--nova-python", help="a Python with the nova package: measure "
                                           "nova-compute's periodic tasks on the same DB")
+    ap.add_argument("--full-view-interval", type=int,
+                    help="the reaper's [reaper] full_view_interval (default: its default)")
+    ap.add_argument("--deep-check-interval", type=int,
+                    help="the reaper's [reaper] deep_check_interval (default: its default)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = ap.parse_args()
     from reaper.agent import service
     from reaper.nova import db as nova_db  # noqa: F401 - registers [database]
     reconcile_iv = service.CONF.reaper.reconcile_interval
     reclaim_iv = service.CONF.reaper.reclaim_poll_interval
-    full_iv = service.CONF.reaper.full_view_interval
+    full_iv = (args.full_view_interval if args.full_view_interval is not None
+               else service.CONF.reaper.full_view_interval)
+    deep_iv = (args.deep_check_interval if args.deep_check_interval is not None
+               else service.CONF.reaper.deep_check_interval)
     db = "MariaDB" if args.db else "SQLite"
     print(f"reaper defaults: reconcile_interval={reconcile_iv}s reclaim_poll_interval="
-          f"{reclaim_iv}s full_view_interval={full_iv}s; reclaim_instance_interval="
+          f"{reclaim_iv}s full_view_interval={full_iv}s deep_check_interval={deep_iv}s; "
+          f"reclaim_instance_interval="
           f"{args.reclaim_interval}s (both); fleet of {args.hosts} hosts; Nova DB on {db}; "
-          f"other hosts' rows = 100*N; {args.repeat} runs per figure (median [min-max])")
+          f"other hosts' rows = 100*N; {args.repeat} interleaved rounds after one warm-up "
+          f"round, per figure median [min-max]; load average {os.getloadavg()[0]:.2f} "
+          f"{os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     results = {}
     for n in args.n:
-        m = measure(n, args.db, args.repeat, args.reclaim_interval, full_iv, args.nova_python)
-        f = fleet(m, args.hosts, reconcile_iv, reclaim_iv, full_iv)
+        m = measure(n, args.db, args.repeat, args.reclaim_interval, full_iv, args.nova_python,
+                    deep_iv)
+        f = fleet(m, args.hosts, reconcile_iv, reclaim_iv, full_iv, deep_iv)
         results[n] = {"per_pass": m, "fleet": f}
         print(f"\nN={n}  {'pass / task':<36} {'stmts':>5} {'db ms median [min-max]':>26}"
               f" {'every':>7}")
-        for label in ("reap, full view", "reap, unchanged", "reclaim", "reap, before",
-                      "reclaim, before"):
+        for label in ("reap, full view", "reap, unchanged", "reap, deep check", "reclaim",
+                      "reap, before", "reclaim, before"):
+            if label not in m:
+                continue
             r = m[label]
             every = {"reclaim": reclaim_iv, "reclaim, before": reclaim_iv}.get(
                 label, reconcile_iv)
             if label == "reap, full view":
                 every = f"{full_iv}"
+            if label == "reap, deep check":
+                every = f"{deep_iv}"
             print(f"       reaper {label:<29} {r['queries']:>5} "
                   f"{r['db_s'] * 1e3:>8.2f} [{r['db_s_min'] * 1e3:.2f}-{r['db_s_max'] * 1e3:.2f}]"
                   f"{'':>4} {every:>6}s  ({'/'.join(r['db_view'])})")
@@ -327,6 +433,7 @@ def main() -> int:
                       f"{t['db_s_spread'][1] * 1e3:.2f}]{'':>4} {t['interval']:>6.0f}s")
             if m["nova"]["acted"]:
                 print(f"       (nova's tasks acted: {m['nova']['acted']})")
+        print("  " + per_hour(m, reconcile_iv, reclaim_iv, full_iv, deep_iv))
         q, d = f["queries"], f["db_s"]
         print(f"  fleet of {args.hosts}: reaper {q['steady']:.1f} queries/s, {d['steady']:.3f} "
               f"DB s/s (every pass changed: {q['every_pass_changed']:.1f} q/s, "
@@ -336,7 +443,9 @@ def main() -> int:
             print(f"  fleet of {args.hosts}: nova-compute {f['nova']['queries']:.1f} queries/s, "
                   f"{f['nova']['db_s']:.3f} DB s/s (the same three jobs; "
                   f"nova {m['nova']['versions']['nova']})")
-    print("\nqueries/s: statements per second on the Nova DB from the periodic passes/tasks "
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+          f"{os.getloadavg()[2]:.2f}")
+    print("queries/s: statements per second on the Nova DB from the periodic passes/tasks "
           "(SQLite counts its explicit BEGINs, both sides); DB s/s: client-timed DB seconds "
           "per second. init_host is one more full reap pass per agent start.")
     if args.json:

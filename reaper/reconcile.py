@@ -58,12 +58,14 @@ LOG = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class _ViewCache:
-    """The last full view of this process, what it was read for, and when."""
+    """The last full view of this process, what it was read for, and when; and when a
+    deep change check last matched it (``deep_at``, the full read's time at first)."""
     host: str
     local: frozenset[str]
     view: object
     fingerprint: nova_changes.Fingerprint
     at: float
+    deep_at: float = 0.0
 
 MODES = ("audit", "reap", "reclaim")
 
@@ -108,6 +110,9 @@ class Reaper:
     # [reaper] full_view_interval: seconds an unchanged view may stand in for a full
     # read (reaper.nova.changes); 0: every pass reads the whole view.
     full_view_interval: float = 0.0
+    # [reaper] deep_check_interval: seconds between change checks that hash the block
+    # device mappings and info caches too; 0: none (those wait for the full view).
+    deep_check_interval: float = 0.0
     monotonic: Callable[[], float] = time.monotonic
     _parse_cache: libvirt_inv.ParseCache = dataclasses.field(
         default_factory=libvirt_inv.ParseCache, repr=False)
@@ -133,7 +138,8 @@ class Reaper:
                    compute_id_file=conf.compute_id_file,
                    lock_timeout=conf.reaper.pass_lock_timeout,
                    db_read_only=conf.database.read_only,
-                   full_view_interval=conf.reaper.full_view_interval)
+                   full_view_interval=conf.reaper.full_view_interval,
+                   deep_check_interval=conf.reaper.deep_check_interval)
 
     def add_kind(self, kind, conf=CONF) -> "Reaper":
         """Enable an opened ``kind`` on a Reaper built piecewise (as tests do; a Reaper
@@ -329,18 +335,23 @@ class Reaper:
                 return inv, cached
         at = self.monotonic()
         keep = self.full_view_interval > 0
-        view = nova_view.load_view(self.engine, pol.host, inv.local_uuids(), fingerprint=keep)
-        self._view_cache = (_ViewCache(pol.host, inv.local_uuids(), view, view.fingerprint, at)
+        deep = keep and self._deep_checks()
+        view = nova_view.load_view(self.engine, pol.host, inv.local_uuids(), fingerprint=keep,
+                                   deep=deep)
+        self._view_cache = (_ViewCache(pol.host, inv.local_uuids(), view, view.fingerprint, at,
+                                       deep_at=at)
                             if keep and view.ok and view.fingerprint is not None else None)
         return inv, view
 
     def _unchanged_view(self, inv: Inventory, pol, rep: PassReport):
         """The cached full view, when it may stand in for a full read in this pass:
         same host and local uuids, younger than ``full_view_interval`` (monotonic), no
-        journaled teardown, the change check equal to the one read with it, and the
-        plan made from it now, with this inventory and policy, without any teardown.
-        Else None. See reaper.nova.changes for why a missed change can then only lead
-        to doing nothing."""
+        journaled teardown, the change check equal to the one read with it (a deep one,
+        block device mappings and info caches included, once ``deep_check_interval``
+        has passed since the full read or the last deep check), and the plan made from
+        it now, with this inventory and policy, without any teardown. Else None. See
+        reaper.nova.changes for why a missed change can then only lead to doing
+        nothing."""
         c = self._view_cache
         if c is None or self.full_view_interval <= 0:
             return None
@@ -355,10 +366,14 @@ class Reaper:
             return None
         if not nova_changes.available(self.engine, c.fingerprint.others, c.fingerprint.missing):
             return None
+        now = self.monotonic()
+        # A deep check when one is due and the full read hashed those parts too.
+        deep = c.fingerprint.deep and self._deep_checks() \
+            and not 0 <= now - c.deep_at < self.deep_check_interval
         rep.db_queries += 1
         fp = nova_changes.read(self.engine, pol.host, c.fingerprint.others,
-                               c.fingerprint.missing)
-        if fp != c.fingerprint:
+                               c.fingerprint.missing, deep=deep)
+        if fp is None or fp != (c.fingerprint if deep else c.fingerprint.light()):
             LOG.debug("Nova DB rows of host %s changed: reading the whole view", pol.host)
             return None
         plan = self.kinds.plan(inv, c.view, pol, self.clock())
@@ -366,7 +381,14 @@ class Reaper:
             LOG.debug("unchanged Nova DB view, but %d teardown(s) planned from it: reading "
                       "the whole view", len(plan.teardowns))
             return None
+        if deep:
+            self._view_cache = dataclasses.replace(c, deep_at=now)
         return c.view
+
+    def _deep_checks(self) -> bool:
+        """Whether deep change checks run between full reads: only when they come more
+        often than the full reads themselves."""
+        return 0 < self.deep_check_interval < self.full_view_interval
 
     def _nothing_to_reclaim(self, rep: PassReport, pol) -> bool:
         """The reclaim pass's first read: this host's soft-deleted rows only. True when

@@ -1,21 +1,29 @@
 """Read side of Nova's DB: the per-pass view, compare-and-act re-reads, compute hosts.
 
 ``load_view`` costs the same number of round trips whatever the number of
-instances: 5 statements, plus 1 (``shadow_instances``) only when some locally seen
-uuid has no row in ``instances``, and 1 (claim markers) only when a row of our host
-is claimed. Lists of uuids go in one expanding ``IN`` each;
-only past ``db.max_in_params`` uuids (10,000) is a list split into batches, one
-more statement per batch.
+instances: 5 statements, plus 1 (instances by uuid) only when some locally seen uuid
+or some migration's instance is not a live row of our host, 1 (``shadow_instances``)
+only when some locally seen uuid has no row in ``instances``, and 1 (claim markers)
+only when a row of our host is claimed. Lists of uuids go in one expanding ``IN``
+each, and only the few that our host's rows do not already cover: the locally seen
+uuids that are live rows of our host (nearly all) are never sent. Only past
+``db.max_in_params`` uuids (10,000) is a list split into batches, one more statement
+per batch.
 
-Statements, in order, all in one transaction (one consistent snapshot on InnoDB):
+Statements, in order, all in one transaction (one consistent snapshot on InnoDB at
+REPEATABLE READ, its default; pysqlite starts none for SELECTs unless the caller asks
+for the change check, so there each statement sees the file as it is then):
 
-1. migrations: ``instance_uuid IN (local)``, deleted rows included (Nova reads
-   evacuations with ``read_deleted='yes'``), UNION ALL live migrations whose source or
-   destination is our host and whose status is not final (or NULL).
-2. instances: ``host = our host AND deleted = 0`` (instances_host_node_deleted_idx),
-   UNION ALL ``uuid IN (local + uuids of the migrations above)``, any ``deleted``
-   (uniq_instances0uuid). So ``instances`` may hold rows of other hosts: those seen
-   locally and those migrating to or from us; callers must look at ``host``.
+1. instances: ``host = our host AND deleted = 0`` (instances_host_deleted_cleaned_idx).
+2. migrations: live migrations whose source or destination is our host and whose
+   status is not final (or NULL), UNION ALL every migration of a locally seen uuid,
+   deleted rows included (Nova reads evacuations with ``read_deleted='yes'``): those
+   of our live rows through a ``host = ... AND deleted = 0`` subquery (kept only for
+   locally seen uuids), the others by uuid.
+2b. instances: ``uuid IN (local + uuids of the migrations above)``, any ``deleted``
+   (uniq_instances0uuid), leaving out the rows of statement 1; skipped when there is
+   none. So ``instances`` may hold rows of other hosts: those seen locally and those
+   migrating to or from us; callers must look at ``host``.
 3. shadow_instances (archived rows) for the local uuids still missing; skipped when
    none is missing or the table does not exist.
 4. live block_device_mapping rows and 5. live instance_info_caches rows of every
@@ -27,7 +35,8 @@ Statements, in order, all in one transaction (one consistent snapshot on InnoDB)
    so the planner can tell this host's claims from Nova's own deletes.
 
 With ``fingerprint=True`` (the agent, ``[reaper] full_view_interval``) one more
-statement, the change check of ``reaper.nova.changes`` over exactly these rows, ends
+statement, the change check of ``reaper.nova.changes`` over these rows (all but the
+block device mappings and info caches, which it leaves to the next full view), ends
 the same transaction.
 
 Timestamps are Nova's naive UTC datetimes, returned as they are.
@@ -120,42 +129,54 @@ def _live_here(row: InstanceRow | None, host: str) -> bool:
     return row is not None and not row.archived and row.deleted == 0 and row.host == host
 
 
-def _load_migrations(run: _Runner, host: str, local: list[str], size: int) -> list[MigrationRow]:
-    m = s.migrations
+def _load_instances_here(run: _Runner, host: str) -> dict[str, InstanceRow]:
+    """Our host's live rows: ``host = ... AND deleted = 0``."""
+    i_ = s.instances
+    return {r.uuid: _instance(r) for r in run.rows(
+        sa.select(*_cols(i_, _INSTANCE_COLS)).where(i_.c.host == host, i_.c.deleted == 0))}
+
+
+def _load_migrations(run: _Runner, host: str, local: list[str], here: dict[str, InstanceRow],
+                     size: int) -> list[MigrationRow]:
+    """Migrations touching our host (open ones) and every migration of a local uuid.
+
+    The local uuids that are live rows of our host (nearly all of them) are not sent:
+    their migrations come through the ``host = ... AND deleted = 0`` subquery and only
+    those of local uuids are kept, so the rows are the same as with the whole list,
+    without sending it (a list of 1,000 uuids cost more than the rest of the
+    statement). Only the local uuids not in ``here`` go by uuid."""
+    m, i_ = s.migrations, s.instances
+    wanted = set(local)
+    rest = [u for u in local if u not in here]
+    cols = _cols(m, _MIGRATION_COLS)
     found: dict[int, MigrationRow] = {}
-    for i, batch in enumerate(_batches(local, size)):
+    for i, batch in enumerate(_batches(rest, size)):
         parts = []
         if i == 0:
-            # Two selects rather than one OR so each can use its own index
+            # Separate selects rather than one OR so each can use its own index
             # (deleted+source_compute / deleted+dest_compute, instance_uuid).
-            parts.append(sa.select(*_cols(m, _MIGRATION_COLS)).where(_host_migrations_clause(host)))
+            ours = sa.select(i_.c.uuid).where(i_.c.host == host, i_.c.deleted == 0)
+            parts += [sa.select(*cols, sa.literal(1).label("keep"))
+                      .where(_host_migrations_clause(host)),
+                      sa.select(*cols, sa.literal(0).label("keep"))
+                      .where(m.c.instance_uuid.in_(ours))]
         if batch:
-            parts.append(sa.select(*_cols(m, _MIGRATION_COLS))
+            parts.append(sa.select(*cols, sa.literal(1).label("keep"))
                          .where(m.c.instance_uuid.in_(batch)))
-        stmt = parts[0] if len(parts) == 1 else sa.union_all(*parts)
-        for row in run.rows(stmt):
-            mig = _migration(row)
-            found[mig.id] = mig
+        for row in run.rows(sa.union_all(*parts)):
+            if row.keep or row.instance_uuid in wanted:
+                mig = _migration(row)
+                found[mig.id] = mig
     return sorted(found.values(), key=lambda mg: mg.id)
 
 
-def _load_instances(run: _Runner, host: str, uuids: list[str], size: int) -> dict[str, InstanceRow]:
+def _load_instances(run: _Runner, uuids: list[str], size: int) -> dict[str, InstanceRow]:
+    """The rows of ``uuids``, any host, any ``deleted``; none when the list is empty."""
     i_ = s.instances
     found: dict[str, InstanceRow] = {}
-    for n, batch in enumerate(_batches(uuids, size)):
-        parts = []
-        if n == 0:
-            parts.append(sa.select(*_cols(i_, _INSTANCE_COLS))
-                         .where(i_.c.host == host, i_.c.deleted == 0))
-        if batch:
-            # Rows the first select already returns are not sent twice.
-            parts.append(sa.select(*_cols(i_, _INSTANCE_COLS)).where(
-                i_.c.uuid.in_(batch),
-                sa.or_(i_.c.host.is_(None), i_.c.host != host, i_.c.deleted != 0)))
-        stmt = parts[0] if len(parts) == 1 else sa.union_all(*parts)
-        for row in run.rows(stmt):
-            if row.uuid not in found:       # a local row on our host comes twice
-                found[row.uuid] = _instance(row)
+    for batch in _batches(uuids, size) if uuids else []:
+        for row in run.rows(sa.select(*_cols(i_, _INSTANCE_COLS)).where(i_.c.uuid.in_(batch))):
+            found[row.uuid] = _instance(row)
     return found
 
 
@@ -210,7 +231,7 @@ def _load_by_instance(run: _Runner, table: sa.Table, cols: Sequence[str], host: 
 
 
 def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str], *,
-              fingerprint: bool = False) -> NovaView:
+              fingerprint: bool = False, deep: bool = False) -> NovaView:
     """Everything the planner needs from Nova's DB for ``host``. Never raises.
 
     On any database error the view is ``ok=False`` with a one-line ``error`` that
@@ -220,6 +241,7 @@ def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str], *,
     change check of ``reaper.nova.changes`` for exactly these rows (one statement
     more; on SQLite the reads then run in one explicit transaction, so they see one
     state of the file). ``view.fingerprint`` stays None when it is unavailable.
+    ``deep``: that check hashes the block device mappings and info caches too.
     """
     local = _uniq(local_uuids)
     size = nova_db.max_in_params(engine)
@@ -230,9 +252,11 @@ def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str], *,
             run = _Runner(conn)
             if fingerprint and conn.dialect.name == "sqlite":
                 conn.exec_driver_sql("BEGIN")   # one snapshot for the view and its check
-            migrations = _load_migrations(run, host, local, size)
-            wanted = _uniq([*local, *(mg.instance_uuid for mg in migrations)])
-            instances = _load_instances(run, host, wanted, size)
+            instances = _load_instances_here(run, host)
+            migrations = _load_migrations(run, host, local, instances, size)
+            wanted = _uniq(u for u in [*local, *(mg.instance_uuid for mg in migrations)]
+                           if u not in instances)
+            instances.update(_load_instances(run, wanted, size))
             missing = [u for u in local if u not in instances]
             if missing:
                 instances.update(_load_shadow(run, missing, size))
@@ -258,8 +282,9 @@ def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str], *,
             if fingerprint:
                 fp = _fingerprint(run, engine, host, others,
                                   [u for u in local if u not in instances or
-                                   instances[u].archived])
-            conn.rollback()     # read only: end the snapshot
+                                   instances[u].archived], deep)
+            # read only: closing the connection rolls the snapshot back (one ROLLBACK;
+            # an explicit one first would make the pool send a second on check-in)
     except Exception as exc:  # the view reports, never raises
         msg = nova_db.describe_error(exc, engine)
         if isinstance(exc, sa.exc.SQLAlchemyError):
@@ -274,7 +299,7 @@ def load_view(engine: sa.Engine, host: str, local_uuids: Iterable[str], *,
 
 
 def _fingerprint(run: _Runner, engine: sa.Engine, host: str, others: list[str],
-                 missing: list[str]):
+                 missing: list[str], deep: bool = False):
     """The change check of the rows just read, or None (never fails the view)."""
     from reaper.nova import changes
 
@@ -283,7 +308,7 @@ def _fingerprint(run: _Runner, engine: sa.Engine, host: str, others: list[str],
     for archived in ((missing, ()) if missing else ((),)):
         run.queries += 1
         try:
-            return changes.read_in(run.conn, host, others, archived)
+            return changes.read_in(run.conn, host, others, archived, deep)
         except sa.exc.DBAPIError as exc:
             if archived and nova_db.is_missing_table(exc):
                 continue        # no shadow_instances: the view read none either

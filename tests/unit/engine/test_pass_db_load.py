@@ -106,6 +106,66 @@ def test_a_change_of_this_hosts_rows_reads_the_whole_view(host):
     assert reaper.run_pass("reap").db_view == "unchanged"
 
 
+def test_a_bdm_or_info_cache_change_alone_waits_for_the_next_full_view(host):
+    """The check leaves block device mappings and info caches to the full view
+    (reaper.nova.changes): such a change alone is read at the latest by the first pass
+    full_view_interval after the last full read."""
+    reaper, handles, u, clock, mono = host
+    quiet(reaper)
+    b, ic = s.block_device_mapping, s.instance_info_caches
+    with handles["engine"].begin() as c:
+        assert c.execute(sa.update(b).where(b.c.instance_uuid == u["drift"]).values(
+            connection_info=json.dumps({"driver_volume_type": "iscsi", "data": {
+                "target_lun": 7}}))).rowcount == 1
+        c.execute(sa.insert(ic).values(instance_uuid=u["live1"], deleted=0,
+                                       network_info=json.dumps([])))
+    views = []
+    for _ in range(6):
+        mono[0] += 600
+        views.append(reaper.run_pass("reap").db_view)
+    assert views == ["unchanged"] * 5 + ["full"]
+    assert reaper._view_cache.view.info_caches[u["live1"]].network_info == "[]"
+
+
+def test_a_deep_check_sees_a_bdm_or_info_cache_change_within_its_interval(host, monkeypatch):
+    """deep_check_interval 1200, full_view_interval a day: light checks in between,
+    a deep one once 1200 s have passed since the full read or the last deep check;
+    the deep check that sees the change makes the pass read the whole view."""
+    reaper, handles, u, clock, mono = host
+    reaper.full_view_interval, reaper.deep_check_interval = 86400, 1200
+    quiet(reaper)
+    assert reaper._view_cache.fingerprint.deep
+    deep_reads = []
+    real = nova_changes.read
+
+    def read(*a, deep=False, **k):
+        deep_reads.append(deep)
+        return real(*a, deep=deep, **k)
+    monkeypatch.setattr(nova_changes, "read", read)
+    views = []
+    for _ in range(4):              # 600, 1200 (deep), 1800, 2400 (deep)
+        mono[0] += 600
+        views.append(reaper.run_pass("reap").db_view)
+    assert views == ["unchanged"] * 4 and deep_reads == [False, True, False, True]
+    ic = s.instance_info_caches
+    with handles["engine"].begin() as c:
+        c.execute(sa.insert(ic).values(instance_uuid=u["live1"], deleted=0,
+                                       network_info=json.dumps([])))
+    mono[0] += 600                  # a light check: not seen
+    assert reaper.run_pass("reap").db_view == "unchanged"
+    mono[0] += 600                  # the deep check: seen, read in full
+    assert reaper.run_pass("reap").db_view == "full"
+    assert deep_reads[-2:] == [False, True]
+    assert reaper._view_cache.view.info_caches[u["live1"]].network_info == "[]"
+
+
+def test_deep_checks_only_when_more_often_than_full_reads(host):
+    reaper, handles, u, clock, mono = host
+    reaper.deep_check_interval = 3600           # = full_view_interval: none
+    quiet(reaper)
+    assert not reaper._view_cache.fingerprint.deep
+
+
 def test_a_stale_unchanged_answer_never_leads_to_an_action(host, monkeypatch):
     """The instance is deleted in Nova, but the check misses it: nothing is done
     until the next full read, at most full_view_interval later; then it is reaped."""

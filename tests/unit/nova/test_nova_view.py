@@ -134,7 +134,8 @@ def test_query_count_is_the_same_for_10_and_500_instances(engine):
         assert len(view.bdms) == n and len(view.info_caches) == n
         assert view.queries == qc.count
         counts.append(qc.count)
-    assert counts[0] == counts[1] == 6          # 5 + shadow_instances for the unknown uuid
+    # 5 + the unknown uuid by uuid in instances, then in shadow_instances
+    assert counts[0] == counts[1] == 7
 
 
 def test_no_shadow_query_when_every_local_uuid_has_a_row(engine):
@@ -153,8 +154,9 @@ def test_long_uuid_lists_are_batched(engine, monkeypatch):
     assert view.ok
     assert set(view.instances) == set(uuids)
     assert len(view.bdms) == 20 and len(view.info_caches) == 20
-    # 3 batches for each of migrations, instances, bdms, caches + compute_nodes.
-    assert view.queries == 4 * 3 + 1
+    # our host's rows, 3 batches for each of migrations, instances, bdms, caches,
+    # compute_nodes
+    assert view.queries == 1 + 4 * 3 + 1
 
 
 def test_query_counter_counts_statements(engine):
@@ -186,6 +188,24 @@ def test_live_rows_of_our_host_and_local_uuids(engine):
     assert row.vm_state == "active" and row.deleted == 0 and not row.archived
 
 
+def test_migrations_are_those_touching_our_host_and_those_of_local_uuids(engine):
+    """The same rows whether a local uuid is a live row of our host (its migrations
+    come through a subquery of our rows) or not (sent by uuid): ended migrations of
+    local uuids, open ones touching our host, and none of a row of ours not seen here."""
+    mine, _ = add_instance(engine)
+    mine_not_local, _ = add_instance(engine)
+    foreign_local, _ = add_instance(engine, host=OTHER)
+    kept = {add_migration(engine, mine, source=HOST, dest=OTHER, status="confirmed"),
+            add_migration(engine, foreign_local, source=HOST, dest=OTHER, status="failed"),
+            add_migration(engine, mine_not_local, source=OTHER, dest=HOST, status="running")}
+    add_migration(engine, mine_not_local, source=HOST, dest=OTHER, status="confirmed")
+    elsewhere, _ = add_instance(engine, host=OTHER)
+    add_migration(engine, elsewhere, source=OTHER, dest="cmp3", status="running")
+    view = nova_view.load_view(engine, HOST, [mine, foreign_local])
+    assert view.ok and {mg.id for mg in view.migrations} == kept
+    assert [mg.id for mg in view.migrations] == sorted(kept)
+
+
 def test_deleted_rows_only_when_seen_locally(engine):
     gone_local, gid = add_instance(engine, deleted=True)
     gone_quiet, _ = add_instance(engine, deleted=True)
@@ -201,7 +221,7 @@ def test_archived_rows_come_from_shadow_instances(engine):
     archive(engine, old)
     never = new_uuid()
     view = nova_view.load_view(engine, HOST, [old, never])
-    assert view.ok and view.queries == 6
+    assert view.ok and view.queries == 7
     row = view.instances[old]
     assert row.archived and row.is_deleted and row.id == oid and row.deleted == oid
     assert never not in view.instances
