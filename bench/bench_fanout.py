@@ -235,6 +235,9 @@ def worker(root: str, url: str, db_url: str, hosts: list[str], threads: int,
             packed.add(server)
         servers.append(server)
         reapers.append(reaper)
+    # as reconcile.build_from_conf does once an agent is built: what start-up made
+    # (modules, 250 agents' wiring) is out of the cyclic GC's sight
+    reconcile.settle_heap()
     if packed is not None:
         rpc.get_transport = get_transport
         packed.start()
