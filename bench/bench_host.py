@@ -298,18 +298,23 @@ def child(cfg: dict) -> dict:
             benchlib.pyovs_dump(cfg["ovs_remote"], cfg["bridge"])
             return time.perf_counter() - t
 
-    if cfg.get("profile"):
+    def profiled(path):
+        if not path:
+            return one_pass()
         import cProfile
         prof = cProfile.Profile()
         prof.enable()
-    cold_wall, cold_kinds = one_pass()
-    if cfg.get("profile"):
-        prof.disable()
-        prof.dump_stats(cfg["profile"])
+        try:
+            return one_pass()
+        finally:
+            prof.disable()
+            prof.dump_stats(path)
+
+    cold_wall, cold_kinds = profiled(cfg.get("profile"))
     warm, warm_kinds, bares = [], [], []
     rss_passes = None
-    for _ in range(cfg["passes"]):
-        w, k = one_pass()
+    for i in range(cfg["passes"]):
+        w, k = profiled(cfg.get("profile_warm") if i == cfg["passes"] - 1 else None)
         warm.append(w)
         warm_kinds.append(k)
         if rss_passes is None:      # before any bare enumeration ran in this process
@@ -416,7 +421,11 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="fresh processes (cold passes)")
     ap.add_argument("--passes", type=int, default=3, help="warm passes per process")
     ap.add_argument("--profile", metavar="FILE",
-                    help="cProfile the cold pass of the first process into FILE (pstats)")
+                    help="cProfile the cold pass of the last process into FILE (pstats; the "
+                         "last, so that the first run's cold kernel and libvirtd caches do "
+                         "not show)")
+    ap.add_argument("--profile-warm", metavar="FILE",
+                    help="cProfile the last warm pass of the last process into FILE")
     ap.add_argument("--no-settle", action="store_true",
                     help="skip reconcile.settle_heap() (gc.freeze after start-up), which "
                          "the agent runs, to see what it saves")
@@ -463,8 +472,11 @@ def main() -> int:
         env["PYTHONPATH"] = benchlib.ROOT + os.pathsep + env.get("PYTHONPATH", "")
         results = []
         for run in range(args.runs):
-            if args.profile:
-                cfg["profile"] = os.path.abspath(args.profile) if run == 0 else None
+            last = run == args.runs - 1
+            if args.profile or args.profile_warm:
+                cfg["profile"] = os.path.abspath(args.profile) if last and args.profile else None
+                cfg["profile_warm"] = (os.path.abspath(args.profile_warm)
+                                       if last and args.profile_warm else None)
                 with open(cfg_path, "w") as f:
                     json.dump(cfg, f)
             cmd = [sys.executable, os.path.abspath(__file__), "--child", cfg_path]

@@ -134,7 +134,11 @@ class OvsHandle:
         conn = ovs_connection.Connection(idl, timeout=self.timeout)
         api_cls = type("ReaperOvsApi", (_Api,), {"_ovsdb_connection": None})
         try:
-            return api_cls(conn, start=True)
+            # No ovsdbapp indexes: kept sorted through python-ovs' row attributes on
+            # every row the initial dump and each update add (most of the cold
+            # pass's OVS time on a busy bridge), they would only serve the unplug
+            # step's lookup of one port by name, a scan of the replica without them.
+            return api_cls(conn, start=True, auto_index=False)
         except Exception as e:  # noqa: BLE001 - ovsdbapp raises several kinds
             try:
                 conn.stop(timeout=1)
