@@ -70,6 +70,12 @@ import benchlib  # noqa: E402  (also puts the repository root on sys.path)
 
 HOST = benchlib.HOST
 REAL_ISCSIADM = "/usr/sbin/iscsiadm"
+def _agent_full_view() -> int:
+    """The agent's default [reaper] full_view_interval (Reaper.from_conf uses it)."""
+    from reaper.conf import reaper as conf_reaper
+    return next(o.default for o in conf_reaper.pass_opts if o.name == "full_view_interval")
+
+
 KINDS = ("domain", "instance_dir", "vif", "ovs_port", "iscsi_session", "nova_db")
 FIXTURE = os.path.join(benchlib.ROOT, "tests", "fixtures", "nova_xml", "image_hybrid.xml")
 # What identifies the fixture's instance, replaced per domain.
@@ -221,7 +227,8 @@ def child(cfg: dict) -> dict:
     reaper = reconcile.Reaper(policy=pol, libvirt_uri=uri, engine=eng,
                               state=state_mod.StateDB(os.path.join(cfg["root"], "state",
                                                                    str(os.getpid()))),
-                              audit=audit_mod.AuditLog(None, HOST), connect=lambda: conn)
+                              audit=audit_mod.AuditLog(None, HOST), connect=lambda: conn,
+                              full_view_interval=cfg["full_view_interval"])
     template = pol.instance_name_template
     handles = net_exec.NetworkHandles(
         netlink=net_inv.Netlink(cfg["netns"]),
@@ -246,9 +253,13 @@ def child(cfg: dict) -> dict:
     libvirt_inv.collect_domains = kt.wrap("domain", libvirt_inv.collect_domains)
     dir_inv.collect_instance_dirs = kt.wrap("instance_dir", dir_inv.collect_instance_dirs)
     nova_view.load_view = kt.wrap("nova_db", nova_view.load_view)
+    from reaper.nova import changes as nova_changes     # the unchanged pass's one check
+    nova_changes.read = kt.wrap("nova_db", nova_changes.read)
     net_inv.collect = kt.wrap("vif", net_inv.collect)          # the kinds' collectors
     ovs_inv.collect = kt.wrap("ovs_port", ovs_inv.collect)
     volume_wiring.collect = kt.wrap("iscsi_session", volume_wiring.collect)
+
+    views: list[str] = []       # what each pass read of the Nova DB ("full", "unchanged")
 
     def one_pass():
         kt.t = {}
@@ -257,6 +268,7 @@ def child(cfg: dict) -> dict:
         wall = time.perf_counter() - t
         assert rep.exit_code == 0 and not rep.errors and not rep.guards, rep.to_table()
         assert not rep.findings, [f.get("classification") for f in rep.findings][:10]
+        views.append(rep.db_view)
         return wall, dict(kt.t)
 
     import socket
@@ -337,7 +349,8 @@ def child(cfg: dict) -> dict:
             "bare_kinds": {k: med(bares, k) for k in KINDS},
             "counts": bares[-1]["counts"], "peak_rss_mb": rss_passes,
             "peak_rss_all_mb": benchlib.peak_rss_mb(),
-            "lib_net_s": lib_s, "warm_net_s": med(warm_kinds, "vif") + med(warm_kinds, "ovs_port")}
+            "lib_net_s": lib_s, "warm_net_s": med(warm_kinds, "vif") + med(warm_kinds, "ovs_port"),
+            "db_views": views}
 
 
 # --------------------------------------------------------------------------
@@ -357,6 +370,12 @@ def report(args, results: list[dict], build_s: float, load: tuple) -> None:
           f"{args.luns} LUNs (simulated initiator, {args.iscsiadm} iscsiadm), {c['db_rows']} DB rows read of "
           f"{args.domains * (args.others + 3) + 1}+ ({'MariaDB' if args.db else 'SQLite'}); "
           f"built in {build_s:.0f}s")
+    modes = sorted({f"cold {r['db_views'][0]}, warm " + "/".join(sorted(set(r["db_views"][1:])))
+                    for r in results})
+    print(f"Nova DB view: full_view_interval={args.full_view_interval} "
+          f"({'the agent default' if args.full_view_interval == _agent_full_view() else 'not the agent default'}"
+          f"); passes read: {'; '.join(modes)} (unchanged: the one change-check "
+          f"statement, the bare side still reads the same DB rows)")
     print(f"{len(results)} fresh processes x (1 cold + {args.passes} warm passes); "
           f"load average before/after: {load[0]} / {load[1]}; figures: median (min-max) "
           f"over the processes")
@@ -418,6 +437,10 @@ def main() -> int:
                          "and node database bind-mounted at /sys, /dev, /etc/iscsi in a "
                          "mount namespace of the measuring process (as bench_iscsi.py); "
                          "sim: the simulator's iscsiadm (Python) on the simulated tree")
+    ap.add_argument("--full-view-interval", type=int,
+                    help="[reaper] full_view_interval of the measured Reaper (default: the "
+                         "agent's, 3600: a warm pass with nothing new runs the change "
+                         "check instead of the whole view); 0: every pass reads the whole view")
     ap.add_argument("--runs", type=int, default=3, help="fresh processes (cold passes)")
     ap.add_argument("--passes", type=int, default=3, help="warm passes per process")
     ap.add_argument("--profile", metavar="FILE",
@@ -432,6 +455,8 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print the raw results as JSON too")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.full_view_interval is None and not args.child:
+        args.full_view_interval = _agent_full_view()
     if args.child:
         with open(args.child) as f:
             print(json.dumps(child(json.load(f))))
@@ -464,7 +489,8 @@ def main() -> int:
         cfg = dict(built, root=root, netns=net.ns, bridge=net.bridge, ovs_remote=net.remote,
                    sim_sys="/sys" if real else sim.sys, sim_dev="/dev" if real else sim.dev,
                    iscsiadm=REAL_ISCSIADM if real else "iscsiadm",
-                   libvirt=args.libvirt, passes=args.passes, no_settle=args.no_settle)
+                   libvirt=args.libvirt, passes=args.passes, no_settle=args.no_settle,
+                   full_view_interval=args.full_view_interval)
         cfg_path = os.path.join(root, "child.json")
         with open(cfg_path, "w") as f:
             json.dump(cfg, f)
