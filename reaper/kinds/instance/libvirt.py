@@ -346,10 +346,60 @@ def _chain(path: str, dirs: dict, chains: dict | None) -> tuple[tuple[str, ...],
 
 
 def _realdir(head: str, dirs: dict) -> str:
+    """``os.path.realpath(head)``, built on the memoized real path of its parent: one
+    ``lstat`` per directory not yet seen this pass (the instance directories of a
+    host share every ancestor), instead of one per component of each.
+
+    realpath gives up on a symlink loop and keeps the rest of the path as spelled;
+    a directory whose real path went through one (see ``_looped``) is marked, and
+    the directories under it are then given realpath's own answer."""
     real = dirs.get(head)
     if real is None:
-        real = dirs[head] = os.path.realpath(head)
+        parent, name = os.path.split(head)
+        if not parent or not name or name in (".", "..") or parent == head:
+            real = _checked_realpath(head, dirs)
+        else:
+            base = _realdir(parent, dirs)
+            looped = dirs.get(_LOOPED)
+            if looped and parent in looped:
+                real = _checked_realpath(head, dirs)
+            else:
+                real = os.path.join(base, name)
+                try:
+                    link = stat.S_ISLNK(os.lstat(real).st_mode)
+                except OSError:
+                    link = False        # missing: kept as spelled, as realpath does
+                if link:
+                    real = _checked_realpath(head, dirs)
+        dirs[head] = real
     return real
+
+
+# The key, in a pass's ``dirs`` memo, of the set of directories whose real path went
+# through a symlink loop.
+_LOOPED = ("looped",)
+
+
+def _checked_realpath(head: str, dirs: dict) -> str:
+    real = os.path.realpath(head)
+    if _looped(real):
+        dirs.setdefault(_LOOPED, set()).add(head)
+    return real
+
+
+def _looped(real: str) -> bool:
+    """Whether realpath's answer still holds a symlink: it met a loop (it returns
+    the link with the rest of the path unresolved), the one case where it is not
+    the parent's real path joined with the name."""
+    prefix = ""
+    for part in real.split("/")[1:]:
+        prefix = f"{prefix}/{part}"
+        try:
+            if stat.S_ISLNK(os.lstat(prefix).st_mode):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _symlink_hops(path: str, dirs: dict, max_hops: int = 40):
