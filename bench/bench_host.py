@@ -41,12 +41,23 @@ imported, parsed or connected beyond the libvirt connection) measures:
   guards, audit and the state DB), the peak RSS of the passes (taken before any
   bare enumeration runs in the process) and the import time.
 
-Printed: medians over the runs with their min-max spread.
+The measured Reaper uses the agent's ``[reaper] full_view_interval`` (3600 s, as
+Reaper.from_conf): the cold pass reads the whole Nova view, a warm pass with
+nothing new runs the one change-check statement instead (reaper.nova.changes);
+``--full-view-interval 0`` reads the whole view every pass. The bare side reads
+the same DB rows either way. The report says which view each pass read.
+
+Printed: medians over the runs with their min-max spread. ``--profile FILE`` and
+``--profile-warm FILE`` write cProfile stats of the last process's cold pass and
+of its last warm pass (that pass then counts in the figures too).
 
     .venv/bin/python bench/bench_host.py                         # the busy host, 3 runs
     .venv/bin/python bench/bench_host.py --runs 5 --passes 5
     .venv/bin/python bench/bench_host.py --db mysql+pymysql://reaper:reaper@127.0.0.1/
     .venv/bin/python bench/bench_host.py --domains 20 --vifs 20 --sessions 10 --runs 1
+    .venv/bin/python bench/bench_host.py --full-view-interval 0   # whole view every pass
+    .venv/bin/python bench/bench_host.py --domains 200 --vifs 200 --sessions 100 --runs 1 \
+        --profile /tmp/cold.prof --profile-warm /tmp/warm.prof
 
 Needs root (network namespace, ovsdb-server) and, by default, libvirtd.
 """
