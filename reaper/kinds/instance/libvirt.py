@@ -546,8 +546,11 @@ def collect_domains(conn, instance_name_template: str,
             continue
         disks, changed = _resolved_disks(parsed.disks, dirs, chains)
         files = resolve_files(parsed.files, dirs, chains)
-        items.append(dataclasses.replace(parsed, files=files, disks=disks) if changed
-                     else dataclasses.replace(parsed, files=files))
+        if changed:
+            parsed = dataclasses.replace(parsed, files=files, disks=disks)
+        elif files != parsed.files:
+            parsed = dataclasses.replace(parsed, files=files)
+        items.append(parsed)
     if cache is not None:
         cache.rotate()
     return CollectorResult(kind="domain", ok=True, items=tuple(items))
