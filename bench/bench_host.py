@@ -41,12 +41,23 @@ imported, parsed or connected beyond the libvirt connection) measures:
   guards, audit and the state DB), the peak RSS of the passes (taken before any
   bare enumeration runs in the process) and the import time.
 
-Printed: medians over the runs with their min-max spread.
+The measured Reaper uses the agent's ``[reaper] full_view_interval`` (3600 s, as
+Reaper.from_conf): the cold pass reads the whole Nova view, a warm pass with
+nothing new runs the one change-check statement instead (reaper.nova.changes);
+``--full-view-interval 0`` reads the whole view every pass. The bare side reads
+the same DB rows either way. The report says which view each pass read.
+
+Printed: medians over the runs with their min-max spread. ``--profile FILE`` and
+``--profile-warm FILE`` write cProfile stats of the last process's cold pass and
+of its last warm pass (that pass then counts in the figures too).
 
     .venv/bin/python bench/bench_host.py                         # the busy host, 3 runs
     .venv/bin/python bench/bench_host.py --runs 5 --passes 5
     .venv/bin/python bench/bench_host.py --db mysql+pymysql://reaper:reaper@127.0.0.1/
     .venv/bin/python bench/bench_host.py --domains 20 --vifs 20 --sessions 10 --runs 1
+    .venv/bin/python bench/bench_host.py --full-view-interval 0   # whole view every pass
+    .venv/bin/python bench/bench_host.py --domains 200 --vifs 200 --sessions 100 --runs 1 \
+        --profile /tmp/cold.prof --profile-warm /tmp/warm.prof
 
 Needs root (network namespace, ovsdb-server) and, by default, libvirtd.
 """
@@ -70,6 +81,12 @@ import benchlib  # noqa: E402  (also puts the repository root on sys.path)
 
 HOST = benchlib.HOST
 REAL_ISCSIADM = "/usr/sbin/iscsiadm"
+def _agent_full_view() -> int:
+    """The agent's default [reaper] full_view_interval (Reaper.from_conf uses it)."""
+    from reaper.conf import reaper as conf_reaper
+    return next(o.default for o in conf_reaper.pass_opts if o.name == "full_view_interval")
+
+
 KINDS = ("domain", "instance_dir", "vif", "ovs_port", "iscsi_session", "nova_db")
 FIXTURE = os.path.join(benchlib.ROOT, "tests", "fixtures", "nova_xml", "image_hybrid.xml")
 # What identifies the fixture's instance, replaced per domain.
@@ -221,7 +238,8 @@ def child(cfg: dict) -> dict:
     reaper = reconcile.Reaper(policy=pol, libvirt_uri=uri, engine=eng,
                               state=state_mod.StateDB(os.path.join(cfg["root"], "state",
                                                                    str(os.getpid()))),
-                              audit=audit_mod.AuditLog(None, HOST), connect=lambda: conn)
+                              audit=audit_mod.AuditLog(None, HOST), connect=lambda: conn,
+                              full_view_interval=cfg["full_view_interval"])
     template = pol.instance_name_template
     handles = net_exec.NetworkHandles(
         netlink=net_inv.Netlink(cfg["netns"]),
@@ -246,17 +264,23 @@ def child(cfg: dict) -> dict:
     libvirt_inv.collect_domains = kt.wrap("domain", libvirt_inv.collect_domains)
     dir_inv.collect_instance_dirs = kt.wrap("instance_dir", dir_inv.collect_instance_dirs)
     nova_view.load_view = kt.wrap("nova_db", nova_view.load_view)
+    from reaper.nova import changes as nova_changes     # the unchanged pass's one check
+    nova_changes.read = kt.wrap("nova_db", nova_changes.read)
     net_inv.collect = kt.wrap("vif", net_inv.collect)          # the kinds' collectors
     ovs_inv.collect = kt.wrap("ovs_port", ovs_inv.collect)
     volume_wiring.collect = kt.wrap("iscsi_session", volume_wiring.collect)
 
+    views: list[str] = []       # what each pass read of the Nova DB ("full", "unchanged")
+
     def one_pass():
         kt.t = {}
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         rep = reaper.run_pass("audit")
         wall = time.perf_counter() - t
+        kt.t["cpu"] = time.process_time() - cpu
         assert rep.exit_code == 0 and not rep.errors and not rep.guards, rep.to_table()
         assert not rep.findings, [f.get("classification") for f in rep.findings][:10]
+        views.append(rep.db_view)
         return wall, dict(kt.t)
 
     import socket
@@ -272,6 +296,7 @@ def child(cfg: dict) -> dict:
 
     def bare() -> dict:
         t, out = time.perf_counter(), {}
+        cpu = time.process_time()
         n_xml = len([d.XMLDesc(0) for d in conn.listAllDomains(0)])
         out["domain"], t = time.perf_counter() - t, time.perf_counter()
         n_dirs = len([e.name for e in os.scandir(cfg["inst"])])
@@ -284,6 +309,7 @@ def child(cfg: dict) -> dict:
         out["iscsi_session"], t = time.perf_counter() - t, time.perf_counter()
         n_rows = benchlib.bare_db_rows(eng, HOST, uuids, with_dependents=True)
         out["nova_db"] = time.perf_counter() - t
+        out["cpu"] = time.process_time() - cpu
         out["counts"] = {"domains": n_xml, "dirs": n_dirs, "links": n_links,
                          "ovs_rows": n_ports, "sessions": n_sess, "db_rows": n_rows}
         return out
@@ -298,18 +324,23 @@ def child(cfg: dict) -> dict:
             benchlib.pyovs_dump(cfg["ovs_remote"], cfg["bridge"])
             return time.perf_counter() - t
 
-    if cfg.get("profile"):
+    def profiled(path):
+        if not path:
+            return one_pass()
         import cProfile
         prof = cProfile.Profile()
         prof.enable()
-    cold_wall, cold_kinds = one_pass()
-    if cfg.get("profile"):
-        prof.disable()
-        prof.dump_stats(cfg["profile"])
+        try:
+            return one_pass()
+        finally:
+            prof.disable()
+            prof.dump_stats(path)
+
+    cold_wall, cold_kinds = profiled(cfg.get("profile"))
     warm, warm_kinds, bares = [], [], []
     rss_passes = None
-    for _ in range(cfg["passes"]):
-        w, k = one_pass()
+    for i in range(cfg["passes"]):
+        w, k = profiled(cfg.get("profile_warm") if i == cfg["passes"] - 1 else None)
         warm.append(w)
         warm_kinds.append(k)
         if rss_passes is None:      # before any bare enumeration ran in this process
@@ -327,12 +358,13 @@ def child(cfg: dict) -> dict:
     return {"import_s": import_s, "since_start_s": time.perf_counter() - T_START,
             "cold_s": cold_wall, "cold_kinds": cold_kinds,
             "warm_s": statistics.median(warm), "warm_all": warm,
-            "warm_kinds": {k: med(warm_kinds, k) for k in (*KINDS, "gc")},
+            "warm_kinds": {k: med(warm_kinds, k) for k in (*KINDS, "gc", "cpu")},
             "bare_s": statistics.median(bare_total), "bare_all": bare_total,
-            "bare_kinds": {k: med(bares, k) for k in KINDS},
+            "bare_kinds": {k: med(bares, k) for k in (*KINDS, "cpu")},
             "counts": bares[-1]["counts"], "peak_rss_mb": rss_passes,
             "peak_rss_all_mb": benchlib.peak_rss_mb(),
-            "lib_net_s": lib_s, "warm_net_s": med(warm_kinds, "vif") + med(warm_kinds, "ovs_port")}
+            "lib_net_s": lib_s, "warm_net_s": med(warm_kinds, "vif") + med(warm_kinds, "ovs_port"),
+            "db_views": views}
 
 
 # --------------------------------------------------------------------------
@@ -352,6 +384,12 @@ def report(args, results: list[dict], build_s: float, load: tuple) -> None:
           f"{args.luns} LUNs (simulated initiator, {args.iscsiadm} iscsiadm), {c['db_rows']} DB rows read of "
           f"{args.domains * (args.others + 3) + 1}+ ({'MariaDB' if args.db else 'SQLite'}); "
           f"built in {build_s:.0f}s")
+    modes = sorted({f"cold {r['db_views'][0]}, warm " + "/".join(sorted(set(r["db_views"][1:])))
+                    for r in results})
+    print(f"Nova DB view: full_view_interval={args.full_view_interval} "
+          f"({'the agent default' if args.full_view_interval == _agent_full_view() else 'not the agent default'}"
+          f"); passes read: {'; '.join(modes)} (unchanged: the one change-check "
+          f"statement, the bare side still reads the same DB rows)")
     print(f"{len(results)} fresh processes x (1 cold + {args.passes} warm passes); "
           f"load average before/after: {load[0]} / {load[1]}; figures: median (min-max) "
           f"over the processes")
@@ -365,6 +403,10 @@ def report(args, results: list[dict], build_s: float, load: tuple) -> None:
     cr = [r["cold_s"] / r["bare_s"] for r in results]
     print(f"  ratio warm / bare         {fmt_spread(wr, digits=2, unit='x')}  target <= 1.15x")
     print(f"  ratio cold / bare         {fmt_spread(cr, digits=2, unit='x')}  target <= 1.5x")
+    print(f"  CPU time of the measuring process (the servers' and iscsiadm's not counted): "
+          f"bare {fmt_spread([r['bare_kinds']['cpu'] for r in results])} s, "
+          f"warm {fmt_spread([r['warm_kinds']['cpu'] for r in results])} s, "
+          f"cold {fmt_spread([r['cold_kinds']['cpu'] for r in results])} s")
     rss = [r["peak_rss_mb"] for r in results]
     print(f"  peak RSS, the passes      {fmt_spread(rss, digits=1, unit=' MB')}  "
           f"target < 150 MB (process peak incl. the bare runs: "
@@ -413,16 +455,26 @@ def main() -> int:
                          "and node database bind-mounted at /sys, /dev, /etc/iscsi in a "
                          "mount namespace of the measuring process (as bench_iscsi.py); "
                          "sim: the simulator's iscsiadm (Python) on the simulated tree")
+    ap.add_argument("--full-view-interval", type=int,
+                    help="[reaper] full_view_interval of the measured Reaper (default: the "
+                         "agent's, 3600: a warm pass with nothing new runs the change "
+                         "check instead of the whole view); 0: every pass reads the whole view")
     ap.add_argument("--runs", type=int, default=3, help="fresh processes (cold passes)")
     ap.add_argument("--passes", type=int, default=3, help="warm passes per process")
     ap.add_argument("--profile", metavar="FILE",
-                    help="cProfile the cold pass of the first process into FILE (pstats)")
+                    help="cProfile the cold pass of the last process into FILE (pstats; the "
+                         "last, so that the first run's cold kernel and libvirtd caches do "
+                         "not show)")
+    ap.add_argument("--profile-warm", metavar="FILE",
+                    help="cProfile the last warm pass of the last process into FILE")
     ap.add_argument("--no-settle", action="store_true",
                     help="skip reconcile.settle_heap() (gc.freeze after start-up), which "
                          "the agent runs, to see what it saves")
     ap.add_argument("--json", action="store_true", help="print the raw results as JSON too")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.full_view_interval is None and not args.child:
+        args.full_view_interval = _agent_full_view()
     if args.child:
         with open(args.child) as f:
             print(json.dumps(child(json.load(f))))
@@ -455,7 +507,8 @@ def main() -> int:
         cfg = dict(built, root=root, netns=net.ns, bridge=net.bridge, ovs_remote=net.remote,
                    sim_sys="/sys" if real else sim.sys, sim_dev="/dev" if real else sim.dev,
                    iscsiadm=REAL_ISCSIADM if real else "iscsiadm",
-                   libvirt=args.libvirt, passes=args.passes, no_settle=args.no_settle)
+                   libvirt=args.libvirt, passes=args.passes, no_settle=args.no_settle,
+                   full_view_interval=args.full_view_interval)
         cfg_path = os.path.join(root, "child.json")
         with open(cfg_path, "w") as f:
             json.dump(cfg, f)
@@ -463,8 +516,11 @@ def main() -> int:
         env["PYTHONPATH"] = benchlib.ROOT + os.pathsep + env.get("PYTHONPATH", "")
         results = []
         for run in range(args.runs):
-            if args.profile:
-                cfg["profile"] = os.path.abspath(args.profile) if run == 0 else None
+            last = run == args.runs - 1
+            if args.profile or args.profile_warm:
+                cfg["profile"] = os.path.abspath(args.profile) if last and args.profile else None
+                cfg["profile_warm"] = (os.path.abspath(args.profile_warm)
+                                       if last and args.profile_warm else None)
                 with open(cfg_path, "w") as f:
                     json.dump(cfg, f)
             cmd = [sys.executable, os.path.abspath(__file__), "--child", cfg_path]

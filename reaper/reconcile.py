@@ -117,6 +117,9 @@ class Reaper:
     _parse_cache: libvirt_inv.ParseCache = dataclasses.field(
         default_factory=libvirt_inv.ParseCache, repr=False)
     _view_cache: _ViewCache | None = dataclasses.field(default=None, repr=False)
+    # The plan _unchanged_view made from the cached view (no teardown), for the pass
+    # that then uses that view: planning the same inputs twice costs a whole plan.
+    _check_plan: object | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
         if self.pass_lock is None:
@@ -327,6 +330,7 @@ class Reaper:
     def _load(self, conn, pol, rep: PassReport | None = None) -> tuple[Inventory, object]:
         """The inventory and a full view; with ``rep`` (an untargeted pass) the cached
         view instead when ``_unchanged_view`` allows it (``rep.db_view``)."""
+        self._check_plan = None
         inv = self._collect(conn)
         if rep is not None:
             cached = self._unchanged_view(inv, pol, rep)
@@ -383,6 +387,7 @@ class Reaper:
             return None
         if deep:
             self._view_cache = dataclasses.replace(c, deep_at=now)
+        self._check_plan = plan
         return c.view
 
     def _deep_checks(self) -> bool:
@@ -437,6 +442,10 @@ class Reaper:
                 return
         inv, view = self._load(conn, pol, rep if only_uuid is None else None)
         cached = rep.db_view == "unchanged"
+        # The check's plan: made from this inventory, view and policy with nothing
+        # journaled, a moment ago (a clock that moved on since can only have made a
+        # rule ripe that the next pass then acts on).
+        check_plan, self._check_plan = (self._check_plan if cached else None), None
         self.heartbeat()
         if not cached:
             rep.db_queries += view.queries
@@ -466,10 +475,12 @@ class Reaper:
             if resumed:
                 inv, view = self._load(conn, pol)
                 rep.db_queries += view.queries
+                check_plan = None
 
         # A claimed row whose teardown is still in our journal is not a stranded claim.
         journaled = frozenset(e.plan.instance_uuid for e in self.state.unfinished())
-        plan = self.kinds.plan(inv, view, pol, self.clock(), journaled=journaled)
+        plan = check_plan if check_plan is not None and not journaled else \
+            self.kinds.plan(inv, view, pol, self.clock(), journaled=journaled)
         if any(planner.writes_nova_db(t) and only_uuid in (None, t.instance_uuid)
                for t in plan.teardowns) and not db_access().writable:
             plan = planner.without_db_writes(plan, db_access().reason)
@@ -718,9 +729,21 @@ def settle_heap() -> None:
     collection otherwise walks every imported object again: about a tenth of a pass
     on a busy host. Called once per process, when it is built; objects made later
     (passes, caches, replicas) are collected as usual.
+
+    The youngest generation's threshold is raised from 700 to GC_YOUNG_THRESHOLD
+    container allocations: a pass builds tens of thousands of records that live
+    until its end (links, ports, domains, rows, plans), and at 700 each young
+    collection finds most of them alive and promotes them, to be walked again by
+    the older generations. Cyclic garbage waits a little longer; nothing else
+    changes (reference counting frees the rest at once).
     """
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(max(GC_YOUNG_THRESHOLD, gc.get_threshold()[0]), older, oldest)
+
+
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def build_from_conf(conf=CONF) -> Reaper:

@@ -484,8 +484,39 @@ def test_ovs_replica_fast_read_matches_row_attributes(world):
                           key=lambda p: p.name)
         assert fast == slow and len(fast) == 5
         assert any(p.vm_uuid and p.name.startswith("tap") for p in fast)   # vm-id read
+        # the select transaction a handle reads before any write: the same records
+        exists, selected = ovs_inv.select_ports(npl.OVS_DB, br, 5)
+        assert exists and sorted(selected, key=lambda p: p.name) == fast
+        assert ovs_inv.select_ports(npl.OVS_DB, "br-no-such-bridge", 5) == (False, ())
     finally:
         h.close()
+
+
+def test_ovs_reads_before_a_write_are_fresh_selects_without_the_idl(world):
+    """A handle that never wrote reads each pass with one select: a port changed on
+    the server is seen by the very next read, and no IDL session is started."""
+    br = world.bridge
+    pid = npl.new_port_id()
+    name = npl.names(pid)["qvo"]
+    npl.add_ovs_vif_port(br, name, pid, "aaaaaaaa-0000-0000-0000-000000000001")
+    h = ovs_inv.OvsHandle(npl.OVS_DB, br, 5)
+    try:
+        res = ovs_inv.collect(h)
+        assert res.ok and {p.name: p.vm_uuid for p in res.items}[name] == \
+            "aaaaaaaa-0000-0000-0000-000000000001"
+        npl.vsctl("--no-wait", "set", "Interface", name,
+                  "external_ids:vm-uuid=bbbbbbbb-0000-0000-0000-000000000002",
+                  "external_ids:reaper-skip=true")
+        port = {p.name: p for p in ovs_inv.collect(h).items}[name]
+        assert port.vm_uuid == "bbbbbbbb-0000-0000-0000-000000000002" and port.skip
+        npl.vsctl("--no-wait", "del-port", br, name)
+        assert name not in {p.name for p in ovs_inv.collect(h).items}
+        assert h._api is None
+    finally:
+        h.close()
+    down = ovs_inv.OvsHandle("unix:/nonexistent/db.sock", br, 1)
+    res = ovs_inv.collect(down)
+    assert not res.ok and "cannot connect" in res.error
 
 
 def test_collector_lists_devices_stacked_on_vif_devices(world):

@@ -295,7 +295,8 @@ def _interface(i: ET.Element) -> DomainInterface | None:
 # The collector
 # --------------------------------------------------------------------------
 
-def resolve_files(paths, dirs: dict | None = None) -> tuple[str, ...]:
+def resolve_files(paths, dirs: dict | None = None,
+                  chains: dict | None = None) -> tuple[str, ...]:
     """The real paths a domain's file sources depend on, so that they compare with the
     (resolved) instance directories whatever the spelling: symlinks, ``//``, ``..``.
 
@@ -304,10 +305,11 @@ def resolve_files(paths, dirs: dict | None = None) -> tuple[str, ...]:
     its target; a directory holding any of them is in use. Unresolvable parts stay as
     they are (realpath does not need the file to exist).
 
-    ``dirs`` memoizes the real path of each directory for the caller's one pass (the
-    collector shares it between the domains of a pass, which name the same few
-    directories: /dev/disk/by-path, an instance directory for several files); it
-    never outlives the pass, since a symlink may change between passes.
+    ``dirs`` memoizes the real path of each directory, ``chains`` the hops of each
+    path, for the caller's one pass (the collector shares them between the domains of
+    a pass, which name the same few directories and some of the same files:
+    /dev/disk/by-path, /dev/urandom, an instance directory for several files); they
+    never outlive the pass, since a symlink may change between passes.
     """
     if dirs is None:
         dirs = {}
@@ -315,20 +317,89 @@ def resolve_files(paths, dirs: dict | None = None) -> tuple[str, ...]:
     for path in paths:
         if not path.startswith("/"):
             continue
-        try:
-            for real in _symlink_hops(path, dirs):
-                out[real] = None
-        except (OSError, ValueError) as e:
-            LOG.debug("cannot resolve %s: %s", path, e)
-            out[os.path.normpath(path)] = None
+        for real in _chain(path, dirs, chains)[0]:
+            out[real] = None
     return tuple(out)
 
 
+def _chain(path: str, dirs: dict, chains: dict | None) -> tuple[tuple[str, ...], bool]:
+    """(the paths resolve_files records for ``path``, whether its hops were all found:
+    on an error, the hops found before it and the path normalized); memoized in
+    ``chains`` (one pass's) when given."""
+    if chains is not None:
+        got = chains.get(path)
+        if got is not None:
+            return got
+    hops: list[str] = []
+    ok = True
+    try:
+        for real in _symlink_hops(path, dirs):
+            hops.append(real)
+    except (OSError, ValueError) as e:
+        LOG.debug("cannot resolve %s: %s", path, e)
+        hops.append(os.path.normpath(path))
+        ok = False
+    got = (tuple(hops), ok)
+    if chains is not None:
+        chains[path] = got
+    return got
+
+
 def _realdir(head: str, dirs: dict) -> str:
+    """``os.path.realpath(head)``, built on the memoized real path of its parent: one
+    ``lstat`` per directory not yet seen this pass (the instance directories of a
+    host share every ancestor), instead of one per component of each.
+
+    realpath gives up on a symlink loop and keeps the rest of the path as spelled;
+    a directory whose real path went through one (see ``_looped``) is marked, and
+    the directories under it are then given realpath's own answer."""
     real = dirs.get(head)
     if real is None:
-        real = dirs[head] = os.path.realpath(head)
+        parent, name = os.path.split(head)
+        if not parent or not name or name in (".", "..") or parent == head:
+            real = _checked_realpath(head, dirs)
+        else:
+            base = _realdir(parent, dirs)
+            looped = dirs.get(_LOOPED)
+            if looped and parent in looped:
+                real = _checked_realpath(head, dirs)
+            else:
+                real = os.path.join(base, name)
+                try:
+                    link = stat.S_ISLNK(os.lstat(real).st_mode)
+                except OSError:
+                    link = False        # missing: kept as spelled, as realpath does
+                if link:
+                    real = _checked_realpath(head, dirs)
+        dirs[head] = real
     return real
+
+
+# The key, in a pass's ``dirs`` memo, of the set of directories whose real path went
+# through a symlink loop.
+_LOOPED = ("looped",)
+
+
+def _checked_realpath(head: str, dirs: dict) -> str:
+    real = os.path.realpath(head)
+    if _looped(real):
+        dirs.setdefault(_LOOPED, set()).add(head)
+    return real
+
+
+def _looped(real: str) -> bool:
+    """Whether realpath's answer still holds a symlink: it met a loop (it returns
+    the link with the rest of the path unresolved), the one case where it is not
+    the parent's real path joined with the name."""
+    prefix = ""
+    for part in real.split("/")[1:]:
+        prefix = f"{prefix}/{part}"
+        try:
+            if stat.S_ISLNK(os.lstat(prefix).st_mode):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _symlink_hops(path: str, dirs: dict, max_hops: int = 40):
@@ -357,22 +428,28 @@ def _list_with_states(conn) -> list[tuple[libvirt.virDomain, int | None]]:
     return [(dom, None) for dom in conn.listAllDomains(0)]
 
 
-def resolve_block_disks(dom: Domain) -> Domain:
+def resolve_block_disks(dom: Domain, dirs: dict | None = None,
+                        chains: dict | None = None) -> Domain:
     """Each block-device source (``type='block'``, or any source under /dev) as this
     host sees it now: the kernel name its real path leads to and its device number.
     Done per pass, outside the parse cache: a by-path link may lead to another device
-    after a re-login. A source that does not exist stays unresolved."""
-    disks, changed = [], False
-    for d in dom.disks:
+    after a re-login. A source that does not exist stays unresolved.
+
+    ``dirs`` and ``chains``: the pass's memos of resolve_files; the source's real path
+    is then the last hop resolve_files already found this pass (no second realpath).
+    """
+    disks, changed = _resolved_disks(dom.disks, {} if dirs is None else dirs, chains)
+    return dataclasses.replace(dom, disks=disks) if changed else dom
+
+
+def _resolved_disks(disks, dirs: dict, chains: dict | None) -> tuple[tuple, bool]:
+    out, changed = [], False
+    for d in disks:
         src = d.source
         if src and src.startswith("/") and (d.source_type == "block"
                                             or src.startswith("/dev/")):
+            real, st = _real_stat(src, dirs, chains)
             resolved = devt = None
-            try:
-                real = os.path.realpath(src, strict=True)
-                st = os.stat(real)
-            except (OSError, ValueError):
-                real, st = None, None
             if real is not None:
                 head, name = os.path.split(real)
                 resolved = name if head == "/dev" else None
@@ -381,8 +458,25 @@ def resolve_block_disks(dom: Domain) -> Domain:
             if resolved or devt:
                 d = dataclasses.replace(d, resolved=resolved, devt=devt)
                 changed = True
-        disks.append(d)
-    return dataclasses.replace(dom, disks=tuple(disks)) if changed else dom
+        out.append(d)
+    return (tuple(out) if changed else disks), changed
+
+
+def _real_stat(src: str, dirs: dict, chains: dict | None):
+    """(real path, its stat) of an existing ``src``, else (None, None). The end of
+    the hop chain when it is not itself a symlink (the chain stopped on an error, or
+    after too many hops: then realpath decides, as it did before the chain was
+    shared)."""
+    hops, ok = _chain(src, dirs, chains)
+    try:
+        if ok and hops:
+            st = os.lstat(hops[-1])
+            if not stat.S_ISLNK(st.st_mode):
+                return hops[-1], st
+        real = os.path.realpath(src, strict=True)
+        return real, os.stat(real)
+    except (OSError, ValueError):
+        return None, None
 
 
 def _placeholder(dom, why: object) -> Domain:
@@ -430,6 +524,7 @@ def collect_domains(conn, instance_name_template: str,
         return CollectorResult(kind="domain", ok=False, error=f"cannot list domains: {e}")
     items = []
     dirs: dict[str, str] = {}       # real paths of directories, for this pass only
+    chains: dict = {}               # hops of each path, for this pass only
     for dom, code in listed:
         try:
             if code is None:
@@ -449,8 +544,13 @@ def collect_domains(conn, instance_name_template: str,
         except Exception as e:  # noqa: BLE001 - hostile XML (MemoryError...) costs one domain
             items.append(_placeholder(dom, e))
             continue
-        items.append(resolve_block_disks(
-            dataclasses.replace(parsed, files=resolve_files(parsed.files, dirs))))
+        disks, changed = _resolved_disks(parsed.disks, dirs, chains)
+        files = resolve_files(parsed.files, dirs, chains)
+        if changed:
+            parsed = dataclasses.replace(parsed, files=files, disks=disks)
+        elif files != parsed.files:
+            parsed = dataclasses.replace(parsed, files=files)
+        items.append(parsed)
     if cache is not None:
         cache.rotate()
     return CollectorResult(kind="domain", ok=True, items=tuple(items))

@@ -1,13 +1,15 @@
 """Collector of the OVS side of Nova's VIFs: the ports of the integration bridge.
 
 Read-only here; the unplug step uses the same handle for its one write
-(``DelVifPortCommand``). Through ovsdbapp's native IDL: one long-lived
-connection monitors only the columns the reaper reads (Bridge, Port, Interface),
-so a pass reads its in-memory replica once, under the connection's lock, instead
-of querying ovsdb-server port by port. The replica is only trusted while the
-session is connected: a server that is down (or never answered) makes the
-collector return ``ok=False`` and every OVS write fail, so the guards block the
-kind and the unplug step is retried on a later pass.
+(``DelVifPortCommand``). A pass reads the ports with one ``select`` transaction
+(the bridge, every Port and Interface row, only the columns the reaper reads) on a
+fresh JSON-RPC session: one atomic snapshot, parsed by the standard ``json``. The
+first write brings up ovsdbapp's native IDL: one long-lived connection monitoring
+the same columns (Bridge, Port, Interface); from then on a pass reads its
+in-memory replica once, under the connection's lock, instead. The replica is only
+trusted while the session is connected: a server that is down (or never
+answered) makes the collector return ``ok=False`` and every OVS write fail, so the
+guards block the kind and the unplug step is retried on a later pass.
 
 ovsdbapp keeps a backend's connection in a class attribute; each handle uses a
 class of its own, so several handles (tests, a reconnect) never share one by
@@ -17,7 +19,10 @@ removing a port never waits for ovs-vswitchd.
 from __future__ import annotations
 
 import errno
+import json
+import socket
 import threading
+import time
 
 import ovs.jsonrpc
 import ovs.poller
@@ -91,6 +96,66 @@ def transact(remote: str, request: ovs.jsonrpc.Message, timeout: float):
         rpc.close()
 
 
+def plain_transact(remote: str, method: str, params: list, timeout: float):
+    """``transact`` for ``unix:`` and ``tcp:`` remotes on a plain socket, the reply
+    decoded by the standard ``json`` in one go: python-ovs' stream hands its parser
+    4 KiB at a time, and with its pure-Python parser (ovsjson) reading a busy
+    bridge's rows that way costs several times their transfer. Raises
+    OvsUnavailable (cannot connect, an error reply, no reply within ``timeout``)."""
+    kind, _, addr = remote.partition(":")
+    deadline = time.monotonic() + timeout
+    try:
+        if kind == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(addr)
+            except OSError:
+                sock.close()
+                raise
+        else:
+            host, _, port = addr.rpartition(":")
+            sock = socket.create_connection((host.strip("[]"), int(port)), timeout)
+    except (OSError, ValueError) as e:
+        raise exception.OvsUnavailable(f"OVSDB {remote}: cannot connect ({e})") from None
+    try:
+        sock.sendall(json.dumps({"id": 0, "method": method, "params": params}).encode())
+        chunks: list[bytes] = []
+        dec = json.JSONDecoder()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise exception.OvsUnavailable(f"OVSDB {remote} did not answer within {timeout}s")
+            sock.settimeout(left)
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise exception.OvsUnavailable(f"OVSDB {remote} closed the session")
+            chunks.append(chunk)
+            if not chunk.rstrip().endswith(b"}"):
+                continue
+            text = b"".join(chunks).decode()
+            while text:
+                try:
+                    msg, end = dec.raw_decode(text)
+                except ValueError:
+                    break               # incomplete: read on
+                text = text[end:].lstrip()
+                if not isinstance(msg, dict):
+                    raise exception.OvsUnavailable(f"OVSDB {remote}: not JSON-RPC")
+                if msg.get("method") == "echo" and "id" in msg:     # the server's probe
+                    sock.sendall(json.dumps({"id": msg["id"], "result": msg.get("params", []),
+                                             "error": None}).encode())
+                elif msg.get("id") == 0:
+                    if msg.get("error"):
+                        raise exception.OvsUnavailable(f"OVSDB {remote}: {msg['error']}")
+                    return msg.get("result")
+            chunks = [text.encode()] if text else []
+    except (OSError, UnicodeDecodeError) as e:   # socket.timeout is an OSError
+        raise exception.OvsUnavailable(f"OVSDB {remote}: {e}") from None
+    finally:
+        sock.close()
+
+
 def _strerror(err) -> str:
     return errno.errorcode.get(err, str(err)) if isinstance(err, int) else str(err)
 
@@ -134,7 +199,11 @@ class OvsHandle:
         conn = ovs_connection.Connection(idl, timeout=self.timeout)
         api_cls = type("ReaperOvsApi", (_Api,), {"_ovsdb_connection": None})
         try:
-            return api_cls(conn, start=True)
+            # No ovsdbapp indexes: kept sorted through python-ovs' row attributes on
+            # every row the initial dump and each update add (most of the cold
+            # pass's OVS time on a busy bridge), they would only serve the unplug
+            # step's lookup of one port by name, a scan of the replica without them.
+            return api_cls(conn, start=True, auto_index=False)
         except Exception as e:  # noqa: BLE001 - ovsdbapp raises several kinds
             try:
                 conn.stop(timeout=1)
@@ -170,7 +239,19 @@ class OvsHandle:
                 pass
 
     def read_ports(self) -> tuple[bool, tuple[OvsPort, ...]]:
-        """(bridge exists, its ports), read from the replica in one go."""
+        """(bridge exists, its ports): from the IDL's replica in one go once the
+        session is up, else from one ``select`` transaction on a fresh session.
+
+        Reading never starts the IDL: its first dump through python-ovs' row
+        objects costs several times the same rows read as plain JSON (most of a
+        cold pass's OVS time), and only a write (the unplug step's ``api()``, which
+        also re-reads here through the replica it brings up) needs it. The select
+        is one atomic snapshot of the server's rows, as fresh as a synced replica.
+        """
+        with self._lock:
+            api = self._api
+        if api is None:
+            return select_ports(self.remote, self.bridge, self.timeout)
         api = self.api()
         with api.ovsdb_connection.lock:
             if not _synced(api.idl):
@@ -183,6 +264,88 @@ class OvsHandle:
             except (AttributeError, KeyError, TypeError) as e:   # another python-ovs
                 LOG.debug("replica fast path unavailable (%s), using row attributes", e)
                 return True, tuple(_port_record(self.bridge, p) for p in bridge.ports)
+
+
+def select_request(bridge: str) -> list:
+    """One OVSDB transaction selecting the bridge and every Port and Interface row,
+    only the COLUMNS the collector reads (and the rows' uuids)."""
+    return [SCHEMA,
+            {"op": "select", "table": "Bridge", "where": [["name", "==", bridge]],
+             "columns": COLUMNS["Bridge"]},
+            {"op": "select", "table": "Port", "where": [],
+             "columns": ["_uuid", *COLUMNS["Port"]]},
+            {"op": "select", "table": "Interface", "where": [],
+             "columns": ["_uuid", *COLUMNS["Interface"]]}]
+
+
+def select_ports(remote: str, bridge: str, timeout: float) -> tuple[bool, tuple[OvsPort, ...]]:
+    """(bridge exists, its ports) from one select transaction; raises OvsUnavailable."""
+    if remote.startswith(("unix:", "tcp:")):
+        result = plain_transact(remote, "transact", select_request(bridge), timeout)
+    else:       # ssl: python-ovs' stream, with the configured certificates
+        result = transact(remote, ovs.jsonrpc.Message.create_request(
+            "transact", select_request(bridge)), timeout)
+    try:
+        for op in result:
+            if isinstance(op, dict) and op.get("error"):
+                raise exception.OvsUnavailable(f"OVSDB {remote}: {op['error']}: "
+                                               f"{op.get('details', '')}")
+        return ports_from_select(bridge, result)
+    except (IndexError, KeyError, TypeError, ValueError) as e:
+        raise exception.OvsUnavailable(f"OVSDB {remote}: unexpected select reply ({e})") \
+            from None
+
+
+def _set(value) -> list:
+    """The atoms of an OVSDB set in JSON (a set of one may be the atom itself)."""
+    if isinstance(value, list) and value and value[0] == "set":
+        return value[1]
+    return [value]
+
+
+def _uuid(atom) -> str:
+    if isinstance(atom, list) and len(atom) == 2 and atom[0] == "uuid":
+        return atom[1]
+    raise ValueError(f"not a uuid: {atom!r}")
+
+
+def _map(value) -> dict:
+    if isinstance(value, list) and len(value) == 2 and value[0] == "map":
+        return {k: v for k, v in value[1]}
+    raise ValueError(f"not a map: {value!r}")
+
+
+def ports_from_select(bridge_name: str, result: list) -> tuple[bool, tuple[OvsPort, ...]]:
+    """Pure: the records ``_fast_ports`` makes of the replica, from the reply to
+    ``select_request`` (the bridge's ports in the order of its ``ports`` column)."""
+    bridges, ports, ifaces = (op["rows"] for op in result[:3])
+    if not bridges:
+        return False, ()
+    ports_by = {_uuid(r["_uuid"]): r for r in ports}
+    ifaces_by = {_uuid(r["_uuid"]): r for r in ifaces}
+    out = []
+    for atom in _set(bridges[0]["ports"]):
+        port_id = _uuid(atom)
+        port = ports_by.get(port_id)
+        if port is None:
+            continue
+        rows = [ifaces_by[u] for u in map(_uuid, _set(port["interfaces"])) if u in ifaces_by]
+        pext = _map(port["external_ids"])
+        if rows:
+            i = rows[0]
+            ext = _map(i["external_ids"])
+            itype = i["type"] if isinstance(i["type"], str) else ""
+            err, ofp = _set(i["error"]), _set(i["ofport"])
+        else:
+            ext, itype, err, ofp = {}, "", [], []
+        skip = any(str(d.get(SKIP_KEY, "")).lower() == "true" for d in (ext, pext))
+        out.append(OvsPort(
+            name=port["name"], bridge=bridge_name, uuid=port_id, iface_type=itype,
+            iface_id=ext.get("iface-id") or None, attached_mac=ext.get("attached-mac") or None,
+            vm_uuid=ext.get("vm-uuid") or ext.get("vm-id") or None,
+            error=err[0] if err else None, ofport=ofp[0] if ofp else None,
+            n_interfaces=len(rows), skip=skip, external_ids=ext))
+    return True, tuple(out)
 
 
 def _synced(idl) -> bool:

@@ -345,3 +345,24 @@ def test_with_reclaim_disabled_the_timers_reclaim_pass_reads_nothing(host):
     assert [(a["instance_uuid"], a["classification"], a["result"]) for a in rep.actions] == \
         [(u["soft_new"], "stranded_claim", "done")]
     assert reaper.run_pass("reclaim").db_view == "reclaim_check"
+
+
+def test_an_unchanged_pass_plans_once_with_the_checks_plan(host, monkeypatch):
+    """The change check's plan (from the cached view, no teardown) is the pass's plan:
+    one plan per unchanged pass, and a full pass plans on its own fresh view."""
+    reaper, handles, *_ = host
+    quiet(reaper)
+    calls = []
+    real = reaper.kinds.plan
+
+    def counted(*a, **k):
+        calls.append(k.get("journaled", frozenset()))
+        return real(*a, **k)
+    monkeypatch.setattr(reaper.kinds, "plan", counted)
+    rep = reaper.run_pass("audit")
+    assert rep.db_view == "unchanged" and len(calls) == 1
+    reaper._view_cache = None               # the next pass reads the whole view
+    calls.clear()
+    rep = reaper.run_pass("audit")
+    assert rep.db_view == "full" and len(calls) == 1
+    assert reaper._check_plan is None

@@ -274,3 +274,30 @@ def test_resolve_files_shares_directories_within_a_pass_never_across(tmp_path):
     # the next pass (a new memo) follows the new link
     assert libvirt_inv.resolve_files([f"{link}/x/disk"], {}) == (f"{b}/x/disk",)
     assert libvirt_inv.resolve_files([f"{link}/x/disk"]) == (f"{b}/x/disk",)
+
+
+def test_directories_resolve_as_realpath_does_links_loops_and_dots_included(tmp_path):
+    """The pass's directory memo builds each real path on its parent's: the same
+    answer as os.path.realpath for every spelling, a symlink loop included (where
+    realpath keeps the rest of the path as spelled), with one memo for all."""
+    import itertools
+    import random
+
+    root = str(tmp_path)
+    os.makedirs(f"{root}/a/b/c")
+    os.makedirs(f"{root}/x/y")
+    os.symlink(f"{root}/a", f"{root}/la")
+    os.symlink("../x", f"{root}/a/lx")
+    os.symlink("b/c", f"{root}/a/lc")
+    os.symlink(f"{root}/loop", f"{root}/loop")
+    os.symlink("nowhere", f"{root}/a/dangling")
+    parts = ["a", "b", "c", "la", "lx", "lc", "x", "y", "..", ".", "", "missing",
+             "dangling", "loop"]
+    rnd = random.Random(13)
+    paths = ["/".join((root, *p)) for p in itertools.product(parts, repeat=2)]
+    paths += ["/".join((root, *(rnd.choice(parts) for _ in range(rnd.randint(3, 6)))))
+              for _ in range(3000)]
+    memo: dict = {}
+    got = [(p, libvirt_inv._realdir(p, memo)) for p in paths]
+    assert [g for g in got if g[1] != os.path.realpath(g[0])] == []
+    assert [p for p in paths if libvirt_inv._realdir(p, {}) != os.path.realpath(p)] == []

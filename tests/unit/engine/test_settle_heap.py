@@ -16,6 +16,7 @@ def test_settle_heap_freezes_what_is_alive_and_collects_later_garbage():
         reconcile.settle_heap()
         frozen = gc.get_freeze_count()
         assert frozen > 1000, frozen       # the imported modules' objects
+        assert gc.get_threshold()[0] == reconcile.GC_YOUNG_THRESHOLD > 700
         class Cycle:
             pass
         a, b = Cycle(), Cycle()

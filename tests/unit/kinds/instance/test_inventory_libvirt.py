@@ -390,3 +390,63 @@ def test_parse_cache_reuses_parsed_domains_and_forgets_vanished_ones():
     cache.rotate()
     cache.rotate()          # a pass without that domain
     assert cache.parse(xml, "running", None) is not a
+
+
+def test_block_sources_and_symlinks_are_resolved_anew_each_pass_with_the_cache(tmp_path):
+    """Two domains name the same block source link and file link: within a pass
+    both get its current target (the pass resolves each path once); re-pointed
+    between two passes over unchanged (cached) XML, the next pass sees the new
+    target in the disks and the files."""
+    link, flink = tmp_path / "by-path-lun-1", tmp_path / "disk.link"
+    a, b = tmp_path / "a.img", tmp_path / "b.img"
+    a.write_bytes(b"")
+    b.write_bytes(b"")
+    link.symlink_to("/dev/null")
+    flink.symlink_to(a)
+    devices = (f"<disk type='block' device='disk'><source dev='{link}'/>"
+               f"<target dev='vdb'/></disk><disk type='file' device='disk'>"
+               f"<source file='{flink}'/><target dev='vda'/></disk>")
+    uri = write_node(tmp_path, domain_xml(U_NOVA_RUN, "instance-00000001", devices=devices),
+                     domain_xml(U_NAMED, "instance-0000002a", devices=devices))
+    c = libvirt_inv.open_connection(uri)
+    cache = libvirt_inv.ParseCache()
+    try:
+        def seen():
+            res = libvirt_inv.collect_domains(c, "instance-%08x", cache)
+            assert res.ok and len(res.items) == 2
+            return [(sorted((d.target, d.resolved, d.devt) for d in dom.disks), dom.files)
+                    for dom in res.items]
+        first = seen()
+        assert first[0] == first[1]
+        assert first[0][0] == [("vda", None, None), ("vdb", "null", None)]
+        assert "/dev/null" in first[0][1] and str(a) in first[0][1]
+        link.unlink()
+        link.symlink_to("/dev/zero")
+        flink.unlink()
+        flink.symlink_to(b)
+        second = seen()
+        assert second[0] == second[1]
+        assert second[0][0] == [("vda", None, None), ("vdb", "zero", None)]
+        assert "/dev/zero" in second[0][1] and "/dev/null" not in second[0][1]
+        assert str(b) in second[0][1] and str(a) not in second[0][1]
+    finally:
+        c.close()
+
+
+def test_a_block_source_whose_link_cannot_be_followed_is_not_resolved(tmp_path):
+    """A dangling link and a link loop: the source stays unresolved (as realpath
+    with strict=True would have it), and its spelling stays among the files."""
+    gone, loop = tmp_path / "gone", tmp_path / "loop"
+    gone.symlink_to(tmp_path / "nowhere")
+    loop.symlink_to(loop)
+    devices = "".join(f"<disk type='block' device='disk'><source dev='{p}'/>"
+                      f"<target dev='vd{t}'/></disk>" for p, t in ((gone, "b"), (loop, "c")))
+    uri = write_node(tmp_path, domain_xml(U_NOVA_RUN, "instance-00000001", devices=devices))
+    c = libvirt_inv.open_connection(uri)
+    try:
+        res = libvirt_inv.collect_domains(c, "instance-%08x")
+        (dom,) = res.items
+        assert [(d.resolved, d.devt) for d in dom.disks] == [(None, None), (None, None)]
+        assert str(gone) in dom.files and str(loop) in dom.files
+    finally:
+        c.close()

@@ -268,3 +268,15 @@ def test_the_domain_collector_resolves_block_sources(tmp_path):
     plain = Domain("u", "x", "running", False, None, disks=(
         DomainDisk("vda", "disk", "file", str(tmp_path / "disk.qcow2")),))
     assert resolve_block_disks(plain) is plain
+
+
+def test_sysfs_attributes_are_read_whole_and_stripped(tmp_path):
+    from reaper.kinds.iscsi.collector import _read
+    (tmp_path / "state").write_text("running\n")
+    (tmp_path / "big").write_bytes(b"x" * 200_000 + b"\n")
+    (tmp_path / "odd").write_bytes(b"wwid-\xff\n")
+    assert _read(str(tmp_path / "state")) == "running"
+    assert _read(str(tmp_path / "big")) == "x" * 200_000
+    assert _read(str(tmp_path / "odd")) == "wwid-\ufffd"
+    assert _read(str(tmp_path / "missing")) is None
+    assert _read(str(tmp_path)) is None         # a directory
