@@ -338,13 +338,8 @@ def ports_from_select(bridge_name: str, result: list) -> tuple[bool, tuple[OvsPo
             err, ofp = _set(i["error"]), _set(i["ofport"])
         else:
             ext, itype, err, ofp = {}, "", [], []
-        skip = any(str(d.get(SKIP_KEY, "")).lower() == "true" for d in (ext, pext))
-        out.append(OvsPort(
-            name=port["name"], bridge=bridge_name, uuid=port_id, iface_type=itype,
-            iface_id=ext.get("iface-id") or None, attached_mac=ext.get("attached-mac") or None,
-            vm_uuid=ext.get("vm-uuid") or ext.get("vm-id") or None,
-            error=err[0] if err else None, ofport=ofp[0] if ofp else None,
-            n_interfaces=len(rows), skip=skip, external_ids=ext))
+        out.append(_record(bridge_name, port["name"], port_id, ext, pext, itype, err, ofp,
+                           len(rows)))
     return True, tuple(out)
 
 
@@ -389,32 +384,34 @@ def _fast_ports(idl, bridge_name: str, bridge) -> tuple[OvsPort, ...]:
             ofp = [k.value for k in idd["ofport"].values]
         else:
             ext, itype, err, ofp = {}, "", [], []
-        skip = any(str(d.get(SKIP_KEY, "")).lower() == "true" for d in (ext, pext))
-        out.append(OvsPort(
-            name=next(iter(pd["name"].values)).value, bridge=bridge_name, uuid=str(port.uuid),
-            iface_type=itype, iface_id=ext.get("iface-id") or None,
-            attached_mac=ext.get("attached-mac") or None,
-            vm_uuid=ext.get("vm-uuid") or ext.get("vm-id") or None,
-            error=err[0] if err else None, ofport=ofp[0] if ofp else None,
-            n_interfaces=len(ifaces), skip=skip, external_ids=ext))
+        out.append(_record(bridge_name, next(iter(pd["name"].values)).value, str(port.uuid),
+                           ext, pext, itype, err, ofp, len(ifaces)))
     return tuple(out)
 
 
 def _port_record(bridge: str, port) -> OvsPort:
     ifaces = list(port.interfaces)
     iface = ifaces[0] if ifaces else None
-    ext = dict(iface.external_ids) if iface is not None else {}
-    pext = dict(port.external_ids)
+    if iface is None:
+        return _record(bridge, port.name, str(port.uuid), {}, dict(port.external_ids), "",
+                       [], [], 0)
+    return _record(bridge, port.name, str(port.uuid), dict(iface.external_ids),
+                   dict(port.external_ids), iface.type, list(iface.error), list(iface.ofport),
+                   len(ifaces))
+
+
+def _record(bridge: str, name: str, uuid: str, ext: dict, pext: dict, itype: str,
+            err: list, ofp: list, n_interfaces: int) -> OvsPort:
+    """The OvsPort of a port, whichever way it was read (replica rows, their committed
+    data, a select reply): ``ext``/``pext`` the first interface's and the port's
+    external_ids, ``err``/``ofp`` the interface's optional error and ofport."""
     skip = any(str(d.get(SKIP_KEY, "")).lower() == "true" for d in (ext, pext))
-    ofport = iface.ofport[0] if iface is not None and iface.ofport else None
-    error = iface.error[0] if iface is not None and iface.error else None
     return OvsPort(
-        name=port.name, bridge=bridge, uuid=str(port.uuid),
-        iface_type=iface.type if iface is not None else "",
+        name=name, bridge=bridge, uuid=uuid, iface_type=itype,
         iface_id=ext.get("iface-id") or None, attached_mac=ext.get("attached-mac") or None,
-        vm_uuid=(ext.get("vm-uuid") or ext.get("vm-id") or None),
-        error=error, ofport=ofport, n_interfaces=len(ifaces), skip=skip,
-        external_ids=ext)
+        vm_uuid=ext.get("vm-uuid") or ext.get("vm-id") or None,
+        error=err[0] if err else None, ofport=ofp[0] if ofp else None,
+        n_interfaces=n_interfaces, skip=skip, external_ids=ext)
 
 
 def collect(handle: OvsHandle | None) -> CollectorResult:
