@@ -55,3 +55,62 @@ def test_two_managers_share_nothing():
     a.add(NetworkKind(CONF))
     assert a.names() == ["instance", "network"] and b.names() == ["instance"]
     assert b.steps_for(LEAK) == [] and a.steps_for(LEAK) == ["unplug_vifs"]
+
+
+class _Kind:
+    """A kind whose collect runs ``fn`` (and records the thread it ran on)."""
+
+    def __init__(self, name, collectors, fn):
+        from reaper.kinds import KindInfo
+        self.info = KindInfo(name=name, collectors=collectors)
+        self.fn, self.thread = fn, None
+
+    def describe(self):
+        return self.info
+
+    def collect(self, reaper, conn):
+        import threading
+        self.thread = threading.current_thread()
+        return self.fn()
+
+
+def test_the_primary_kind_collects_on_its_own_thread_while_the_others_collect():
+    """The domains' collector overlaps the others: the primary kind here waits for the
+    second kind to have started (a serial collection would time out and mark the
+    primary failed), the others stay on the calling thread, results keep kind order,
+    and a kind that raises, on either thread, only marks its own collectors failed."""
+    import threading
+
+    from reaper.objects.host import CollectorResult
+    started = threading.Event()
+
+    def primary():
+        if not started.wait(10):
+            raise RuntimeError("the other kinds did not collect meanwhile")
+        return {"domain": CollectorResult("domain", True), "instance_dir":
+                CollectorResult("instance_dir", True)}
+
+    def second():
+        started.set()
+        return {"vif": CollectorResult("vif", True)}
+
+    def broken():
+        raise OSError("netlink gone")
+
+    kinds = [_Kind("instance", ("domain", "instance_dir"), primary),
+             _Kind("network", ("vif",), second), _Kind("iscsi", ("iscsi_session",), broken)]
+    mgr = KindManager(kinds)
+    got = mgr.collect(None, None)
+    assert list(got) == ["domain", "instance_dir", "vif", "iscsi_session"]
+    assert [r.ok for r in got.values()] == [True, True, True, False]
+    assert got["iscsi_session"].error == "netlink gone"
+    assert kinds[0].thread is not threading.current_thread()
+    assert kinds[1].thread is threading.current_thread()
+    assert kinds[2].thread is threading.current_thread()
+
+    def primary_breaks():
+        raise MemoryError("domain XML")
+    kinds[0].fn = primary_breaks
+    got = mgr.collect(None, None)
+    assert [(c, r.ok) for c, r in got.items()] == [
+        ("domain", False), ("instance_dir", False), ("vif", True), ("iscsi_session", False)]
