@@ -110,39 +110,38 @@ pass_opts = [
                       "its SQLite write lock. Past that the pass trips the "
                       "'state_unavailable' guard (exit 1) and acts on nothing it cannot "
                       "journal."),
-    cfg.IntOpt("full_view_interval", default=3600, min=0,
+    cfg.IntOpt("full_view_interval", default=86400, min=0,
                help="Longest time, in seconds, a pass of the agent may go without reading "
                     "the whole Nova DB view of this host. In between, an untargeted pass "
                     "whose locally seen instances are the same as at the last full read "
                     "first runs one small change check (row counts and a hash of the "
                     "columns the view reads from the same instances, migrations, compute "
-                    "nodes and claim markers; block device mappings and network info "
-                    "caches are not in it, so a change of those alone, such as a volume "
-                    "or port detached, is read by the next full view, at most this many "
-                    "seconds after the last one plus one reconcile interval); when "
-                    "nothing changed, "
+                    "nodes and claim markers; every deep_check_interval also of the block "
+                    "device mappings and network info caches); when nothing changed, "
                     "and the rules applied now to the rows read last time, this pass's "
                     "inventory and the current policy plan no teardown at all, the pass "
                     "ends there: it reports its findings, records no observation and acts "
                     "on nothing. Anything else (a change, a teardown to plan, a journaled "
                     "teardown, a new or vanished domain or directory) reads the whole "
                     "view as before, so an action is only ever planned from a full read "
-                    "and re-checked at act time. 0 reads the whole view at every pass. "
-                    "Measured on the monotonic clock; each process starts with a full "
-                    "read (reaper-manage always reads it whole)."),
-    cfg.IntOpt("deep_check_interval", default=0, min=0,
+                    "and re-checked at act time. With the deep checks on, this only "
+                    "bounds how long a change both checks miss (a CRC32 collision, about "
+                    "1 in 2**32) can wait; without them (deep_check_interval 0, or not "
+                    "smaller than this), it also bounds how long a change of block device "
+                    "mappings or info caches alone (a volume or port detached) waits. 0 "
+                    "reads the whole view at every pass. Measured on the monotonic clock; "
+                    "each process starts with a full read (reaper-manage always reads it "
+                    "whole)."),
+    cfg.IntOpt("deep_check_interval", default=3600, min=0,
                help="Seconds between change checks that also hash every block device "
                     "mapping and network info cache the view reads (a deep check: on a "
-                    "host of 1,000 instances about 4 times the cost of the light one). "
-                    "When it is smaller than full_view_interval, a change of those alone "
-                    "is seen by the first pass at least this many seconds after the last "
-                    "full read or deep check, instead of by the next full read; an "
-                    "unchanged deep check lets the pass end as an unchanged light one "
-                    "does (no observation, no action). With it, full_view_interval only "
-                    "bounds how long a change both checks miss (a CRC32 collision, about "
-                    "1 in 2**32) can wait, so it can be raised: for example 3600 here and "
-                    "86400 there reads the whole view once a day on a quiet host. 0 (or "
-                    "not smaller than full_view_interval): no deep checks."),
+                    "host of 1,000 instances about 3 to 4 times the cost of the light "
+                    "one). A change of those alone (a volume or port detached) is seen by "
+                    "the first pass at least this many seconds after the last full read "
+                    "or deep check; an unchanged deep check lets the pass end as an "
+                    "unchanged light one does (no observation, no action). 0 (or not "
+                    "smaller than full_view_interval): no deep checks, and such a change "
+                    "waits for the next full read."),
 ]
 
 # The audit log (reaper.audit)

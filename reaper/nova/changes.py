@@ -35,19 +35,18 @@ checks this for every column the view's statements select from those tables (rea
 from the statements themselves), on SQLite and
 (tests/functional/test_nova_db_mariadb.py) MariaDB.
 
-What the (light) check leaves to the full view: block device mappings and info
+What the (light) check leaves to the deep one: block device mappings and info
 caches. A change that touches only those (a volume or a port detached or attached,
-an edit of a ``connection_info`` or a ``network_info``) is seen by the next full
-view, at most ``full_view_interval`` after the last one plus the wait for the next
-pass (with the defaults: 3,600 s plus up to one reconcile interval, 600 s), unless
-anything else makes a pass read in full first (a change above, a teardown the
-cached view plans, a new or vanished domain or directory). With ``[reaper]
-deep_check_interval`` (``deep=True`` here) a deep check every that many seconds
-hashes them too (``bdms_*`` and ``caches_*``: ``connection_info`` and
+an edit of a ``connection_info`` or a ``network_info``) is seen by the next deep
+check or full view, at most ``[reaper] deep_check_interval`` (3,600 s by default)
+after the last one plus the wait for the next pass (up to one reconcile interval,
+600 s), unless anything else makes a pass read in full first (a change above, a
+teardown the cached view plans, a new or vanished domain or directory). The deep
+check (``deep=True`` here) hashes them too (``bdms_*`` and ``caches_*``: ``connection_info`` and
 ``network_info`` by ``CRC32`` on the column itself, packed with the CRC32 of the
 row's other columns into one 64-bit value, ``small | blob << 32``, so a text stays
-tied to its row), and ``full_view_interval`` then only bounds what both miss. Why
-the light check leaves them out:
+tied to its row), and ``full_view_interval`` (a day by default) then only bounds
+what both miss. Why the light check leaves them out:
 
 - cost. The check's price is finding the rows, not hashing them: each BDM and info
   cache is found through our instances (an index dive on ``instance_uuid`` and a
