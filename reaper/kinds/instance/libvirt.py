@@ -4,8 +4,9 @@ Read-only. Ownership is decided here only as a fact ("carries Nova's metadata or
 Nova's name"); what to do about a domain is the planner's business.
 
 Cost per pass: one ``getAllDomainStats(STATE)`` (list and run state of every
-domain in a single, atomic call) plus one ``XMLDesc(0)`` per domain. Per-domain
-``state()`` calls are only made on drivers without the bulk stats API. The paths a
+domain in a single, atomic call) plus one ``XMLDesc(0)`` per domain, made on a thread
+of their own ahead of the parsing (``_fetched``). Per-domain ``state()`` calls are only
+made on drivers without the bulk stats API. The paths a
 domain's XML names are resolved to real paths on every pass (a few ``lstat`` each,
 never cached from one pass to the next: a symlink may change between passes; within
 a pass each directory is resolved once), so the planner compares them with the
@@ -20,8 +21,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import queue
 import re
 import stat
+import threading
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -513,6 +516,48 @@ class ParseCache:
         self._entries, self._next = self._next, {}
 
 
+_DONE = object()
+
+
+def _fetched(listed):
+    """(domain, state code, its XML or the libvirtError that call raised) for each
+    listed domain, in order; the ``state()`` and ``XMLDesc`` calls are made on a thread
+    of their own, ahead of the caller, which parses and resolves one domain while
+    libvirtd formats the next (that thread only waits: the GIL is released during each
+    call). Any other exception ends the listing and is raised to the caller, as the
+    same call made here would have been. Closing the generator early (the caller
+    returns on a lost connection) stops the thread after its current call."""
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def fetch() -> None:
+        try:
+            for dom, code in listed:
+                if stop.is_set():
+                    return
+                try:
+                    if code is None:
+                        code = dom.state()[0]
+                    q.put((dom, code, dom.XMLDesc(0)))
+                except libvirt.libvirtError as e:
+                    q.put((dom, code, e))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller, raised there
+            q.put(e)
+        finally:
+            q.put(_DONE)
+
+    worker = threading.Thread(target=fetch, name="reaper-domain-xml", daemon=True)
+    worker.start()
+    try:
+        while (item := q.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def collect_domains(conn, instance_name_template: str,
                     cache: ParseCache | None = None) -> CollectorResult:
     """Every domain on ``conn``, running or defined; never raises libvirtError."""
@@ -525,12 +570,9 @@ def collect_domains(conn, instance_name_template: str,
     items = []
     dirs: dict[str, str] = {}       # real paths of directories, for this pass only
     chains: dict = {}               # hops of each path, for this pass only
-    for dom, code in listed:
-        try:
-            if code is None:
-                code = dom.state()[0]
-            xml = dom.XMLDesc(0)
-        except libvirt.libvirtError as e:
+    for dom, code, xml in _fetched(listed):
+        if isinstance(xml, libvirt.libvirtError):
+            e = xml
             if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 continue        # gone since the listing: nothing left to see
             if e.get_error_code() in _CONNECTION_ERRORS \

@@ -323,6 +323,59 @@ def test_connection_lost_mid_way_is_not_ok(conn, code, domain):
     assert res.ok is False and res.items == () and "connection" in res.error
 
 
+def _xml_threads_alive() -> list:
+    import threading
+    return [t for t in threading.enumerate() if t.name == "reaper-domain-xml"]
+
+
+def test_xml_is_fetched_on_a_thread_of_its_own_and_it_ends_with_the_collection(conn):
+    """XMLDesc runs ahead of the parsing on a thread of its own; once the collector
+    returns (here, on a connection lost at the 2nd domain) that thread has ended and
+    makes no more calls."""
+    import threading
+    seen, calls = [], []
+
+    def where(real, flags):
+        seen.append(threading.current_thread())
+        return real(flags)
+
+    def lost(real, flags):
+        seen.append(threading.current_thread())
+        raise lv_error(libvirt.VIR_ERR_INVALID_CONN, libvirt.VIR_FROM_NONE)
+    names = sorted(d.name() for d in conn.listAllDomains(0))
+    overrides = {n: {"XMLDesc": where} for n in names}
+    res = libvirt_inv.collect_domains(counting(conn, calls, dom_overrides=overrides),
+                                      "instance-%08x")
+    assert res.ok and len(seen) == 6
+    assert all(t is not threading.current_thread() for t in seen)
+    assert not _xml_threads_alive()
+
+    order = [d.name() for d, _ in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)]
+    overrides[order[1]] = {"XMLDesc": lost}
+    calls.clear()
+    res = libvirt_inv.collect_domains(counting(conn, calls, dom_overrides=overrides),
+                                      "instance-%08x")
+    assert res.ok is False and "connection" in res.error
+    assert not _xml_threads_alive()
+    made = len(calls)
+    import time
+    time.sleep(0.05)
+    assert len(calls) == made       # nothing after the return
+
+
+def test_an_unexpected_error_of_the_xml_thread_is_raised_to_the_caller(conn):
+    """Not a libvirtError: raised by collect_domains as the same call made on the
+    caller's thread would be (the kinds manager then marks the kind failed), never
+    lost with the thread nor a hang."""
+    def odd(real, flags):
+        raise RuntimeError("binding bug")
+    with pytest.raises(RuntimeError, match="binding bug"):
+        libvirt_inv.collect_domains(
+            counting(conn, [], dom_overrides={"guest-off": {"XMLDesc": odd}}),
+            "instance-%08x")
+    assert not _xml_threads_alive()
+
+
 # --------------------------------------------------------------------------
 # instance_name_template -> regex
 # --------------------------------------------------------------------------
