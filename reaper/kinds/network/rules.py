@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import re
 from typing import Any, Iterable
@@ -117,7 +118,29 @@ class VifInfo:
 MAX_NETWORK_INFO_CHARS = 2 * 1024 * 1024
 
 
+# Texts up to this size are parsed once and remembered (a pure function of the text;
+# each pass reads the same info caches again): at most this many, least recently used
+# dropped. The key is the text the view already holds, the value a few short fields.
+MEMO_MAX_CHARS = 32 * 1024
+MEMO_ENTRIES = 4096
+
+
 def parse_network_info(text: str | None) -> tuple[list[VifInfo], str | None]:
+    """(VIFs, problem): problem is None, "missing", "empty" or "malformed: ...".
+    A new list each call; see ``_parse_network_info`` for the rules."""
+    if isinstance(text, str) and len(text) <= MEMO_MAX_CHARS:
+        vifs, problem = _memo_network_info(text)
+        return list(vifs), problem
+    return _parse_network_info(text)
+
+
+@functools.lru_cache(maxsize=MEMO_ENTRIES)
+def _memo_network_info(text: str) -> tuple[tuple[VifInfo, ...], str | None]:
+    vifs, problem = _parse_network_info(text)
+    return tuple(vifs), problem
+
+
+def _parse_network_info(text: str | None) -> tuple[list[VifInfo], str | None]:
     """(VIFs, problem): problem is None, "missing", "empty" or "malformed: ...".
 
     Never raises, whatever the value (hostile ones included: nested too deep for

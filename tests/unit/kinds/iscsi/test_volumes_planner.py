@@ -701,3 +701,16 @@ def test_host_own_reasons():
     assert host.host_own(s2) == f"same target as the host's own session 1: {host.host_own(s1)}"
     assert host.host_own(s3) == f"the host booted from target {IQN2} (firmware table ibft: {P1})"
     assert host.own_iqn(IQN.upper()) and not host.own_iqn("iqn.x:other")
+
+
+def test_parsed_connection_info_is_remembered_by_text():
+    """The same (immutable) answer as a fresh parse; unusable texts stay unusable."""
+    from reaper.kinds.iscsi import connection_info as ci
+    text = json.dumps({"driver_volume_type": "iscsi", "data": {
+        "target_portal": "192.0.2.10:3260", "target_iqn": "iqn.2010-10.org.openstack:v1",
+        "target_lun": 1}})
+    got = ci.parse_connection_info(text)
+    assert got == ci._parse_safely(text) and got.iscsi and got.refs
+    assert ci.parse_connection_info(text) is got
+    assert ci.parse_connection_info("[") == ci._parse_safely("[") and ci.parse_connection_info("[").error
+    assert ci.parse_connection_info(None).empty

@@ -701,3 +701,25 @@ def test_collector_lists_devices_stacked_on_vif_devices():
     assert any("vl100 (vlan) is stacked on tap" in h for h in holds)
     assert any("vx0 (vxlan) is stacked on qbr" in h for h in holds)
     assert any("'eth7'" in h for h in holds)
+
+
+def test_parsed_network_info_is_remembered_by_text_and_each_caller_gets_its_own_list():
+    """The memo changes nothing a caller sees: the same answer as a fresh parse, a new
+    list every call (mutating it leaves the next answer intact), texts over the memo's
+    limit parsed every time, malformed ones remembered as malformed."""
+    from reaper.kinds.network import rules as r
+    text = json.dumps([{"id": "5a8b1c2d-0000-4000-8000-000000000001", "devname": "tap5a8b1c2d-00",
+                        "type": "ovs", "details": {"ovs_hybrid_plug": True}}])
+    first = r.parse_network_info(text)
+    assert first == r._parse_network_info(text) and first[1] is None
+    first[0].append("mutated")
+    again = r.parse_network_info(text)
+    assert again == r._parse_network_info(text) and "mutated" not in again[0]
+    assert again[0] is not r.parse_network_info(text)[0]
+    big = json.dumps([{"id": "5a8b1c2d-0000-4000-8000-000000000002", "pad": "x" * r.MEMO_MAX_CHARS}])
+    hits = r._memo_network_info.cache_info().hits
+    assert r.parse_network_info(big) == r._parse_network_info(big)
+    assert r.parse_network_info(big)[1] is None
+    assert r._memo_network_info.cache_info().hits == hits
+    assert r.parse_network_info("{nope")[1].startswith("malformed")
+    assert r.parse_network_info("{nope")[1].startswith("malformed")
