@@ -527,6 +527,15 @@ def _fetched(listed):
     call). Any other exception ends the listing and is raised to the caller, as the
     same call made here would have been. Closing the generator early (the caller
     returns on a lost connection) stops the thread after its current call."""
+    if len(listed) < 2:             # nothing to overlap: no thread
+        for dom, code in listed:
+            try:
+                if code is None:
+                    code = dom.state()[0]
+                yield dom, code, dom.XMLDesc(0)
+            except libvirt.libvirtError as e:
+                yield dom, code, e
+        return
     q: queue.SimpleQueue = queue.SimpleQueue()
     stop = threading.Event()
 
