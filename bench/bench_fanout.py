@@ -223,7 +223,8 @@ def worker(root: str, url: str, db_url: str, hosts: list[str], threads: int,
                                                            host),
                                   # as Reaper.from_conf: the agent's default, so a pass
                                   # with nothing new runs the change check, not the view
-                                  full_view_interval=conf.reaper.full_view_interval)
+                                  full_view_interval=conf.reaper.full_view_interval,
+                                  deep_check_interval=conf.reaper.deep_check_interval)
         agent = service.Agent(reaper, conf=conf)
         if recorded_pass:
             recorded = reaper.run_pass("audit", source="rpc")

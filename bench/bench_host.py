@@ -41,8 +41,9 @@ imported, parsed or connected beyond the libvirt connection) measures:
   guards, audit and the state DB), the peak RSS of the passes (taken before any
   bare enumeration runs in the process) and the import time.
 
-The measured Reaper uses the agent's ``[reaper] full_view_interval`` (3600 s, as
-Reaper.from_conf): the cold pass reads the whole Nova view, a warm pass with
+The measured Reaper uses the agent's ``[reaper] full_view_interval`` and
+``deep_check_interval`` (86400 s and 3600 s, as Reaper.from_conf: the full read also
+takes the deep fingerprint): the cold pass reads the whole Nova view, a warm pass with
 nothing new runs the one change-check statement instead (reaper.nova.changes);
 ``--full-view-interval 0`` reads the whole view every pass. The bare side reads
 the same DB rows either way. The report says which view each pass read.
@@ -81,10 +82,11 @@ import benchlib  # noqa: E402  (also puts the repository root on sys.path)
 
 HOST = benchlib.HOST
 REAL_ISCSIADM = "/usr/sbin/iscsiadm"
-def _agent_full_view() -> int:
-    """The agent's default [reaper] full_view_interval (Reaper.from_conf uses it)."""
+def _agent_full_view(name: str = "full_view_interval") -> int:
+    """The agent's default [reaper] full_view_interval (or another option of the
+    pass; Reaper.from_conf uses them)."""
     from reaper.conf import reaper as conf_reaper
-    return next(o.default for o in conf_reaper.pass_opts if o.name == "full_view_interval")
+    return next(o.default for o in conf_reaper.pass_opts if o.name == name)
 
 
 KINDS = ("domain", "instance_dir", "vif", "ovs_port", "iscsi_session", "nova_db")
@@ -239,7 +241,8 @@ def child(cfg: dict) -> dict:
                               state=state_mod.StateDB(os.path.join(cfg["root"], "state",
                                                                    str(os.getpid()))),
                               audit=audit_mod.AuditLog(None, HOST), connect=lambda: conn,
-                              full_view_interval=cfg["full_view_interval"])
+                              full_view_interval=cfg["full_view_interval"],
+                              deep_check_interval=_agent_full_view("deep_check_interval"))
     template = pol.instance_name_template
     handles = net_exec.NetworkHandles(
         netlink=net_inv.Netlink(cfg["netns"]),
@@ -513,7 +516,7 @@ def main() -> int:
                          "sim: the simulator's iscsiadm (Python) on the simulated tree")
     ap.add_argument("--full-view-interval", type=int,
                     help="[reaper] full_view_interval of the measured Reaper (default: the "
-                         "agent's, 3600: a warm pass with nothing new runs the change "
+                         "agent's, 86400: a warm pass with nothing new runs the change "
                          "check instead of the whole view); 0: every pass reads the whole view")
     ap.add_argument("--runs", type=int, default=3, help="fresh processes (cold passes)")
     ap.add_argument("--passes", type=int, default=3, help="warm passes per process")
