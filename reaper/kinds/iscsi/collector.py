@@ -109,10 +109,17 @@ def _finish(proc: subprocess.Popen, what: str, timeout: int) -> str:
 # sysfs and /dev
 # --------------------------------------------------------------------------
 
+_READ_SIZE = 65536
+
+
 def _read(path: str) -> str | None:
     """A sysfs attribute's text, stripped; None when it cannot be read. Plain
     ``os.open``/``os.read`` (a pass reads thousands: a text file object costs about
-    three times as much), read to the end."""
+    three times as much), read to the end: a read shorter than asked for is the end
+    (a sysfs attribute is at most a page, and the kernel hands it whole to a read
+    that asks for as much; a regular file reads short only at its end), which saves
+    the second ``read`` per attribute that would only return b"" (3,000 a pass on
+    the busy-host benchmark)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -120,10 +127,10 @@ def _read(path: str) -> str | None:
     try:
         chunks = []
         while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
+            chunk = os.read(fd, _READ_SIZE)
             chunks.append(chunk)
+            if len(chunk) < _READ_SIZE:
+                break
     except OSError:
         return None
     finally:

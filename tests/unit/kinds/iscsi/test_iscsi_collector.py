@@ -280,3 +280,14 @@ def test_sysfs_attributes_are_read_whole_and_stripped(tmp_path):
     assert _read(str(tmp_path / "odd")) == "wwid-\ufffd"
     assert _read(str(tmp_path / "missing")) is None
     assert _read(str(tmp_path)) is None         # a directory
+
+
+@pytest.mark.parametrize("size", [0, 9, iscsi._READ_SIZE - 1, iscsi._READ_SIZE,
+                                  iscsi._READ_SIZE + 1, 3 * iscsi._READ_SIZE + 5])
+def test_an_attribute_is_read_whole_whatever_its_size(tmp_path, size):
+    """One read for what fits (a short read is the end), more for what does not."""
+    p = tmp_path / "attr"
+    body = (b"x" * size)
+    p.write_bytes(body + b"\n")
+    assert iscsi._read(str(p)) == body.decode()
+    assert iscsi._read(str(tmp_path / "missing")) is None
