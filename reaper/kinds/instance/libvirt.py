@@ -18,6 +18,7 @@ goes on.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import queue
@@ -579,29 +580,31 @@ def collect_domains(conn, instance_name_template: str,
     items = []
     dirs: dict[str, str] = {}       # real paths of directories, for this pass only
     chains: dict = {}               # hops of each path, for this pass only
-    for dom, code, xml in _fetched(listed):
-        if isinstance(xml, libvirt.libvirtError):
-            e = xml
-            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                continue        # gone since the listing: nothing left to see
-            if e.get_error_code() in _CONNECTION_ERRORS \
-                    or e.get_error_domain() == libvirt.VIR_FROM_RPC:
-                return CollectorResult(kind="domain", ok=False,
-                                       error=f"libvirt connection failed: {e}")
-            items.append(_placeholder(dom, e))
-            continue
-        try:
-            parsed = parse(xml, STATE_NAMES.get(code, UNKNOWN_STATE), name_re)
-        except Exception as e:  # noqa: BLE001 - hostile XML (MemoryError...) costs one domain
-            items.append(_placeholder(dom, e))
-            continue
-        disks, changed = _resolved_disks(parsed.disks, dirs, chains)
-        files = resolve_files(parsed.files, dirs, chains)
-        if changed:
-            parsed = dataclasses.replace(parsed, files=files, disks=disks)
-        elif files != parsed.files:
-            parsed = dataclasses.replace(parsed, files=files)
-        items.append(parsed)
+    # closed on every way out (a return on a lost connection too): its thread stops
+    with contextlib.closing(_fetched(listed)) as fetched:
+        for dom, code, xml in fetched:
+            if isinstance(xml, libvirt.libvirtError):
+                e = xml
+                if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue        # gone since the listing: nothing left to see
+                if e.get_error_code() in _CONNECTION_ERRORS \
+                        or e.get_error_domain() == libvirt.VIR_FROM_RPC:
+                    return CollectorResult(kind="domain", ok=False,
+                                           error=f"libvirt connection failed: {e}")
+                items.append(_placeholder(dom, e))
+                continue
+            try:
+                parsed = parse(xml, STATE_NAMES.get(code, UNKNOWN_STATE), name_re)
+            except Exception as e:  # noqa: BLE001 - hostile XML (MemoryError...) costs one domain
+                items.append(_placeholder(dom, e))
+                continue
+            disks, changed = _resolved_disks(parsed.disks, dirs, chains)
+            files = resolve_files(parsed.files, dirs, chains)
+            if changed:
+                parsed = dataclasses.replace(parsed, files=files, disks=disks)
+            elif files != parsed.files:
+                parsed = dataclasses.replace(parsed, files=files)
+            items.append(parsed)
     if cache is not None:
         cache.rotate()
     return CollectorResult(kind="domain", ok=True, items=tuple(items))
