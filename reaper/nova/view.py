@@ -35,9 +35,10 @@ for the change check, so there each statement sees the file as it is then):
    so the planner can tell this host's claims from Nova's own deletes.
 
 With ``fingerprint=True`` (the agent, ``[reaper] full_view_interval``) one more
-statement, the change check of ``reaper.nova.changes`` over these rows (all but the
-block device mappings and info caches, which it leaves to the next full view), ends
-the same transaction.
+statement, the change check of ``reaper.nova.changes`` over these rows, ends the
+same transaction: the light parts, and with ``deep=True`` (``[reaper]
+deep_check_interval``) the block device mappings and info caches too, so that the
+later deep checks have the full read's fingerprint to compare with.
 
 Timestamps are Nova's naive UTC datetimes, returned as they are.
 """

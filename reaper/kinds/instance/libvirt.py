@@ -520,6 +520,16 @@ class ParseCache:
 _DONE = object()
 
 
+def _fetch_one(dom, code):
+    """(domain, state code, its XML or the libvirtError the calls raised)."""
+    try:
+        if code is None:
+            code = dom.state()[0]
+        return dom, code, dom.XMLDesc(0)
+    except libvirt.libvirtError as e:
+        return dom, code, e
+
+
 def _fetched(listed):
     """(domain, state code, its XML or the libvirtError that call raised) for each
     listed domain, in order; the ``state()`` and ``XMLDesc`` calls are made on a thread
@@ -530,12 +540,7 @@ def _fetched(listed):
     returns on a lost connection) stops the thread after its current call."""
     if len(listed) < 2:             # nothing to overlap: no thread
         for dom, code in listed:
-            try:
-                if code is None:
-                    code = dom.state()[0]
-                yield dom, code, dom.XMLDesc(0)
-            except libvirt.libvirtError as e:
-                yield dom, code, e
+            yield _fetch_one(dom, code)
         return
     q: queue.SimpleQueue = queue.SimpleQueue()
     stop = threading.Event()
@@ -545,12 +550,7 @@ def _fetched(listed):
             for dom, code in listed:
                 if stop.is_set():
                     return
-                try:
-                    if code is None:
-                        code = dom.state()[0]
-                    q.put((dom, code, dom.XMLDesc(0)))
-                except libvirt.libvirtError as e:
-                    q.put((dom, code, e))
+                q.put(_fetch_one(dom, code))
         except BaseException as e:  # noqa: BLE001 - handed to the caller, raised there
             q.put(e)
         finally:

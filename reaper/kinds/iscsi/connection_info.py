@@ -17,6 +17,8 @@ import json
 import re
 from typing import Any
 
+from reaper import textmemo
+
 DEFAULT_PORT = 3260
 ISCSI_DRIVERS = frozenset({"iscsi", "iser"})
 _BY_PATH_RE = re.compile(
@@ -112,30 +114,14 @@ def _name(value: Any, what: str) -> str:
     return value
 
 
-# Texts up to this size are parsed once and remembered (a pure function of the text,
-# and Conn is immutable; each pass reads the same BDMs again): at most this many, least
-# recently used dropped.
-MEMO_MAX_CHARS = 32 * 1024
-MEMO_ENTRIES = 4096
-
-
+@textmemo.by_text
 def parse_connection_info(text: str | None) -> Conn:
     """Never raises: unusable connection_info comes back with ``error`` set.
+    Remembered by text (reaper.textmemo; Conn is immutable).
 
     Hostile or broken input (deep nesting that exhausts the recursion limit, huge
     values, wrong types) is unusable like garbage: the caller then keeps whatever
     the BDM might name."""
-    if isinstance(text, str) and len(text) <= MEMO_MAX_CHARS:
-        return _memo_connection_info(text)
-    return _parse_safely(text)
-
-
-@functools.lru_cache(maxsize=MEMO_ENTRIES)
-def _memo_connection_info(text: str) -> Conn:
-    return _parse_safely(text)
-
-
-def _parse_safely(text) -> Conn:
     try:
         return _parse_connection_info(text)
     except (RecursionError, MemoryError) as e:

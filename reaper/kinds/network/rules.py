@@ -50,11 +50,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import json
 import re
 from typing import Any, Iterable
 
+from reaper import textmemo
 from reaper.kinds.instance import rules
 from reaper.kinds.network.objects import NetDevice, OvsPort
 from reaper.objects.fields import Action, Classification, ResourceKind
@@ -118,24 +118,11 @@ class VifInfo:
 MAX_NETWORK_INFO_CHARS = 2 * 1024 * 1024
 
 
-# Texts up to this size are parsed once and remembered (a pure function of the text;
-# each pass reads the same info caches again): at most this many, least recently used
-# dropped. The key is the text the view already holds, the value a few short fields.
-MEMO_MAX_CHARS = 32 * 1024
-MEMO_ENTRIES = 4096
-
-
-def parse_network_info(text: str | None) -> tuple[list[VifInfo], str | None]:
+@textmemo.by_text
+def parse_network_info(text: str | None) -> tuple[tuple[VifInfo, ...], str | None]:
     """(VIFs, problem): problem is None, "missing", "empty" or "malformed: ...".
-    A new list each call; see ``_parse_network_info`` for the rules."""
-    if isinstance(text, str) and len(text) <= MEMO_MAX_CHARS:
-        vifs, problem = _memo_network_info(text)
-        return list(vifs), problem
-    return _parse_network_info(text)
-
-
-@functools.lru_cache(maxsize=MEMO_ENTRIES)
-def _memo_network_info(text: str) -> tuple[tuple[VifInfo, ...], str | None]:
+    Remembered by text (reaper.textmemo), hence immutable; see
+    ``_parse_network_info`` for the rules."""
     vifs, problem = _parse_network_info(text)
     return tuple(vifs), problem
 
@@ -459,7 +446,7 @@ class _Facts:
     unsure: list[str]                           # why no reap is safe this pass
     network_info_findings: list[Finding]
     caches_parsed: int
-    vifs_of: dict[str, tuple[list[VifInfo], str | None]]
+    vifs_of: dict[str, tuple[tuple[VifInfo, ...], str | None]]
     stacked: dict[str, list[NetDevice]] = dataclasses.field(default_factory=dict)
     ovs_ok: bool = True
 
@@ -509,7 +496,7 @@ def _facts(ctx, groups: dict[str, Group], torn: set[str], dev_ok: bool,
 
     owned: dict[str, set[str]] = collections.defaultdict(set)
     findings: list[Finding] = []
-    vifs_of: dict[str, tuple[list[VifInfo], str | None]] = {}
+    vifs_of: dict[str, tuple[tuple[VifInfo, ...], str | None]] = {}
     parsed = 0
     for uuid in sorted(set(protected) | torn):
         cache = view.info_caches.get(uuid)
@@ -560,7 +547,7 @@ def _teardown_prefixes(t: TeardownPlan, facts: _Facts, dom: Domain | None,
                        groups: dict[str, Group]) -> dict[str, dict]:
     """prefix -> what tells it is this instance's (port id, hybrid, evidence)."""
     out: dict[str, dict] = {}
-    vifs, _ = facts.vifs_of.get(t.instance_uuid, ([], None))
+    vifs, _ = facts.vifs_of.get(t.instance_uuid, ((), None))
     for v in vifs:
         for p in v.prefixes:
             out.setdefault(p, {"port_id": v.port_id, "hybrid": v.hybrid,

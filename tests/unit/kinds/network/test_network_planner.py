@@ -598,7 +598,7 @@ HOSTILE_NETWORK_INFO = [
 @pytest.mark.parametrize("text", HOSTILE_NETWORK_INFO)
 def test_parse_network_info_never_raises(text):
     vifs, problem = net.parse_network_info(text)
-    assert vifs == [] and problem.startswith("malformed") and len(problem) < 400
+    assert vifs == () and problem.startswith("malformed") and len(problem) < 400
 
 
 @pytest.mark.parametrize("text", HOSTILE_NETWORK_INFO)
@@ -703,23 +703,24 @@ def test_collector_lists_devices_stacked_on_vif_devices():
     assert any("'eth7'" in h for h in holds)
 
 
-def test_parsed_network_info_is_remembered_by_text_and_each_caller_gets_its_own_list():
-    """The memo changes nothing a caller sees: the same answer as a fresh parse, a new
-    list every call (mutating it leaves the next answer intact), texts over the memo's
-    limit parsed every time, malformed ones remembered as malformed."""
+def test_parsed_network_info_is_remembered_by_text_and_immutable():
+    """The memo changes nothing a caller sees: the same answer as a fresh parse, an
+    immutable one (every caller gets the same object), texts over the memo's limit
+    parsed every time, malformed ones remembered as malformed."""
+    from reaper import textmemo
     from reaper.kinds.network import rules as r
     text = json.dumps([{"id": "5a8b1c2d-0000-4000-8000-000000000001", "devname": "tap5a8b1c2d-00",
                         "type": "ovs", "details": {"ovs_hybrid_plug": True}}])
     first = r.parse_network_info(text)
-    assert first == r._parse_network_info(text) and first[1] is None
-    first[0].append("mutated")
-    again = r.parse_network_info(text)
-    assert again == r._parse_network_info(text) and "mutated" not in again[0]
-    assert again[0] is not r.parse_network_info(text)[0]
-    big = json.dumps([{"id": "5a8b1c2d-0000-4000-8000-000000000002", "pad": "x" * r.MEMO_MAX_CHARS}])
-    hits = r._memo_network_info.cache_info().hits
-    assert r.parse_network_info(big) == r._parse_network_info(big)
+    vifs, problem = r._parse_network_info(text)
+    assert first == (tuple(vifs), problem) and problem is None and len(first[0]) == 1
+    assert isinstance(first[0], tuple)
+    assert r.parse_network_info(text) is first
+    big = json.dumps([{"id": "5a8b1c2d-0000-4000-8000-000000000002",
+                       "pad": "x" * textmemo.MAX_CHARS}])
+    hits = r.parse_network_info.cache_info().hits
     assert r.parse_network_info(big)[1] is None
-    assert r._memo_network_info.cache_info().hits == hits
+    assert r.parse_network_info(big) is not r.parse_network_info(big)
+    assert r.parse_network_info.cache_info().hits == hits
     assert r.parse_network_info("{nope")[1].startswith("malformed")
     assert r.parse_network_info("{nope")[1].startswith("malformed")
