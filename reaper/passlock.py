@@ -167,9 +167,13 @@ class PassLock:
 
     def _write_owner(self, owner: dict) -> None:
         # Only the holder of both locks writes here, so a fixed temporary name cannot
-        # collide (a crashed holder's leftover is truncated); no symlink is followed.
+        # collide with another writer. Whatever is at that name (a crashed holder's
+        # leftover, or a symlink or hard link planted there) is unlinked, never opened:
+        # the file is created anew (O_EXCL), so no other file can be truncated through it.
         tmp = os.path.join(self.dir, f".owner-{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(owner, f)

@@ -105,6 +105,26 @@ def test_lock_file_is_private(tmp_path):
     assert os.stat(tmp_path / passlock.LOCK_NAME).st_mode & 0o777 == 0o600
 
 
+def test_a_link_planted_at_the_owner_files_temporary_name_is_replaced_not_written(tmp_path):
+    """The owner file's temporary name is fixed per pid: a hard link or a symlink found
+    there is unlinked and the file created anew, so the file it leads to keeps its
+    content."""
+    victim, other = tmp_path / "victim", tmp_path / "other"
+    victim.write_text("precious")
+    other.write_text("also precious")
+    state = tmp_path / "state"
+    state.mkdir()
+    tmp = state / f".owner-{os.getpid()}.tmp"
+    for plant in (lambda: os.link(victim, tmp), lambda: os.symlink(other, tmp)):
+        plant()
+        with passlock.PassLock(str(state)).hold({"mode": "audit"}, 1):
+            with open(state / passlock.OWNER_NAME) as f:
+                assert '"mode": "audit"' in f.read()
+        assert not tmp.exists() and not tmp.is_symlink()
+    assert victim.read_text() == "precious" and os.stat(victim).st_nlink == 1
+    assert other.read_text() == "also precious"
+
+
 def test_process_identity_survives_pid_reuse_and_reboots():
     me = procid.current()
     assert procid.alive(me) and procid.same(me, procid.current())
