@@ -2,18 +2,9 @@
 
 The host (built once, removed at the end):
 
-* --domains running domains (default 1,000) on libvirt's test driver reached
-  through libvirtd, as production reaches qemu:///system over libvirtd's RPC. By
-  default they are defined and started in libvirtd's shared test driver
-  (``test+unix:///default``), which the parent holds open for the whole run, so
-  libvirtd's driver and its domains outlive each measured process, as qemu:///system's
-  do: a fresh agent connects to a libvirtd that has served XML before.
-  ``--libvirt daemon-node``: a test driver loaded from a node file
-  (``test+unix:///…/node.xml``), which libvirtd builds anew for each connection, so
-  the measured process's first pass also meets a driver that has never formatted
-  its domains' XML (its first ~1,000 ``XMLDesc`` calls were 0.1-0.2 s slower: not
-  what an agent restarted on a running host meets). ``--libvirt in-process``:
-  ``test://`` in the measuring process. Their XML is Nova's
+* --domains defined domains (default 1,000) on libvirt's test driver reached
+  through libvirtd (``test+unix://``, as production reaches qemu:///system over
+  libvirtd's RPC; ``--libvirt in-process`` for ``test://``). Their XML is Nova's
   own (tests/fixtures/nova_xml/image_hybrid.xml, written by Nova's libvirt config
   classes) with a hybrid-plugged VIF, the instance's disk and console log, and
   one iSCSI volume (a block disk by-path, serial = volume id);
@@ -193,49 +184,7 @@ def build(root: str, args) -> dict:
 
     url, name = benchlib.create_db(args.db, root, "host")
     benchlib.fill_nova_db(url, local, args.others, seed=n, fill=fill)
-    return {"url": url, "dbname": name, "inst": inst, "node": node, "doms": doms}
-
-
-SHARED_URI = "test+unix:///default"
-
-
-def libvirt_uri(mode: str, node: str) -> str:
-    return {"daemon": SHARED_URI, "daemon-node": f"test+unix://{node}",
-            "in-process": f"test://{node}"}[mode]
-
-
-class SharedDomains:
-    """The bench's domains defined and started in libvirtd's shared test driver,
-    held open by the parent for the whole run (the driver lives while a connection to
-    it does), and undefined at the end."""
-
-    def __init__(self, doms: list[str]):
-        import libvirt
-        self.conn = libvirt.open(SHARED_URI)
-        self.defined = []
-        for dom in self.conn.listAllDomains(0):
-            if dom.name() != "test":
-                self.close()
-                raise SystemExit(f"{SHARED_URI} already holds domain {dom.name()!r}: "
-                                 "another bench running? (its domains go with its "
-                                 "connection)")
-            if dom.isActive():      # the driver's own sample domain: not the host's
-                dom.destroy()
-            dom.undefine()
-        for xml in doms:
-            dom = self.conn.defineXML(xml)
-            self.defined.append(dom)
-            dom.create()
-
-    def close(self) -> None:
-        for dom in self.defined:
-            try:
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-            except Exception:  # noqa: BLE001 - the driver goes with the connection anyway
-                pass
-        self.conn.close()
+    return {"url": url, "dbname": name, "inst": inst, "node": node}
 
 
 # --------------------------------------------------------------------------
@@ -282,7 +231,7 @@ def child(cfg: dict) -> dict:
     conf.set_override("dev_root", cfg["sim_dev"], group="iscsi")
     conf.set_override("iscsiadm", cfg["iscsiadm"], group="iscsi")
 
-    uri = libvirt_uri(cfg["libvirt"], cfg["node"])
+    uri = f"test{'+unix' if cfg['libvirt'] == 'daemon' else ''}://{cfg['node']}"
     conn = libvirt_inv.open_connection(uri)
     pol = policy_mod.Policy(host=HOST, hypervisor_hostname=HOST, instances_path=cfg["inst"],
                             actions=policy_mod.default_actions(), max_destroy_per_pass=10,
@@ -557,13 +506,8 @@ def main() -> int:
     ap.add_argument("--others", type=int, default=100,
                     help="rows of other hosts in the Nova DB per domain")
     ap.add_argument("--db", help="server URL without database (MariaDB); default SQLite")
-    ap.add_argument("--libvirt", choices=["daemon", "daemon-node", "in-process"],
-                    default="daemon",
-                    help="daemon: the domains defined in libvirtd's shared test driver, "
-                         "which outlives the measured processes (as qemu:///system's "
-                         "does); daemon-node: a test driver libvirtd builds from a node "
-                         "file for each connection; in-process: test:// in the measuring "
-                         "process")
+    ap.add_argument("--libvirt", choices=["daemon", "in-process"], default="daemon",
+                    help="the test driver through libvirtd (test+unix://) or in process")
     ap.add_argument("--ovsdb", choices=["private", "system"], default="private")
     ap.add_argument("--iscsiadm", choices=["real", "sim"], default="real",
                     help="real: open-iscsi's iscsiadm (C) reading the simulated sysfs, /dev "
@@ -610,16 +554,13 @@ def main() -> int:
 
     root = tempfile.mkdtemp(prefix="reaper-bench-host-")
     net = benchlib.NetHost(args.vifs, args.ovsdb, root)
-    built = shared = None
+    built = None
     load0 = os.getloadavg()[0]
     try:
         t0 = time.perf_counter()
         built = build(root, args)
-        doms = built.pop("doms")
         net.build()
         sim = benchlib.build_iscsi_sim(os.path.join(root, "iscsi"), args.sessions, args.luns)
-        if args.libvirt == "daemon":
-            shared = SharedDomains(doms)
         build_s = time.perf_counter() - t0
         real = args.iscsiadm == "real"
         cfg = dict(built, root=root, netns=net.ns, bridge=net.bridge, ovs_remote=net.remote,
@@ -653,8 +594,6 @@ def main() -> int:
             print(json.dumps(results))
         return 0
     finally:
-        if shared is not None:
-            shared.close()
         net.destroy()
         if built:
             benchlib.drop_db(args.db, built["dbname"])
