@@ -82,9 +82,8 @@ import benchlib  # noqa: E402  (also puts the repository root on sys.path)
 
 HOST = benchlib.HOST
 REAL_ISCSIADM = "/usr/sbin/iscsiadm"
-def _agent_full_view(name: str = "full_view_interval") -> int:
-    """The agent's default [reaper] full_view_interval (or another option of the
-    pass; Reaper.from_conf uses them)."""
+def _agent_default(name: str = "full_view_interval") -> int:
+    """The agent's default of a [reaper] pass option (Reaper.from_conf uses them)."""
     from reaper.conf import reaper as conf_reaper
     return next(o.default for o in conf_reaper.pass_opts if o.name == name)
 
@@ -242,7 +241,7 @@ def child(cfg: dict) -> dict:
                                                                    str(os.getpid()))),
                               audit=audit_mod.AuditLog(None, HOST), connect=lambda: conn,
                               full_view_interval=cfg["full_view_interval"],
-                              deep_check_interval=_agent_full_view("deep_check_interval"))
+                              deep_check_interval=_agent_default("deep_check_interval"))
     template = pol.instance_name_template
     handles = net_exec.NetworkHandles(
         netlink=net_inv.Netlink(cfg["netns"]),
@@ -432,7 +431,7 @@ def report(args, results: list[dict], build_s: float, load: tuple) -> None:
     modes = sorted({f"cold {r['db_views'][0]}, warm " + "/".join(sorted(set(r["db_views"][1:])))
                     for r in results})
     print(f"Nova DB view: full_view_interval={args.full_view_interval} "
-          f"({'the agent default' if args.full_view_interval == _agent_full_view() else 'not the agent default'}"
+          f"({'the agent default' if args.full_view_interval == _agent_default() else 'not the agent default'}"
           f"); passes read: {'; '.join(modes)} (unchanged: the one change-check "
           f"statement, the bare side still reads the same DB rows)")
     print(f"{len(results)} fresh processes x (1 cold + {args.passes} warm passes); "
@@ -533,7 +532,7 @@ def main() -> int:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.full_view_interval is None and not args.child:
-        args.full_view_interval = _agent_full_view()
+        args.full_view_interval = _agent_default()
     if args.child:
         with open(args.child) as f:
             print(json.dumps(child(json.load(f))))
